@@ -1,0 +1,1 @@
+//! vnsnap-testbed

@@ -1,1 +1,53 @@
-//! vnsnap-rspec
+//! GENI RSpec v3: a typed model, a reader and a writer. No I/O.
+//!
+//! ```
+//! let xml = r#"<rspec xmlns="http://www.geni.net/resources/rspec/3" type="request">
+//!   <node client_id="vm1" exclusive="false"><sliver_type name="emulab-xen"/></node>
+//! </rspec>"#;
+//! let rspec = vnsnap_rspec::parse(xml).unwrap();
+//! assert_eq!(rspec.nodes[0].client_id.as_deref(), Some("vm1"));
+//! let again = vnsnap_rspec::parse(&rspec.to_xml()).unwrap();
+//! assert_eq!(rspec, again);
+//! ```
+//!
+//! # Model
+//! [`RSpec`] holds [`Node`]s, [`Link`]s and advertisement [`Opstate`] blocks. One set of types
+//! serves requests, manifests and advertisements; attributes that exist only in some kinds are
+//! `Option`s.
+//!
+//! # What is kept
+//! Elements and attributes this model does not know (foreign namespaces such as stitching or
+//! jacks, and GENI elements outside the model such as `relation`) are kept as [`XmlElement`]
+//! trees in the `extensions` / `ext_attrs` fields of the element they appeared in, and written
+//! back. Namespaces are kept; prefixes are not (the writer chooses them), and whitespace around
+//! text is trimmed. Comments and processing instructions are dropped.
+//!
+//! # Reading
+//! The reader is namespace-aware: the GENI v3 namespace may be the default or bound to any
+//! prefix. **ProtoGENI RSpec v2** (`http://www.protogeni.net/resources/rspec/2`) is refused with
+//! [`Error::NotRSpecV3`]: omni and geni-lib send v3, the aggregate only advertises v3, and
+//! silently translating v2 would write back a document in another namespace than the client
+//! sent.
+//!
+//! Limits against hostile input: at most [`MAX_DOCUMENT_BYTES`] bytes, at most [`MAX_DEPTH`]
+//! nested elements, no `<!DOCTYPE>` (so no entity can be declared), and only the five
+//! predefined entities plus character references are expanded.
+//!
+//! Errors carry a line and column. A well-formed document that breaks RSpec rules yields
+//! [`Error::Invalid`] listing every problem found, not only the first.
+
+#![forbid(unsafe_code)]
+
+mod error;
+mod model;
+mod xml;
+
+pub use error::{Error, Position, Problem, ProblemKind};
+pub use model::*;
+pub use xml::{QName, XmlAttr, XmlChild, XmlElement};
+
+/// The largest document [`parse`] accepts, in bytes (64 MiB).
+pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024 * 1024;
+
+/// The deepest element nesting [`parse`] accepts (the root is depth 1).
+pub const MAX_DEPTH: usize = 64;

@@ -1,0 +1,514 @@
+//! The typed RSpec model shared by requests, manifests and advertisements.
+//!
+//! One set of types serves all three document kinds: attributes that only exist in some kinds
+//! are `Option`s, and [`RSpec::validate`] checks the rules of the kind at hand. Every element
+//! that the GENI schemas open to extensions carries `extensions` (foreign child elements, in
+//! document order) and `ext_attrs` (attributes this model does not know), so that reading and
+//! then writing a document keeps what the library does not understand.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use crate::xml::{XmlAttr, XmlElement};
+
+/// The GENI RSpec v3 core namespace.
+pub const GENI_V3_NS: &str = "http://www.geni.net/resources/rspec/3";
+/// The Emulab/ProtoGENI extension namespace (`emulab:xen` and friends).
+pub const EMULAB_NS: &str = "http://www.protogeni.net/resources/rspec/ext/emulab/1";
+/// The login-user extension namespace (`user:services_user`).
+pub const USER_NS: &str = "http://www.geni.net/resources/rspec/ext/user/1";
+/// The operational-state extension namespace (`rspec_opstate`).
+pub const OPSTATE_NS: &str = "http://www.geni.net/resources/rspec/ext/opstate/1";
+/// The ProtoGENI RSpec v2 namespace, which this library refuses (see the crate docs).
+pub const PROTOGENI_V2_NS: &str = "http://www.protogeni.net/resources/rspec/2";
+/// The XML Schema instance namespace (`xsi:schemaLocation`).
+pub const XSI_NS: &str = "http://www.w3.org/2001/XMLSchema-instance";
+
+/// Which of the three RSpec document kinds a document is (the root `type` attribute).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RSpecType {
+    /// What a client asks for (`Allocate`).
+    Request,
+    /// What the aggregate granted (`Allocate`, `Provision`, `Describe`).
+    Manifest,
+    /// What the aggregate offers (`ListResources`).
+    Advertisement,
+}
+
+impl RSpecType {
+    /// The value of the root `type` attribute.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RSpecType::Request => "request",
+            RSpecType::Manifest => "manifest",
+            RSpecType::Advertisement => "advertisement",
+        }
+    }
+
+    /// Parses the root `type` attribute value.
+    pub fn from_attr(value: &str) -> Option<Self> {
+        match value {
+            "request" => Some(RSpecType::Request),
+            "manifest" => Some(RSpecType::Manifest),
+            "advertisement" => Some(RSpecType::Advertisement),
+            _ => None,
+        }
+    }
+}
+
+/// A whole RSpec document: the `<rspec>` root and everything under it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RSpec {
+    /// The document kind (`type` attribute, required).
+    pub rspec_type: RSpecType,
+    /// `generated`: an `xs:dateTime` such as `2025-01-01T12:00:00Z`.
+    pub generated: Option<String>,
+    /// `generated_by`: free text naming the producing tool.
+    pub generated_by: Option<String>,
+    /// `expires`: an `xs:dateTime`; a manifest must carry it.
+    pub expires: Option<String>,
+    /// The `<node>` elements, in document order.
+    pub nodes: Vec<Node>,
+    /// The `<link>` elements, in document order.
+    pub links: Vec<Link>,
+    /// Top-level `opstate:rspec_opstate` blocks (advertisements).
+    pub opstates: Vec<Opstate>,
+    /// `xsi:schemaLocation` pairs `(namespace, url)` for namespaces the writer does not
+    /// already know a location for (for example the stitching schema). The writer emits its
+    /// own pairs for the core, emulab and opstate namespaces.
+    pub extra_schema_locations: Vec<(String, String)>,
+    /// Foreign top-level elements (stitching topologies, client extensions, ...).
+    pub extensions: Vec<XmlElement>,
+    /// Unknown root attributes (namespace declarations and `xsi:schemaLocation` excluded).
+    pub ext_attrs: Vec<XmlAttr>,
+}
+
+impl RSpec {
+    /// An empty document of the given kind.
+    pub fn new(rspec_type: RSpecType) -> Self {
+        RSpec {
+            rspec_type,
+            generated: None,
+            generated_by: None,
+            expires: None,
+            nodes: Vec::new(),
+            links: Vec::new(),
+            opstates: Vec::new(),
+            extra_schema_locations: Vec::new(),
+            extensions: Vec::new(),
+            ext_attrs: Vec::new(),
+        }
+    }
+
+    /// The node with this `client_id`, if any.
+    pub fn node(&self, client_id: &str) -> Option<&Node> {
+        self.nodes
+            .iter()
+            .find(|n| n.client_id.as_deref() == Some(client_id))
+    }
+
+    /// The link with this `client_id`, if any.
+    pub fn link(&self, client_id: &str) -> Option<&Link> {
+        self.links
+            .iter()
+            .find(|l| l.client_id.as_deref() == Some(client_id))
+    }
+
+    /// The interface with this `client_id` together with the node that holds it.
+    pub fn interface(&self, client_id: &str) -> Option<(&Node, &Interface)> {
+        self.nodes.iter().find_map(|n| {
+            n.interfaces
+                .iter()
+                .find(|i| i.client_id.as_deref() == Some(client_id))
+                .map(|i| (n, i))
+        })
+    }
+}
+
+/// A `<node>`: one sliver (request, manifest) or one offered component (advertisement).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Node {
+    /// `client_id`: required in requests and manifests, absent in advertisements.
+    pub client_id: Option<String>,
+    /// `component_id`: the physical resource URN; makes a request node *bound*.
+    pub component_id: Option<String>,
+    /// `component_manager_id`: the URN of the aggregate that owns the node.
+    pub component_manager_id: Option<String>,
+    /// `component_name`: the short resource name.
+    pub component_name: Option<String>,
+    /// `exclusive`: whether the node is a whole physical machine.
+    pub exclusive: Option<bool>,
+    /// `sliver_id` (manifest only): the sliver URN used in AM API v3 `urns[]`.
+    pub sliver_id: Option<String>,
+    /// `<sliver_type>`: exactly one in a request, a list of offers in an advertisement.
+    pub sliver_types: Vec<SliverType>,
+    /// `<hardware_type>` elements.
+    pub hardware_types: Vec<HardwareType>,
+    /// `<interface>` elements.
+    pub interfaces: Vec<Interface>,
+    /// `<services>`.
+    pub services: Option<Services>,
+    /// `<host>` (manifest only).
+    pub host: Option<Host>,
+    /// `<location>`.
+    pub location: Option<Location>,
+    /// `<available>` (advertisement only).
+    pub available: Option<Available>,
+    /// Foreign or unknown child elements (`emulab:routable_control_ip`, `emulab:vnode`, ...).
+    pub extensions: Vec<XmlElement>,
+    /// Unknown attributes (`colocate`, foreign attributes).
+    pub ext_attrs: Vec<XmlAttr>,
+}
+
+impl Node {
+    /// Whether the request names a physical component (bound) or leaves the choice to the AM.
+    pub fn is_bound(&self) -> bool {
+        self.component_id.is_some()
+    }
+
+    /// The first sliver type, which is *the* sliver type of a request or manifest node.
+    pub fn sliver_type(&self) -> Option<&SliverType> {
+        self.sliver_types.first()
+    }
+}
+
+/// A `<sliver_type name=...>`, with its disk images and emulab VM settings.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SliverType {
+    /// `name`, for example `emulab-xen`, `raw-pc` or `default-vm`.
+    pub name: String,
+    /// `<disk_image>` elements.
+    pub disk_images: Vec<DiskImage>,
+    /// `<emulab:xen cores ram disk>`, if present.
+    pub xen: Option<EmulabXen>,
+    /// Foreign child elements (`emulab:xen_ptype`, ...).
+    pub extensions: Vec<XmlElement>,
+    /// Unknown attributes.
+    pub ext_attrs: Vec<XmlAttr>,
+}
+
+/// A `<disk_image>`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DiskImage {
+    /// `name` (required): usually an image URN.
+    pub name: String,
+    /// `url`: where the image can be fetched.
+    pub url: Option<String>,
+    /// `os`, for example `Linux`.
+    pub os: Option<String>,
+    /// `version`, for example `22.04`.
+    pub version: Option<String>,
+    /// `description`: free text.
+    pub description: Option<String>,
+    /// `default` (advertisement only): marks the default image, usually `"true"`.
+    pub default: Option<String>,
+    /// Foreign child elements.
+    pub extensions: Vec<XmlElement>,
+    /// Unknown attributes.
+    pub ext_attrs: Vec<XmlAttr>,
+}
+
+/// The emulab `<emulab:xen>` VM sizing element, placed inside `<sliver_type>`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EmulabXen {
+    /// `cores`: cores to reserve; 0 or absent means no guaranteed reservation.
+    pub cores: Option<u32>,
+    /// `ram`: minimum RAM in megabytes.
+    pub ram: Option<u64>,
+    /// `disk`: minimum disk in gigabytes.
+    pub disk: Option<u64>,
+    /// Unknown attributes.
+    pub ext_attrs: Vec<XmlAttr>,
+}
+
+/// A `<hardware_type name=...>`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HardwareType {
+    /// `name` (required), for example `pc3000`.
+    pub name: String,
+    /// Foreign child elements (`emulab:node_type`, ...).
+    pub extensions: Vec<XmlElement>,
+    /// Unknown attributes.
+    pub ext_attrs: Vec<XmlAttr>,
+}
+
+/// An `<interface>` of a node.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Interface {
+    /// `client_id`: required in requests and manifests (convention `node:if0`).
+    pub client_id: Option<String>,
+    /// `component_id`: the physical interface URN; required in advertisements.
+    pub component_id: Option<String>,
+    /// `sliver_id` (manifest only).
+    pub sliver_id: Option<String>,
+    /// `mac_address` (manifest only), for example `02:00:0a:0a:01:01`.
+    pub mac_address: Option<String>,
+    /// `<ip>` children.
+    pub ips: Vec<Ip>,
+    /// Foreign or unknown child elements.
+    pub extensions: Vec<XmlElement>,
+    /// Unknown attributes (`component_name`, `role`, `public_ipv4` in ads, foreign ones).
+    pub ext_attrs: Vec<XmlAttr>,
+}
+
+/// An `<ip address netmask type>` of an interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ip {
+    /// `address` (required).
+    pub address: IpAddr,
+    /// `netmask`, dotted (`255.255.255.0`) or a prefix length (`64`).
+    pub netmask: Option<Netmask>,
+    /// `type`, normally `ipv4` (the default when absent).
+    pub ip_type: Option<String>,
+    /// Unknown attributes.
+    pub ext_attrs: Vec<XmlAttr>,
+}
+
+/// A netmask as written in the document: both spellings are in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Netmask {
+    /// Dotted quad with contiguous one bits, for example `255.255.255.0`.
+    Dotted(Ipv4Addr),
+    /// A prefix length, for example `24` or `64`.
+    PrefixLen(u8),
+}
+
+impl Netmask {
+    /// The prefix length this mask stands for.
+    pub fn prefix_len(self) -> u8 {
+        match self {
+            // The reader accepts only contiguous masks, so counting ones is exact.
+            Netmask::Dotted(mask) => u32::from(mask).count_ones() as u8,
+            Netmask::PrefixLen(len) => len,
+        }
+    }
+}
+
+/// A `<link>`: a point-to-point link or a LAN between interfaces.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Link {
+    /// `client_id`: required in requests and manifests.
+    pub client_id: Option<String>,
+    /// `component_id`: required in advertisements.
+    pub component_id: Option<String>,
+    /// `component_name` (advertisement).
+    pub component_name: Option<String>,
+    /// `sliver_id` (manifest only).
+    pub sliver_id: Option<String>,
+    /// `vlantag` (manifest; the manifest schema requires it), 0..=4095.
+    pub vlantag: Option<u16>,
+    /// `<component_manager name=...>`: one URN per aggregate the link touches.
+    pub component_managers: Vec<String>,
+    /// `<interface_ref>` children: the link's end points.
+    pub interface_refs: Vec<InterfaceRef>,
+    /// `<link_type>` children (`lan`, `gre-tunnel`, `vlan`, ...).
+    pub link_types: Vec<LinkType>,
+    /// `<property>` children, one per direction.
+    pub properties: Vec<LinkProperty>,
+    /// Foreign or unknown child elements (`emulab:trivial_ok`, `component_hop`, ...).
+    pub extensions: Vec<XmlElement>,
+    /// Unknown attributes.
+    pub ext_attrs: Vec<XmlAttr>,
+}
+
+/// An `<interface_ref>` naming one end point of a link.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct InterfaceRef {
+    /// `client_id` of the interface (requests and manifests).
+    pub client_id: Option<String>,
+    /// `component_id` of the interface (advertisements; optional in manifests).
+    pub component_id: Option<String>,
+    /// `sliver_id` (manifest only).
+    pub sliver_id: Option<String>,
+    /// Foreign child elements.
+    pub extensions: Vec<XmlElement>,
+    /// Unknown attributes.
+    pub ext_attrs: Vec<XmlAttr>,
+}
+
+/// A `<link_type name=...>`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LinkType {
+    /// `name` (required), for example `lan`.
+    pub name: String,
+    /// `class`.
+    pub class: Option<String>,
+    /// Foreign child elements.
+    pub extensions: Vec<XmlElement>,
+    /// Unknown attributes.
+    pub ext_attrs: Vec<XmlAttr>,
+}
+
+/// A one-direction `<property>` of a link.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LinkProperty {
+    /// `source_id` (required): the sending interface's client_id.
+    pub source_id: String,
+    /// `dest_id` (required): the receiving interface's client_id.
+    pub dest_id: String,
+    /// `capacity` in kbit/s.
+    pub capacity: Option<u64>,
+    /// `latency` in milliseconds.
+    pub latency: Option<u64>,
+    /// `packet_loss` as a fraction in `0.0..=1.0`.
+    pub packet_loss: Option<f64>,
+    /// Foreign child elements.
+    pub extensions: Vec<XmlElement>,
+    /// Unknown attributes.
+    pub ext_attrs: Vec<XmlAttr>,
+}
+
+/// A node's `<services>`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Services {
+    /// `<login>` entries (manifest).
+    pub logins: Vec<Login>,
+    /// `<install>` entries; installs run before executes.
+    pub installs: Vec<Install>,
+    /// `<execute>` entries.
+    pub executes: Vec<Execute>,
+    /// `<user:services_user>` entries with the accounts' public keys (manifest).
+    pub users: Vec<UserKey>,
+    /// Other foreign child elements (`emulab:console`, ...).
+    pub extensions: Vec<XmlElement>,
+    /// Unknown attributes.
+    pub ext_attrs: Vec<XmlAttr>,
+}
+
+/// A `<login authentication hostname port username>` entry.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Login {
+    /// `authentication` (required), normally `ssh-keys`.
+    pub authentication: String,
+    /// `hostname` to ssh to.
+    pub hostname: Option<String>,
+    /// `port` to ssh to.
+    pub port: Option<u16>,
+    /// `username` (manifest).
+    pub username: Option<String>,
+    /// Unknown or foreign child elements (the manifest's `<user name=...>`).
+    pub extensions: Vec<XmlElement>,
+    /// Unknown attributes.
+    pub ext_attrs: Vec<XmlAttr>,
+}
+
+/// An `<install url install_path>` entry.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Install {
+    /// `url` (required) of the tarball.
+    pub url: String,
+    /// `install_path` (required).
+    pub install_path: String,
+    /// `file_type` (advertisement).
+    pub file_type: Option<String>,
+    /// Foreign child elements.
+    pub extensions: Vec<XmlElement>,
+    /// Unknown attributes.
+    pub ext_attrs: Vec<XmlAttr>,
+}
+
+/// An `<execute shell command>` entry.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Execute {
+    /// `shell` (required), for example `sh`.
+    pub shell: String,
+    /// `command` (required).
+    pub command: String,
+    /// Foreign child elements.
+    pub extensions: Vec<XmlElement>,
+    /// Unknown attributes.
+    pub ext_attrs: Vec<XmlAttr>,
+}
+
+/// The `<user:services_user login user_urn>` extension: one account and its SSH keys.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UserKey {
+    /// `login` (required): the account name on the node.
+    pub login: String,
+    /// `user_urn`: the GENI user URN.
+    pub user_urn: Option<String>,
+    /// `<user:public_key>` texts, such as `ssh-ed25519 AAAA... alice@laptop`.
+    pub public_keys: Vec<String>,
+}
+
+/// A manifest `<host name=...>` (the schema copy allows `name` only).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Host {
+    /// `name` (required): the node's DNS name.
+    pub name: String,
+    /// Unknown attributes (ProtoGENI's `ipv4`; not schema-valid, kept when read).
+    pub ext_attrs: Vec<XmlAttr>,
+}
+
+/// A `<location country latitude longitude>`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Location {
+    /// `country` (required), ISO code such as `US`.
+    pub country: String,
+    /// `latitude` in degrees, `-90.0..=90.0`.
+    pub latitude: Option<f64>,
+    /// `longitude` in degrees, `-180.0..=180.0`.
+    pub longitude: Option<f64>,
+    /// Foreign child elements.
+    pub extensions: Vec<XmlElement>,
+    /// Unknown attributes.
+    pub ext_attrs: Vec<XmlAttr>,
+}
+
+/// An advertisement's `<available now=...>`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Available {
+    /// `now`: whether the component can be allocated now.
+    pub now: bool,
+    /// Foreign child elements.
+    pub extensions: Vec<XmlElement>,
+    /// Unknown attributes.
+    pub ext_attrs: Vec<XmlAttr>,
+}
+
+/// An `opstate:rspec_opstate` block: the operational state machine of some sliver types.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Opstate {
+    /// `aggregate_manager_id` (required): the AM's URN.
+    pub aggregate_manager_id: String,
+    /// `start` (required): the first state after provisioning, e.g. `geni_notready`.
+    pub start: String,
+    /// `<sliver_type name=...>` entries this block applies to.
+    pub sliver_types: Vec<String>,
+    /// `<state>` entries.
+    pub states: Vec<OpstateState>,
+}
+
+/// One `<state name=...>` of an opstate block.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OpstateState {
+    /// `name` (required), e.g. `geni_ready`.
+    pub name: String,
+    /// `<description>` text.
+    pub description: Option<String>,
+    /// `<action>` entries: what a user may invoke in this state.
+    pub actions: Vec<OpstateAction>,
+    /// `<wait>` entries: asynchronous transitions out of this state.
+    pub waits: Vec<OpstateWait>,
+}
+
+/// An `<action name next>`: a PerformOperationalAction verb valid in a state.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OpstateAction {
+    /// `name` (required), e.g. `geni_start` or `myam_snapshot`.
+    pub name: String,
+    /// `next` (required): the resulting state.
+    pub next: String,
+    /// `<description>` text.
+    pub description: Option<String>,
+}
+
+/// A `<wait type next>`: a transition that happens on its own.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OpstateWait {
+    /// `type`, e.g. `geni_success` or `geni_failure`.
+    pub wait_type: Option<String>,
+    /// `next` (required): the resulting state.
+    pub next: String,
+    /// `<description>` text.
+    pub description: Option<String>,
+}

@@ -1,1 +1,2 @@
 //! vnsnap-testbed
+pub mod image;

@@ -40,6 +40,9 @@
 
 mod error;
 mod model;
+mod read;
+mod validate;
+mod write;
 mod xml;
 
 pub use error::{Error, Position, Problem, ProblemKind};
@@ -51,3 +54,13 @@ pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024 * 1024;
 
 /// The deepest element nesting [`parse`] accepts (the root is depth 1).
 pub const MAX_DEPTH: usize = 64;
+
+/// Reads an RSpec v3 document (request, manifest or advertisement).
+///
+/// Fails with [`Error::Malformed`] (and the other fatal variants) at the first XML-level
+/// problem, or with [`Error::Invalid`] listing every RSpec-level problem of a well-formed
+/// document. Reading is lenient where real tools differ from the schema copies (a manifest
+/// link without `vlantag` is accepted); use [`RSpec::validate`] for the strict rules.
+pub fn parse(xml: &str) -> Result<RSpec, Error> {
+    read::parse(xml)
+}

@@ -1,0 +1,520 @@
+//! The reader: one pass over quick-xml's namespace-aware events straight into the model.
+//!
+//! There is no intermediate DOM: each element kind has a function that consumes its start
+//! event, its attributes and its children up to the matching end event. Only extension content
+//! is built as an [`XmlElement`] tree. Semantic problems are collected (never returned early);
+//! byte offsets are kept and turned into line/column once, at the end, in a single sweep.
+
+mod elements;
+mod values;
+
+pub(crate) use values::is_datetime;
+
+use std::borrow::Cow;
+
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::name::ResolveResult;
+use quick_xml::NsReader;
+
+use crate::error::{Error, Position, Problem, ProblemKind};
+use crate::model::{
+    RSpec, EMULAB_NS, GENI_V3_NS, OPSTATE_NS, PROTOGENI_V2_NS, USER_NS, XSI_NS,
+};
+use crate::validate::{self, Offsets};
+use crate::xml::{QName, XmlAttr, XmlChild, XmlElement};
+use crate::{MAX_DEPTH, MAX_DOCUMENT_BYTES};
+
+/// A namespace, classified without allocating for the ones the model knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Ns {
+    /// No namespace.
+    None,
+    /// GENI RSpec v3 core.
+    Geni,
+    /// Emulab extension.
+    Emulab,
+    /// Login-user extension.
+    User,
+    /// Opstate extension.
+    Opstate,
+    /// XML Schema instance.
+    Xsi,
+    /// Any other namespace.
+    Other(String),
+}
+
+impl Ns {
+    fn classify(bytes: &[u8]) -> Ns {
+        match bytes {
+            b"http://www.geni.net/resources/rspec/3" => Ns::Geni,
+            b"http://www.protogeni.net/resources/rspec/ext/emulab/1" => Ns::Emulab,
+            b"http://www.geni.net/resources/rspec/ext/user/1" => Ns::User,
+            b"http://www.geni.net/resources/rspec/ext/opstate/1" => Ns::Opstate,
+            b"http://www.w3.org/2001/XMLSchema-instance" => Ns::Xsi,
+            other => Ns::Other(String::from_utf8_lossy(other).into_owned()),
+        }
+    }
+
+    fn uri(&self) -> Option<String> {
+        let s = match self {
+            Ns::None => return None,
+            Ns::Geni => GENI_V3_NS,
+            Ns::Emulab => EMULAB_NS,
+            Ns::User => USER_NS,
+            Ns::Opstate => OPSTATE_NS,
+            Ns::Xsi => XSI_NS,
+            Ns::Other(s) => return Some(s.clone()),
+        };
+        Some(s.to_owned())
+    }
+}
+
+/// A start tag seen by the reader, with its namespace resolved.
+pub(crate) struct Tag<'i> {
+    pub(crate) ns: Ns,
+    pub(crate) start: BytesStart<'i>,
+    /// `<x/>`: there are no children and no end event to consume.
+    pub(crate) empty: bool,
+    /// Byte offset of the event (before any leading whitespace).
+    pub(crate) offset: usize,
+}
+
+impl Tag<'_> {
+    pub(crate) fn local(&self) -> &[u8] {
+        self.start.local_name().into_inner()
+    }
+
+    pub(crate) fn is(&self, ns: &Ns, local: &str) -> bool {
+        &self.ns == ns && self.local() == local.as_bytes()
+    }
+}
+
+/// An attribute with its namespace resolved and its value unescaped.
+pub(crate) struct RawAttr<'t> {
+    pub(crate) ns: Ns,
+    pub(crate) local: &'t str,
+    pub(crate) value: Cow<'t, str>,
+}
+
+impl RawAttr<'_> {
+    /// The attribute's local name when it is in no namespace (every known RSpec attribute).
+    pub(crate) fn plain(&self) -> Option<&str> {
+        match self.ns {
+            Ns::None => Some(self.local),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn into_ext(self) -> XmlAttr {
+        XmlAttr {
+            name: QName {
+                ns: self.ns.uri(),
+                local: self.local.to_owned(),
+            },
+            value: self.value.into_owned(),
+        }
+    }
+}
+
+/// Reader state for one document.
+pub(crate) struct Ctx<'i> {
+    reader: NsReader<&'i [u8]>,
+    depth: usize,
+    /// Problems as (byte offset, kind, message); positions are computed at the end.
+    pub(crate) problems: Vec<(usize, ProblemKind, String)>,
+    pub(crate) offsets: Offsets,
+}
+
+/// What [`Ctx::next_child`] found.
+pub(crate) enum Next<'i> {
+    /// A child element.
+    Child(Tag<'i>),
+    /// Non-whitespace text (trimmed, unescaped).
+    Text(String),
+    /// The end of the current element.
+    End,
+}
+
+/// An internal fatal error: a byte offset plus the public error without its position yet.
+pub(crate) struct Fatal {
+    offset: usize,
+    kind: FatalKind,
+}
+
+enum FatalKind {
+    Malformed(String),
+    TooDeep,
+    Doctype,
+    NotRSpec(String),
+}
+
+pub(crate) type Res<T> = Result<T, Fatal>;
+
+impl<'i> Ctx<'i> {
+    fn new(input: &'i str) -> Self {
+        let mut reader = NsReader::from_str(input);
+        let config = reader.config_mut();
+        // Whitespace around text is not meaningful in RSpecs; trimming also drops the
+        // indentation between elements so it never reaches extension trees.
+        config.trim_text(true);
+        config.check_end_names = true;
+        config.expand_empty_elements = false;
+        Ctx {
+            reader,
+            depth: 0,
+            problems: Vec::new(),
+            offsets: Offsets::default(),
+        }
+    }
+
+    fn malformed(&self, message: impl Into<String>) -> Fatal {
+        Fatal {
+            offset: self.reader.buffer_position() as usize,
+            kind: FatalKind::Malformed(message.into()),
+        }
+    }
+
+    pub(crate) fn problem(&mut self, offset: usize, kind: ProblemKind, message: String) {
+        self.problems.push((offset, kind, message));
+    }
+
+    /// Reads the next event that matters, resolving the element namespace, tracking depth,
+    /// and refusing DOCTYPE. Comments, processing instructions and declarations are skipped.
+    fn event(&mut self) -> Res<(Ns, Event<'i>, usize)> {
+        loop {
+            let offset = self.reader.buffer_position() as usize;
+            let (res, ev) = match self.reader.read_resolved_event() {
+                Ok(x) => x,
+                Err(e) => {
+                    return Err(Fatal {
+                        offset: self.reader.error_position() as usize,
+                        kind: FatalKind::Malformed(e.to_string()),
+                    })
+                }
+            };
+            let ns = match res {
+                ResolveResult::Unbound => Ns::None,
+                ResolveResult::Bound(n) => Ns::classify(n.into_inner()),
+                ResolveResult::Unknown(p) => {
+                    return Err(Fatal {
+                        offset,
+                        kind: FatalKind::Malformed(format!(
+                            "Unknown namespace prefix {:?}",
+                            String::from_utf8_lossy(&p)
+                        )),
+                    })
+                }
+            };
+            match ev {
+                Event::Comment(_) | Event::PI(_) | Event::Decl(_) => continue,
+                Event::DocType(_) => {
+                    return Err(Fatal {
+                        offset,
+                        kind: FatalKind::Doctype,
+                    })
+                }
+                Event::Start(_) => {
+                    self.depth += 1;
+                    if self.depth > MAX_DEPTH {
+                        return Err(Fatal {
+                            offset,
+                            kind: FatalKind::TooDeep,
+                        });
+                    }
+                }
+                Event::Empty(_) => {
+                    if self.depth + 1 > MAX_DEPTH {
+                        return Err(Fatal {
+                            offset,
+                            kind: FatalKind::TooDeep,
+                        });
+                    }
+                }
+                Event::End(_) => self.depth = self.depth.saturating_sub(1),
+                _ => {}
+            }
+            return Ok((ns, ev, offset));
+        }
+    }
+
+    /// The next child of the element being read, its text, or its end.
+    pub(crate) fn next_child(&mut self) -> Res<Next<'i>> {
+        loop {
+            let (ns, ev, offset) = self.event()?;
+            return Ok(match ev {
+                Event::Start(start) => Next::Child(Tag {
+                    ns,
+                    start,
+                    empty: false,
+                    offset,
+                }),
+                Event::Empty(start) => Next::Child(Tag {
+                    ns,
+                    start,
+                    empty: true,
+                    offset,
+                }),
+                Event::End(_) => Next::End,
+                Event::Text(t) => {
+                    let text = t.unescape().map_err(|e| self.malformed(e.to_string()))?;
+                    if text.is_empty() {
+                        continue;
+                    }
+                    Next::Text(text.into_owned())
+                }
+                Event::CData(c) => {
+                    let raw = c.into_inner();
+                    let text = std::str::from_utf8(&raw)
+                        .map_err(|e| self.malformed(e.to_string()))?
+                        .to_owned();
+                    Next::Text(text)
+                }
+                Event::Eof => return Err(self.malformed("Unexpected end of document")),
+                _ => continue,
+            });
+        }
+    }
+
+    /// The attributes of a start tag, namespace declarations excluded.
+    pub(crate) fn attrs<'t>(&self, tag: &'t Tag<'i>) -> Res<Vec<RawAttr<'t>>> {
+        let mut out = Vec::new();
+        for attr in tag.start.attributes() {
+            let attr = attr.map_err(|e| Fatal {
+                offset: tag.offset,
+                kind: FatalKind::Malformed(e.to_string()),
+            })?;
+            if attr.key.as_namespace_binding().is_some() {
+                continue;
+            }
+            let (res, local) = self.reader.resolve_attribute(attr.key);
+            let ns = match res {
+                ResolveResult::Unbound => Ns::None,
+                ResolveResult::Bound(n) => Ns::classify(n.into_inner()),
+                ResolveResult::Unknown(p) => {
+                    return Err(Fatal {
+                        offset: tag.offset,
+                        kind: FatalKind::Malformed(format!(
+                            "Unknown namespace prefix {:?}",
+                            String::from_utf8_lossy(&p)
+                        )),
+                    })
+                }
+            };
+            let local = std::str::from_utf8(local.into_inner())
+                .map_err(|e| self.malformed(e.to_string()))?;
+            let value = attr.unescape_value().map_err(|e| Fatal {
+                offset: tag.offset,
+                kind: FatalKind::Malformed(e.to_string()),
+            })?;
+            out.push(RawAttr { ns, local, value });
+        }
+        Ok(out)
+    }
+
+    /// Consumes the rest of an element the reader has no use for inside a known element.
+    pub(crate) fn skip(&mut self, tag: &Tag<'i>) -> Res<()> {
+        if tag.empty {
+            return Ok(());
+        }
+        loop {
+            match self.next_child()? {
+                Next::Child(child) => self.skip(&child)?,
+                Next::Text(_) => {}
+                Next::End => return Ok(()),
+            }
+        }
+    }
+
+    /// Reads an element the model does not know into an owned tree.
+    pub(crate) fn ext_element(&mut self, tag: Tag<'i>) -> Res<XmlElement> {
+        let attrs = self
+            .attrs(&tag)?
+            .into_iter()
+            .map(RawAttr::into_ext)
+            .collect();
+        let local = std::str::from_utf8(tag.local())
+            .map_err(|e| self.malformed(e.to_string()))?
+            .to_owned();
+        let mut el = XmlElement {
+            name: QName {
+                ns: tag.ns.uri(),
+                local,
+            },
+            attrs,
+            children: Vec::new(),
+        };
+        if tag.empty {
+            return Ok(el);
+        }
+        loop {
+            match self.next_child()? {
+                Next::Child(child) => {
+                    let c = self.ext_element(child)?;
+                    el.children.push(XmlChild::Element(c));
+                }
+                Next::Text(t) => el.children.push(XmlChild::Text(t)),
+                Next::End => return Ok(el),
+            }
+        }
+    }
+
+    /// Reads the text content of a simple element such as `<description>`; child elements
+    /// are reported and skipped.
+    pub(crate) fn text_content(&mut self, tag: &Tag<'i>) -> Res<String> {
+        let mut out = String::new();
+        if tag.empty {
+            return Ok(out);
+        }
+        loop {
+            match self.next_child()? {
+                Next::Child(child) => {
+                    self.problem(
+                        child.offset,
+                        ProblemKind::UnexpectedElement,
+                        format!(
+                            "Unexpected element <{}> inside a text-only element",
+                            String::from_utf8_lossy(child.local())
+                        ),
+                    );
+                    self.skip(&child)?;
+                }
+                Next::Text(t) => out.push_str(&t),
+                Next::End => return Ok(out),
+            }
+        }
+    }
+
+    /// Reads the root element and the document's epilogue.
+    fn document(&mut self) -> Res<RSpec> {
+        let root = loop {
+            let (ns, ev, offset) = self.event()?;
+            match ev {
+                Event::Start(start) => {
+                    break Tag {
+                        ns,
+                        start,
+                        empty: false,
+                        offset,
+                    }
+                }
+                Event::Empty(start) => {
+                    break Tag {
+                        ns,
+                        start,
+                        empty: true,
+                        offset,
+                    }
+                }
+                Event::Text(_) | Event::CData(_) => {
+                    return Err(self.malformed("Text before the root element"))
+                }
+                Event::Eof => return Err(self.malformed("No root element")),
+                _ => return Err(self.malformed("Unexpected markup before the root element")),
+            }
+        };
+        if !root.is(&Ns::Geni, "rspec") {
+            let found = format!(
+                "{{{}}}{}",
+                root.ns.uri().unwrap_or_default(),
+                String::from_utf8_lossy(root.local())
+            );
+            let hint = if root.ns == Ns::Other(PROTOGENI_V2_NS.to_owned()) {
+                " (ProtoGENI RSpec v2 is not supported; send GENI v3)"
+            } else {
+                ""
+            };
+            return Err(Fatal {
+                offset: root.offset,
+                kind: FatalKind::NotRSpec(format!("{found}{hint}")),
+            });
+        }
+        let rspec = self.rspec(root)?;
+        // Only whitespace, comments and processing instructions may follow the root.
+        loop {
+            let (_, ev, _) = self.event()?;
+            match ev {
+                Event::Eof => return Ok(rspec),
+                _ => return Err(self.malformed("Content after the root element")),
+            }
+        }
+    }
+}
+
+/// Reads a document; see [`crate::parse`].
+pub(crate) fn parse(input: &str) -> Result<RSpec, Error> {
+    if input.len() > MAX_DOCUMENT_BYTES {
+        return Err(Error::TooLarge {
+            len: input.len(),
+            max: MAX_DOCUMENT_BYTES,
+        });
+    }
+    let mut ctx = Ctx::new(input);
+    let rspec = match ctx.document() {
+        Ok(r) => r,
+        Err(f) => {
+            let position = positions(input, &[f.offset])[0];
+            return Err(match f.kind {
+                FatalKind::Malformed(message) => Error::Malformed { position, message },
+                FatalKind::TooDeep => Error::TooDeep {
+                    position,
+                    max: MAX_DEPTH,
+                },
+                FatalKind::Doctype => Error::Doctype { position },
+                FatalKind::NotRSpec(found) => Error::NotRSpecV3 { found },
+            });
+        }
+    };
+    let mut problems = std::mem::take(&mut ctx.problems);
+    validate::check(&rspec, Some(&ctx.offsets), false, &mut |off, kind, msg| {
+        problems.push((off.unwrap_or(0), kind, msg));
+    });
+    if problems.is_empty() {
+        return Ok(rspec);
+    }
+    problems.sort_by_key(|p| p.0);
+    let offsets: Vec<usize> = problems.iter().map(|p| p.0).collect();
+    let pos = positions(input, &offsets);
+    Err(Error::Invalid(
+        problems
+            .into_iter()
+            .zip(pos)
+            .map(|((_, kind, message), position)| Problem {
+                position: Some(position),
+                kind,
+                message,
+            })
+            .collect(),
+    ))
+}
+
+/// Converts sorted byte offsets to positions in one sweep. An offset that points at
+/// whitespace before a tag is moved to the tag, which is where a reader expects it.
+fn positions(input: &str, sorted: &[usize]) -> Vec<Position> {
+    let bytes = input.as_bytes();
+    let mut out = Vec::with_capacity(sorted.len());
+    // `chars` counts characters since the line start, so the sweep stays linear even for a
+    // hostile one-line document with many problems.
+    let (mut line, mut chars, mut at) = (1usize, 0usize, 0usize);
+    for &raw in sorted {
+        let mut off = raw.min(bytes.len());
+        // Skipping whitespace keeps offsets sorted: it only moves each one forward to the
+        // next non-blank byte, which is the same for offsets sharing a whitespace run.
+        while off < bytes.len() && bytes[off].is_ascii_whitespace() {
+            off += 1;
+        }
+        while at < off {
+            if bytes[at] == b'\n' {
+                line += 1;
+                chars = 0;
+            } else if bytes[at] & 0xC0 != 0x80 {
+                chars += 1;
+            }
+            at += 1;
+        }
+        out.push(Position {
+            line,
+            column: chars + 1,
+        });
+    }
+    out
+}

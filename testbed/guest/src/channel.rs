@@ -135,6 +135,7 @@ fn serve_file(mut file: File, guest: &Guest) -> io::Result<()> {
     let fd = file.as_raw_fd();
     let mut pending: Vec<u8> = Vec::new();
     let mut discarding = false;
+    let mut connected = false;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let rev = poll_fd(fd, libc::POLLIN, 1000)?;
@@ -147,11 +148,19 @@ fn serve_file(mut file: File, guest: &Guest) -> io::Result<()> {
         match file.read(&mut buf) {
             Ok(0) => {
                 // Host not connected: forget any half-received request.
+                if connected {
+                    eprintln!("vnsnap-guest: host disconnected");
+                    connected = false;
+                }
                 pending.clear();
                 discarding = false;
                 std::thread::sleep(Duration::from_millis(100));
             }
             Ok(n) => {
+                if !connected {
+                    eprintln!("vnsnap-guest: host connected");
+                    connected = true;
+                }
                 pending.extend_from_slice(&buf[..n]);
                 while let Some(pos) = pending.iter().position(|&b| b == b'\n') {
                     let line: Vec<u8> = pending.drain(..=pos).collect();

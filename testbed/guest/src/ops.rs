@@ -55,6 +55,23 @@ pub struct Guest {
 
 type OpResult = Result<Map<String, Value>, String>;
 
+/// Parses a request line. If the whole line is not valid JSON, the longest
+/// valid suffix starting at a `{` is used instead: a host that disconnected in
+/// the middle of a request may leave a fragment in front of the next one.
+pub fn parse_request(line: &str) -> Result<Value, serde_json::Error> {
+    match serde_json::from_str(line) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            for (i, _) in line.match_indices('{').filter(|(i, _)| *i > 0) {
+                if let Ok(v @ Value::Object(_)) = serde_json::from_str(&line[i..]) {
+                    return Ok(v);
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
 /// Builds an error reply line.
 pub fn error_reply(id: Option<&Value>, msg: &str) -> String {
     let mut m = Map::new();
@@ -93,7 +110,7 @@ impl Guest {
 
     /// Handles one request line and returns the reply line (without newline).
     pub fn handle_line(&self, line: &str) -> String {
-        let req: Value = match serde_json::from_str(line) {
+        let req: Value = match parse_request(line) {
             Ok(v) => v,
             Err(e) => return error_reply(None, &format!("bad JSON: {e}")),
         };
@@ -453,6 +470,8 @@ mod tests {
         assert!(r["error"].as_str().unwrap().contains("unknown op"));
         let r = call(&g, r#"{"id":"x"}"#);
         assert_eq!(r["id"], json!("x"));
+        let r = call(&g, r#"{"op":"hel{"op":"nope","id":3}"#);
+        assert_eq!(r["id"], json!(3), "fragment before a request is skipped");
         let r = call(&g, r#"{"op":"ring_pause"}"#);
         assert_eq!(r["ok"], json!(false));
     }

@@ -300,7 +300,10 @@ fn two_guests_boot_and_talk() {
     // exec
     let r = c1.call(json!({"op": "exec", "argv": ["cat", "/data/README"], "timeout_ms": 5000}));
     assert_eq!(r["status"], json!(0), "{r}");
-    assert!(r["stdout"].as_str().unwrap().contains("vnsnap data disk"), "{r}");
+    assert!(
+        r["stdout"].as_str().unwrap().contains("vnsnap data disk"),
+        "{r}"
+    );
 
     // ping both ways
     let r = c1.call(json!({"op": "ping", "dst": "10.77.0.2", "count": 3, "timeout_ms": 10000}));
@@ -309,15 +312,25 @@ fn two_guests_boot_and_talk() {
     assert!(r["received"].as_u64().unwrap() >= 1, "ping vm2->vm1: {r}");
 
     // UDP sequence streams in both directions.
-    c1.call(json!({"op": "udp_start", "dst": "10.77.0.2:6000", "rate_hz": 100, "listen_port": 6000}));
-    c2.call(json!({"op": "udp_start", "dst": "10.77.0.1:6000", "rate_hz": 100, "listen_port": 6000}));
+    c1.call(
+        json!({"op": "udp_start", "dst": "10.77.0.2:6000", "rate_hz": 100, "listen_port": 6000}),
+    );
+    c2.call(
+        json!({"op": "udp_start", "dst": "10.77.0.1:6000", "rate_hz": 100, "listen_port": 6000}),
+    );
     // Disk coherence on vm1, stall meter vm1 -> vm2.
     c1.call(json!({"op": "disk_start", "interval_ms": 50}));
     c1.call(json!({"op": "stall_start", "dst": "10.77.0.2:6001", "hz": 200, "listen_port": 6001}));
     c2.call(json!({"op": "stall_start", "dst": "10.77.0.1:6001", "hz": 200, "listen_port": 6001}));
 
-    let recv = |c: &mut Ctl| c.call(json!({"op": "state"}))["udp"]["received"].as_u64().unwrap();
-    wait_until("UDP packets at vm2", Duration::from_secs(20), || recv(&mut c2) > 0);
+    let recv = |c: &mut Ctl| {
+        c.call(json!({"op": "state"}))["udp"]["received"]
+            .as_u64()
+            .unwrap()
+    };
+    wait_until("UDP packets at vm2", Duration::from_secs(20), || {
+        recv(&mut c2) > 0
+    });
     let first = recv(&mut c2);
     wait_until("more UDP packets at vm2", Duration::from_secs(20), || {
         recv(&mut c2) > first + 20
@@ -336,7 +349,11 @@ fn two_guests_boot_and_talk() {
             assert_eq!(disk["disk_coherent"], json!(true), "{disk}");
             assert_eq!(disk["errors"], json!(0), "{disk}");
         }
-        assert!(st["stall"]["count"].as_u64().unwrap() > 0, "{}", st["stall"]);
+        assert!(
+            st["stall"]["count"].as_u64().unwrap() > 0,
+            "{}",
+            st["stall"]
+        );
     }
     assert!(!c1.call(json!({"op": "state"}))["disk"].is_null());
 

@@ -106,7 +106,10 @@ fn serve_device_forever(path: &Path, guest: &Guest) {
             return;
         }
     };
-    eprintln!("vnsnap-guest: serving control channel on {}", path.display());
+    eprintln!(
+        "vnsnap-guest: serving control channel on {}",
+        path.display()
+    );
     if let Err(e) = serve_file(file, guest) {
         eprintln!("vnsnap-guest: {}: {e}; reopening", path.display());
         std::thread::sleep(Duration::from_millis(500));

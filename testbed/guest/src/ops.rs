@@ -158,13 +158,18 @@ impl Guest {
                     .and_then(Value::as_array)
                     .ok_or("missing array parameter \"peers\"")?
                     .iter()
-                    .map(|v| v.as_str().map(str::to_string).ok_or("peers must be strings"))
+                    .map(|v| {
+                        v.as_str()
+                            .map(str::to_string)
+                            .ok_or("peers must be strings")
+                    })
                     .collect::<Result<_, _>>()?;
                 let cfg = RingConfig {
                     index: req_u64(p, "index")? as usize,
                     peers,
                     port: port_param(p, "port")?,
-                    tokens: u32::try_from(get_u64(p, "tokens", 1)?).map_err(|_| "tokens too large")?,
+                    tokens: u32::try_from(get_u64(p, "tokens", 1)?)
+                        .map_err(|_| "tokens too large")?,
                 };
                 let mut slot = self.ring.lock().unwrap();
                 if let Some(mut old) = slot.take() {
@@ -192,7 +197,10 @@ impl Guest {
             }
             "udp_stop" => stop_slot(&self.udp, "udp", UdpStream::stop, UdpStream::state),
             "disk_start" => {
-                let path = p.get("path").and_then(Value::as_str).unwrap_or(DEFAULT_PATH);
+                let path = p
+                    .get("path")
+                    .and_then(Value::as_str)
+                    .unwrap_or(DEFAULT_PATH);
                 let interval = get_u64(p, "interval_ms", 100)?;
                 // Stop first so two tickers never append to the same file.
                 if let Some(mut old) = self.disk.lock().unwrap().take() {
@@ -491,13 +499,19 @@ mod tests {
     #[test]
     fn exec_captures_and_times_out() {
         let g = Guest::new();
-        let r = call(&g, r#"{"op":"exec","argv":["sh","-c","echo hi; echo err >&2; exit 3"]}"#);
+        let r = call(
+            &g,
+            r#"{"op":"exec","argv":["sh","-c","echo hi; echo err >&2; exit 3"]}"#,
+        );
         assert_eq!(r["status"], json!(3));
         assert_eq!(r["stdout"], json!("hi\n"));
         assert_eq!(r["stderr"], json!("err\n"));
         let r = call(&g, r#"{"op":"exec","argv":["sleep","5"],"timeout_ms":100}"#);
         assert_eq!(r["timed_out"], json!(true));
-        let r = call(&g, r#"{"op":"exec","argv":["head","-c","100000","/dev/zero"]}"#);
+        let r = call(
+            &g,
+            r#"{"op":"exec","argv":["head","-c","100000","/dev/zero"]}"#,
+        );
         assert_eq!(r["truncated"], json!(true));
         assert_eq!(r["stdout"].as_str().unwrap().len(), EXEC_OUTPUT_CAP);
     }

@@ -255,8 +255,20 @@ fn write_initrd(inp: &Inputs, out: &Path) -> Result<(), ImageError> {
     let mut w = cpio::CpioWriter::new(gz);
     let io = |e| ImageError::io(out, e);
     for d in [
-        "bin", "sbin", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp", "run", "data",
-        "root", "mnt", "var", "etc/vnsnap",
+        "bin",
+        "sbin",
+        "usr/bin",
+        "usr/sbin",
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "run",
+        "data",
+        "root",
+        "mnt",
+        "var",
+        "etc/vnsnap",
     ] {
         w.dir(d).map_err(io)?;
     }
@@ -268,22 +280,32 @@ fn write_initrd(inp: &Inputs, out: &Path) -> Result<(), ImageError> {
         w.symlink(&format!("bin/{a}"), "busybox").map_err(io)?;
     }
     w.file("bin/vnsnap-guest", 0o755, &inp.guest).map_err(io)?;
-    w.file("init", 0o755, init::INIT_SCRIPT.as_bytes()).map_err(io)?;
-    w.file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n").map_err(io)?;
+    w.file("init", 0o755, init::INIT_SCRIPT.as_bytes())
+        .map_err(io)?;
+    w.file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n")
+        .map_err(io)?;
     w.file("etc/group", 0o644, b"root:x:0:\n").map_err(io)?;
-    w.file("etc/hosts", 0o644, b"127.0.0.1 localhost\n").map_err(io)?;
+    w.file("etc/hosts", 0o644, b"127.0.0.1 localhost\n")
+        .map_err(io)?;
     let mut list = String::new();
     for (m, bytes) in &inp.modules {
-        w.file(&format!("lib/modules/{}/{}", inp.kver, m.rel_path), 0o644, bytes)
-            .map_err(io)?;
+        w.file(
+            &format!("lib/modules/{}/{}", inp.kver, m.rel_path),
+            0o644,
+            bytes,
+        )
+        .map_err(io)?;
         list.push_str(&m.rel_path);
         list.push('\n');
     }
-    w.file("etc/vnsnap/modules", 0o644, list.as_bytes()).map_err(io)?;
+    w.file("etc/vnsnap/modules", 0o644, list.as_bytes())
+        .map_err(io)?;
     let gz = w.finish().map_err(io)?;
     let mut bw = gz.finish().map_err(io)?;
     bw.flush().map_err(io)?;
-    let f = bw.into_inner().map_err(|e| ImageError::io(out, e.into_error()))?;
+    let f = bw
+        .into_inner()
+        .map_err(|e| ImageError::io(out, e.into_error()))?;
     f.sync_all().map_err(io)?;
     Ok(())
 }
@@ -312,6 +334,21 @@ pub fn build(opts: &BuildOptions) -> Result<GuestImage, ImageError> {
         Err(_) if final_dir.join("manifest.json").exists() => {
             // Another builder won the race with identical content.
             let _ = std::fs::remove_dir_all(&tmp);
+        }
+        Err(_) if final_dir.exists() => {
+            // A damaged entry (no manifest): move it aside and retry once.
+            let stale = images.join(format!(".stale-{}-{}-{nanos}", inp.key, std::process::id()));
+            let moved = std::fs::rename(&final_dir, &stale);
+            let r = std::fs::rename(&tmp, &final_dir);
+            if moved.is_ok() {
+                let _ = std::fs::remove_dir_all(&stale);
+            }
+            if let Err(e) = r {
+                let _ = std::fs::remove_dir_all(&tmp);
+                if !final_dir.join("manifest.json").exists() {
+                    return Err(ImageError::io(&final_dir, e));
+                }
+            }
         }
         Err(e) => {
             let _ = std::fs::remove_dir_all(&tmp);
@@ -352,15 +389,120 @@ pub fn build_guest_binary(repo_root: &Path) -> Result<PathBuf, ImageError> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(repo_root)
-        .args(["build", "--release", "-p", "vnsnap-guest", "--target", GUEST_TARGET])
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "vnsnap-guest",
+            "--target",
+            GUEST_TARGET,
+        ])
         .env("CARGO_TARGET_DIR", &target_dir)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("CARGO_BUILD_RUSTFLAGS");
     run_tool(&mut cmd)?;
-    let bin = target_dir.join(GUEST_TARGET).join("release").join("vnsnap-guest");
+    let bin = target_dir
+        .join(GUEST_TARGET)
+        .join("release")
+        .join("vnsnap-guest");
     if !bin.exists() {
-        return Err(ImageError::Missing(format!("{} after cargo build", bin.display())));
+        return Err(ImageError::Missing(format!(
+            "{} after cargo build",
+            bin.display()
+        )));
     }
     Ok(bin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Options that use a private cache and busybox itself as a stand-in
+    /// guest binary (the builder never runs it). `None` if the kernel or the
+    /// tools are not installed.
+    fn test_opts(tag: &str) -> Option<(BuildOptions, PathBuf)> {
+        let root = repo_root();
+        let kernel_dir = root.join(".cache/kernel");
+        if !kernel_dir.join("vmlinuz").exists() {
+            eprintln!("no kernel in {}; skipping", kernel_dir.display());
+            return None;
+        }
+        for tool in ["mke2fs", "qemu-img"] {
+            if Command::new(tool).arg("--version").output().is_err() {
+                eprintln!("{tool} missing; skipping");
+                return None;
+            }
+        }
+        let cache = std::env::temp_dir().join(format!("vnsnap-img-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&cache);
+        let mut opts = BuildOptions::new(&root, PathBuf::new());
+        opts.guest_binary = opts.busybox.clone();
+        opts.cache_dir = cache.clone();
+        opts.kernel_dir = kernel_dir;
+        Some((opts, cache))
+    }
+
+    #[test]
+    fn builds_caches_and_survives_concurrency() {
+        let Some((opts, cache)) = test_opts("cache") else {
+            return;
+        };
+        let handles: Vec<_> = (0..3)
+            .map(|_| {
+                let o = opts.clone();
+                std::thread::spawn(move || build(&o))
+            })
+            .collect();
+        let imgs: Vec<GuestImage> = handles
+            .into_iter()
+            .map(|h| h.join().unwrap().unwrap())
+            .collect();
+        assert!(imgs.iter().all(|i| *i == imgs[0]));
+        let img = &imgs[0];
+        for p in [&img.kernel, &img.initrd, &img.data_disk] {
+            assert!(p.metadata().unwrap().len() > 0, "{}", p.display());
+        }
+        // Exactly one image directory, no leftover temp dirs.
+        let entries: Vec<_> = std::fs::read_dir(cache.join("images"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(entries, vec![img.key.clone()]);
+        // Cache hit: nothing rewritten.
+        let mtime = img.initrd.metadata().unwrap().modified().unwrap();
+        let again = build(&opts).unwrap();
+        assert_eq!(&again, img);
+        assert_eq!(img.initrd.metadata().unwrap().modified().unwrap(), mtime);
+        // The initrd is gzip and contains /init and the modules list.
+        let gz = std::fs::read(&img.initrd).unwrap();
+        assert_eq!(&gz[..2], &[0x1f, 0x8b]);
+        let mut raw = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut raw).unwrap();
+        let text = String::from_utf8_lossy(&raw);
+        for needle in [
+            "init\0",
+            "bin/vnsnap-guest\0",
+            "etc/vnsnap/modules\0",
+            "virtio_net.ko",
+        ] {
+            assert!(text.contains(needle), "initrd lacks {needle}");
+        }
+        // A different input gives a different key.
+        let mut other = opts.clone();
+        other.modules = vec!["virtio_pci".into()];
+        let img2 = build(&other).unwrap();
+        assert_ne!(img2.key, img.key);
+        std::fs::remove_dir_all(&cache).unwrap();
+    }
+
+    #[test]
+    fn cache_dir_env_is_relative_to_repo() {
+        // Only checks the default branch to avoid racing on the environment.
+        if std::env::var_os("VNSNAP_CACHE").is_none() {
+            assert_eq!(cache_dir(Path::new("/r")), PathBuf::from("/r/.cache"));
+        }
+    }
 }

@@ -78,7 +78,15 @@ pub fn resolve(moddir: &Path, roots: &[&str]) -> Result<Vec<Module>, ImageError>
     let mut done = BTreeSet::new();
     let mut visiting = BTreeSet::new();
     for r in roots {
-        visit(moddir, &canonical(r), &order, &builtin, &mut done, &mut visiting, &mut out)?;
+        visit(
+            moddir,
+            &canonical(r),
+            &order,
+            &builtin,
+            &mut done,
+            &mut visiting,
+            &mut out,
+        )?;
     }
     Ok(out)
 }
@@ -98,9 +106,11 @@ fn visit(
     if !visiting.insert(name.to_string()) {
         return Err(ImageError::Modules(format!("dependency cycle at {name}")));
     }
-    let rel = order
-        .get(name)
-        .ok_or_else(|| ImageError::Modules(format!("module {name} is neither built in nor in modules.order")))?;
+    let rel = order.get(name).ok_or_else(|| {
+        ImageError::Modules(format!(
+            "module {name} is neither built in nor in modules.order"
+        ))
+    })?;
     if !rel.ends_with(".ko") {
         return Err(ImageError::Modules(format!(
             "module {rel} is compressed; only plain .ko files are supported"

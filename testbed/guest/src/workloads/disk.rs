@@ -89,7 +89,10 @@ fn read_last_direct(path: &Path) -> Result<Option<u64>, String> {
         )
     };
     let res = if n < 0 {
-        Err(err_string("pread O_DIRECT", std::io::Error::last_os_error()))
+        Err(err_string(
+            "pread O_DIRECT",
+            std::io::Error::last_os_error(),
+        ))
     } else {
         let valid = (n as usize).min(len - start);
         // SAFETY: the first `valid` bytes were initialised (zeroed, then read into).
@@ -130,7 +133,10 @@ impl DiskCounter {
                 let mut g = i.lock().unwrap();
                 let next = g.counter + 1;
                 let line = format!("{next}\n");
-                let r = g.file.write_all(line.as_bytes()).and_then(|_| g.file.sync_all());
+                let r = g
+                    .file
+                    .write_all(line.as_bytes())
+                    .and_then(|_| g.file.sync_all());
                 match r {
                     Ok(()) => {
                         g.counter = next;
@@ -166,9 +172,10 @@ impl DiskCounter {
         let file_last = buffered.as_ref().ok().copied().flatten();
         let disk_last = direct.as_ref().ok().copied().flatten();
         let coherent = file_last == Some(g.counter) || (g.counter == 0 && file_last.is_none());
-        let disk_coherent = direct.as_ref().ok().map(|d| {
-            *d == Some(g.counter) || (g.counter == 0 && d.is_none())
-        });
+        let disk_coherent = direct
+            .as_ref()
+            .ok()
+            .map(|d| *d == Some(g.counter) || (g.counter == 0 && d.is_none()));
         json!({
             "path": self.path.display().to_string(),
             "interval_ms": self.interval_ms,

@@ -53,7 +53,8 @@ impl MemDirtier {
                     pg.fetch_add(chunk.len().div_ceil(PAGE) as u64, Ordering::Relaxed);
                     done_mib += 1;
                     if rate_mib_s > 0 {
-                        let due = std::time::Duration::from_secs_f64(done_mib as f64 / rate_mib_s as f64);
+                        let due =
+                            std::time::Duration::from_secs_f64(done_mib as f64 / rate_mib_s as f64);
                         let el = t0.elapsed();
                         if due > el {
                             std::thread::sleep(due - el);

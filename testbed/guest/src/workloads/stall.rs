@@ -70,7 +70,8 @@ impl Stall {
         let dst: SocketAddr = dst
             .parse()
             .map_err(|e| format!("stall: bad dst {dst:?}: {e}"))?;
-        let sock = UdpSocket::bind(("0.0.0.0", listen_port)).map_err(|e| err_string("stall: bind", e))?;
+        let sock =
+            UdpSocket::bind(("0.0.0.0", listen_port)).map_err(|e| err_string("stall: bind", e))?;
         sock.set_read_timeout(Some(Duration::from_millis(200)))
             .map_err(|e| err_string("stall", e))?;
         let send_sock = sock.try_clone().map_err(|e| err_string("stall", e))?;

@@ -124,7 +124,8 @@ impl UdpStream {
         let dst: SocketAddr = dst
             .parse()
             .map_err(|e| format!("udp: bad dst {dst:?}: {e}"))?;
-        let sock = UdpSocket::bind(("0.0.0.0", listen_port)).map_err(|e| err_string("udp: bind", e))?;
+        let sock =
+            UdpSocket::bind(("0.0.0.0", listen_port)).map_err(|e| err_string("udp: bind", e))?;
         sock.set_read_timeout(Some(Duration::from_millis(200)))
             .map_err(|e| err_string("udp", e))?;
         let send_sock = sock.try_clone().map_err(|e| err_string("udp", e))?;
@@ -224,7 +225,10 @@ mod tests {
         for s in 1..100 {
             t.observe(s);
         }
-        assert_eq!((t.received, t.highest, t.gaps(), t.duplicates), (100, 99, 0, 0));
+        assert_eq!(
+            (t.received, t.highest, t.gaps(), t.duplicates),
+            (100, 99, 0, 0)
+        );
     }
 
     #[test]

@@ -154,9 +154,9 @@ impl<'i> Ctx<'i> {
     fn new(input: &'i str) -> Self {
         let mut reader = NsReader::from_str(input);
         let config = reader.config_mut();
-        // Whitespace around text is not meaningful in RSpecs; trimming also drops the
-        // indentation between elements so it never reaches extension trees.
-        config.trim_text(true);
+        // Text is kept verbatim (mixed content in extensions keeps its spaces); whitespace-only
+        // text, which is indentation, is dropped in `next_child`.
+        config.trim_text(false);
         config.check_end_names = true;
         config.expand_empty_elements = false;
         Ctx {
@@ -256,10 +256,10 @@ impl<'i> Ctx<'i> {
                 }),
                 Event::End(_) => Next::End,
                 Event::Text(t) => {
-                    let text = t.unescape().map_err(|e| self.malformed(e.to_string()))?;
-                    if text.is_empty() {
+                    if t.iter().all(u8::is_ascii_whitespace) {
                         continue;
                     }
+                    let text = t.unescape().map_err(|e| self.malformed(e.to_string()))?;
                     Next::Text(text.into_owned())
                 }
                 Event::CData(c) => {
@@ -352,7 +352,12 @@ impl<'i> Ctx<'i> {
                     let c = self.ext_element(child)?;
                     el.children.push(XmlChild::Element(c));
                 }
-                Next::Text(t) => el.children.push(XmlChild::Text(t)),
+                // Text split by CDATA sections or dropped whitespace is one text node, as the
+                // writer will emit it as one.
+                Next::Text(t) => match el.children.last_mut() {
+                    Some(XmlChild::Text(prev)) => prev.push_str(&t),
+                    _ => el.children.push(XmlChild::Text(t)),
+                },
                 Next::End => return Ok(el),
             }
         }
@@ -379,7 +384,7 @@ impl<'i> Ctx<'i> {
                     self.skip(&child)?;
                 }
                 Next::Text(t) => out.push_str(&t),
-                Next::End => return Ok(out),
+                Next::End => return Ok(out.trim().to_owned()),
             }
         }
     }
@@ -405,6 +410,7 @@ impl<'i> Ctx<'i> {
                         offset,
                     }
                 }
+                Event::Text(t) if t.iter().all(u8::is_ascii_whitespace) => continue,
                 Event::Text(_) | Event::CData(_) => {
                     return Err(self.malformed("Text before the root element"))
                 }
@@ -434,6 +440,7 @@ impl<'i> Ctx<'i> {
             let (_, ev, _) = self.event()?;
             match ev {
                 Event::Eof => return Ok(rspec),
+                Event::Text(t) if t.iter().all(u8::is_ascii_whitespace) => continue,
                 _ => return Err(self.malformed("Content after the root element")),
             }
         }

@@ -394,11 +394,12 @@ pub struct Login {
 /// An `<install url install_path>` entry.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Install {
-    /// `url` (required) of the tarball.
+    /// `url` of the tarball (required in requests and manifests; an advertisement has
+    /// none, which is the empty string here).
     pub url: String,
-    /// `install_path` (required).
+    /// `install_path` (like `url`: empty in an advertisement).
     pub install_path: String,
-    /// `file_type` (advertisement).
+    /// `file_type` (advertisement only, where it is required).
     pub file_type: Option<String>,
     /// Foreign child elements.
     pub extensions: Vec<XmlElement>,
@@ -411,7 +412,8 @@ pub struct Install {
 pub struct Execute {
     /// `shell` (required), for example `sh`.
     pub shell: String,
-    /// `command` (required).
+    /// `command` (required in requests and manifests; empty in an advertisement, which
+    /// only names shells).
     pub command: String,
     /// Foreign child elements.
     pub extensions: Vec<XmlElement>,

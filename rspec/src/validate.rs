@@ -76,6 +76,9 @@ pub(crate) fn check(rspec: &RSpec, offsets: Option<&Offsets>, strict: bool, repo
         }
         if strict {
             strict_node(rspec.rspec_type, node, off, report);
+            if let Some(sv) = &node.services {
+                strict_services(rspec.rspec_type, sv, off, report);
+            }
         }
         for (ii, iface) in node.interfaces.iter().enumerate() {
             let off = at(&|o| o.interface(ni, ii));
@@ -230,6 +233,32 @@ fn strict_node(t: RSpecType, node: &crate::model::Node, off: Option<usize>, repo
             if node.host.is_some() {
                 bad("<host>");
             }
+        }
+    }
+}
+
+/// Install and execute entries differ between advertisements and the other kinds.
+fn strict_services(
+    t: RSpecType,
+    sv: &crate::model::Services,
+    off: Option<usize>,
+    report: &mut Report<'_>,
+) {
+    let ad = t == RSpecType::Advertisement;
+    for i in &sv.installs {
+        if ad && i.file_type.is_none() {
+            report(off, ProblemKind::MissingAttribute, "An advertisement <install> needs file_type".into());
+        }
+        if ad && !(i.url.is_empty() && i.install_path.is_empty()) {
+            report(off, ProblemKind::BadValue, "An advertisement <install> has no url or install_path".into());
+        }
+        if !ad && i.file_type.is_some() {
+            report(off, ProblemKind::BadValue, format!("A {} <install> has no file_type", t.as_str()));
+        }
+    }
+    for e in &sv.executes {
+        if ad && !e.command.is_empty() {
+            report(off, ProblemKind::BadValue, "An advertisement <execute> has no command".into());
         }
     }
 }

@@ -56,6 +56,7 @@ struct Doc {
     /// (namespace, prefix) for every non-default namespace in use.
     prefixes: Vec<(String, String)>,
     geni_attrs: bool,
+    kind: RSpecType,
 }
 
 /// Escapes an attribute value, including whitespace characters that attribute-value
@@ -235,6 +236,7 @@ impl Doc {
             w: Writer::new_with_indent(Vec::with_capacity(4096), b' ', 2),
             prefixes,
             geni_attrs,
+            kind: rspec.rspec_type,
         }
     }
 
@@ -427,7 +429,7 @@ impl Doc {
                 d.interface(i);
             }
             if let Some(sv) = &n.services {
-                d.services(sv);
+                d.services(sv, d.kind == RSpecType::Advertisement);
             }
             if let Some(h) = &n.host {
                 let mut s = BytesStart::new("host");
@@ -508,7 +510,7 @@ impl Doc {
         });
     }
 
-    fn services(&mut self, sv: &Services) {
+    fn services(&mut self, sv: &Services, ad: bool) {
         let mut s = BytesStart::new("services");
         self.ext_attrs(&mut s, &sv.ext_attrs);
         let has = !(sv.logins.is_empty()
@@ -520,8 +522,13 @@ impl Doc {
             // install runs before execute, so write them in that order too.
             for x in &sv.installs {
                 let mut s = BytesStart::new("install");
-                attr(&mut s, "url", &x.url);
-                attr(&mut s, "install_path", &x.install_path);
+                // The advertisement schema has neither url nor install_path.
+                if !(ad && x.url.is_empty()) {
+                    attr(&mut s, "url", &x.url);
+                }
+                if !(ad && x.install_path.is_empty()) {
+                    attr(&mut s, "install_path", &x.install_path);
+                }
                 opt(&mut s, "file_type", &x.file_type);
                 d.ext_attrs(&mut s, &x.ext_attrs);
                 d.element(s, "install", !x.extensions.is_empty(), |d| d.extensions(&x.extensions));
@@ -529,7 +536,9 @@ impl Doc {
             for x in &sv.executes {
                 let mut s = BytesStart::new("execute");
                 attr(&mut s, "shell", &x.shell);
-                attr(&mut s, "command", &x.command);
+                if !(ad && x.command.is_empty()) {
+                    attr(&mut s, "command", &x.command);
+                }
                 d.ext_attrs(&mut s, &x.ext_attrs);
                 d.element(s, "execute", !x.extensions.is_empty(), |d| d.extensions(&x.extensions));
             }

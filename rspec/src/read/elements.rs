@@ -110,7 +110,10 @@ impl<'i> Ctx<'i> {
             }
         }
         match rtype {
-            Some(Some(t)) => r.rspec_type = t,
+            Some(Some(t)) => {
+                r.rspec_type = t;
+                self.kind = t;
+            }
             Some(None) => {}
             None => {
                 self.required(off, "rspec", "type", None);
@@ -449,8 +452,17 @@ impl<'i> Ctx<'i> {
                 _ => i.ext_attrs.push(a.into_ext()),
             }
         }
-        i.url = self.required(off, "install", "url", url);
-        i.install_path = self.required(off, "install", "install_path", path);
+        if self.kind == RSpecType::Advertisement {
+            // An advertisement describes what installs are possible: only `file_type`.
+            i.url = url.unwrap_or_default();
+            i.install_path = path.unwrap_or_default();
+            if i.file_type.is_none() {
+                self.required(off, "install", "file_type", None);
+            }
+        } else {
+            i.url = self.required(off, "install", "url", url);
+            i.install_path = self.required(off, "install", "install_path", path);
+        }
         self.ext_children(&tag, &mut i.extensions)?;
         Ok(i)
     }
@@ -467,7 +479,12 @@ impl<'i> Ctx<'i> {
             }
         }
         e.shell = self.required(off, "execute", "shell", shell);
-        e.command = self.required(off, "execute", "command", command);
+        e.command = if self.kind == RSpecType::Advertisement {
+            // An advertisement names the available shells only.
+            command.unwrap_or_default()
+        } else {
+            self.required(off, "execute", "command", command)
+        };
         self.ext_children(&tag, &mut e.extensions)?;
         Ok(e)
     }

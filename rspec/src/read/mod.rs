@@ -18,7 +18,7 @@ use quick_xml::NsReader;
 
 use crate::error::{Error, Position, Problem, ProblemKind};
 use crate::model::{
-    RSpec, EMULAB_NS, GENI_V3_NS, OPSTATE_NS, PROTOGENI_V2_NS, USER_NS, XSI_NS,
+    RSpec, RSpecType, EMULAB_NS, GENI_V3_NS, OPSTATE_NS, PROTOGENI_V2_NS, USER_NS, XSI_NS,
 };
 use crate::validate::{self, Offsets};
 use crate::xml::{QName, XmlAttr, XmlChild, XmlElement};
@@ -123,6 +123,8 @@ pub(crate) struct Ctx<'i> {
     /// Problems as (byte offset, kind, message); positions are computed at the end.
     pub(crate) problems: Vec<(usize, ProblemKind, String)>,
     pub(crate) offsets: Offsets,
+    /// The document kind, once the root's `type` is read (some attributes depend on it).
+    pub(crate) kind: RSpecType,
 }
 
 /// What [`Ctx::next_child`] found.
@@ -164,6 +166,7 @@ impl<'i> Ctx<'i> {
             depth: 0,
             problems: Vec::new(),
             offsets: Offsets::default(),
+            kind: RSpecType::Request,
         }
     }
 

@@ -1,0 +1,606 @@
+//! Property tests over generated models of all three kinds: what the library writes validates
+//! against the real GENI schemas (checked with xmllint), reads back to an equal model, and
+//! passes `RSpec::validate`.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use proptest::prelude::*;
+use proptest::sample::Index;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::{Config, TestRunner};
+use vnsnap_rspec::*;
+
+/// Namespaces for generated foreign extensions. None of them is imported by the driver
+/// schemas, so `lax` processing accepts any content in them, as it does in real documents.
+const EXT_NS: &[&str] = &[
+    "urn:example:ext-a",
+    "http://example.org/rspec/ext/b/1",
+    "http://www.protogeni.net/resources/rspec/ext/jacks/1",
+    "http://hpn.east.isi.edu/rspec/ext/stitch/0.1/",
+];
+
+fn ncname() -> impl Strategy<Value = String> {
+    "[a-z][a-zA-Z0-9_]{0,7}"
+}
+
+/// Attribute values: any printable text including markup characters and whitespace.
+fn value() -> impl Strategy<Value = String> {
+    "[ -~\u{e9}\u{263a}\t\n]{0,14}"
+}
+
+/// Text that is not whitespace-only (whitespace-only text is indentation to the reader).
+fn text() -> impl Strategy<Value = String> {
+    "[!-~\u{e9}][ -~\u{e9}]{0,14}"
+}
+
+/// Trimmed text, for elements whose text the reader trims (keys, descriptions).
+fn trimmed() -> impl Strategy<Value = String> {
+    "[!-~]([ -~]{0,20}[!-~])?"
+}
+
+fn urn(kind: &'static str) -> impl Strategy<Value = String> {
+    "[a-z]{2,8}".prop_map(move |s| format!("urn:publicid:IDN+{s}.example.org+{kind}+{s}"))
+}
+
+fn datetime() -> impl Strategy<Value = String> {
+    (2000u32..2100, 1u32..=12, 1u32..=28, 0u32..24, 0u32..60, prop::bool::ANY).prop_map(
+        |(y, mo, d, h, mi, z)| {
+            let tz = if z { "Z" } else { "+00:00" };
+            format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:07{tz}")
+        },
+    )
+}
+
+fn ext_attrs() -> impl Strategy<Value = Vec<XmlAttr>> {
+    prop::collection::vec((0..EXT_NS.len(), ncname(), value()), 0..3).prop_map(|v| {
+        let mut out: Vec<XmlAttr> = Vec::new();
+        for (ns, local, val) in v {
+            let name = QName::new(EXT_NS[ns], &local);
+            if !out.iter().any(|a| a.name == name) {
+                out.push(XmlAttr::new(name, val));
+            }
+        }
+        out
+    })
+}
+
+fn ext_element() -> impl Strategy<Value = XmlElement> {
+    let leaf = (0..EXT_NS.len(), ncname(), ext_attrs(), prop::option::of(text())).prop_map(
+        |(ns, local, attrs, text)| XmlElement {
+            name: QName::new(EXT_NS[ns], &local),
+            attrs,
+            children: text.into_iter().map(XmlChild::Text).collect(),
+        },
+    );
+    leaf.prop_recursive(2, 8, 3, |inner| {
+        (
+            0..EXT_NS.len(),
+            ncname(),
+            ext_attrs(),
+            prop::option::of(text()),
+            prop::collection::vec(inner, 1..3),
+        )
+            .prop_map(|(ns, local, attrs, text, kids)| {
+                // Mixed content: optional leading text, then elements.
+                let mut children: Vec<XmlChild> = text.into_iter().map(XmlChild::Text).collect();
+                children.extend(kids.into_iter().map(XmlChild::Element));
+                XmlElement {
+                    name: QName::new(EXT_NS[ns], &local),
+                    attrs,
+                    children,
+                }
+            })
+    })
+}
+
+fn exts() -> impl Strategy<Value = Vec<XmlElement>> {
+    prop::collection::vec(ext_element(), 0..2)
+}
+
+fn ip() -> impl Strategy<Value = Ip> {
+    prop_oneof![
+        (any::<u32>(), 0u8..=32, prop::bool::ANY).prop_map(|(a, len, dotted)| {
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            Ip {
+                address: IpAddr::V4(Ipv4Addr::from(a)),
+                netmask: Some(if dotted {
+                    Netmask::Dotted(Ipv4Addr::from(mask))
+                } else {
+                    Netmask::PrefixLen(len)
+                }),
+                ip_type: Some("ipv4".into()),
+                ext_attrs: vec![],
+            }
+        }),
+        (any::<u128>(), prop::option::of(0u8..=128), ext_attrs()).prop_map(|(a, len, ext_attrs)| Ip {
+            address: IpAddr::V6(Ipv6Addr::from(a)),
+            netmask: len.map(Netmask::PrefixLen),
+            ip_type: Some("ipv6".into()),
+            ext_attrs,
+        }),
+    ]
+}
+
+fn disk_image(ad: bool) -> impl Strategy<Value = DiskImage> {
+    (
+        urn("image"),
+        prop::option::of(value()),
+        prop::option::of(value()),
+        prop::option::of(value()),
+        prop::option::of(value()),
+        prop::option::of(prop::bool::ANY),
+        ext_attrs(),
+        exts(),
+    )
+        .prop_map(move |(name, url, os, version, description, default, ext_attrs, extensions)| DiskImage {
+            name,
+            url,
+            os,
+            version,
+            description,
+            // `default` exists only in the advertisement schema.
+            default: if ad { default.map(|d| d.to_string()) } else { None },
+            extensions,
+            ext_attrs,
+        })
+}
+
+fn sliver_type(kind: RSpecType) -> impl Strategy<Value = SliverType> {
+    let ad = kind == RSpecType::Advertisement;
+    (
+        prop_oneof![Just("emulab-xen"), Just("raw-pc"), Just("default-vm"), Just("XOSmall")],
+        prop::collection::vec(disk_image(ad), 0..2),
+        prop::option::of((
+            prop::option::of(any::<u32>()),
+            prop::option::of(any::<u64>()),
+            prop::option::of(any::<u64>()),
+        )),
+        ext_attrs(),
+        exts(),
+    )
+        .prop_map(move |(name, disk_images, xen, ext_attrs, extensions)| SliverType {
+            name: name.into(),
+            disk_images,
+            // The emulab advertisement schema declares no `xen`; VM sizes are request and
+            // manifest settings.
+            xen: if ad {
+                None
+            } else {
+                xen.map(|(cores, ram, disk)| EmulabXen {
+                    cores,
+                    ram,
+                    disk,
+                    ext_attrs: vec![],
+                })
+            },
+            extensions,
+            ext_attrs,
+        })
+}
+
+fn services(kind: RSpecType) -> impl Strategy<Value = Services> {
+    let login = (
+        prop::option::of(value()),
+        prop::option::of(any::<u16>()),
+        prop::option::of("[a-z]{1,8}"),
+        ext_attrs(),
+        exts(),
+    )
+        .prop_map(move |(hostname, port, username, ext_attrs, extensions)| Login {
+            authentication: "ssh-keys".into(),
+            hostname,
+            port,
+            // Only the manifest schema has `username`.
+            username: if kind == RSpecType::Manifest { username } else { None },
+            extensions,
+            ext_attrs,
+        });
+    let install = (value(), value(), prop::option::of(value()), ext_attrs()).prop_map(
+        move |(url, install_path, file_type, ext_attrs)| {
+            let ad = kind == RSpecType::Advertisement;
+            Install {
+            // An advertisement install has only file_type.
+            url: if ad { String::new() } else { url },
+            install_path: if ad { String::new() } else { install_path },
+            file_type: if ad { Some(file_type.unwrap_or_default()) } else { None },
+            extensions: vec![],
+            ext_attrs,
+        }},
+    );
+    let execute = (value(), value(), ext_attrs(), exts()).prop_map(move |(shell, command, ext_attrs, extensions)| {
+        Execute {
+            shell,
+            command: if kind == RSpecType::Advertisement { String::new() } else { command },
+            extensions,
+            ext_attrs,
+        }
+    });
+    let user = (
+        "[a-z]{1,8}",
+        prop::option::of(urn("user")),
+        prop::collection::vec(trimmed(), 0..3),
+    )
+        .prop_map(|(login, user_urn, public_keys)| UserKey {
+            login,
+            user_urn,
+            public_keys,
+        });
+    (
+        prop::collection::vec(login, 0..3),
+        prop::collection::vec(install, 0..2),
+        prop::collection::vec(execute, 0..2),
+        prop::collection::vec(user, 0..2),
+        ext_attrs(),
+        exts(),
+    )
+        .prop_map(move |(logins, installs, executes, users, ext_attrs, extensions)| Services {
+            logins,
+            installs,
+            executes,
+            users: if kind == RSpecType::Manifest { users } else { vec![] },
+            extensions,
+            ext_attrs,
+        })
+}
+
+/// The parts of a node that do not depend on its index.
+#[allow(clippy::type_complexity)]
+fn node(kind: RSpecType) -> impl Strategy<Value = Node> {
+    let ad = kind == RSpecType::Advertisement;
+    (
+        (prop::option::of(urn("node")), urn("authority"), prop::option::of("[a-z0-9]{1,8}")),
+        prop::option::of(prop::bool::ANY),
+        prop::collection::vec(sliver_type(kind), if ad { 0..3 } else { 1..2 }),
+        prop::collection::vec(("[a-z0-9]{1,6}", ext_attrs(), exts()), 0..2),
+        prop::collection::vec(
+            (prop::collection::vec(ip(), 0..3), prop::option::of("02:[0-9a-f]{2}:00:00:00:01"), ext_attrs(), exts()),
+            0..3,
+        ),
+        prop::option::of(services(kind)),
+        prop::option::of((
+            "[A-Z]{2}",
+            prop::option::of(-90.0f64..=90.0),
+            prop::option::of(-180.0f64..=180.0),
+            ext_attrs(),
+        )),
+        prop::bool::ANY,
+        ext_attrs(),
+        exts(),
+        prop::option::of("[a-z0-9.]{1,20}"),
+    )
+        .prop_map(
+            move |((cid, cm, cname), exclusive, sliver_types, hws, ifaces, services, loc, now, ext_attrs, extensions, host)| {
+                let mut n = Node {
+                    component_id: cid.clone(),
+                    component_manager_id: Some(cm),
+                    component_name: cname,
+                    exclusive,
+                    sliver_types,
+                    services,
+                    ext_attrs,
+                    extensions,
+                    ..Node::default()
+                };
+                if ad {
+                    // Required in an advertisement.
+                    n.component_id = Some(cid.unwrap_or_else(|| "urn:publicid:IDN+ad.example.org+node+x".into()));
+                    n.exclusive = Some(exclusive.unwrap_or(false));
+                    n.available = Some(Available {
+                        now,
+                        ..Available::default()
+                    });
+                }
+                if kind == RSpecType::Manifest {
+                    n.host = host.map(|name| Host {
+                        name,
+                        ext_attrs: vec![],
+                    });
+                }
+                n.hardware_types = hws
+                    .into_iter()
+                    .map(|(name, ext_attrs, extensions)| HardwareType {
+                        name,
+                        extensions,
+                        ext_attrs,
+                    })
+                    .collect();
+                n.location = loc.map(|(country, latitude, longitude, ext_attrs)| Location {
+                    country,
+                    latitude,
+                    longitude,
+                    extensions: vec![],
+                    ext_attrs,
+                });
+                n.interfaces = ifaces
+                    .into_iter()
+                    .map(|(ips, mac, ext_attrs, extensions)| Interface {
+                        ips,
+                        mac_address: if kind == RSpecType::Manifest { mac } else { None },
+                        ext_attrs,
+                        extensions,
+                        ..Interface::default()
+                    })
+                    .collect();
+                n
+            },
+        )
+}
+
+fn link_parts() -> impl Strategy<Value = (Link, Vec<Index>)> {
+    (
+        prop::collection::vec(urn("authority"), 0..3),
+        prop::collection::vec(any::<Index>(), 1..4),
+        prop::collection::vec(("lan|vlan|gre-tunnel", prop::option::of("[a-z]{1,5}"), ext_attrs()), 0..2),
+        prop::collection::vec(
+            (
+                prop::option::of(any::<u64>()),
+                prop::option::of(any::<u64>()),
+                prop::option::of(0.0f64..=1.0),
+                ext_attrs(),
+            ),
+            0..3,
+        ),
+        0u16..=4095,
+        ext_attrs(),
+        exts(),
+    )
+        .prop_map(|(component_managers, picks, types, props, vlantag, ext_attrs, extensions)| {
+            let link = Link {
+                component_managers,
+                link_types: types
+                    .into_iter()
+                    .map(|(name, class, ext_attrs)| LinkType {
+                        name,
+                        class,
+                        extensions: vec![],
+                        ext_attrs,
+                    })
+                    .collect(),
+                properties: props
+                    .into_iter()
+                    .map(|(capacity, latency, packet_loss, ext_attrs)| LinkProperty {
+                        capacity,
+                        latency,
+                        packet_loss,
+                        ext_attrs,
+                        ..LinkProperty::default()
+                    })
+                    .collect(),
+                vlantag: Some(vlantag),
+                ext_attrs,
+                extensions,
+                ..Link::default()
+            };
+            (link, picks)
+        })
+}
+
+fn opstate() -> impl Strategy<Value = Opstate> {
+    let action = ("[a-z_]{1,10}", "[a-z_]{1,10}", prop::option::of(trimmed())).prop_map(|(name, next, description)| {
+        OpstateAction {
+            name,
+            next,
+            description,
+        }
+    });
+    let wait = (prop::option::of("geni_success|geni_failure"), "[a-z_]{1,10}", prop::option::of(trimmed()))
+        .prop_map(|(wait_type, next, description)| OpstateWait {
+            wait_type,
+            next,
+            description,
+        });
+    let state = (
+        "[a-z_]{1,10}",
+        prop::option::of(trimmed()),
+        prop::collection::vec(action, 0..3),
+        prop::collection::vec(wait, 0..3),
+    )
+        .prop_map(|(name, description, actions, waits)| OpstateState {
+            name,
+            description,
+            actions,
+            waits,
+        });
+    (
+        urn("authority"),
+        "[a-z_]{1,10}",
+        prop::collection::vec("[a-z-]{1,10}", 0..3),
+        prop::collection::vec(state, 0..4),
+    )
+        .prop_map(|(aggregate_manager_id, start, sliver_types, states)| Opstate {
+            aggregate_manager_id,
+            start,
+            sliver_types,
+            states,
+        })
+}
+
+/// A whole document of one kind, with identifiers assigned so the document is valid.
+fn rspec(kind: RSpecType) -> impl Strategy<Value = RSpec> {
+    let ad = kind == RSpecType::Advertisement;
+    (
+        prop::option::of(datetime()),
+        prop::option::of(value()),
+        prop::option::of(datetime()),
+        prop::collection::vec(node(kind), 0..5),
+        prop::collection::vec(link_parts(), 0..3),
+        prop::collection::vec(opstate(), 0..2),
+        ext_attrs(),
+        exts(),
+    )
+        .prop_map(move |(generated, generated_by, expires, mut nodes, links, opstates, ext_attrs, extensions)| {
+            let mut iface_ids = Vec::new();
+            for (i, n) in nodes.iter_mut().enumerate() {
+                if !ad {
+                    n.client_id = Some(format!("node-{i}"));
+                }
+                if kind == RSpecType::Manifest {
+                    n.sliver_id = Some(format!("urn:publicid:IDN+am.example.org+sliver+{i}"));
+                }
+                for (j, iface) in n.interfaces.iter_mut().enumerate() {
+                    let id = format!("node-{i}:if{j}");
+                    if ad {
+                        iface.component_id = Some(format!("urn:publicid:IDN+am.example.org+interface+{id}"));
+                    } else {
+                        iface.client_id = Some(id.clone());
+                    }
+                    if kind == RSpecType::Manifest {
+                        iface.sliver_id = Some(format!("urn:publicid:IDN+am.example.org+sliver+{i}-{j}"));
+                    }
+                    iface_ids.push(id);
+                }
+            }
+            let mut r = RSpec::new(kind);
+            r.generated = generated;
+            r.generated_by = generated_by;
+            r.expires = expires;
+            r.nodes = nodes;
+            r.ext_attrs = ext_attrs;
+            r.extensions = extensions;
+            if ad {
+                r.opstates = opstates;
+            }
+            if !iface_ids.is_empty() {
+                for (k, (mut link, picks)) in links.into_iter().enumerate() {
+                    for p in picks {
+                        let id = p.get(&iface_ids).clone();
+                        let mut iref = InterfaceRef::default();
+                        if ad {
+                            iref.component_id = Some(format!("urn:publicid:IDN+am.example.org+interface+{id}"));
+                        } else {
+                            iref.client_id = Some(id.clone());
+                        }
+                        link.interface_refs.push(iref);
+                    }
+                    for (pi, p) in link.properties.iter_mut().enumerate() {
+                        let a = &link.interface_refs[pi % link.interface_refs.len()];
+                        let id = a.client_id.clone().or(a.component_id.clone()).unwrap();
+                        p.source_id = id.clone();
+                        p.dest_id = id;
+                    }
+                    match kind {
+                        RSpecType::Advertisement => {
+                            link.component_id = Some(format!("urn:publicid:IDN+am.example.org+link+l{k}"));
+                            link.vlantag = None;
+                        }
+                        RSpecType::Request => {
+                            link.client_id = Some(format!("link-{k}"));
+                            link.vlantag = None;
+                        }
+                        RSpecType::Manifest => {
+                            link.client_id = Some(format!("link-{k}"));
+                            link.sliver_id = Some(format!("urn:publicid:IDN+am.example.org+sliver+l{k}"));
+                        }
+                    }
+                    r.links.push(link);
+                }
+            }
+            r
+        })
+}
+
+/// Generates `cases` documents of a kind, checks each reads back equal and passes
+/// `validate`, then validates all of them with xmllint in one run.
+fn check_kind(kind: RSpecType, cases: usize) {
+    let mut runner = TestRunner::new(Config::default());
+    let strategy = rspec(kind);
+    let dir = common::scratch(&format!("generated-{}", kind.as_str()));
+    let mut files = Vec::new();
+    for i in 0..cases {
+        let model = strategy.new_tree(&mut runner).unwrap().current();
+        if let Err(problems) = model.validate() {
+            panic!("generated {kind:?} model is invalid: {problems:#?}");
+        }
+        let xml = model.to_xml();
+        let back = parse(&xml).unwrap_or_else(|e| panic!("cannot read own output: {e}\n{xml}"));
+        assert_eq!(model, back, "round trip changed the model:\n{xml}");
+        let path = dir.join(format!("{i}.xml"));
+        std::fs::write(&path, &xml).unwrap();
+        files.push(path);
+    }
+    let failures = common::xmllint_validate(&common::schema_for(kind), &files);
+    if let Some((file, msg)) = failures.first() {
+        let doc = std::fs::read_to_string(file).unwrap();
+        panic!(
+            "{} of {cases} generated {kind:?} documents fail the schema; first: {msg}\n{doc}",
+            failures.len()
+        );
+    }
+}
+
+#[test]
+fn generated_requests_validate_against_the_request_schema() {
+    check_kind(RSpecType::Request, 150);
+}
+
+#[test]
+fn generated_manifests_validate_against_the_manifest_schema() {
+    check_kind(RSpecType::Manifest, 150);
+}
+
+#[test]
+fn generated_advertisements_validate_against_the_advertisement_schema() {
+    check_kind(RSpecType::Advertisement, 150);
+}
+
+#[test]
+fn large_generated_advertisement_validates_and_round_trips() {
+    let model = common::gen::big_advertisement(500);
+    model.validate().unwrap();
+    let xml = model.to_xml();
+    assert_eq!(parse(&xml).unwrap(), model);
+    let dir = common::scratch("large-ad");
+    let path = dir.join("big.xml");
+    std::fs::write(&path, xml).unwrap();
+    let failures = common::xmllint_validate(&common::schema_for(RSpecType::Advertisement), &[path]);
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+proptest! {
+    #![proptest_config(Config::with_cases(64))]
+
+    /// Shrinking round-trip property (xmllint-free, so proptest can minimise failures).
+    #[test]
+    fn any_manifest_round_trips(model in rspec(RSpecType::Manifest)) {
+        let xml = model.to_xml();
+        prop_assert_eq!(parse(&xml).unwrap(), model);
+    }
+
+    #[test]
+    fn any_advertisement_round_trips(model in rspec(RSpecType::Advertisement)) {
+        let xml = model.to_xml();
+        prop_assert_eq!(parse(&xml).unwrap(), model);
+    }
+}
+
+/// A control: the harness must notice an invalid document, or the tests above prove nothing.
+#[test]
+fn schema_check_rejects_a_manifest_link_without_vlantag() {
+    let mut r = RSpec::new(RSpecType::Manifest);
+    r.nodes.push(Node {
+        client_id: Some("a".into()),
+        interfaces: vec![Interface {
+            client_id: Some("a:if0".into()),
+            ..Interface::default()
+        }],
+        ..Node::default()
+    });
+    r.links.push(Link {
+        client_id: Some("l".into()),
+        interface_refs: vec![InterfaceRef {
+            client_id: Some("a:if0".into()),
+            ..InterfaceRef::default()
+        }],
+        ..Link::default()
+    });
+    let problems = r.validate().unwrap_err();
+    assert!(problems.iter().any(|p| p.kind == ProblemKind::MissingAttribute && p.message.contains("vlantag")));
+    let dir = common::scratch("control");
+    let path = dir.join("no-vlantag.xml");
+    std::fs::write(&path, r.to_xml()).unwrap();
+    let failures = common::xmllint_validate(&common::schema_for(RSpecType::Manifest), &[path]);
+    assert_eq!(failures.len(), 1);
+    assert!(failures[0].1.contains("vlantag"), "{}", failures[0].1);
+}

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use vnsnap_testbed::image::{self, BuildOptions, GuestImage};
+use vnsnap_testbed::image::{self, BuildOptions, GuestImage, NicConfig};
 
 const BOOT_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -77,9 +77,12 @@ fn boot(img: &GuestImage, dir: &Path, name: &str, net: &NetSpec) -> Vm {
     assert!(st.success(), "qemu-img create failed");
     let ctl = vdir.join("ctl.sock");
     let console = vdir.join("console.log");
-    let append = format!(
-        "console=ttyS0 vnsnap.hostname={name} vnsnap.net={}={}/24",
-        net.mac, net.ip
+    let append = image::kernel_cmdline(
+        name,
+        &[NicConfig {
+            mac: net.mac.clone(),
+            addrs: vec![format!("{}/24", net.ip)],
+        }],
     );
     let child = Command::new("qemu-system-x86_64")
         .args(["-machine", "q35", "-accel", "tcg", "-m", "256"])

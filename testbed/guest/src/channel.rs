@@ -10,9 +10,10 @@ use std::io::{self, BufRead, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::ops::Guest;
+use crate::ops::{Guest, Request};
 
 /// Where to serve the control channel.
 #[derive(Debug, Clone)]
@@ -136,6 +137,8 @@ fn poll_fd(fd: i32, events: i16, timeout_ms: i32) -> io::Result<i16> {
 
 fn serve_file(mut file: File, guest: &Guest) -> io::Result<()> {
     let fd = file.as_raw_fd();
+    // Replies may come from detached exec/ping threads too.
+    let writer = Arc::new(Mutex::new(file.try_clone()?));
     let mut pending: Vec<u8> = Vec::new();
     let mut discarding = false;
     let mut connected = false;
@@ -176,14 +179,34 @@ fn serve_file(mut file: File, guest: &Guest) -> io::Result<()> {
                     if text.is_empty() {
                         continue;
                     }
-                    let reply = guest.handle_line(text);
-                    write_reply(&mut file, reply.as_bytes());
+                    match Request::parse(text) {
+                        Ok(req) if req.is_detachable() => {
+                            let w = writer.clone();
+                            let id = req.id.clone();
+                            let spawned = std::thread::Builder::new()
+                                .name(format!("op-{}", req.op))
+                                .spawn(move || {
+                                    let reply = crate::ops::run_detached(&req);
+                                    write_reply(&mut w.lock().unwrap(), reply.as_bytes());
+                                });
+                            if let Err(e) = spawned {
+                                let reply =
+                                    crate::ops::error_reply(id.as_ref(), &format!("spawn: {e}"));
+                                write_reply(&mut writer.lock().unwrap(), reply.as_bytes());
+                            }
+                        }
+                        Ok(req) => {
+                            let reply = guest.run(&req);
+                            write_reply(&mut writer.lock().unwrap(), reply.as_bytes());
+                        }
+                        Err(reply) => write_reply(&mut writer.lock().unwrap(), reply.as_bytes()),
+                    }
                 }
                 if pending.len() > MAX_LINE {
                     pending.clear();
                     discarding = true;
                     let reply = crate::ops::error_reply(None, "request line too long");
-                    write_reply(&mut file, reply.as_bytes());
+                    write_reply(&mut writer.lock().unwrap(), reply.as_bytes());
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

@@ -72,6 +72,65 @@ pub fn parse_request(line: &str) -> Result<Value, serde_json::Error> {
     }
 }
 
+/// A parsed request.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The echoed `id`, if any.
+    pub id: Option<Value>,
+    /// The op name.
+    pub op: String,
+    /// All request fields (including `op` and `id`).
+    pub params: Params,
+}
+
+impl Request {
+    /// Parses a request line; on failure returns the error reply line.
+    pub fn parse(line: &str) -> Result<Request, String> {
+        let req: Value = match parse_request(line) {
+            Ok(v) => v,
+            Err(e) => return Err(error_reply(None, &format!("bad JSON: {e}"))),
+        };
+        let Value::Object(params) = req else {
+            return Err(error_reply(None, "request must be a JSON object"));
+        };
+        let id = params.get("id").cloned();
+        let Some(op) = params.get("op").and_then(Value::as_str) else {
+            return Err(error_reply(id.as_ref(), "missing \"op\""));
+        };
+        Ok(Request {
+            op: op.to_string(),
+            id,
+            params,
+        })
+    }
+
+    /// Slow, stateless ops (`exec`, `ping`) that carry an `id` may be answered
+    /// from another thread, i.e. out of order; everything else is answered in
+    /// request order.
+    pub fn is_detachable(&self) -> bool {
+        self.id.is_some() && matches!(self.op.as_str(), "exec" | "ping")
+    }
+}
+
+fn reply(id: Option<&Value>, result: OpResult) -> String {
+    match result {
+        Ok(fields) => {
+            let mut m = Map::new();
+            m.insert("ok".into(), Value::Bool(true));
+            if let Some(id) = id {
+                m.insert("id".into(), id.clone());
+            }
+            for (k, v) in fields {
+                if k != "ok" && k != "id" {
+                    m.insert(k, v);
+                }
+            }
+            Value::Object(m).to_string()
+        }
+        Err(e) => error_reply(id, &e),
+    }
+}
+
 /// Builds an error reply line.
 pub fn error_reply(id: Option<&Value>, msg: &str) -> String {
     let mut m = Map::new();
@@ -110,33 +169,15 @@ impl Guest {
 
     /// Handles one request line and returns the reply line (without newline).
     pub fn handle_line(&self, line: &str) -> String {
-        let req: Value = match parse_request(line) {
-            Ok(v) => v,
-            Err(e) => return error_reply(None, &format!("bad JSON: {e}")),
-        };
-        let Value::Object(p) = req else {
-            return error_reply(None, "request must be a JSON object");
-        };
-        let id = p.get("id").cloned();
-        let Some(op) = p.get("op").and_then(Value::as_str) else {
-            return error_reply(id.as_ref(), "missing \"op\"");
-        };
-        match self.dispatch(op, &p) {
-            Ok(fields) => {
-                let mut m = Map::new();
-                m.insert("ok".into(), Value::Bool(true));
-                if let Some(id) = id {
-                    m.insert("id".into(), id);
-                }
-                for (k, v) in fields {
-                    if k != "ok" && k != "id" {
-                        m.insert(k, v);
-                    }
-                }
-                Value::Object(m).to_string()
-            }
-            Err(e) => error_reply(id.as_ref(), &e),
+        match Request::parse(line) {
+            Ok(req) => self.run(&req),
+            Err(reply) => reply,
         }
+    }
+
+    /// Runs a parsed request and returns the reply line.
+    pub fn run(&self, req: &Request) -> String {
+        reply(req.id.as_ref(), self.dispatch(&req.op, &req.params))
     }
 
     fn dispatch(&self, op: &str, p: &Params) -> OpResult {
@@ -148,8 +189,7 @@ impl Guest {
                 "version": env!("CARGO_PKG_VERSION"),
                 "ops": OPS,
             }))),
-            "exec" => exec(p),
-            "ping" => ping(p),
+            "exec" | "ping" => run_stateless(op, p),
             "netstat" => netstat().map(obj),
             "state" => Ok(self.state()),
             "ring_start" => {
@@ -251,6 +291,20 @@ impl Guest {
             "netstat": netstat().unwrap_or(Value::Null),
         }))
     }
+}
+
+/// Runs the ops that touch no workload state.
+fn run_stateless(op: &str, p: &Params) -> OpResult {
+    match op {
+        "exec" => exec(p),
+        "ping" => ping(p),
+        other => Err(format!("op {other:?} cannot run detached")),
+    }
+}
+
+/// Runs a [`Request::is_detachable`] request (on any thread) and returns the reply line.
+pub fn run_detached(req: &Request) -> String {
+    reply(req.id.as_ref(), run_stateless(&req.op, &req.params))
 }
 
 /// Replaces a workload slot with a freshly started one (stopping any old one
@@ -482,6 +536,23 @@ mod tests {
         assert_eq!(r["id"], json!(3), "fragment before a request is skipped");
         let r = call(&g, r#"{"op":"ring_pause"}"#);
         assert_eq!(r["ok"], json!(false));
+    }
+
+    #[test]
+    fn detachable_only_slow_ops_with_id() {
+        let d = |s: &str| Request::parse(s).unwrap().is_detachable();
+        assert!(d(r#"{"op":"exec","id":1,"argv":["true"]}"#));
+        assert!(d(r#"{"op":"ping","id":"a","dst":"x"}"#));
+        assert!(!d(r#"{"op":"exec","argv":["true"]}"#));
+        assert!(!d(r#"{"op":"state","id":2}"#));
+        let r: Value = serde_json::from_str(&run_detached(
+            &Request::parse(r#"{"op":"exec","id":9,"argv":["echo","x"]}"#).unwrap(),
+        ))
+        .unwrap();
+        assert_eq!(
+            (r["id"].clone(), r["stdout"].clone()),
+            (json!(9), json!("x\n"))
+        );
     }
 
     #[test]

@@ -102,3 +102,71 @@ while true; do
   sleep 5
 done
 "#;
+
+/// One NIC's entry in `vnsnap.net=`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicConfig {
+    /// MAC address, e.g. `52:54:00:12:34:01` (matched case-insensitively).
+    pub mac: String,
+    /// IPv4 addresses with prefix length, e.g. `10.0.0.1/24`.
+    pub addrs: Vec<String>,
+}
+
+/// Builds a kernel command line for the guest:
+/// `console=ttyS0 vnsnap.hostname=NAME [vnsnap.net=MAC=IP/P[+IP/P...][,MAC=...]]`.
+/// NICs without addresses are omitted (the init brings every NIC up anyway).
+pub fn kernel_cmdline(hostname: &str, nics: &[NicConfig]) -> String {
+    let mut s = format!("console=ttyS0 vnsnap.hostname={hostname}");
+    let entries: Vec<String> = nics
+        .iter()
+        .filter(|n| !n.addrs.is_empty())
+        .map(|n| format!("{}={}", n.mac, n.addrs.join("+")))
+        .collect();
+    if !entries.is_empty() {
+        s.push_str(" vnsnap.net=");
+        s.push_str(&entries.join(","));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmdline_format() {
+        let nics = [
+            NicConfig {
+                mac: "52:54:00:00:00:01".into(),
+                addrs: vec!["10.0.0.1/24".into(), "10.1.0.1/16".into()],
+            },
+            NicConfig {
+                mac: "52:54:00:00:00:02".into(),
+                addrs: vec![],
+            },
+            NicConfig {
+                mac: "52:54:00:00:00:03".into(),
+                addrs: vec!["192.168.1.3/24".into()],
+            },
+        ];
+        assert_eq!(
+            kernel_cmdline("n1", &nics),
+            "console=ttyS0 vnsnap.hostname=n1 \
+             vnsnap.net=52:54:00:00:00:01=10.0.0.1/24+10.1.0.1/16,52:54:00:00:00:03=192.168.1.3/24"
+        );
+        assert_eq!(kernel_cmdline("x", &[]), "console=ttyS0 vnsnap.hostname=x");
+    }
+
+    #[test]
+    fn init_script_basics() {
+        assert!(INIT_SCRIPT.starts_with("#!/bin/sh\n"));
+        for needle in [
+            "vnsnap.hostname=",
+            "vnsnap.net=",
+            "/bin/vnsnap-guest serve",
+            "/dev/vda",
+        ] {
+            assert!(INIT_SCRIPT.contains(needle), "{needle}");
+        }
+    }
+}

@@ -17,6 +17,8 @@ pub mod disk;
 pub mod init;
 pub mod modules;
 
+pub use init::{kernel_cmdline, NicConfig};
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -196,7 +196,11 @@ impl Ctl {
 }
 
 /// Polls the control channel until `hello` answers (or the deadline passes).
+///
+/// Keeps one connection and re-sends `hello` every second: a request written
+/// before the guest opened its port is delivered once it does.
 fn wait_hello(vm: &mut Vm, deadline: Instant) -> (Ctl, Value) {
+    let mut ctl: Option<Ctl> = None;
     loop {
         if let Ok(Some(st)) = vm.child.try_wait() {
             panic!(
@@ -211,14 +215,22 @@ fn wait_hello(vm: &mut Vm, deadline: Instant) -> (Ctl, Value) {
             vm.name,
             vm.console_tail()
         );
-        if let Ok(mut c) = Ctl::connect(&vm.ctl, &vm.name) {
-            if let Ok(v) = c.try_call(json!({"op": "hello"}), Duration::from_secs(2)) {
-                if v["ok"] == json!(true) {
-                    return (c, v);
-                }
+        if ctl.is_none() {
+            ctl = Ctl::connect(&vm.ctl, &vm.name).ok();
+        }
+        let Some(c) = ctl.as_mut() else {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        match c.try_call(json!({"op": "hello"}), Duration::from_secs(1)) {
+            Ok(v) if v["ok"] == json!(true) => return (ctl.take().unwrap(), v),
+            Ok(_) => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) if e.kind() == ErrorKind::TimedOut => {}
+            Err(_) => {
+                ctl = None;
+                std::thread::sleep(Duration::from_millis(100));
             }
         }
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -278,7 +290,11 @@ fn two_guests_boot_and_talk() {
     );
     let deadline = Instant::now() + BOOT_DEADLINE;
     let (mut c1, h1) = wait_hello(&mut vm1, deadline);
-    eprintln!("vm1 hello after {:?}", t_boot.elapsed());
+    eprintln!(
+        "vm1 hello after {:?} (guest uptime {} ms)",
+        t_boot.elapsed(),
+        h1["uptime_ms"]
+    );
     let (mut c2, h2) = wait_hello(&mut vm2, deadline);
     eprintln!("vm2 hello after {:?}", t_boot.elapsed());
 

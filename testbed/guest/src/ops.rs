@@ -185,6 +185,13 @@ impl Guest {
             "hello" => Ok(obj(json!({
                 "hostname": hostname(),
                 "uptime_ms": uptime_ms(),
+                "boot_id": std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                    .map(|s| s.trim().to_string())
+                    .unwrap_or_default(),
+                "unix_time_ms": std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
                 "interfaces": interfaces(),
                 "version": env!("CARGO_PKG_VERSION"),
                 "ops": OPS,

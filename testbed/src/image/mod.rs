@@ -25,7 +25,7 @@ use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Bumped whenever the builder's output changes for the same inputs.
-pub const BUILDER_VERSION: &str = "vnsnap-image-1";
+pub const BUILDER_VERSION: &str = "vnsnap-image-2";
 
 /// Modules loaded at boot (their dependencies are added automatically).
 pub const DEFAULT_MODULES: &[&str] = &[
@@ -281,7 +281,8 @@ fn write_initrd(inp: &Inputs, out: &Path) -> Result<(), ImageError> {
     for a in &inp.applets {
         w.symlink(&format!("bin/{a}"), "busybox").map_err(io)?;
     }
-    w.file("bin/vnsnap-guest", 0o755, &inp.guest).map_err(io)?;
+    let guest = stripped(&inp.guest, out).unwrap_or_else(|| inp.guest.clone());
+    w.file("bin/vnsnap-guest", 0o755, &guest).map_err(io)?;
     w.file("init", 0o755, init::INIT_SCRIPT.as_bytes())
         .map_err(io)?;
     w.file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n")
@@ -310,6 +311,27 @@ fn write_initrd(inp: &Inputs, out: &Path) -> Result<(), ImageError> {
         .map_err(|e| ImageError::io(out, e.into_error()))?;
     f.sync_all().map_err(io)?;
     Ok(())
+}
+
+/// Returns `bin` without debug info (via `strip --strip-debug`, if installed);
+/// `None` if stripping is not possible. Keeps the initramfs small.
+fn stripped(bin: &[u8], near: &Path) -> Option<Vec<u8>> {
+    let dir = near.parent()?;
+    let src = dir.join("guest.unstripped");
+    let dst = dir.join("guest.stripped");
+    std::fs::write(&src, bin).ok()?;
+    let ok = Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(&dst)
+        .arg(&src)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    let out = if ok { std::fs::read(&dst).ok() } else { None };
+    let _ = std::fs::remove_file(&src);
+    let _ = std::fs::remove_file(&dst);
+    out
 }
 
 /// Builds (or finds in the cache) the guest image for `opts`.

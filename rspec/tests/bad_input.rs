@@ -289,3 +289,21 @@ fn lenient_reading_accepts_a_manifest_link_without_vlantag_but_validate_flags_it
     assert_eq!(p.len(), 1);
     assert!(p[0].position.is_none());
 }
+
+#[test]
+fn rejects_control_characters_and_invalid_names() {
+    let (pos, msg) = malformed(&doc("<node client_id=\"a\u{1}\"><sliver_type name=\"x\"/></node>"));
+    assert_eq!(pos.line, 2);
+    assert!(msg.contains("U+0001"), "{msg}");
+    malformed(&doc("<xmlns:a=\"urn:a\"x/>"));
+    malformed(&doc("<n:9bad xmlns:n=\"urn:n\"/>"));
+}
+
+#[test]
+fn character_reference_to_nul_is_not_accepted_silently() {
+    // Either refused, or never turned into a NUL the writer would emit.
+    if let Ok(r) = parse(&doc("<node client_id=\"&#0;\"><sliver_type name=\"x\"/></node>")) {
+        let id = r.nodes[0].client_id.clone().unwrap();
+        assert!(!id.contains('\u{0}'), "{id:?}");
+    }
+}

@@ -44,14 +44,25 @@ pub(crate) enum Ns {
 }
 
 impl Ns {
-    fn classify(bytes: &[u8]) -> Ns {
-        match bytes {
-            b"http://www.geni.net/resources/rspec/3" => Ns::Geni,
-            b"http://www.protogeni.net/resources/rspec/ext/emulab/1" => Ns::Emulab,
-            b"http://www.geni.net/resources/rspec/ext/user/1" => Ns::User,
-            b"http://www.geni.net/resources/rspec/ext/opstate/1" => Ns::Opstate,
-            b"http://www.w3.org/2001/XMLSchema-instance" => Ns::Xsi,
-            other => Ns::Other(String::from_utf8_lossy(other).into_owned()),
+    /// Classifies a namespace name as quick-xml's resolver stores it: the raw attribute
+    /// value of the declaration, so character references are expanded here.
+    fn classify(raw: &[u8]) -> Ns {
+        let text = String::from_utf8_lossy(raw);
+        let name = if raw.contains(&b'&') {
+            match quick_xml::escape::unescape(&text) {
+                Ok(s) => Cow::Owned(s.into_owned()),
+                Err(_) => text,
+            }
+        } else {
+            text
+        };
+        match name.as_ref() {
+            GENI_V3_NS => Ns::Geni,
+            EMULAB_NS => Ns::Emulab,
+            USER_NS => Ns::User,
+            OPSTATE_NS => Ns::Opstate,
+            XSI_NS => Ns::Xsi,
+            other => Ns::Other(other.to_owned()),
         }
     }
 
@@ -305,6 +316,12 @@ impl<'i> Ctx<'i> {
             };
             let local = std::str::from_utf8(local.into_inner())
                 .map_err(|e| self.malformed(e.to_string()))?;
+            if !is_ncname(local) {
+                return Err(Fatal {
+                    offset: tag.offset,
+                    kind: FatalKind::Malformed(format!("Invalid attribute name {local:?}")),
+                });
+            }
             let value = attr.unescape_value().map_err(|e| Fatal {
                 offset: tag.offset,
                 kind: FatalKind::Malformed(e.to_string()),
@@ -338,6 +355,13 @@ impl<'i> Ctx<'i> {
         let local = std::str::from_utf8(tag.local())
             .map_err(|e| self.malformed(e.to_string()))?
             .to_owned();
+        // quick-xml does not check names; a kept name must be writable again.
+        if !is_ncname(&local) || tag.ns == Ns::Other(XMLNS_NS.to_owned()) {
+            return Err(Fatal {
+                offset: tag.offset,
+                kind: FatalKind::Malformed(format!("Invalid element name {local:?}")),
+            });
+        }
         let mut el = XmlElement {
             name: QName {
                 ns: tag.ns.uri(),
@@ -450,12 +474,36 @@ impl<'i> Ctx<'i> {
     }
 }
 
+/// The namespace of `xmlns` declarations, which no element or attribute may use.
+const XMLNS_NS: &str = "http://www.w3.org/2000/xmlns/";
+
+/// Whether `s` is a namespace-local XML name. Non-ASCII characters are accepted wholesale,
+/// a superset of the XML name classes that is still safe to write back.
+fn is_ncname(s: &str) -> bool {
+    let mut chars = s.chars();
+    let first_ok = match chars.next() {
+        Some(c) => c.is_ascii_alphabetic() || c == '_' || !c.is_ascii(),
+        None => false,
+    };
+    first_ok && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') || !c.is_ascii())
+}
+
 /// Reads a document; see [`crate::parse`].
 pub(crate) fn parse(input: &str) -> Result<RSpec, Error> {
     if input.len() > MAX_DOCUMENT_BYTES {
         return Err(Error::TooLarge {
             len: input.len(),
             max: MAX_DOCUMENT_BYTES,
+        });
+    }
+    // XML 1.0 forbids these control characters anywhere; quick-xml does not check.
+    if let Some(at) = input
+        .bytes()
+        .position(|b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'))
+    {
+        return Err(Error::Malformed {
+            position: positions(input, &[at])[0],
+            message: format!("Control character U+{:04X} is not allowed in XML", input.as_bytes()[at]),
         });
     }
     let mut ctx = Ctx::new(input);

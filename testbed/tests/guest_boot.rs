@@ -7,6 +7,7 @@
 //! built static guest binary; set `VNSNAP_SKIP_VM_TESTS=1` to skip.
 
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -137,6 +138,8 @@ struct Ctl {
     writer: UnixStream,
     next_id: u64,
     vm: String,
+    partial: String,
+    stash: HashMap<u64, Value>,
 }
 
 impl Ctl {
@@ -147,41 +150,55 @@ impl Ctl {
             writer: s,
             next_id: 1,
             vm: vm.to_string(),
+            partial: String::new(),
+            stash: HashMap::new(),
         })
     }
 
-    /// Sends `req` with a fresh id and waits up to `timeout` for the reply
-    /// carrying that id (stale replies are skipped).
-    fn try_call(&mut self, mut req: Value, timeout: Duration) -> std::io::Result<Value> {
+    /// Sends `req` with a fresh id; returns the id.
+    fn send(&mut self, mut req: Value) -> std::io::Result<u64> {
         let id = self.next_id;
         self.next_id += 1;
         req["id"] = json!(id);
-        let deadline = Instant::now() + timeout;
         self.writer.write_all(format!("{req}\n").as_bytes())?;
-        let mut line = String::new();
+        Ok(id)
+    }
+
+    /// Waits up to `timeout` for the reply carrying `id`; replies for other
+    /// ids are stashed (out-of-order exec/ping replies), unparsable lines skipped.
+    fn wait_id(&mut self, id: u64, timeout: Duration) -> std::io::Result<Value> {
+        let deadline = Instant::now() + timeout;
         loop {
+            if let Some(v) = self.stash.remove(&id) {
+                return Ok(v);
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(std::io::Error::new(ErrorKind::TimedOut, "no reply"));
             }
             self.reader.get_ref().set_read_timeout(Some(left))?;
-            line.clear();
-            match self.reader.read_line(&mut line) {
+            // A timeout may leave a partial line in `partial`; keep it.
+            match self.reader.read_line(&mut self.partial) {
                 Ok(0) => return Err(std::io::Error::new(ErrorKind::UnexpectedEof, "closed")),
-                Ok(_) => {
-                    let Ok(v) = serde_json::from_str::<Value>(&line) else {
-                        continue;
-                    };
-                    if v["id"] == json!(id) {
-                        return Ok(v);
+                Ok(_) if self.partial.ends_with('\n') => {
+                    let line = std::mem::take(&mut self.partial);
+                    if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                        if let Some(got) = v["id"].as_u64() {
+                            self.stash.insert(got, v);
+                        }
                     }
                 }
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    return Err(std::io::Error::new(ErrorKind::TimedOut, "no reply"));
-                }
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Sends `req` and waits up to `timeout` for its reply.
+    fn try_call(&mut self, req: Value, timeout: Duration) -> std::io::Result<Value> {
+        let id = self.send(req)?;
+        self.wait_id(id, timeout)
     }
 
     /// Like `try_call` but panics on transport errors and on `ok: false`.
@@ -323,6 +340,19 @@ fn two_guests_boot_and_talk() {
         r["stdout"].as_str().unwrap().contains("vnsnap data disk"),
         "{r}"
     );
+
+    // exec/ping with an id run detached: a slow exec does not hold up `state`.
+    let slow = c1
+        .send(json!({"op": "exec", "argv": ["sleep", "2"], "timeout_ms": 10000}))
+        .unwrap();
+    let t_state = Instant::now();
+    c1.call(json!({"op": "state"}));
+    assert!(
+        t_state.elapsed() < Duration::from_millis(1500),
+        "state waited for exec"
+    );
+    let r = c1.wait_id(slow, Duration::from_secs(30)).unwrap();
+    assert_eq!(r["status"], json!(0), "{r}");
 
     // ping both ways
     let r = c1.call(json!({"op": "ping", "dst": "10.77.0.2", "count": 3, "timeout_ms": 10000}));

@@ -138,7 +138,10 @@ fn poll_fd(fd: i32, events: i16, timeout_ms: i32) -> io::Result<i16> {
 fn serve_file(mut file: File, guest: &Guest) -> io::Result<()> {
     let fd = file.as_raw_fd();
     // Replies may come from detached exec/ping threads too.
-    let writer = Arc::new(Mutex::new(file.try_clone()?));
+    let writer = Arc::new(Mutex::new(ReplyWriter {
+        file: file.try_clone()?,
+        dirty: false,
+    }));
     let mut pending: Vec<u8> = Vec::new();
     let mut discarding = false;
     let mut connected = false;
@@ -218,11 +221,24 @@ fn serve_file(mut file: File, guest: &Guest) -> io::Result<()> {
     }
 }
 
+/// The write side of the port.
+#[derive(Debug)]
+struct ReplyWriter {
+    file: File,
+    /// A previous reply was dropped half-written: the next one must start on
+    /// a fresh line so that the host can resynchronise.
+    dirty: bool,
+}
+
 /// Writes one reply line; gives up (dropping the reply) if the host stays away.
-fn write_reply(file: &mut File, reply: &[u8]) {
-    let mut data = Vec::with_capacity(reply.len() + 1);
+fn write_reply(w: &mut ReplyWriter, reply: &[u8]) {
+    let mut data = Vec::with_capacity(reply.len() + 2);
+    if w.dirty {
+        data.push(b'\n');
+    }
     data.extend_from_slice(reply);
     data.push(b'\n');
+    let file = &mut w.file;
     let fd = file.as_raw_fd();
     let deadline = Instant::now() + WRITE_TIMEOUT;
     let mut off = 0;
@@ -234,16 +250,19 @@ fn write_reply(file: &mut File, reply: &[u8]) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if Instant::now() > deadline {
                     eprintln!("vnsnap-guest: host not reading; dropping reply");
+                    w.dirty = off > 0;
                     return;
                 }
                 let _ = poll_fd(fd, libc::POLLOUT, 100);
             }
             Err(e) => {
                 eprintln!("vnsnap-guest: write reply: {e}");
+                w.dirty = off > 0;
                 return;
             }
         }
     }
+    w.dirty = off < data.len() && off > 0;
 }
 
 #[cfg(test)]

@@ -46,7 +46,8 @@ pub fn uptime_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Lists network interfaces: name, MAC, operstate and IPv4 addresses.
+/// Lists network interfaces: name, MAC, operstate, administratively up
+/// (`IFF_UP`) and IPv4 addresses.
 pub fn interfaces() -> Value {
     let addrs = Command::new("ip")
         .args(["-o", "-4", "addr", "show"])
@@ -76,7 +77,14 @@ pub fn interfaces() -> Value {
                 .filter(|(i, _)| i == n)
                 .map(|(_, a)| a.as_str())
                 .collect();
-            json!({"name": n, "mac": rd("address"), "state": rd("operstate"), "ipv4": ipv4})
+            let flags = u32::from_str_radix(rd("flags").trim_start_matches("0x"), 16).unwrap_or(0);
+            json!({
+                "name": n,
+                "mac": rd("address"),
+                "state": rd("operstate"),
+                "admin_up": flags & 1 != 0,
+                "ipv4": ipv4,
+            })
         })
         .collect();
     Value::Array(list)

@@ -6,15 +6,16 @@
 //! every problem of the document.
 
 use super::values;
-use super::{Ctx, Next, Ns, Res, Tag};
+use super::{attr_iter, Ctx, Next, Ns, Res, Tag};
 use crate::error::ProblemKind;
 use crate::model::*;
 use crate::xml::XmlElement;
 
-impl<'i> Ctx<'i> {
-    /// Parses an attribute value, recording a problem (and yielding `None`) if it is bad.
-    fn value<T>(
-        &mut self,
+/// Parses an attribute value, recording a problem (and yielding `None`) if it is bad. A free
+/// function over the problem list, so it can run while an attribute iterator borrows the
+/// reader.
+fn value<T>(
+        problems: &mut Vec<(usize, ProblemKind, String)>,
         offset: usize,
         what: &str,
         raw: &str,
@@ -24,11 +25,21 @@ impl<'i> Ctx<'i> {
         match parse(raw) {
             Ok(v) => Some(v),
             Err(msg) => {
-                self.problem(offset, kind, format!("{what}: {msg}"));
+                problems.push((offset, kind, format!("{what}: {msg}")));
                 None
             }
         }
     }
+
+/// Checks an `xs:dateTime` attribute, recording a problem if it is not one.
+fn datetime(problems: &mut Vec<(usize, ProblemKind, String)>, off: usize, what: &str, raw: &str) -> String {
+    if !values::is_datetime(raw.trim()) {
+        problems.push((off, ProblemKind::BadValue, format!("{what}: {raw:?} is not an xs:dateTime")));
+    }
+    raw.trim().to_owned()
+}
+
+impl<'i> Ctx<'i> {
 
     /// Unwraps a required attribute, recording a problem (and yielding "") if it is absent.
     fn required(&mut self, offset: usize, element: &str, attr: &str, v: Option<String>) -> String {
@@ -84,18 +95,19 @@ impl<'i> Ctx<'i> {
         let off = tag.offset;
         let mut r = RSpec::new(RSpecType::Request);
         let mut rtype = None;
-        for a in self.attrs(&tag)? {
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
             match (&a.ns, a.local) {
                 (Ns::None, "type") => {
-                    rtype = Some(self.value(off, "rspec type", &a.value, ProblemKind::BadValue, |s| {
+                    rtype = Some(value(&mut self.problems, off, "rspec type", &a.value, ProblemKind::BadValue, |s| {
                         RSpecType::from_attr(s.trim()).ok_or_else(|| {
                             format!("{s:?} is not request, manifest or advertisement")
                         })
                     }));
                 }
-                (Ns::None, "generated") => r.generated = Some(self.datetime(off, "generated", &a.value)),
+                (Ns::None, "generated") => r.generated = Some(datetime(&mut self.problems, off, "generated", &a.value)),
                 (Ns::None, "generated_by") => r.generated_by = Some(a.value.into_owned()),
-                (Ns::None, "expires") => r.expires = Some(self.datetime(off, "expires", &a.value)),
+                (Ns::None, "expires") => r.expires = Some(datetime(&mut self.problems, off, "expires", &a.value)),
                 (Ns::Xsi, "schemaLocation") => {
                     let words: Vec<&str> = a.value.split_whitespace().collect();
                     for pair in words.chunks_exact(2) {
@@ -148,23 +160,13 @@ impl<'i> Ctx<'i> {
         }
     }
 
-    fn datetime(&mut self, off: usize, what: &str, raw: &str) -> String {
-        if !values::is_datetime(raw.trim()) {
-            self.problem(
-                off,
-                ProblemKind::BadValue,
-                format!("{what}: {raw:?} is not an xs:dateTime"),
-            );
-        }
-        raw.trim().to_owned()
-    }
-
     fn node(&mut self, tag: Tag<'i>) -> Res<Node> {
         let off = tag.offset;
         self.offsets.nodes.push(off);
         self.offsets.interfaces.push(Vec::new());
         let mut n = Node::default();
-        for a in self.attrs(&tag)? {
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
             match a.plain() {
                 Some("client_id") => n.client_id = Some(a.value.into_owned()),
                 Some("component_id") => n.component_id = Some(a.value.into_owned()),
@@ -172,7 +174,7 @@ impl<'i> Ctx<'i> {
                 Some("component_name") => n.component_name = Some(a.value.into_owned()),
                 Some("sliver_id") => n.sliver_id = Some(a.value.into_owned()),
                 Some("exclusive") => {
-                    n.exclusive = self.value(
+                    n.exclusive = value(&mut self.problems, 
                         off,
                         "node exclusive",
                         &a.value,
@@ -226,7 +228,8 @@ impl<'i> Ctx<'i> {
         let off = tag.offset;
         let mut s = SliverType::default();
         let mut name = None;
-        for a in self.attrs(&tag)? {
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
             match a.plain() {
                 Some("name") => name = Some(a.value.into_owned()),
                 _ => s.ext_attrs.push(a.into_ext()),
@@ -259,7 +262,8 @@ impl<'i> Ctx<'i> {
         let off = tag.offset;
         let mut d = DiskImage::default();
         let mut name = None;
-        for a in self.attrs(&tag)? {
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
             match a.plain() {
                 Some("name") => name = Some(a.value.into_owned()),
                 Some("url") => d.url = Some(a.value.into_owned()),
@@ -278,12 +282,13 @@ impl<'i> Ctx<'i> {
     fn xen(&mut self, tag: Tag<'i>) -> Res<EmulabXen> {
         let off = tag.offset;
         let mut x = EmulabXen::default();
-        for a in self.attrs(&tag)? {
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
             let bad = ProblemKind::BadNumber;
             match a.plain() {
-                Some("cores") => x.cores = self.value(off, "emulab:xen cores", &a.value, bad, values::unsigned),
-                Some("ram") => x.ram = self.value(off, "emulab:xen ram", &a.value, bad, values::unsigned),
-                Some("disk") => x.disk = self.value(off, "emulab:xen disk", &a.value, bad, values::unsigned),
+                Some("cores") => x.cores = value(&mut self.problems, off, "emulab:xen cores", &a.value, bad, values::unsigned),
+                Some("ram") => x.ram = value(&mut self.problems, off, "emulab:xen ram", &a.value, bad, values::unsigned),
+                Some("disk") => x.disk = value(&mut self.problems, off, "emulab:xen disk", &a.value, bad, values::unsigned),
                 _ => x.ext_attrs.push(a.into_ext()),
             }
         }
@@ -295,7 +300,8 @@ impl<'i> Ctx<'i> {
         let off = tag.offset;
         let mut h = HardwareType::default();
         let mut name = None;
-        for a in self.attrs(&tag)? {
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
             match a.plain() {
                 Some("name") => name = Some(a.value.into_owned()),
                 _ => h.ext_attrs.push(a.into_ext()),
@@ -312,7 +318,8 @@ impl<'i> Ctx<'i> {
             last.push(off);
         }
         let mut i = Interface::default();
-        for a in self.attrs(&tag)? {
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
             match a.plain() {
                 Some("client_id") => i.client_id = Some(a.value.into_owned()),
                 Some("component_id") => i.component_id = Some(a.value.into_owned()),
@@ -348,14 +355,15 @@ impl<'i> Ctx<'i> {
         let off = tag.offset;
         let (mut address, mut netmask, mut ip_type, mut ext_attrs) = (None, None, None, Vec::new());
         let mut seen_address = false;
-        for a in self.attrs(&tag)? {
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
             let bad = ProblemKind::BadAddress;
             match a.plain() {
                 Some("address") => {
                     seen_address = true;
-                    address = self.value(off, "ip address", &a.value, bad, values::ip);
+                    address = value(&mut self.problems, off, "ip address", &a.value, bad, values::ip);
                 }
-                Some("netmask") => netmask = self.value(off, "ip netmask", &a.value, bad, values::netmask),
+                Some("netmask") => netmask = value(&mut self.problems, off, "ip netmask", &a.value, bad, values::netmask),
                 Some("type") => ip_type = Some(a.value.into_owned()),
                 _ => ext_attrs.push(a.into_ext()),
             }
@@ -384,7 +392,8 @@ impl<'i> Ctx<'i> {
 
     fn services(&mut self, tag: Tag<'i>) -> Res<Services> {
         let mut s = Services::default();
-        for a in self.attrs(&tag)? {
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
             s.ext_attrs.push(a.into_ext());
         }
         if tag.empty {
@@ -424,13 +433,14 @@ impl<'i> Ctx<'i> {
         let off = tag.offset;
         let mut l = Login::default();
         let mut auth = None;
-        for a in self.attrs(&tag)? {
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
             match a.plain() {
                 Some("authentication") => auth = Some(a.value.into_owned()),
                 Some("hostname") => l.hostname = Some(a.value.into_owned()),
                 Some("username") => l.username = Some(a.value.into_owned()),
                 Some("port") => {
-                    l.port = self.value(off, "login port", &a.value, ProblemKind::BadNumber, values::unsigned)
+                    l.port = value(&mut self.problems, off, "login port", &a.value, ProblemKind::BadNumber, values::unsigned)
                 }
                 _ => l.ext_attrs.push(a.into_ext()),
             }
@@ -444,7 +454,8 @@ impl<'i> Ctx<'i> {
         let off = tag.offset;
         let mut i = Install::default();
         let (mut url, mut path) = (None, None);
-        for a in self.attrs(&tag)? {
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
             match a.plain() {
                 Some("url") => url = Some(a.value.into_owned()),
                 Some("install_path") => path = Some(a.value.into_owned()),
@@ -471,7 +482,8 @@ impl<'i> Ctx<'i> {
         let off = tag.offset;
         let mut e = Execute::default();
         let (mut shell, mut command) = (None, None);
-        for a in self.attrs(&tag)? {
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
             match a.plain() {
                 Some("shell") => shell = Some(a.value.into_owned()),
                 Some("command") => command = Some(a.value.into_owned()),
@@ -493,7 +505,8 @@ impl<'i> Ctx<'i> {
         let off = tag.offset;
         let mut u = UserKey::default();
         let mut login = None;
-        for a in self.attrs(&tag)? {
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
             match a.plain() {
                 Some("login") => login = Some(a.value.into_owned()),
                 Some("user_urn") => u.user_urn = Some(a.value.into_owned()),
@@ -532,7 +545,8 @@ impl<'i> Ctx<'i> {
         let off = tag.offset;
         let mut h = Host::default();
         let mut name = None;
-        for a in self.attrs(&tag)? {
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
             match a.plain() {
                 Some("name") => name = Some(a.value.into_owned()),
                 _ => h.ext_attrs.push(a.into_ext()),
@@ -547,17 +561,18 @@ impl<'i> Ctx<'i> {
         let off = tag.offset;
         let mut l = Location::default();
         let mut country = None;
-        for a in self.attrs(&tag)? {
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
             let bad = ProblemKind::BadNumber;
             match a.plain() {
                 Some("country") => country = Some(a.value.into_owned()),
                 Some("latitude") => {
-                    l.latitude = self.value(off, "location latitude", &a.value, bad, |s| {
+                    l.latitude = value(&mut self.problems, off, "location latitude", &a.value, bad, |s| {
                         values::decimal_in(s, -90.0, 90.0)
                     })
                 }
                 Some("longitude") => {
-                    l.longitude = self.value(off, "location longitude", &a.value, bad, |s| {
+                    l.longitude = value(&mut self.problems, off, "location longitude", &a.value, bad, |s| {
                         values::decimal_in(s, -180.0, 180.0)
                     })
                 }
@@ -573,10 +588,11 @@ impl<'i> Ctx<'i> {
         let off = tag.offset;
         let mut v = Available::default();
         let mut now = None;
-        for a in self.attrs(&tag)? {
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
             match a.plain() {
                 Some("now") => {
-                    now = Some(self.value(off, "available now", &a.value, ProblemKind::BadValue, values::boolean))
+                    now = Some(value(&mut self.problems, off, "available now", &a.value, ProblemKind::BadValue, values::boolean))
                 }
                 _ => v.ext_attrs.push(a.into_ext()),
             }
@@ -596,14 +612,15 @@ impl<'i> Ctx<'i> {
         self.offsets.links.push(off);
         self.offsets.refs.push(Vec::new());
         let mut l = Link::default();
-        for a in self.attrs(&tag)? {
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
             match a.plain() {
                 Some("client_id") => l.client_id = Some(a.value.into_owned()),
                 Some("component_id") => l.component_id = Some(a.value.into_owned()),
                 Some("component_name") => l.component_name = Some(a.value.into_owned()),
                 Some("sliver_id") => l.sliver_id = Some(a.value.into_owned()),
                 Some("vlantag") => {
-                    l.vlantag = self.value(off, "link vlantag", &a.value, ProblemKind::BadNumber, values::vlantag)
+                    l.vlantag = value(&mut self.problems, off, "link vlantag", &a.value, ProblemKind::BadNumber, values::vlantag)
                 }
                 _ => l.ext_attrs.push(a.into_ext()),
             }
@@ -644,7 +661,8 @@ impl<'i> Ctx<'i> {
     fn component_manager(&mut self, tag: Tag<'i>) -> Res<String> {
         let off = tag.offset;
         let mut name = None;
-        for a in self.attrs(&tag)? {
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
             if a.plain() == Some("name") {
                 name = Some(a.value.into_owned());
             }
@@ -659,7 +677,8 @@ impl<'i> Ctx<'i> {
             last.push(tag.offset);
         }
         let mut r = InterfaceRef::default();
-        for a in self.attrs(&tag)? {
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
             match a.plain() {
                 Some("client_id") => r.client_id = Some(a.value.into_owned()),
                 Some("component_id") => r.component_id = Some(a.value.into_owned()),
@@ -675,7 +694,8 @@ impl<'i> Ctx<'i> {
         let off = tag.offset;
         let mut t = LinkType::default();
         let mut name = None;
-        for a in self.attrs(&tag)? {
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
             match a.plain() {
                 Some("name") => name = Some(a.value.into_owned()),
                 Some("class") => t.class = Some(a.value.into_owned()),
@@ -691,19 +711,20 @@ impl<'i> Ctx<'i> {
         let off = tag.offset;
         let mut p = LinkProperty::default();
         let (mut src, mut dst) = (None, None);
-        for a in self.attrs(&tag)? {
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
             let bad = ProblemKind::BadNumber;
             match a.plain() {
                 Some("source_id") => src = Some(a.value.into_owned()),
                 Some("dest_id") => dst = Some(a.value.into_owned()),
                 Some("capacity") => {
-                    p.capacity = self.value(off, "property capacity", &a.value, bad, values::unsigned)
+                    p.capacity = value(&mut self.problems, off, "property capacity", &a.value, bad, values::unsigned)
                 }
                 Some("latency") => {
-                    p.latency = self.value(off, "property latency", &a.value, bad, values::unsigned)
+                    p.latency = value(&mut self.problems, off, "property latency", &a.value, bad, values::unsigned)
                 }
                 Some("packet_loss") => {
-                    p.packet_loss = self.value(off, "property packet_loss", &a.value, bad, |s| {
+                    p.packet_loss = value(&mut self.problems, off, "property packet_loss", &a.value, bad, |s| {
                         values::decimal_in(s, 0.0, 1.0)
                     })
                 }
@@ -720,7 +741,8 @@ impl<'i> Ctx<'i> {
         let off = tag.offset;
         let mut o = Opstate::default();
         let (mut am, mut start) = (None, None);
-        for a in self.attrs(&tag)? {
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
             match a.plain() {
                 Some("aggregate_manager_id") => am = Some(a.value.into_owned()),
                 Some("start") => start = Some(a.value.into_owned()),
@@ -755,7 +777,8 @@ impl<'i> Ctx<'i> {
     /// The required `name` attribute of an opstate element.
     fn named(&mut self, tag: &Tag<'i>, element: &str) -> Res<String> {
         let mut name = None;
-        for a in self.attrs(tag)? {
+        for a in attr_iter(&self.reader, self.input, tag) {
+            let a = a?;
             if a.plain() == Some("name") {
                 name = Some(a.value.into_owned());
             }
@@ -789,7 +812,8 @@ impl<'i> Ctx<'i> {
                     (Ns::Opstate, b"action") => {
                         let off = c.offset;
                         let (mut name, mut next) = (None, None);
-                        for a in self.attrs(&c)? {
+                        for a in attr_iter(&self.reader, self.input, &c) {
+                            let a = a?;
                             match a.plain() {
                                 Some("name") => name = Some(a.value.into_owned()),
                                 Some("next") => next = Some(a.value.into_owned()),
@@ -806,7 +830,8 @@ impl<'i> Ctx<'i> {
                     (Ns::Opstate, b"wait") => {
                         let off = c.offset;
                         let (mut wait_type, mut next) = (None, None);
-                        for a in self.attrs(&c)? {
+                        for a in attr_iter(&self.reader, self.input, &c) {
+                            let a = a?;
                             match a.plain() {
                                 Some("type") => wait_type = Some(a.value.into_owned()),
                                 Some("next") => next = Some(a.value.into_owned()),

@@ -5,8 +5,11 @@
 //! is built as an [`XmlElement`] tree. Semantic problems are collected (never returned early);
 //! byte offsets are kept and turned into line/column once, at the end, in a single sweep.
 
+mod attrs;
 mod elements;
 mod values;
+
+pub(crate) use attrs::attr_iter;
 
 pub(crate) use values::is_datetime;
 
@@ -46,7 +49,13 @@ pub(crate) enum Ns {
 impl Ns {
     /// Classifies a namespace name as quick-xml's resolver stores it: the raw attribute
     /// value of the declaration, so character references are expanded here.
-    fn classify(raw: &[u8]) -> Ns {
+    pub(crate) fn classify(raw: &[u8]) -> Ns {
+        // Fast path for the namespaces every document uses, without UTF-8 checks.
+        match raw {
+            b"http://www.geni.net/resources/rspec/3" => return Ns::Geni,
+            b"http://www.protogeni.net/resources/rspec/ext/emulab/1" => return Ns::Emulab,
+            _ => {}
+        }
         let text = String::from_utf8_lossy(raw);
         let name = if raw.contains(&b'&') {
             match quick_xml::escape::unescape(&text) {
@@ -129,7 +138,9 @@ impl RawAttr<'_> {
 
 /// Reader state for one document.
 pub(crate) struct Ctx<'i> {
-    reader: NsReader<&'i [u8]>,
+    pub(crate) reader: NsReader<&'i [u8]>,
+    /// The whole input, so attribute text can be sliced from it without UTF-8 re-checks.
+    pub(crate) input: &'i str,
     depth: usize,
     /// Problems as (byte offset, kind, message); positions are computed at the end.
     pub(crate) problems: Vec<(usize, ProblemKind, String)>,
@@ -150,11 +161,11 @@ pub(crate) enum Next<'i> {
 
 /// An internal fatal error: a byte offset plus the public error without its position yet.
 pub(crate) struct Fatal {
-    offset: usize,
-    kind: FatalKind,
+    pub(crate) offset: usize,
+    pub(crate) kind: FatalKind,
 }
 
-enum FatalKind {
+pub(crate) enum FatalKind {
     Malformed(String),
     TooDeep,
     Doctype,
@@ -174,6 +185,7 @@ impl<'i> Ctx<'i> {
         config.expand_empty_elements = false;
         Ctx {
             reader,
+            input,
             depth: 0,
             problems: Vec::new(),
             offsets: Offsets::default(),
@@ -289,48 +301,6 @@ impl<'i> Ctx<'i> {
         }
     }
 
-    /// The attributes of a start tag, namespace declarations excluded.
-    pub(crate) fn attrs<'t>(&self, tag: &'t Tag<'i>) -> Res<Vec<RawAttr<'t>>> {
-        let mut out = Vec::new();
-        for attr in tag.start.attributes() {
-            let attr = attr.map_err(|e| Fatal {
-                offset: tag.offset,
-                kind: FatalKind::Malformed(e.to_string()),
-            })?;
-            if attr.key.as_namespace_binding().is_some() {
-                continue;
-            }
-            let (res, local) = self.reader.resolve_attribute(attr.key);
-            let ns = match res {
-                ResolveResult::Unbound => Ns::None,
-                ResolveResult::Bound(n) => Ns::classify(n.into_inner()),
-                ResolveResult::Unknown(p) => {
-                    return Err(Fatal {
-                        offset: tag.offset,
-                        kind: FatalKind::Malformed(format!(
-                            "Unknown namespace prefix {:?}",
-                            String::from_utf8_lossy(&p)
-                        )),
-                    })
-                }
-            };
-            let local = std::str::from_utf8(local.into_inner())
-                .map_err(|e| self.malformed(e.to_string()))?;
-            if !is_ncname(local) {
-                return Err(Fatal {
-                    offset: tag.offset,
-                    kind: FatalKind::Malformed(format!("Invalid attribute name {local:?}")),
-                });
-            }
-            let value = attr.unescape_value().map_err(|e| Fatal {
-                offset: tag.offset,
-                kind: FatalKind::Malformed(e.to_string()),
-            })?;
-            out.push(RawAttr { ns, local, value });
-        }
-        Ok(out)
-    }
-
     /// Consumes the rest of an element the reader has no use for inside a known element.
     pub(crate) fn skip(&mut self, tag: &Tag<'i>) -> Res<()> {
         if tag.empty {
@@ -347,11 +317,9 @@ impl<'i> Ctx<'i> {
 
     /// Reads an element the model does not know into an owned tree.
     pub(crate) fn ext_element(&mut self, tag: Tag<'i>) -> Res<XmlElement> {
-        let attrs = self
-            .attrs(&tag)?
-            .into_iter()
-            .map(RawAttr::into_ext)
-            .collect();
+        let attrs = attr_iter(&self.reader, self.input, &tag)
+            .map(|a| a.map(RawAttr::into_ext))
+            .collect::<Res<Vec<_>>>()?;
         let local = std::str::from_utf8(tag.local())
             .map_err(|e| self.malformed(e.to_string()))?
             .to_owned();
@@ -479,7 +447,7 @@ const XMLNS_NS: &str = "http://www.w3.org/2000/xmlns/";
 
 /// Whether `s` is a namespace-local XML name. Non-ASCII characters are accepted wholesale,
 /// a superset of the XML name classes that is still safe to write back.
-fn is_ncname(s: &str) -> bool {
+pub(crate) fn is_ncname(s: &str) -> bool {
     let mut chars = s.chars();
     let first_ok = match chars.next() {
         Some(c) => c.is_ascii_alphabetic() || c == '_' || !c.is_ascii(),

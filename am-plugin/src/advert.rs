@@ -1,0 +1,175 @@
+//! The advertisement RSpec: one node per host, the VM sliver types with the image catalog,
+//! capacity, availability, and the opstate block of the VM sliver types.
+
+use chrono::Utc;
+use vnsnap_rspec::{
+    Available, DiskImage, HardwareType, Node, Opstate, OpstateAction, OpstateState, OpstateWait,
+    QName, RSpec, RSpecType, SliverType, XmlAttr, XmlElement, EMULAB_NS,
+};
+
+use crate::aggregate::allocate::{VM_TYPE, XEN_TYPE};
+use crate::aggregate::Am;
+use crate::error::AmError;
+use crate::state::rfc3339;
+
+fn action(name: &str, next: &str, description: &str) -> OpstateAction {
+    OpstateAction {
+        name: name.into(),
+        next: next.into(),
+        description: Some(description.into()),
+    }
+}
+
+fn waits(ok: &str) -> Vec<OpstateWait> {
+    vec![
+        OpstateWait {
+            wait_type: Some("geni_success".into()),
+            next: ok.into(),
+            description: None,
+        },
+        OpstateWait {
+            wait_type: Some("geni_failure".into()),
+            next: "geni_failed".into(),
+            description: None,
+        },
+    ]
+}
+
+fn state(
+    name: &str,
+    actions: Vec<OpstateAction>,
+    waits: Vec<OpstateWait>,
+    d: &str,
+) -> OpstateState {
+    OpstateState {
+        name: name.into(),
+        description: Some(d.into()),
+        actions,
+        waits,
+    }
+}
+
+/// The operational state machine of our VM sliver types (see `aggregate::action`).
+pub fn opstate(am_urn: &str) -> Opstate {
+    Opstate {
+        aggregate_manager_id: am_urn.into(),
+        start: "geni_notready".into(),
+        sliver_types: vec![VM_TYPE.into(), XEN_TYPE.into()],
+        states: vec![
+            state(
+                "geni_notready",
+                vec![action("geni_start", "geni_configuring", "Boot the VM")],
+                vec![],
+                "Defined, not running",
+            ),
+            state("geni_configuring", vec![], waits("geni_ready"), "Booting"),
+            state(
+                "geni_ready",
+                vec![
+                    action("geni_restart", "geni_configuring", "Reboot the VM"),
+                    action("geni_stop", "geni_stopping", "Shut the VM down"),
+                ],
+                vec![],
+                "Running; the guest answers",
+            ),
+            state(
+                "geni_stopping",
+                vec![],
+                waits("geni_notready"),
+                "Shutting down",
+            ),
+            state(
+                "geni_failed",
+                vec![
+                    action("geni_start", "geni_configuring", "Boot the VM again"),
+                    action("geni_restart", "geni_configuring", "Reboot the VM"),
+                ],
+                vec![],
+                "The VM crashed or an agent call failed; see geni_error",
+            ),
+        ],
+    }
+}
+
+impl Am {
+    /// The advertisement; with `available_only`, hosts without room are left out.
+    pub async fn advertisement(&self, available_only: bool) -> Result<String, AmError> {
+        let hosts = self.agents.hosts().await;
+        let live = self.db.live_slivers()?;
+        let images: Vec<DiskImage> = self
+            .cfg
+            .images
+            .iter()
+            .map(|(name, img)| DiskImage {
+                name: self.cfg.image_urn(name),
+                os: img.os.clone(),
+                version: img.version.clone(),
+                description: img.description.clone(),
+                default: (name == &self.cfg.default_image).then(|| "true".to_string()),
+                ..Default::default()
+            })
+            .collect();
+        let mut ad = RSpec::new(RSpecType::Advertisement);
+        let now = rfc3339(Utc::now());
+        ad.generated = Some(now.clone());
+        ad.expires = Some(now);
+        for name in self.agents.names() {
+            let info = hosts.get(name);
+            let (used_v, used_m) = live
+                .iter()
+                .filter(|s| s.host == name)
+                .fold((0u64, 0u64), |(v, m), s| {
+                    (v + u64::from(s.plan.vcpus), m + s.plan.memory_mib)
+                });
+            let (slots, free_mem) = match info {
+                Some(i) => {
+                    let total = u64::from(i.vcpus) * u64::from(self.cfg.vm.vcpu_overcommit);
+                    (
+                        total.saturating_sub(used_v),
+                        i.memory_mib.saturating_sub(used_m),
+                    )
+                }
+                None => (0, 0),
+            };
+            let available = info.is_some()
+                && slots >= u64::from(self.cfg.vm.vcpus)
+                && free_mem >= self.cfg.vm.memory_mib;
+            if available_only && !available {
+                continue;
+            }
+            let mut node_type = XmlElement::new(QName::new(EMULAB_NS, "node_type"));
+            node_type
+                .attrs
+                .push(XmlAttr::new(QName::local("type_slots"), slots.to_string()));
+            node_type
+                .attrs
+                .push(XmlAttr::new(QName::local("static"), "true"));
+            ad.nodes.push(Node {
+                component_id: Some(self.cfg.node_urn(name)),
+                component_manager_id: Some(self.cfg.am_urn()),
+                component_name: Some(name.to_string()),
+                exclusive: Some(false),
+                sliver_types: [VM_TYPE, XEN_TYPE]
+                    .iter()
+                    .map(|t| SliverType {
+                        name: (*t).to_string(),
+                        disk_images: images.clone(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                hardware_types: vec![HardwareType {
+                    name: "pcvm".into(),
+                    extensions: vec![node_type],
+                    ext_attrs: vec![],
+                }],
+                available: Some(Available {
+                    now: available,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        }
+        ad.opstates.push(opstate(&self.cfg.am_urn()));
+        Ok(ad.to_xml())
+    }
+}

@@ -1,0 +1,322 @@
+//! The QEMU driver: one `qemu-system-x86_64` process per domain, daemonized so that it
+//! outlives an agent crash, driven over QMP.
+
+pub mod persist;
+pub mod qmp;
+
+use super::{DomainDir, DomainRecord, Driver, DriverError};
+use qapi::qmp as q;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use vnsnap_proto::Boot;
+
+/// QEMU driver settings.
+#[derive(Clone, Debug)]
+pub struct QemuDriver {
+    /// The QEMU binary.
+    pub binary: PathBuf,
+    /// `kvm` or `tcg`.
+    pub accel: String,
+}
+
+impl QemuDriver {
+    /// A driver using `binary`, with KVM if `/dev/kvm` can be opened and `accel` is `auto`.
+    pub fn new(binary: PathBuf, accel: &str) -> QemuDriver {
+        let accel = match accel {
+            "auto" => {
+                let kvm = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/kvm")
+                    .is_ok();
+                if kvm { "kvm" } else { "tcg" }.to_string()
+            }
+            other => other.to_string(),
+        };
+        QemuDriver { binary, accel }
+    }
+
+    /// The full QEMU argument list for a domain. `incoming` adds `-incoming defer` and
+    /// `-S` (restore: the guest stays paused until the agent resumes the whole slice).
+    pub fn args(&self, dir: &DomainDir, rec: &DomainRecord, incoming: bool) -> Vec<String> {
+        let spec = &rec.spec;
+        let mut a: Vec<String> = Vec::new();
+        let mut push = |s: &[&str]| a.extend(s.iter().map(|x| x.to_string()));
+        let accel = if self.accel == "tcg" {
+            "tcg,thread=multi".to_string()
+        } else {
+            self.accel.clone()
+        };
+        push(&[
+            "-name",
+            &format!("vnsnap-{},process=vnsnap-{}", spec.name, spec.name),
+        ]);
+        push(&["-machine", "q35", "-accel", &accel, "-cpu", "max"]);
+        push(&[
+            "-smp",
+            &spec.vcpus.to_string(),
+            "-m",
+            &format!("{}M", spec.memory_mib),
+        ]);
+        push(&[
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-vga",
+            "none",
+        ]);
+        push(&[
+            "-chardev",
+            &format!(
+                "socket,id=qmp,path={},server=on,wait=off",
+                dir.qmp().display()
+            ),
+        ]);
+        push(&["-mon", "chardev=qmp,mode=control"]);
+        push(&[
+            "-chardev",
+            &format!("file,id=con,path={},append=on", dir.console().display()),
+        ]);
+        push(&["-serial", "chardev:con"]);
+        push(&["-device", "virtio-serial-pci,id=vser"]);
+        push(&[
+            "-chardev",
+            &format!(
+                "socket,id=ctl,path={},server=on,wait=off",
+                dir.ctl().display()
+            ),
+        ]);
+        push(&["-device", "virtserialport,chardev=ctl,name=vnsnap.ctl"]);
+        if let Boot::Kernel {
+            kernel,
+            initrd,
+            cmdline,
+        } = &spec.boot
+        {
+            push(&["-kernel", kernel]);
+            if let Some(i) = initrd {
+                push(&["-initrd", i]);
+            }
+            push(&["-append", &kernel_cmdline(rec, cmdline)]);
+        }
+        for (i, disk) in rec.disks.iter().enumerate() {
+            push(&[
+                "-blockdev",
+                &format!("driver=file,filename={},node-name=file{i}", disk.display()),
+            ]);
+            push(&[
+                "-blockdev",
+                &format!("driver=qcow2,file=file{i},node-name=disk{i}"),
+            ]);
+            let boot = if i == 0 && matches!(spec.boot, Boot::Disk) {
+                ",bootindex=0"
+            } else {
+                ""
+            };
+            push(&[
+                "-device",
+                &format!("virtio-blk-pci,drive=disk{i},id=vd{i}{boot}"),
+            ]);
+        }
+        for (i, (nic, port)) in spec.nics.iter().zip(&rec.ports).enumerate() {
+            push(&[
+                "-netdev",
+                &format!(
+                    "dgram,id=net{i},local.type=inet,local.host=127.0.0.1,local.port={},remote.type=inet,remote.host=127.0.0.1,remote.port={}",
+                    port.qemu_udp, port.switch_udp
+                ),
+            ]);
+            push(&[
+                "-device",
+                &format!("virtio-net-pci,netdev=net{i},mac={},id=nic{i}", nic.mac),
+            ]);
+        }
+        if incoming {
+            push(&["-incoming", "defer", "-S"]);
+        }
+        push(&[
+            "-pidfile",
+            &dir.pidfile().display().to_string(),
+            "-daemonize",
+        ]);
+        a
+    }
+
+    fn session(&self, dir: &DomainDir) -> Result<qmp::Session, DriverError> {
+        qmp::Session::connect(&dir.qmp())
+    }
+}
+
+/// The guest kernel command line: the spec's own plus `vnsnap.hostname` and `vnsnap.net`
+/// (`MAC=IP/PREFIX[+IP/PREFIX],...`), read by the test guest's init.
+pub fn kernel_cmdline(rec: &DomainRecord, extra: &str) -> String {
+    let mut c = String::from("console=ttyS0 panic=-1 quiet");
+    if !extra.is_empty() {
+        c.push(' ');
+        c.push_str(extra);
+    }
+    c.push_str(&format!(
+        " vnsnap.hostname={}",
+        rec.spec.hostname.as_deref().unwrap_or(&rec.spec.name)
+    ));
+    let nets: Vec<String> = rec
+        .spec
+        .nics
+        .iter()
+        .filter(|n| !n.ips.is_empty())
+        .map(|n| format!("{}={}", n.mac, n.ips.join("+")))
+        .collect();
+    if !nets.is_empty() {
+        c.push_str(&format!(" vnsnap.net={}", nets.join(",")));
+    }
+    c
+}
+
+/// Reads a pid file and checks that the process is alive and is the QEMU of `dir`
+/// (its command line names our QMP socket), so a recycled pid is never mistaken for it.
+pub fn live_pid(dir: &DomainDir) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(dir.pidfile())
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let needle = dir.qmp().display().to_string();
+    let cmd = String::from_utf8_lossy(&cmdline);
+    // A zombie has an empty cmdline: treat as dead.
+    (cmd.contains(&needle)).then_some(pid)
+}
+
+fn wait_gone(dir: &DomainDir, timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if live_pid(dir).is_none() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    live_pid(dir).is_none()
+}
+
+impl Driver for QemuDriver {
+    fn name(&self) -> &'static str {
+        "qemu"
+    }
+
+    fn start(
+        &self,
+        dir: &DomainDir,
+        rec: &DomainRecord,
+        incoming: bool,
+    ) -> Result<u32, DriverError> {
+        let _ = std::fs::remove_file(dir.pidfile());
+        let _ = std::fs::remove_file(dir.qmp());
+        let _ = std::fs::remove_file(dir.ctl());
+        // With -daemonize the foreground process exits only once the machine is built
+        // (kernel loaded, devices created), so every start error is reported here.
+        let out = Command::new(&self.binary)
+            .args(self.args(dir, rec, incoming))
+            .output()
+            .map_err(|e| DriverError::Io(format!("spawning {}", self.binary.display()), e))?;
+        if !out.status.success() {
+            let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            return Err(DriverError::Start(if msg.is_empty() {
+                format!("exit {}", out.status)
+            } else {
+                msg
+            }));
+        }
+        live_pid(dir).ok_or_else(|| DriverError::Start("QEMU exited right after starting".into()))
+    }
+
+    fn running_pid(&self, dir: &DomainDir) -> Option<u32> {
+        live_pid(dir)
+    }
+
+    fn shutdown(&self, dir: &DomainDir) -> Result<(), DriverError> {
+        self.session(dir)?.run(&q::system_powerdown {})?;
+        Ok(())
+    }
+
+    fn kill(&self, dir: &DomainDir) -> Result<(), DriverError> {
+        if let Ok(mut s) = self.session(dir) {
+            let _ = s.run(&q::quit {});
+        }
+        if wait_gone(dir, Duration::from_secs(3)) {
+            return Ok(());
+        }
+        if let Some(pid) = live_pid(dir) {
+            // SAFETY: plain kill(2) on a pid we verified belongs to our QEMU.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+        }
+        if wait_gone(dir, Duration::from_secs(5)) {
+            Ok(())
+        } else {
+            Err(DriverError::Timeout("killing QEMU"))
+        }
+    }
+
+    fn reboot(&self, dir: &DomainDir) -> Result<(), DriverError> {
+        self.session(dir)?.run(&q::system_reset {})?;
+        Ok(())
+    }
+
+    fn set_paused(&self, dir: &DomainDir, paused: bool) -> Result<(), DriverError> {
+        let mut s = self.session(dir)?;
+        if paused {
+            s.run(&q::stop {})?;
+        } else {
+            s.run(&q::cont {})?;
+        }
+        Ok(())
+    }
+
+    fn is_paused(&self, dir: &DomainDir) -> Result<bool, DriverError> {
+        Ok(!self.session(dir)?.running()?)
+    }
+}
+
+/// Creates a qcow2 overlay at `overlay` over `base` (format detected from its header).
+pub fn create_overlay(
+    base: &Path,
+    overlay: &Path,
+    size_mib: Option<u64>,
+) -> Result<(), DriverError> {
+    let fmt = image_format(base)?;
+    let mut cmd = Command::new("qemu-img");
+    cmd.args(["create", "-q", "-f", "qcow2", "-F", fmt, "-b"])
+        .arg(base)
+        .arg(overlay);
+    if let Some(s) = size_mib {
+        cmd.arg(format!("{s}M"));
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| DriverError::Io("running qemu-img".into(), e))?;
+    if !out.status.success() {
+        return Err(DriverError::Image(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// `qcow2` if the file starts with the qcow2 magic, else `raw`.
+pub fn image_format(path: &Path) -> Result<&'static str, DriverError> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| DriverError::Io(format!("opening {}", path.display()), e))?;
+    let mut magic = [0u8; 4];
+    let n = f
+        .read(&mut magic)
+        .map_err(|e| DriverError::Io(format!("reading {}", path.display()), e))?;
+    Ok(if n == 4 && magic == *b"QFI\xfb" {
+        "qcow2"
+    } else {
+        "raw"
+    })
+}

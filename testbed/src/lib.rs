@@ -1,2 +1,4 @@
 //! vnsnap-testbed
 pub mod image;
+pub mod ch;
+pub mod amlab;

@@ -1,4 +1,5 @@
 //! vnsnap-testbed
 pub mod image;
+pub mod lab;
 pub mod ch;
 pub mod amlab;

@@ -1,0 +1,393 @@
+//! Runs a real `vnsnap-am` process for tests and benchmarks, and talks to it.
+//!
+//! [`AmLab::start`] writes a configuration (agents, cluster TLS, image catalog, a server
+//! certificate issued by the test clearinghouse, the clearinghouse CA as GENI trust root),
+//! starts the daemon, waits until it prints `listening on`, and kills it on drop.
+//! [`AmClient`] is a small XML-RPC-over-mTLS client with the codec of the AM itself.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use vnsnap_am::xmlrpc::{self, Value};
+
+use crate::ch::{CertSpec, Clearinghouse, Identity};
+
+/// Errors of the AM lab.
+#[derive(Debug, thiserror::Error)]
+pub enum AmLabError {
+    /// File or process I/O.
+    #[error("{0}")]
+    Io(String, #[source] std::io::Error),
+    /// The clearinghouse failed.
+    #[error("Clearinghouse")]
+    Ch(#[from] crate::ch::ChError),
+    /// The daemon did not come up.
+    #[error("vnsnap-am did not start: {0}")]
+    Start(String),
+    /// An XML-RPC call failed at the transport or codec level.
+    #[error("XML-RPC call {0} failed: {1}")]
+    Call(String, String),
+}
+
+fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> AmLabError {
+    let what = what.to_string();
+    move |e| AmLabError::Io(what, e)
+}
+
+/// A host agent the AM should use.
+#[derive(Debug, Clone)]
+pub struct AgentRef {
+    /// Host name.
+    pub name: String,
+    /// `ip:port` of its API.
+    pub address: String,
+}
+
+/// What the AM is configured with.
+#[derive(Debug, Clone)]
+pub struct AmLabOptions {
+    /// Agents (may be empty for API-only tests).
+    pub agents: Vec<AgentRef>,
+    /// Cluster CA, AM client cert and key for the agents; `None` → dummies from the CH.
+    pub cluster_tls: Option<(PathBuf, PathBuf, PathBuf)>,
+    /// Guest kernel, initrd and (optional) data disk.
+    pub image: (PathBuf, PathBuf, Option<PathBuf>),
+    /// Allocation timeout (seconds).
+    pub allocation_timeout_secs: i64,
+    /// Default sliver lifetime (seconds).
+    pub default_lifetime_secs: i64,
+    /// Expiry task period (seconds).
+    pub expiry_check_secs: u64,
+    /// Default VM RAM (MiB).
+    pub vm_memory_mib: u64,
+}
+
+impl Default for AmLabOptions {
+    fn default() -> Self {
+        AmLabOptions {
+            agents: Vec::new(),
+            cluster_tls: None,
+            image: (PathBuf::from("/nonexistent/vmlinuz"), PathBuf::from("/nonexistent/initrd"), None),
+            allocation_timeout_secs: 600,
+            default_lifetime_secs: 3600,
+            expiry_check_secs: 1,
+            vm_memory_mib: 256,
+        }
+    }
+}
+
+/// A running vnsnap-am.
+#[derive(Debug)]
+pub struct AmLab {
+    dir: PathBuf,
+    child: Option<Child>,
+    /// `https://127.0.0.1:PORT`.
+    pub base_url: String,
+    /// The configuration file.
+    pub config: PathBuf,
+    /// The AM's URN authority.
+    pub authority: String,
+    /// Daemon log (stderr).
+    pub log: PathBuf,
+}
+
+/// The vnsnap-am binary: `$VNSNAP_AM_BIN`, else `target/debug/vnsnap-am` (built once).
+pub fn am_binary() -> Result<PathBuf, AmLabError> {
+    if let Some(p) = std::env::var_os("VNSNAP_AM_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let root = crate::image::repo_root();
+    static BUILD: Once = Once::new();
+    BUILD.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let _ = Command::new(cargo)
+            .args(["build", "-q", "-p", "vnsnap-am", "--bin", "vnsnap-am"])
+            .current_dir(&root)
+            .status();
+    });
+    let p = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("debug/vnsnap-am");
+    if p.exists() {
+        Ok(p)
+    } else {
+        Err(AmLabError::Start(format!("{} missing", p.display())))
+    }
+}
+
+fn free_port() -> Result<u16, AmLabError> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io("bind"))?;
+    Ok(l.local_addr().map_err(io("local_addr"))?.port())
+}
+
+fn q(p: &Path) -> String {
+    format!("{:?}", p.display().to_string())
+}
+
+impl AmLab {
+    /// Writes the configuration under `dir` and starts the AM.
+    pub fn start(dir: &Path, ch: &Clearinghouse, opts: &AmLabOptions) -> Result<AmLab, AmLabError> {
+        std::fs::create_dir_all(dir).map_err(io(dir.display()))?;
+        let authority = "vnsnap-am.test".to_string();
+        let server = ch.issue(&format!("urn:publicid:IDN+{authority}+authority+am"), "am-server", &CertSpec::default())?;
+        let (ca, cert, key) = match &opts.cluster_tls {
+            Some(t) => t.clone(),
+            None => (ch.ca().cert.clone(), server.cert.clone(), server.key.clone()),
+        };
+        let port = free_port()?;
+        let base_url = format!("https://127.0.0.1:{port}");
+        let mut agents = String::new();
+        for a in &opts.agents {
+            agents.push_str(&format!("\n[[agents]]\nname = {:?}\naddress = {:?}\n", a.name, a.address));
+        }
+        let disk = opts
+            .image
+            .2
+            .as_ref()
+            .map(|d| format!("disk = {}\n", q(d)))
+            .unwrap_or_default();
+        let text = format!(
+            r#"listen = "127.0.0.1:{port}"
+public_url = "{base_url}"
+state_dir = {state}
+authority = "{authority}"
+server_cert = {scert}
+server_key = {skey}
+trust_roots = [{root}]
+default_image = "vnsnap-guest"
+agents = []
+
+[cluster_tls]
+ca = {ca}
+cert = {cert}
+key = {key}
+
+[images.vnsnap-guest]
+kernel = {kernel}
+initrd = {initrd}
+{disk}os = "Linux"
+version = "busybox"
+description = "vnsnap test guest"
+
+[lifetimes]
+default_secs = {life}
+max_secs = 2592000
+allocation_timeout_secs = {alloc}
+expiry_check_secs = {check}
+
+[vm]
+vcpus = 1
+memory_mib = {mem}
+vcpu_overcommit = 8
+"#,
+            state = q(&dir.join("state")),
+            scert = q(&server.cert),
+            skey = q(&server.key),
+            root = q(&ch.ca().cert),
+            ca = q(&ca),
+            cert = q(&cert),
+            key = q(&key),
+            kernel = q(&opts.image.0),
+            initrd = q(&opts.image.1),
+            life = opts.default_lifetime_secs,
+            alloc = opts.allocation_timeout_secs,
+            check = opts.expiry_check_secs,
+            mem = opts.vm_memory_mib,
+        );
+        // TOML needs the agents array of tables after the top-level keys: replace the
+        // placeholder `agents = []` when there are agents.
+        let text = if agents.is_empty() {
+            text
+        } else {
+            text.replace("agents = []\n", "") + &agents
+        };
+        let config = dir.join("am.toml");
+        std::fs::write(&config, text).map_err(io(config.display()))?;
+        let mut lab = AmLab {
+            dir: dir.to_path_buf(),
+            child: None,
+            base_url,
+            config,
+            authority,
+            log: dir.join("am.log"),
+        };
+        lab.spawn()?;
+        Ok(lab)
+    }
+
+    /// Starts the daemon (again) with the same configuration and state.
+    pub fn spawn(&mut self) -> Result<(), AmLabError> {
+        let bin = am_binary()?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(io(self.log.display()))?;
+        let mut child = Command::new(bin)
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", std::env::var("AM_LOG").unwrap_or_else(|_| "info".into()))
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .map_err(io("spawn vnsnap-am"))?;
+        let stdout = child.stdout.take().ok_or_else(|| AmLabError::Start("no stdout".into()))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("listening on") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        self.child = Some(child);
+        match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(()) => Ok(()),
+            Err(_) => Err(AmLabError::Start(format!(
+                "no 'listening on' within 120 s; log:\n{}",
+                self.log_tail()
+            ))),
+        }
+    }
+
+    /// SIGKILLs the daemon (no cleanup on its side).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The v3 endpoint.
+    pub fn url_v3(&self) -> String {
+        format!("{}/am/3.0", self.base_url)
+    }
+
+    /// The v2 endpoint.
+    pub fn url_v2(&self) -> String {
+        format!("{}/am/2.0", self.base_url)
+    }
+
+    /// The working directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The last lines of the daemon's log.
+    pub fn log_tail(&self) -> String {
+        let t = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = t.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+}
+
+impl Drop for AmLab {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An XML-RPC client presenting a GENI identity's certificate chain.
+#[derive(Debug, Clone)]
+pub struct AmClient {
+    http: reqwest::blocking::Client,
+    url: String,
+}
+
+/// The TLS identity PEM (chain + key) of a CH identity.
+pub fn identity_pem(id: &Identity) -> Result<Vec<u8>, AmLabError> {
+    let mut pem = id.chain_pem()?.into_bytes();
+    pem.push(b'\n');
+    pem.extend(std::fs::read(&id.key).map_err(io(id.key.display()))?);
+    Ok(pem)
+}
+
+/// A v3 credential struct for an XML credential.
+pub fn cred(xml: &str) -> Value {
+    Value::structure([
+        ("geni_type", Value::str("geni_sfa")),
+        ("geni_version", Value::str("3")),
+        ("geni_value", Value::str(xml)),
+    ])
+}
+
+/// `{geni_rspec_version: {type: GENI, version: 3}}` plus more options.
+pub fn rspec_opts(extra: Vec<(&str, Value)>) -> Value {
+    let mut v = vec![(
+        "geni_rspec_version",
+        Value::structure([("type", Value::str("GENI")), ("version", Value::str("3"))]),
+    )];
+    v.extend(extra);
+    Value::structure(v)
+}
+
+impl AmClient {
+    /// A client for `url` authenticating as `id`.
+    pub fn new(url: &str, id: &Identity) -> Result<AmClient, AmLabError> {
+        let identity = reqwest::Identity::from_pem(&identity_pem(id)?)
+            .map_err(|e| AmLabError::Call("identity".into(), e.to_string()))?;
+        let http = reqwest::blocking::Client::builder()
+            .use_rustls_tls()
+            .identity(identity)
+            // Like omni: the AM's server certificate is not checked.
+            .danger_accept_invalid_certs(true)
+            .timeout(Duration::from_secs(300))
+            .build()
+            .map_err(|e| AmLabError::Call("client".into(), e.to_string()))?;
+        Ok(AmClient {
+            http,
+            url: url.to_string(),
+        })
+    }
+
+    /// Calls a method; `Err` for transport errors and XML-RPC faults.
+    pub fn call(&self, method: &str, params: &[Value]) -> Result<Value, AmLabError> {
+        let body = xmlrpc::write_call(method, params);
+        let resp = self
+            .http
+            .post(&self.url)
+            .header("Content-Type", "text/xml")
+            .body(body)
+            .send()
+            .map_err(|e| AmLabError::Call(method.into(), format!("{e:?}")))?;
+        let bytes = resp
+            .bytes()
+            .map_err(|e| AmLabError::Call(method.into(), e.to_string()))?;
+        match xmlrpc::parse_response(&bytes) {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err((code, msg))) => Err(AmLabError::Call(method.into(), format!("fault {code}: {msg}"))),
+            Err(e) => Err(AmLabError::Call(method.into(), e.to_string())),
+        }
+    }
+}
+
+/// The `geni_code` of a GENI return struct (`None` if the reply is not one).
+pub fn geni_code(v: &Value) -> Option<i64> {
+    match v.get("code")?.get("geni_code")? {
+        Value::Int(i) => Some(*i),
+        _ => None,
+    }
+}
+
+/// Waits until `f` returns `Some`, polling every `every`, for at most `limit`.
+pub fn wait_for<T>(limit: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(t) = f() {
+            return Some(t);
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(every);
+    }
+}

@@ -26,10 +26,12 @@ fn ns_scan(xml: &str, attrs: bool) -> usize {
 }
 
 fn main() {
-    let xml = gen::big_advertisement(5_000).to_xml();
     let mode = std::env::args().nth(1).unwrap_or_default();
+    let nodes: usize = std::env::args().nth(2).and_then(|n| n.parse().ok()).unwrap_or(5_000);
+    let rounds: u32 = std::env::args().nth(3).and_then(|n| n.parse().ok()).unwrap_or(20);
+    let xml = gen::big_advertisement(nodes).to_xml();
     let t = std::time::Instant::now();
-    for _ in 0..20 {
+    for _ in 0..rounds {
         match mode.as_str() {
             "raw" => {
                 let mut r = quick_xml::Reader::from_str(&xml);
@@ -48,5 +50,5 @@ fn main() {
             _ => drop(black_box(vnsnap_rspec::parse(&xml).unwrap())),
         }
     }
-    eprintln!("{mode}: {:?} per run", t.elapsed() / 20);
+    eprintln!("{mode}: {:?} per run", t.elapsed() / rounds.max(1));
 }

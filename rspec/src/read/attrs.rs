@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use quick_xml::name::ResolveResult;
 use quick_xml::NsReader;
 
-use super::{is_ncname, Fatal, FatalKind, Ns, RawAttr, Res, Tag};
+use super::{Fatal, FatalKind, Ns, RawAttr, Res, Tag};
 
 /// Attribute names kept inline for the duplicate check before spilling to the heap.
 const INLINE_KEYS: usize = 16;
@@ -94,11 +94,34 @@ impl<'i> Iterator for AttrIter<'_, 'i> {
             if self.pos >= bytes.len() || (bytes[self.pos] == b'/' && self.pos + 1 == bytes.len()) {
                 return None;
             }
+            // One pass over the name: find its end and the prefix colon, checking that every
+            // byte may appear in an XML name (non-ASCII bytes are accepted, see `is_ncname`).
             let name_start = self.pos;
-            while self.pos < bytes.len() && !matches!(bytes[self.pos], b'=' | b' ' | b'\t' | b'\n' | b'\r') {
+            let mut colon = None;
+            let mut bad_name = false;
+            while let Some(&b) = bytes.get(self.pos) {
+                match b {
+                    b'=' | b' ' | b'\t' | b'\n' | b'\r' => break,
+                    b':' if colon.is_none() => colon = Some(self.pos),
+                    b'a'..=b'z' | b'A'..=b'Z' | b'_' | 0x80.. => {}
+                    b'0'..=b'9' | b'-' | b'.' => {
+                        // Not allowed as the first character of the name or of its local part.
+                        if self.pos == name_start || colon == Some(self.pos - 1) {
+                            bad_name = true;
+                        }
+                    }
+                    _ => bad_name = true,
+                }
                 self.pos += 1;
             }
             let key = &self.text[name_start..self.pos];
+            if bad_name
+                || key.is_empty()
+                || colon == Some(name_start)
+                || colon == Some(self.pos - 1)
+            {
+                return self.fail(format!("Invalid attribute name {key:?}"));
+            }
             while self.pos < bytes.len() && bytes[self.pos].is_ascii_whitespace() {
                 self.pos += 1;
             }
@@ -113,25 +136,34 @@ impl<'i> Iterator for AttrIter<'_, 'i> {
                 Some(&q @ (b'"' | b'\'')) => q,
                 _ => return self.fail(format!("Attribute {key:?} value is not quoted")),
             };
+            // One pass over the value: find the closing quote, noting references and '<'.
             let value_start = self.pos + 1;
-            let Some(len) = bytes[value_start..].iter().position(|&b| b == quote) else {
-                return self.fail(format!("Attribute {key:?} value is not closed"));
-            };
-            let raw_value = &self.text[value_start..value_start + len];
-            self.pos = value_start + len + 1;
-            if raw_value.contains('<') {
+            let mut end = value_start;
+            let (mut has_amp, mut has_lt) = (false, false);
+            loop {
+                let Some(found) = memchr::memchr3(quote, b'&', b'<', &bytes[end..]) else {
+                    return self.fail(format!("Attribute {key:?} value is not closed"));
+                };
+                end += found;
+                match bytes[end] {
+                    b'&' => has_amp = true,
+                    b'<' => has_lt = true,
+                    _ => break,
+                }
+                end += 1;
+            }
+            let raw_value = &self.text[value_start..end];
+            self.pos = end + 1;
+            if has_lt {
                 return self.fail(format!("Attribute {key:?} value contains '<'"));
             }
             if self.duplicate(key) {
                 return self.fail(format!("Duplicate attribute {key:?}"));
             }
-            let (prefix, local) = match key.split_once(':') {
-                Some((p, l)) => (Some(p), l),
+            let (prefix, local) = match colon {
+                Some(c) => (Some(&self.text[name_start..c]), &self.text[c + 1..name_start + key.len()]),
                 None => (None, key),
             };
-            if !is_ncname(local) || prefix.is_some_and(|p| !is_ncname(p)) {
-                return self.fail(format!("Invalid attribute name {key:?}"));
-            }
             if prefix == Some("xmlns") || (prefix.is_none() && local == "xmlns") {
                 continue;
             }
@@ -153,7 +185,7 @@ impl<'i> Iterator for AttrIter<'_, 'i> {
                     }
                 }
             };
-            let value = if raw_value.contains('&') {
+            let value = if has_amp {
                 match quick_xml::escape::unescape(raw_value) {
                     Ok(v) => Cow::Owned(v.into_owned()),
                     Err(e) => return self.fail(e.to_string()),

@@ -164,14 +164,23 @@ pub(crate) fn issue(
     spec: &CertSpec,
 ) -> Result<Identity, ChError> {
     let dir = ch.dir();
+    // Claim a free file stem atomically (create_new), so concurrent issuers never collide.
     let mut unique = stem.to_string();
     let mut n = 1;
-    while dir.join(format!("{unique}.key")).exists() {
-        n += 1;
-        unique = format!("{stem}-{n}");
+    loop {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dir.join(format!("{unique}.key")))
+        {
+            Ok(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                n += 1;
+                unique = format!("{stem}-{n}");
+            }
+            Err(e) => return Err(ChError::Io("key file".into(), e)),
+        }
     }
-    // Claim the name at once so concurrent issuers in one process pick different stems.
-    std::fs::write(dir.join(format!("{unique}.key")), "").map_err(io_err("key file"))?;
     sign_cert(dir, &unique, urn, email, is_ca, spec, Some(ch.ca()))?;
     let id = Identity {
         urn: urn.to_string(),

@@ -8,9 +8,7 @@ use std::sync::OnceLock;
 
 use base64::Engine as _;
 use chrono::{Duration, Utc};
-use vnsnap_am::auth::{
-    AuthError, Authorizer, CallContext, CredentialInput, Method, TrustRoots,
-};
+use vnsnap_am::auth::{AuthError, Authorizer, CallContext, CredentialInput, Method, TrustRoots};
 use vnsnap_testbed::ch::{
     delegate, speaks_for, CertSpec, Clearinghouse, CredSpec, Digest, Identity, KeyInfoMode,
 };
@@ -98,22 +96,28 @@ fn accepts_sha256_slice_credential() {
 fn accepts_sha1_credential_and_sha1_certificates() {
     let w = world();
     let carol = w.ch.user("carol", &CertSpec::default().sha1()).unwrap();
-    let slice = w.ch.slice(Some("proj"), "sha1s", &CertSpec::default().sha1()).unwrap();
-    let cred = w
-        .ch
-        .slice_credential(&carol, &slice, &CredSpec::default().digest(Digest::Sha1))
-        .unwrap();
+    let slice =
+        w.ch.slice(Some("proj"), "sha1s", &CertSpec::default().sha1())
+            .unwrap();
+    let cred =
+        w.ch.slice_credential(&carol, &slice, &CredSpec::default().digest(Digest::Sha1))
+            .unwrap();
     assert!(cred.contains("xmldsig#rsa-sha1"));
-    let r = w
-        .auth
-        .authorize(&ctx(&carol), &[sfa(&cred)], Some(&slice.urn), Method::Describe);
+    let r = w.auth.authorize(
+        &ctx(&carol),
+        &[sfa(&cred)],
+        Some(&slice.urn),
+        Method::Describe,
+    );
     assert_eq!(r.unwrap().user_urn, carol.urn);
 }
 
 #[test]
 fn accepts_user_credential_for_list_resources() {
     let w = world();
-    let cred = w.ch.user_credential(&w.alice, &CredSpec::user_default()).unwrap();
+    let cred =
+        w.ch.user_credential(&w.alice, &CredSpec::user_default())
+            .unwrap();
     let r = w
         .auth
         .authorize(&ctx(&w.alice), &[sfa(&cred)], None, Method::ListResources);
@@ -123,7 +127,9 @@ fn accepts_user_credential_for_list_resources() {
 #[test]
 fn get_version_needs_no_credential() {
     let w = world();
-    let r = w.auth.authorize(&ctx(&w.bob), &[], None, Method::GetVersion);
+    let r = w
+        .auth
+        .authorize(&ctx(&w.bob), &[], None, Method::GetVersion);
     assert_eq!(r.unwrap().caller_urn, w.bob.urn);
 }
 
@@ -164,9 +170,12 @@ fn skips_unknown_credential_types() {
     let cred = slice_cred(&CredSpec::default());
     let broken = CredentialInput::text("geni_sfaBROKEN", "3", cred.clone());
     // Alone it leaves no usable credential: FORBIDDEN.
-    let r = w
-        .auth
-        .authorize(&ctx(&w.alice), &[broken.clone()], Some(&w.slice.urn), Method::Status);
+    let r = w.auth.authorize(
+        &ctx(&w.alice),
+        std::slice::from_ref(&broken),
+        Some(&w.slice.urn),
+        Method::Status,
+    );
     assert_eq!(r, Err(AuthError::NoCredential));
     assert_eq!(code(&r), 3);
     // Next to a good one it is skipped.
@@ -184,7 +193,9 @@ fn skips_unknown_credential_types() {
 #[test]
 fn rejects_list_resources_without_credential() {
     let w = world();
-    let r = w.auth.authorize(&ctx(&w.alice), &[], None, Method::ListResources);
+    let r = w
+        .auth
+        .authorize(&ctx(&w.alice), &[], None, Method::ListResources);
     assert_eq!(r, Err(AuthError::NoCredential));
     assert_eq!(code(&r), 3);
 }
@@ -233,9 +244,15 @@ fn rejects_entity_bomb() {
 
 #[test]
 fn rejects_oversized_credential() {
-    let big = format!("<signed-credential>{}</signed-credential>", " ".repeat(300 * 1024));
+    let big = format!(
+        "<signed-credential>{}</signed-credential>",
+        " ".repeat(300 * 1024)
+    );
     let r = as_alice(&big, Method::Describe);
-    assert!(matches!(r, Err(AuthError::CredentialTooLarge { .. })), "{r:?}");
+    assert!(
+        matches!(r, Err(AuthError::CredentialTooLarge { .. })),
+        "{r:?}"
+    );
     assert_eq!(code(&r), 1);
 }
 
@@ -245,7 +262,10 @@ fn rejects_oversized_credential() {
 fn rejects_expired_credential() {
     let cred = slice_cred(&CredSpec::default().expires(Utc::now() - Duration::hours(1)));
     let r = as_alice(&cred, Method::Describe);
-    assert!(matches!(r, Err(AuthError::CredentialExpired { .. })), "{r:?}");
+    assert!(
+        matches!(r, Err(AuthError::CredentialExpired { .. })),
+        "{r:?}"
+    );
     assert_eq!(code(&r), 15);
 }
 
@@ -255,12 +275,14 @@ fn rejects_credential_with_expired_owner_certificate() {
     // Same URN as alice, but a certificate that expired yesterday embedded as owner_gid.
     let old_alice = w.ch.user("alice", &CertSpec::expired()).unwrap();
     assert_eq!(old_alice.urn, w.alice.urn);
-    let cred = w
-        .ch
-        .slice_credential(&old_alice, &w.slice, &CredSpec::default())
-        .unwrap();
+    let cred =
+        w.ch.slice_credential(&old_alice, &w.slice, &CredSpec::default())
+            .unwrap();
     let r = as_alice(&cred, Method::Describe);
-    assert!(matches!(r, Err(AuthError::CertificateExpired { .. })), "{r:?}");
+    assert!(
+        matches!(r, Err(AuthError::CertificateExpired { .. })),
+        "{r:?}"
+    );
     assert_eq!(code(&r), 15);
 }
 
@@ -269,28 +291,32 @@ fn rejects_caller_with_expired_certificate() {
     let w = world();
     let old = w.ch.user("dave", &CertSpec::expired()).unwrap();
     let r = w.auth.authorize(&ctx(&old), &[], None, Method::GetVersion);
-    assert!(matches!(r, Err(AuthError::CertificateExpired { .. })), "{r:?}");
+    assert!(
+        matches!(r, Err(AuthError::CertificateExpired { .. })),
+        "{r:?}"
+    );
     assert_eq!(code(&r), 15);
 }
 
 #[test]
 fn rejects_not_yet_valid_certificate() {
     let w = world();
-    let future_slice = w
-        .ch
-        .slice(Some("proj"), "future", &CertSpec::not_yet_valid())
-        .unwrap();
-    let cred = w
-        .ch
-        .slice_credential(&w.alice, &future_slice, &CredSpec::default())
-        .unwrap();
+    let future_slice =
+        w.ch.slice(Some("proj"), "future", &CertSpec::not_yet_valid())
+            .unwrap();
+    let cred =
+        w.ch.slice_credential(&w.alice, &future_slice, &CredSpec::default())
+            .unwrap();
     let r = w.auth.authorize(
         &ctx(&w.alice),
         &[sfa(&cred)],
         Some(&future_slice.urn),
         Method::Describe,
     );
-    assert!(matches!(r, Err(AuthError::CertificateNotYetValid { .. })), "{r:?}");
+    assert!(
+        matches!(r, Err(AuthError::CertificateNotYetValid { .. })),
+        "{r:?}"
+    );
     assert_eq!(code(&r), 3);
 }
 
@@ -323,9 +349,8 @@ fn rejects_signer_not_chained_to_trust_root() {
 fn rejects_keyvalue_only_signature() {
     let w = world();
     let mallory = w.evil.user("mallory", &CertSpec::default()).unwrap();
-    let cred = w
-        .ch
-        .credential_signed_by(
+    let cred =
+        w.ch.credential_signed_by(
             &mallory,
             &w.alice,
             &w.slice,
@@ -342,10 +367,9 @@ fn rejects_keyvalue_only_signature() {
 fn rejects_untrusted_x509_signer_that_plain_xmlsec1_accepts() {
     let w = world();
     let mallory = w.evil.user("mallory", &CertSpec::default()).unwrap();
-    let cred = w
-        .ch
-        .credential_signed_by(&mallory, &w.alice, &w.slice, &CredSpec::default())
-        .unwrap();
+    let cred =
+        w.ch.credential_signed_by(&mallory, &w.alice, &w.slice, &CredSpec::default())
+            .unwrap();
     // The trap: xmlsec1 without --enabled-key-data x509 falls back to the KeyValue and says OK.
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("c.xml");
@@ -356,7 +380,10 @@ fn rejects_untrusted_x509_signer_that_plain_xmlsec1_accepts() {
         .arg(&f)
         .output()
         .unwrap();
-    assert!(plain.status.success(), "expected the KeyValue fallback to fool plain xmlsec1");
+    assert!(
+        plain.status.success(),
+        "expected the KeyValue fallback to fool plain xmlsec1"
+    );
     let r = as_alice(&cred, Method::Allocate);
     assert!(matches!(r, Err(AuthError::SignerUntrusted(_))), "{r:?}");
     assert_eq!(code(&r), 3);
@@ -367,10 +394,16 @@ fn rejects_caller_from_untrusted_ca() {
     let w = world();
     let eve = w.evil.user("alice", &CertSpec::default()).unwrap();
     let cred = slice_cred(&CredSpec::default());
-    let r = w
-        .auth
-        .authorize(&ctx(&eve), &[sfa(&cred)], Some(&w.slice.urn), Method::Describe);
-    assert!(matches!(r, Err(AuthError::UntrustedCertificate(_))), "{r:?}");
+    let r = w.auth.authorize(
+        &ctx(&eve),
+        &[sfa(&cred)],
+        Some(&w.slice.urn),
+        Method::Describe,
+    );
+    assert!(
+        matches!(r, Err(AuthError::UntrustedCertificate(_))),
+        "{r:?}"
+    );
     assert_eq!(code(&r), 3);
 }
 
@@ -378,12 +411,14 @@ fn rejects_caller_from_untrusted_ca() {
 fn rejects_root_credential_signed_by_non_authority() {
     let w = world();
     // Bob is trusted but is no authority over the slice and did not issue its certificate.
-    let cred = w
-        .ch
-        .credential_signed_by(&w.bob, &w.alice, &w.slice, &CredSpec::default())
-        .unwrap();
+    let cred =
+        w.ch.credential_signed_by(&w.bob, &w.alice, &w.slice, &CredSpec::default())
+            .unwrap();
     let r = as_alice(&cred, Method::Describe);
-    assert!(matches!(r, Err(AuthError::IssuerNotAuthority { .. })), "{r:?}");
+    assert!(
+        matches!(r, Err(AuthError::IssuerNotAuthority { .. })),
+        "{r:?}"
+    );
     assert_eq!(code(&r), 3);
 }
 
@@ -393,9 +428,12 @@ fn rejects_root_credential_signed_by_non_authority() {
 fn rejects_credential_owned_by_someone_else() {
     let w = world();
     let cred = slice_cred(&CredSpec::default());
-    let r = w
-        .auth
-        .authorize(&ctx(&w.bob), &[sfa(&cred)], Some(&w.slice.urn), Method::Describe);
+    let r = w.auth.authorize(
+        &ctx(&w.bob),
+        &[sfa(&cred)],
+        Some(&w.slice.urn),
+        Method::Describe,
+    );
     assert!(matches!(r, Err(AuthError::OwnerMismatch { .. })), "{r:?}");
     assert_eq!(code(&r), 3);
 }
@@ -423,7 +461,9 @@ fn rejects_wrong_target_slice() {
 #[test]
 fn rejects_user_credential_as_slice_credential() {
     let w = world();
-    let cred = w.ch.user_credential(&w.alice, &CredSpec::user_default()).unwrap();
+    let cred =
+        w.ch.user_credential(&w.alice, &CredSpec::user_default())
+            .unwrap();
     let r = as_alice(&cred, Method::Describe);
     assert!(matches!(r, Err(AuthError::TargetMismatch { .. })), "{r:?}");
     assert_eq!(code(&r), 3);
@@ -434,7 +474,10 @@ fn rejects_missing_privilege() {
     let cred = slice_cred(&CredSpec::default().privileges(&[("getsliceresources", false)]));
     assert!(as_alice(&cred, Method::Status).is_ok());
     let r = as_alice(&cred, Method::Allocate);
-    assert!(matches!(r, Err(AuthError::InsufficientPrivileges { .. })), "{r:?}");
+    assert!(
+        matches!(r, Err(AuthError::InsufficientPrivileges { .. })),
+        "{r:?}"
+    );
     assert_eq!(code(&r), 3);
 }
 
@@ -456,15 +499,26 @@ fn accepts_valid_delegation_with_narrowed_privileges() {
     .unwrap();
     let ok = w
         .auth
-        .authorize(&ctx(&w.bob), &[sfa(&child)], Some(&w.slice.urn), Method::Describe)
+        .authorize(
+            &ctx(&w.bob),
+            &[sfa(&child)],
+            Some(&w.slice.urn),
+            Method::Describe,
+        )
         .unwrap();
     assert!(ok.credential.as_ref().unwrap().delegated);
     assert_eq!(ok.user_urn, w.bob.urn);
     // The narrowed credential does not allow Allocate.
-    let r = w
-        .auth
-        .authorize(&ctx(&w.bob), &[sfa(&child)], Some(&w.slice.urn), Method::Allocate);
-    assert!(matches!(r, Err(AuthError::InsufficientPrivileges { .. })), "{r:?}");
+    let r = w.auth.authorize(
+        &ctx(&w.bob),
+        &[sfa(&child)],
+        Some(&w.slice.urn),
+        Method::Allocate,
+    );
+    assert!(
+        matches!(r, Err(AuthError::InsufficientPrivileges { .. })),
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -479,9 +533,12 @@ fn rejects_delegation_widening_privileges() {
         &CredSpec::default().expires(Utc::now() + Duration::days(1)),
     )
     .unwrap();
-    let r = w
-        .auth
-        .authorize(&ctx(&w.bob), &[sfa(&child)], Some(&w.slice.urn), Method::Allocate);
+    let r = w.auth.authorize(
+        &ctx(&w.bob),
+        &[sfa(&child)],
+        Some(&w.slice.urn),
+        Method::Allocate,
+    );
     assert!(matches!(r, Err(AuthError::DelegationInvalid(_))), "{r:?}");
     assert_eq!(code(&r), 3);
 }
@@ -500,9 +557,12 @@ fn rejects_delegation_of_non_delegable_privilege() {
             .expires(Utc::now() + Duration::days(1)),
     )
     .unwrap();
-    let r = w
-        .auth
-        .authorize(&ctx(&w.bob), &[sfa(&child)], Some(&w.slice.urn), Method::Describe);
+    let r = w.auth.authorize(
+        &ctx(&w.bob),
+        &[sfa(&child)],
+        Some(&w.slice.urn),
+        Method::Describe,
+    );
     assert!(matches!(r, Err(AuthError::DelegationInvalid(_))), "{r:?}");
 }
 
@@ -518,9 +578,12 @@ fn rejects_delegation_outliving_parent() {
         &CredSpec::default().expires(Utc::now() + Duration::days(10)),
     )
     .unwrap();
-    let r = w
-        .auth
-        .authorize(&ctx(&w.bob), &[sfa(&child)], Some(&w.slice.urn), Method::Describe);
+    let r = w.auth.authorize(
+        &ctx(&w.bob),
+        &[sfa(&child)],
+        Some(&w.slice.urn),
+        Method::Describe,
+    );
     assert!(matches!(r, Err(AuthError::DelegationInvalid(_))), "{r:?}");
     assert_eq!(code(&r), 3);
 }
@@ -538,9 +601,12 @@ fn rejects_delegation_signed_by_someone_other_than_parent_owner() {
         &CredSpec::default().expires(Utc::now() + Duration::days(1)),
     )
     .unwrap();
-    let r = w
-        .auth
-        .authorize(&ctx(&w.bob), &[sfa(&child)], Some(&w.slice.urn), Method::Describe);
+    let r = w.auth.authorize(
+        &ctx(&w.bob),
+        &[sfa(&child)],
+        Some(&w.slice.urn),
+        Method::Describe,
+    );
     assert!(matches!(r, Err(AuthError::DelegationInvalid(_))), "{r:?}");
 }
 
@@ -562,7 +628,13 @@ fn portal() -> &'static Identity {
 #[test]
 fn accepts_speaks_for() {
     let w = world();
-    let sf = speaks_for(&w.alice, portal(), Utc::now() + Duration::days(1), Digest::Sha256).unwrap();
+    let sf = speaks_for(
+        &w.alice,
+        portal(),
+        Utc::now() + Duration::days(1),
+        Digest::Sha256,
+    )
+    .unwrap();
     let cred = slice_cred(&CredSpec::default());
     let ok = w
         .auth
@@ -589,7 +661,13 @@ fn accepts_speaks_for() {
 #[test]
 fn rejects_speaks_for_signed_by_wrong_user() {
     let w = world();
-    let sf = speaks_for(&w.bob, portal(), Utc::now() + Duration::days(1), Digest::Sha1).unwrap();
+    let sf = speaks_for(
+        &w.bob,
+        portal(),
+        Utc::now() + Duration::days(1),
+        Digest::Sha1,
+    )
+    .unwrap();
     let cred = slice_cred(&CredSpec::default());
     let r = w.auth.authorize(
         &speaks_for_ctx(portal(), &w.alice),
@@ -597,14 +675,23 @@ fn rejects_speaks_for_signed_by_wrong_user() {
         Some(&w.slice.urn),
         Method::Allocate,
     );
-    assert!(matches!(r, Err(AuthError::SpeaksForUserMismatch { .. })), "{r:?}");
+    assert!(
+        matches!(r, Err(AuthError::SpeaksForUserMismatch { .. })),
+        "{r:?}"
+    );
     assert_eq!(code(&r), 3);
 }
 
 #[test]
 fn rejects_speaks_for_with_bad_signature() {
     let w = world();
-    let sf = speaks_for(&w.alice, portal(), Utc::now() + Duration::days(1), Digest::Sha256).unwrap();
+    let sf = speaks_for(
+        &w.alice,
+        portal(),
+        Utc::now() + Duration::days(1),
+        Digest::Sha256,
+    )
+    .unwrap();
     let tampered = sf.replace("<version>1.1</version>", "<version>1.2</version>");
     assert_ne!(sf, tampered);
     let cred = slice_cred(&CredSpec::default());
@@ -622,8 +709,13 @@ fn rejects_speaks_for_with_bad_signature() {
 fn rejects_speaks_for_naming_another_tool() {
     let w = world();
     let other_tool = w.ch.tool("jacks", &CertSpec::default()).unwrap();
-    let sf = speaks_for(&w.alice, &other_tool, Utc::now() + Duration::days(1), Digest::Sha256)
-        .unwrap();
+    let sf = speaks_for(
+        &w.alice,
+        &other_tool,
+        Utc::now() + Duration::days(1),
+        Digest::Sha256,
+    )
+    .unwrap();
     let cred = slice_cred(&CredSpec::default());
     let r = w.auth.authorize(
         &speaks_for_ctx(portal(), &w.alice),
@@ -631,15 +723,23 @@ fn rejects_speaks_for_naming_another_tool() {
         Some(&w.slice.urn),
         Method::Allocate,
     );
-    assert!(matches!(r, Err(AuthError::SpeaksForToolMismatch { .. })), "{r:?}");
+    assert!(
+        matches!(r, Err(AuthError::SpeaksForToolMismatch { .. })),
+        "{r:?}"
+    );
     assert_eq!(code(&r), 3);
 }
 
 #[test]
 fn rejects_expired_speaks_for() {
     let w = world();
-    let sf = speaks_for(&w.alice, portal(), Utc::now() - Duration::minutes(5), Digest::Sha256)
-        .unwrap();
+    let sf = speaks_for(
+        &w.alice,
+        portal(),
+        Utc::now() - Duration::minutes(5),
+        Digest::Sha256,
+    )
+    .unwrap();
     let cred = slice_cred(&CredSpec::default());
     let r = w.auth.authorize(
         &speaks_for_ctx(portal(), &w.alice),
@@ -647,7 +747,10 @@ fn rejects_expired_speaks_for() {
         Some(&w.slice.urn),
         Method::Allocate,
     );
-    assert!(matches!(r, Err(AuthError::CredentialExpired { .. })), "{r:?}");
+    assert!(
+        matches!(r, Err(AuthError::CredentialExpired { .. })),
+        "{r:?}"
+    );
     assert_eq!(code(&r), 15);
 }
 
@@ -661,7 +764,10 @@ fn rejects_speaking_for_option_without_credential() {
         Some(&w.slice.urn),
         Method::Allocate,
     );
-    assert!(matches!(r, Err(AuthError::SpeaksForMissing { .. })), "{r:?}");
+    assert!(
+        matches!(r, Err(AuthError::SpeaksForMissing { .. })),
+        "{r:?}"
+    );
     assert_eq!(code(&r), 3);
 }
 

@@ -69,11 +69,12 @@ pub fn cli(args: &[String]) -> Result<String, ChError> {
             id.urn,
             id.key.display(),
             id.cert.display(),
-            id.cert.with_file_name(format!(
-                "{}-chain.pem",
-                id.cert.file_stem().unwrap_or_default().to_string_lossy()
-            ))
-            .display()
+            id.cert
+                .with_file_name(format!(
+                    "{}-chain.pem",
+                    id.cert.file_stem().unwrap_or_default().to_string_lossy()
+                ))
+                .display()
         )
     };
     match (cmd.as_str(), positional.len()) {

@@ -312,7 +312,14 @@ impl Clearinghouse {
         check_name(name)?;
         let urn = format!("urn:publicid:IDN+{}+user+{name}", self.authority);
         let email = format!("{name}@{}", self.authority.replace(':', "."));
-        openssl::issue(self, &urn, &format!("user-{name}"), Some(&email), false, spec)
+        openssl::issue(
+            self,
+            &urn,
+            &format!("user-{name}"),
+            Some(&email),
+            false,
+            spec,
+        )
     }
 
     /// Issue a slice certificate `urn:publicid:IDN+<authority>[:<project>]+slice+<name>`.

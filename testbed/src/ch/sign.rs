@@ -178,7 +178,13 @@ pub fn delegate(
         n += 1;
     }
     let id = format!("ref{n}");
-    let body = credential_body(&id, to, target, spec, &format!("<parent>{parent_cred}</parent>"))?;
+    let body = credential_body(
+        &id,
+        to,
+        target,
+        spec,
+        &format!("<parent>{parent_cred}</parent>"),
+    )?;
     let tmpl = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<signed-credential {XMLNS}>{body}<signatures>{parent_sigs}{}</signatures></signed-credential>\n",
         signature_template(&id, spec.digest, spec.key_info)

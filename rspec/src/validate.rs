@@ -12,13 +12,15 @@ use crate::model::{RSpec, RSpecType};
 
 /// Byte offsets of the elements the checks point at, recorded by the reader.
 #[derive(Debug, Default)]
+/// Flat lists (no allocation per node): `node_first_interface[n]` is the index in
+/// `interfaces` of node `n`'s first interface, and likewise for links and their refs.
 pub(crate) struct Offsets {
     pub(crate) nodes: Vec<usize>,
-    /// Per node, the offsets of its interfaces.
-    pub(crate) interfaces: Vec<Vec<usize>>,
+    pub(crate) node_first_interface: Vec<usize>,
+    pub(crate) interfaces: Vec<usize>,
     pub(crate) links: Vec<usize>,
-    /// Per link, the offsets of its interface_refs.
-    pub(crate) refs: Vec<Vec<usize>>,
+    pub(crate) link_first_ref: Vec<usize>,
+    pub(crate) refs: Vec<usize>,
 }
 
 impl Offsets {
@@ -26,13 +28,15 @@ impl Offsets {
         self.nodes.get(i).copied()
     }
     fn interface(&self, n: usize, i: usize) -> Option<usize> {
-        self.interfaces.get(n).and_then(|v| v.get(i)).copied()
+        let first = *self.node_first_interface.get(n)?;
+        self.interfaces.get(first + i).copied()
     }
     fn link(&self, i: usize) -> Option<usize> {
         self.links.get(i).copied()
     }
     fn iref(&self, l: usize, r: usize) -> Option<usize> {
-        self.refs.get(l).and_then(|v| v.get(r)).copied()
+        let first = *self.link_first_ref.get(l)?;
+        self.refs.get(first + r).copied()
     }
 }
 

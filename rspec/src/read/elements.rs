@@ -6,7 +6,7 @@
 //! every problem of the document.
 
 use super::values;
-use super::{attr_iter, Ctx, Next, Ns, Res, Tag};
+use super::{attr_iter, take, Ctx, Next, Ns, Res, Tag};
 use crate::error::ProblemKind;
 use crate::model::*;
 use crate::xml::XmlElement;
@@ -58,11 +58,18 @@ impl<'i> Ctx<'i> {
         if tag.empty {
             return Ok(());
         }
+        let mark = self.sc.elements.len();
         loop {
             match self.next_child()? {
-                Next::Child(c) => out.push(self.ext_element(c)?),
+                Next::Child(c) => {
+                    let e = self.ext_element(c)?;
+                    self.sc.elements.push(e);
+                }
                 Next::Text(_) => {}
-                Next::End => return Ok(()),
+                Next::End => {
+                    *out = take(&mut self.sc.elements, mark);
+                    return Ok(());
+                }
             }
         }
     }
@@ -118,9 +125,10 @@ impl<'i> Ctx<'i> {
                         }
                     }
                 }
-                _ => r.ext_attrs.push(a.into_ext()),
+                _ => self.sc.attrs.push(a.into_ext()),
             }
         }
+        r.ext_attrs = take(&mut self.sc.attrs, 0);
         match rtype {
             Some(Some(t)) => {
                 r.rspec_type = t;
@@ -134,6 +142,7 @@ impl<'i> Ctx<'i> {
         if tag.empty {
             return Ok(r);
         }
+        let m_extensions = self.sc.elements.len();
         loop {
             match self.next_child()? {
                 Next::Child(c) => match (&c.ns, c.local()) {
@@ -151,11 +160,14 @@ impl<'i> Ctx<'i> {
                     }
                     _ => {
                         let e = self.ext_element(c)?;
-                        r.extensions.push(e);
+                        self.sc.elements.push(e);
                     }
                 },
                 Next::Text(_) => {}
-                Next::End => return Ok(r),
+                Next::End => {
+                    r.extensions = take(&mut self.sc.elements, m_extensions);
+                    return Ok(r);
+                }
             }
         }
     }
@@ -163,7 +175,8 @@ impl<'i> Ctx<'i> {
     fn node(&mut self, tag: Tag<'i>) -> Res<Node> {
         let off = tag.offset;
         self.offsets.nodes.push(off);
-        self.offsets.interfaces.push(Vec::new());
+        let first = self.offsets.interfaces.len();
+        self.offsets.node_first_interface.push(first);
         let mut n = Node::default();
         for a in attr_iter(&self.reader, self.input, &tag) {
             let a = a?;
@@ -182,26 +195,31 @@ impl<'i> Ctx<'i> {
                         values::boolean,
                     )
                 }
-                _ => n.ext_attrs.push(a.into_ext()),
+                _ => self.sc.attrs.push(a.into_ext()),
             }
         }
+        n.ext_attrs = take(&mut self.sc.attrs, 0);
         if tag.empty {
             return Ok(n);
         }
+        let m_sliver_types = self.sc.sliver_types.len();
+        let m_hardware_types = self.sc.hardware_types.len();
+        let m_interfaces = self.sc.interfaces.len();
+        let m_extensions = self.sc.elements.len();
         loop {
             match self.next_child()? {
                 Next::Child(c) => match (&c.ns, c.local()) {
                     (Ns::Geni, b"sliver_type") => {
                         let s = self.sliver_type(c)?;
-                        n.sliver_types.push(s);
+                        self.sc.sliver_types.push(s);
                     }
                     (Ns::Geni, b"hardware_type") => {
                         let h = self.hardware_type(c)?;
-                        n.hardware_types.push(h);
+                        self.sc.hardware_types.push(h);
                     }
                     (Ns::Geni, b"interface") => {
                         let i = self.interface(c)?;
-                        n.interfaces.push(i);
+                        self.sc.interfaces.push(i);
                     }
                     (Ns::Geni, b"services") if n.services.is_none() => {
                         n.services = Some(self.services(c)?);
@@ -215,11 +233,17 @@ impl<'i> Ctx<'i> {
                     }
                     _ => {
                         let e = self.ext_element(c)?;
-                        n.extensions.push(e);
+                        self.sc.elements.push(e);
                     }
                 },
                 Next::Text(_) => {}
-                Next::End => return Ok(n),
+                Next::End => {
+                    n.sliver_types = take(&mut self.sc.sliver_types, m_sliver_types);
+                    n.hardware_types = take(&mut self.sc.hardware_types, m_hardware_types);
+                    n.interfaces = take(&mut self.sc.interfaces, m_interfaces);
+                    n.extensions = take(&mut self.sc.elements, m_extensions);
+                    return Ok(n);
+                }
             }
         }
     }
@@ -232,28 +256,35 @@ impl<'i> Ctx<'i> {
             let a = a?;
             match a.plain() {
                 Some("name") => name = Some(a.value.into_owned()),
-                _ => s.ext_attrs.push(a.into_ext()),
+                _ => self.sc.attrs.push(a.into_ext()),
             }
         }
+        s.ext_attrs = take(&mut self.sc.attrs, 0);
         s.name = self.required(off, "sliver_type", "name", name);
         if tag.empty {
             return Ok(s);
         }
+        let m_disk_images = self.sc.disk_images.len();
+        let m_extensions = self.sc.elements.len();
         loop {
             match self.next_child()? {
                 Next::Child(c) => match (&c.ns, c.local()) {
                     (Ns::Geni, b"disk_image") => {
                         let d = self.disk_image(c)?;
-                        s.disk_images.push(d);
+                        self.sc.disk_images.push(d);
                     }
                     (Ns::Emulab, b"xen") if s.xen.is_none() => s.xen = Some(self.xen(c)?),
                     _ => {
                         let e = self.ext_element(c)?;
-                        s.extensions.push(e);
+                        self.sc.elements.push(e);
                     }
                 },
                 Next::Text(_) => {}
-                Next::End => return Ok(s),
+                Next::End => {
+                    s.disk_images = take(&mut self.sc.disk_images, m_disk_images);
+                    s.extensions = take(&mut self.sc.elements, m_extensions);
+                    return Ok(s);
+                }
             }
         }
     }
@@ -271,9 +302,10 @@ impl<'i> Ctx<'i> {
                 Some("version") => d.version = Some(a.value.into_owned()),
                 Some("description") => d.description = Some(a.value.into_owned()),
                 Some("default") => d.default = Some(a.value.into_owned()),
-                _ => d.ext_attrs.push(a.into_ext()),
+                _ => self.sc.attrs.push(a.into_ext()),
             }
         }
+        d.ext_attrs = take(&mut self.sc.attrs, 0);
         d.name = self.required(off, "disk_image", "name", name);
         self.ext_children(&tag, &mut d.extensions)?;
         Ok(d)
@@ -289,9 +321,10 @@ impl<'i> Ctx<'i> {
                 Some("cores") => x.cores = value(&mut self.problems, off, "emulab:xen cores", &a.value, bad, values::unsigned),
                 Some("ram") => x.ram = value(&mut self.problems, off, "emulab:xen ram", &a.value, bad, values::unsigned),
                 Some("disk") => x.disk = value(&mut self.problems, off, "emulab:xen disk", &a.value, bad, values::unsigned),
-                _ => x.ext_attrs.push(a.into_ext()),
+                _ => self.sc.attrs.push(a.into_ext()),
             }
         }
+        x.ext_attrs = take(&mut self.sc.attrs, 0);
         self.no_children(&tag, "emulab:xen")?;
         Ok(x)
     }
@@ -304,9 +337,10 @@ impl<'i> Ctx<'i> {
             let a = a?;
             match a.plain() {
                 Some("name") => name = Some(a.value.into_owned()),
-                _ => h.ext_attrs.push(a.into_ext()),
+                _ => self.sc.attrs.push(a.into_ext()),
             }
         }
+        h.ext_attrs = take(&mut self.sc.attrs, 0);
         h.name = self.required(off, "hardware_type", "name", name);
         self.ext_children(&tag, &mut h.extensions)?;
         Ok(h)
@@ -314,9 +348,7 @@ impl<'i> Ctx<'i> {
 
     fn interface(&mut self, tag: Tag<'i>) -> Res<Interface> {
         let off = tag.offset;
-        if let Some(last) = self.offsets.interfaces.last_mut() {
-            last.push(off);
-        }
+        self.offsets.interfaces.push(off);
         let mut i = Interface::default();
         for a in attr_iter(&self.reader, self.input, &tag) {
             let a = a?;
@@ -325,27 +357,34 @@ impl<'i> Ctx<'i> {
                 Some("component_id") => i.component_id = Some(a.value.into_owned()),
                 Some("sliver_id") => i.sliver_id = Some(a.value.into_owned()),
                 Some("mac_address") => i.mac_address = Some(a.value.into_owned()),
-                _ => i.ext_attrs.push(a.into_ext()),
+                _ => self.sc.attrs.push(a.into_ext()),
             }
         }
+        i.ext_attrs = take(&mut self.sc.attrs, 0);
         if tag.empty {
             return Ok(i);
         }
+        let m_ips = self.sc.ips.len();
+        let m_extensions = self.sc.elements.len();
         loop {
             match self.next_child()? {
                 Next::Child(c) => match (&c.ns, c.local()) {
                     (Ns::Geni, b"ip") => {
                         if let Some(ip) = self.ip(c)? {
-                            i.ips.push(ip);
+                            self.sc.ips.push(ip);
                         }
                     }
                     _ => {
                         let e = self.ext_element(c)?;
-                        i.extensions.push(e);
+                        self.sc.elements.push(e);
                     }
                 },
                 Next::Text(_) => {}
-                Next::End => return Ok(i),
+                Next::End => {
+                    i.ips = take(&mut self.sc.ips, m_ips);
+                    i.extensions = take(&mut self.sc.elements, m_extensions);
+                    return Ok(i);
+                }
             }
         }
     }
@@ -353,7 +392,7 @@ impl<'i> Ctx<'i> {
     /// An `<ip>`; `None` when the address is missing or bad (a problem is recorded).
     fn ip(&mut self, tag: Tag<'i>) -> Res<Option<Ip>> {
         let off = tag.offset;
-        let (mut address, mut netmask, mut ip_type, mut ext_attrs) = (None, None, None, Vec::new());
+        let (mut address, mut netmask, mut ip_type) = (None, None, None);
         let mut seen_address = false;
         for a in attr_iter(&self.reader, self.input, &tag) {
             let a = a?;
@@ -365,9 +404,10 @@ impl<'i> Ctx<'i> {
                 }
                 Some("netmask") => netmask = value(&mut self.problems, off, "ip netmask", &a.value, bad, values::netmask),
                 Some("type") => ip_type = Some(a.value.into_owned()),
-                _ => ext_attrs.push(a.into_ext()),
+                _ => self.sc.attrs.push(a.into_ext()),
             }
         }
+        let ext_attrs = take(&mut self.sc.attrs, 0);
         if !seen_address {
             self.required(off, "ip", "address", None);
         }
@@ -394,11 +434,13 @@ impl<'i> Ctx<'i> {
         let mut s = Services::default();
         for a in attr_iter(&self.reader, self.input, &tag) {
             let a = a?;
-            s.ext_attrs.push(a.into_ext());
+            self.sc.attrs.push(a.into_ext());
         }
+        s.ext_attrs = take(&mut self.sc.attrs, 0);
         if tag.empty {
             return Ok(s);
         }
+        let m_extensions = self.sc.elements.len();
         loop {
             match self.next_child()? {
                 Next::Child(c) => match (&c.ns, c.local()) {
@@ -420,11 +462,14 @@ impl<'i> Ctx<'i> {
                     }
                     _ => {
                         let e = self.ext_element(c)?;
-                        s.extensions.push(e);
+                        self.sc.elements.push(e);
                     }
                 },
                 Next::Text(_) => {}
-                Next::End => return Ok(s),
+                Next::End => {
+                    s.extensions = take(&mut self.sc.elements, m_extensions);
+                    return Ok(s);
+                }
             }
         }
     }
@@ -442,9 +487,10 @@ impl<'i> Ctx<'i> {
                 Some("port") => {
                     l.port = value(&mut self.problems, off, "login port", &a.value, ProblemKind::BadNumber, values::unsigned)
                 }
-                _ => l.ext_attrs.push(a.into_ext()),
+                _ => self.sc.attrs.push(a.into_ext()),
             }
         }
+        l.ext_attrs = take(&mut self.sc.attrs, 0);
         l.authentication = self.required(off, "login", "authentication", auth);
         self.ext_children(&tag, &mut l.extensions)?;
         Ok(l)
@@ -460,9 +506,10 @@ impl<'i> Ctx<'i> {
                 Some("url") => url = Some(a.value.into_owned()),
                 Some("install_path") => path = Some(a.value.into_owned()),
                 Some("file_type") => i.file_type = Some(a.value.into_owned()),
-                _ => i.ext_attrs.push(a.into_ext()),
+                _ => self.sc.attrs.push(a.into_ext()),
             }
         }
+        i.ext_attrs = take(&mut self.sc.attrs, 0);
         if self.kind == RSpecType::Advertisement {
             // An advertisement describes what installs are possible: only `file_type`.
             i.url = url.unwrap_or_default();
@@ -487,9 +534,10 @@ impl<'i> Ctx<'i> {
             match a.plain() {
                 Some("shell") => shell = Some(a.value.into_owned()),
                 Some("command") => command = Some(a.value.into_owned()),
-                _ => e.ext_attrs.push(a.into_ext()),
+                _ => self.sc.attrs.push(a.into_ext()),
             }
         }
+        e.ext_attrs = take(&mut self.sc.attrs, 0);
         e.shell = self.required(off, "execute", "shell", shell);
         e.command = if self.kind == RSpecType::Advertisement {
             // An advertisement names the available shells only.
@@ -549,9 +597,10 @@ impl<'i> Ctx<'i> {
             let a = a?;
             match a.plain() {
                 Some("name") => name = Some(a.value.into_owned()),
-                _ => h.ext_attrs.push(a.into_ext()),
+                _ => self.sc.attrs.push(a.into_ext()),
             }
         }
+        h.ext_attrs = take(&mut self.sc.attrs, 0);
         h.name = self.required(off, "host", "name", name);
         self.no_children(&tag, "host")?;
         Ok(h)
@@ -576,9 +625,10 @@ impl<'i> Ctx<'i> {
                         values::decimal_in(s, -180.0, 180.0)
                     })
                 }
-                _ => l.ext_attrs.push(a.into_ext()),
+                _ => self.sc.attrs.push(a.into_ext()),
             }
         }
+        l.ext_attrs = take(&mut self.sc.attrs, 0);
         l.country = self.required(off, "location", "country", country);
         self.ext_children(&tag, &mut l.extensions)?;
         Ok(l)
@@ -594,9 +644,10 @@ impl<'i> Ctx<'i> {
                 Some("now") => {
                     now = Some(value(&mut self.problems, off, "available now", &a.value, ProblemKind::BadValue, values::boolean))
                 }
-                _ => v.ext_attrs.push(a.into_ext()),
+                _ => self.sc.attrs.push(a.into_ext()),
             }
         }
+        v.ext_attrs = take(&mut self.sc.attrs, 0);
         match now {
             Some(n) => v.now = n.unwrap_or(false),
             None => {
@@ -610,7 +661,8 @@ impl<'i> Ctx<'i> {
     fn link(&mut self, tag: Tag<'i>) -> Res<Link> {
         let off = tag.offset;
         self.offsets.links.push(off);
-        self.offsets.refs.push(Vec::new());
+        let first = self.offsets.refs.len();
+        self.offsets.link_first_ref.push(first);
         let mut l = Link::default();
         for a in attr_iter(&self.reader, self.input, &tag) {
             let a = a?;
@@ -622,38 +674,51 @@ impl<'i> Ctx<'i> {
                 Some("vlantag") => {
                     l.vlantag = value(&mut self.problems, off, "link vlantag", &a.value, ProblemKind::BadNumber, values::vlantag)
                 }
-                _ => l.ext_attrs.push(a.into_ext()),
+                _ => self.sc.attrs.push(a.into_ext()),
             }
         }
+        l.ext_attrs = take(&mut self.sc.attrs, 0);
         if tag.empty {
             return Ok(l);
         }
+        let m_component_managers = self.sc.strings.len();
+        let m_interface_refs = self.sc.interface_refs.len();
+        let m_link_types = self.sc.link_types.len();
+        let m_properties = self.sc.properties.len();
+        let m_extensions = self.sc.elements.len();
         loop {
             match self.next_child()? {
                 Next::Child(c) => match (&c.ns, c.local()) {
                     (Ns::Geni, b"component_manager") => {
                         let m = self.component_manager(c)?;
-                        l.component_managers.push(m);
+                        self.sc.strings.push(m);
                     }
                     (Ns::Geni, b"interface_ref") => {
                         let r = self.interface_ref(c)?;
-                        l.interface_refs.push(r);
+                        self.sc.interface_refs.push(r);
                     }
                     (Ns::Geni, b"link_type") => {
                         let t = self.link_type(c)?;
-                        l.link_types.push(t);
+                        self.sc.link_types.push(t);
                     }
                     (Ns::Geni, b"property") => {
                         let p = self.property(c)?;
-                        l.properties.push(p);
+                        self.sc.properties.push(p);
                     }
                     _ => {
                         let e = self.ext_element(c)?;
-                        l.extensions.push(e);
+                        self.sc.elements.push(e);
                     }
                 },
                 Next::Text(_) => {}
-                Next::End => return Ok(l),
+                Next::End => {
+                    l.component_managers = take(&mut self.sc.strings, m_component_managers);
+                    l.interface_refs = take(&mut self.sc.interface_refs, m_interface_refs);
+                    l.link_types = take(&mut self.sc.link_types, m_link_types);
+                    l.properties = take(&mut self.sc.properties, m_properties);
+                    l.extensions = take(&mut self.sc.elements, m_extensions);
+                    return Ok(l);
+                }
             }
         }
     }
@@ -673,9 +738,7 @@ impl<'i> Ctx<'i> {
     }
 
     fn interface_ref(&mut self, tag: Tag<'i>) -> Res<InterfaceRef> {
-        if let Some(last) = self.offsets.refs.last_mut() {
-            last.push(tag.offset);
-        }
+        self.offsets.refs.push(tag.offset);
         let mut r = InterfaceRef::default();
         for a in attr_iter(&self.reader, self.input, &tag) {
             let a = a?;
@@ -683,9 +746,10 @@ impl<'i> Ctx<'i> {
                 Some("client_id") => r.client_id = Some(a.value.into_owned()),
                 Some("component_id") => r.component_id = Some(a.value.into_owned()),
                 Some("sliver_id") => r.sliver_id = Some(a.value.into_owned()),
-                _ => r.ext_attrs.push(a.into_ext()),
+                _ => self.sc.attrs.push(a.into_ext()),
             }
         }
+        r.ext_attrs = take(&mut self.sc.attrs, 0);
         self.ext_children(&tag, &mut r.extensions)?;
         Ok(r)
     }
@@ -699,9 +763,10 @@ impl<'i> Ctx<'i> {
             match a.plain() {
                 Some("name") => name = Some(a.value.into_owned()),
                 Some("class") => t.class = Some(a.value.into_owned()),
-                _ => t.ext_attrs.push(a.into_ext()),
+                _ => self.sc.attrs.push(a.into_ext()),
             }
         }
+        t.ext_attrs = take(&mut self.sc.attrs, 0);
         t.name = self.required(off, "link_type", "name", name);
         self.ext_children(&tag, &mut t.extensions)?;
         Ok(t)
@@ -728,9 +793,10 @@ impl<'i> Ctx<'i> {
                         values::decimal_in(s, 0.0, 1.0)
                     })
                 }
-                _ => p.ext_attrs.push(a.into_ext()),
+                _ => self.sc.attrs.push(a.into_ext()),
             }
         }
+        p.ext_attrs = take(&mut self.sc.attrs, 0);
         p.source_id = self.required(off, "property", "source_id", src);
         p.dest_id = self.required(off, "property", "dest_id", dst);
         self.ext_children(&tag, &mut p.extensions)?;

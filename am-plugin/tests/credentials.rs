@@ -422,6 +422,110 @@ fn rejects_root_credential_signed_by_non_authority() {
     assert_eq!(code(&r), 3);
 }
 
+#[test]
+fn accepts_chain_through_sub_authority() {
+    let w = world();
+    let sa = w.ch.sub_authority("sub", &CertSpec::default()).unwrap();
+    let frank =
+        w.ch.issue_by(
+            &sa,
+            "urn:publicid:IDN+vnsnap-test.example:sub+user+frank",
+            "user-frank",
+            false,
+            &CertSpec::default(),
+        )
+        .unwrap();
+    let slice =
+        w.ch.issue_by(
+            &sa,
+            "urn:publicid:IDN+vnsnap-test.example:sub+slice+viasa",
+            "slice-viasa",
+            false,
+            &CertSpec::default().sha1(),
+        )
+        .unwrap();
+    assert_eq!(frank.chain_der().unwrap().len(), 3);
+    let cred =
+        w.ch.credential_signed_by(&sa, &frank, &slice, &CredSpec::default())
+            .unwrap();
+    let r = w.auth.authorize(
+        &ctx(&frank),
+        &[sfa(&cred)],
+        Some(&slice.urn),
+        Method::Provision,
+    );
+    assert_eq!(r.unwrap().user_urn, frank.urn);
+}
+
+#[test]
+fn rejects_issuer_outside_its_namespace() {
+    let w = world();
+    let sa = w.ch.sub_authority("narrow", &CertSpec::default()).unwrap();
+    // A sub-authority of vnsnap-test.example:narrow cannot vouch for vnsnap-test.example users.
+    let mallory =
+        w.ch.issue_by(
+            &sa,
+            "urn:publicid:IDN+vnsnap-test.example+user+alice",
+            "user-fakealice",
+            false,
+            &CertSpec::default(),
+        )
+        .unwrap();
+    let r = w
+        .auth
+        .authorize(&ctx(&mallory), &[], None, Method::GetVersion);
+    assert!(
+        matches!(r, Err(AuthError::NamespaceViolation { .. })),
+        "{r:?}"
+    );
+    assert_eq!(code(&r), 3);
+}
+
+#[test]
+fn rejects_certificate_issued_by_non_ca() {
+    let w = world();
+    // Bob is a trusted user (CA:FALSE); a certificate he signs is not trusted.
+    let bobs =
+        w.ch.issue_by(
+            &w.bob,
+            "urn:publicid:IDN+vnsnap-test.example+user+bobsfriend",
+            "user-bobsfriend",
+            false,
+            &CertSpec::default(),
+        )
+        .unwrap();
+    let r = w.auth.authorize(&ctx(&bobs), &[], None, Method::GetVersion);
+    assert!(
+        matches!(r, Err(AuthError::NamespaceViolation { .. })),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn rejects_delegation_with_expired_parent() {
+    let w = world();
+    let parent = slice_cred(&CredSpec::default().expires(Utc::now() - Duration::minutes(1)));
+    let child = delegate(
+        &parent,
+        &w.alice,
+        &w.bob,
+        &w.slice,
+        &CredSpec::default().expires(Utc::now() + Duration::days(1)),
+    )
+    .unwrap();
+    let r = w.auth.authorize(
+        &ctx(&w.bob),
+        &[sfa(&child)],
+        Some(&w.slice.urn),
+        Method::Describe,
+    );
+    assert!(
+        matches!(r, Err(AuthError::CredentialExpired { .. })),
+        "{r:?}"
+    );
+    assert_eq!(code(&r), 15);
+}
+
 // ---- binding to the call ----
 
 #[test]

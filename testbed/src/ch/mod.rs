@@ -304,7 +304,7 @@ impl Clearinghouse {
     /// Issue a certificate with an arbitrary GENI URN (`CA:FALSE`); `stem` names the files.
     pub fn issue(&self, urn: &str, stem: &str, spec: &CertSpec) -> Result<Identity, ChError> {
         check_name(stem)?;
-        openssl::issue(self, urn, stem, None, false, spec)
+        openssl::issue(self, &self.ca, urn, stem, None, false, spec)
     }
 
     /// Issue a user certificate `urn:publicid:IDN+<authority>+user+<name>` with an email.
@@ -314,6 +314,7 @@ impl Clearinghouse {
         let email = format!("{name}@{}", self.authority.replace(':', "."));
         openssl::issue(
             self,
+            &self.ca,
             &urn,
             &format!("user-{name}"),
             Some(&email),
@@ -338,21 +339,52 @@ impl Clearinghouse {
             None => self.authority.clone(),
         };
         let urn = format!("urn:publicid:IDN+{auth}+slice+{name}");
-        openssl::issue(self, &urn, &format!("slice-{name}"), None, false, spec)
+        openssl::issue(
+            self,
+            &self.ca,
+            &urn,
+            &format!("slice-{name}"),
+            None,
+            false,
+            spec,
+        )
     }
 
     /// Issue a tool certificate `urn:publicid:IDN+<authority>+tool+<name>` (for speaks-for).
     pub fn tool(&self, name: &str, spec: &CertSpec) -> Result<Identity, ChError> {
         check_name(name)?;
         let urn = format!("urn:publicid:IDN+{}+tool+{name}", self.authority);
-        openssl::issue(self, &urn, &format!("tool-{name}"), None, false, spec)
+        openssl::issue(
+            self,
+            &self.ca,
+            &urn,
+            &format!("tool-{name}"),
+            None,
+            false,
+            spec,
+        )
     }
 
     /// Issue an intermediate CA `urn:publicid:IDN+<authority>:<sub>+authority+sa`.
     pub fn sub_authority(&self, sub: &str, spec: &CertSpec) -> Result<Identity, ChError> {
         check_name(sub)?;
         let urn = format!("urn:publicid:IDN+{}:{sub}+authority+sa", self.authority);
-        openssl::issue(self, &urn, &format!("sa-{sub}"), None, true, spec)
+        openssl::issue(self, &self.ca, &urn, &format!("sa-{sub}"), None, true, spec)
+    }
+
+    /// Issue a certificate with URN `urn` signed by `issuer`, an intermediate authority made by
+    /// [`Clearinghouse::sub_authority`] (its chain is kept in [`Identity::issuers`]). `is_ca`
+    /// makes another authority. No namespace check is made: tests use this to break the rule.
+    pub fn issue_by(
+        &self,
+        issuer: &Identity,
+        urn: &str,
+        stem: &str,
+        is_ca: bool,
+        spec: &CertSpec,
+    ) -> Result<Identity, ChError> {
+        check_name(stem)?;
+        openssl::issue(self, issuer, urn, stem, None, is_ca, spec)
     }
 
     /// A user credential (target = owner = the user) signed by the CA.

@@ -154,9 +154,11 @@ pub(crate) fn make_ca(dir: &Path, authority: &str, spec: &CertSpec) -> Result<Id
     })
 }
 
-/// Issue a certificate signed by the CH's CA; the file stem is made unique.
+/// Issue a certificate signed by `issuer` (the CH's CA or a sub-authority of it); the file
+/// stem is made unique.
 pub(crate) fn issue(
     ch: &Clearinghouse,
+    issuer: &Identity,
     urn: &str,
     stem: &str,
     email: Option<&str>,
@@ -181,12 +183,14 @@ pub(crate) fn issue(
             Err(e) => return Err(ChError::Io("key file".into(), e)),
         }
     }
-    sign_cert(dir, &unique, urn, email, is_ca, spec, Some(ch.ca()))?;
+    sign_cert(dir, &unique, urn, email, is_ca, spec, Some(issuer))?;
+    let mut issuers = vec![issuer.cert.clone()];
+    issuers.extend(issuer.issuers.iter().cloned());
     let id = Identity {
         urn: urn.to_string(),
         key: dir.join(format!("{unique}.key")),
         cert: dir.join(format!("{unique}.pem")),
-        issuers: vec![ch.ca().cert.clone()],
+        issuers,
     };
     let chain = dir.join(format!("{unique}-chain.pem"));
     std::fs::write(&chain, id.chain_pem()?).map_err(io_err(chain.display()))?;

@@ -14,6 +14,9 @@ use super::urn::{authority_covers, urn_eq, GeniUrn};
 use super::xmldoc::{self, Element};
 use super::xmlsig;
 
+/// Most X509Certificate elements accepted in one signature (finding the signer is quadratic).
+const MAX_SIGNATURE_CERTS: usize = 8;
+
 /// Longest delegation chain accepted.
 const MAX_DELEGATION: usize = 8;
 
@@ -252,6 +255,12 @@ pub(crate) fn signature_certs(
                 ders.push(der);
             }
         }
+    }
+    if ders.len() > MAX_SIGNATURE_CERTS {
+        return Err(AuthError::CredentialInvalid(format!(
+            "signature {sig_id} carries {} certificates (limit {MAX_SIGNATURE_CERTS})",
+            ders.len()
+        )));
     }
     if ders.is_empty() {
         return Err(AuthError::SignerUntrusted(format!(

@@ -182,3 +182,54 @@ pub(crate) fn parse(xml: &str) -> Result<Element, AuthError> {
     }
     root.ok_or_else(|| malformed("no root element"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn joins_text_around_comments() {
+        // Canonical XML without comments joins these text nodes, so must we.
+        let e = parse("<a><u>urn:x+user+ali<!-- c -->ce</u></a>").unwrap();
+        assert_eq!(e.child_text("u"), "urn:x+user+alice");
+    }
+
+    #[test]
+    fn reads_cdata_and_char_refs() {
+        let e = parse("<a><b><![CDATA[x<y]]></b><c>&#65;&amp;</c></a>").unwrap();
+        assert_eq!(e.child_text("b"), "x<y");
+        assert_eq!(e.child_text("c"), "A&");
+    }
+
+    #[test]
+    fn rejects_undefined_entity() {
+        assert!(matches!(
+            parse("<a>&foo;</a>"),
+            Err(AuthError::MalformedCredential(_))
+        ));
+    }
+
+    #[test]
+    fn rejects_deep_nesting() {
+        let xml = format!("{}{}", "<a>".repeat(100), "</a>".repeat(100));
+        assert!(matches!(
+            parse(&xml),
+            Err(AuthError::MalformedCredential(_))
+        ));
+    }
+
+    #[test]
+    fn rejects_doctype_in_any_case() {
+        assert_eq!(
+            parse("<!doctype a><a/>").unwrap_err(),
+            AuthError::DoctypeForbidden
+        );
+    }
+
+    #[test]
+    fn rejects_two_roots_and_truncation() {
+        assert!(parse("<a/><b/>").is_err());
+        assert!(parse("<a><b>").is_err());
+        assert!(parse("<a></b>").is_err());
+    }
+}

@@ -899,3 +899,42 @@ fn ch_cli_issues_usable_credentials() {
     );
     assert!(r.is_ok(), "{r:?}");
 }
+
+// ---- realism: what the test CH signs is what GENI's schema describes ----
+
+#[test]
+fn test_ch_credentials_validate_against_geni_schema() {
+    let xsd = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/schemas/credential/credential.xsd");
+    if !xsd.exists() {
+        eprintln!("skipping: {} not found", xsd.display());
+        return;
+    }
+    let w = world();
+    let parent = slice_cred(&CredSpec::default());
+    let child = delegate(
+        &parent,
+        &w.alice,
+        &w.bob,
+        &w.slice,
+        &CredSpec::default().expires(Utc::now() + Duration::days(1)),
+    )
+    .unwrap();
+    let user = w.ch.user_credential(&w.alice, &CredSpec::user_default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (name, xml) in [("slice", &parent), ("delegated", &child), ("user", &user)] {
+        let f = dir.path().join(format!("{name}.xml"));
+        std::fs::write(&f, xml).unwrap();
+        let out = std::process::Command::new("xmllint")
+            .args(["--noout", "--schema"])
+            .arg(&xsd)
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

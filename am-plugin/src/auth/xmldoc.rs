@@ -232,4 +232,16 @@ mod tests {
         assert!(parse("<a><b>").is_err());
         assert!(parse("<a></b>").is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics_on_arbitrary_input(s in "\\PC{0,200}") {
+            let _ = parse(&s);
+        }
+
+        #[test]
+        fn never_panics_on_xmlish_input(s in "[<>/a-z =\"'&;!\\[\\]-]{0,120}") {
+            let _ = parse(&s);
+        }
+    }
 }

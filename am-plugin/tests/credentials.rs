@@ -920,7 +920,9 @@ fn test_ch_credentials_validate_against_geni_schema() {
         &CredSpec::default().expires(Utc::now() + Duration::days(1)),
     )
     .unwrap();
-    let user = w.ch.user_credential(&w.alice, &CredSpec::user_default()).unwrap();
+    let user =
+        w.ch.user_credential(&w.alice, &CredSpec::user_default())
+            .unwrap();
     let dir = tempfile::tempdir().unwrap();
     for (name, xml) in [("slice", &parent), ("delegated", &child), ("user", &user)] {
         let f = dir.path().join(format!("{name}.xml"));

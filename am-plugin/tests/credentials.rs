@@ -390,6 +390,29 @@ fn rejects_untrusted_x509_signer_that_plain_xmlsec1_accepts() {
 }
 
 #[test]
+fn rejects_trusted_certificate_with_signature_by_another_key() {
+    let w = world();
+    let mallory = w.evil.user("mallory", &CertSpec::default()).unwrap();
+    // Mallory's key signs, but KeyInfo carries alice's (trusted) certificate plus mallory's
+    // KeyValue: our chain check passes on alice's cert, so only xmlsec1 restricted to X509
+    // key data stands between this and acceptance.
+    let forger = Identity {
+        urn: w.alice.urn.clone(),
+        key: mallory.key.clone(),
+        cert: w.alice.cert.clone(),
+        issuers: w.alice.issuers.clone(),
+    };
+    let cred =
+        w.ch.credential_signed_by(&forger, &w.alice, &w.alice, &CredSpec::default())
+            .unwrap();
+    let r = w
+        .auth
+        .authorize(&ctx(&w.alice), &[sfa(&cred)], None, Method::ListResources);
+    assert!(matches!(r, Err(AuthError::SignatureInvalid(_))), "{r:?}");
+    assert_eq!(code(&r), 3);
+}
+
+#[test]
 fn rejects_caller_from_untrusted_ca() {
     let w = world();
     let eve = w.evil.user("alice", &CertSpec::default()).unwrap();

@@ -178,7 +178,7 @@ pub(crate) fn read_cred(el: &Element) -> Result<Cred<'_>, AuthError> {
             if name.is_empty() {
                 return Err(malformed("privilege without a name"));
             }
-            let can_delegate = match p.child_text("can_delegate").as_str() {
+            let can_delegate = match p.child_text("can_delegate").to_ascii_lowercase().as_str() {
                 "true" | "1" => true,
                 "false" | "0" | "" => false,
                 other => return Err(malformed(format!("bad can_delegate {other:?}"))),

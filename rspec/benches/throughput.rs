@@ -20,6 +20,9 @@ use quick_xml::events::Event;
 use quick_xml::Reader;
 
 const NODES: usize = 5_000;
+
+/// One timed operation of the interleaved rounds.
+type Op<'a> = Box<dyn FnMut() -> Duration + 'a>;
 const ROUNDS: usize = 25;
 
 /// Times one run of `f`; the result is dropped after the clock stops (freeing the model is
@@ -71,15 +74,21 @@ fn main() {
     // The operations are interleaved round by round and the fastest round of each is kept:
     // the build machine is shared, and the minimum is the estimate least disturbed by
     // other load, applied equally to the ceilings and to the library.
-    let mut ops: Vec<(&str, Box<dyn FnMut() -> Duration + '_>)> = vec![
+    let mut ops: Vec<(&str, Op<'_>)> = vec![
         ("scan", Box::new(|| time(&mut || raw_scan(black_box(&xml))))),
         ("nscan", Box::new(|| time(&mut || ns_scan(black_box(&xml))))),
-        ("read", Box::new(|| time(&mut || vnsnap_rspec::parse(black_box(&xml)).unwrap()))),
+        (
+            "read",
+            Box::new(|| time(&mut || vnsnap_rspec::parse(black_box(&xml)).unwrap())),
+        ),
         (
             "read_drop",
             Box::new(|| time(&mut || drop(vnsnap_rspec::parse(black_box(&xml)).unwrap()))),
         ),
-        ("write", Box::new(|| time(&mut || black_box(&model).to_xml()))),
+        (
+            "write",
+            Box::new(|| time(&mut || black_box(&model).to_xml())),
+        ),
     ];
     let mut best = vec![Duration::MAX; ops.len()];
     for round in 0..=ROUNDS {
@@ -97,7 +106,8 @@ fn main() {
     assert_eq!(vnsnap_rspec::parse(&xml).unwrap(), model);
 
     let rate = |d: Duration| mb / d.as_secs_f64();
-    let (scan_mbs, nscan_mbs, read_mbs, write_mbs) = (rate(scan), rate(nscan), rate(read), rate(write));
+    let (scan_mbs, nscan_mbs, read_mbs, write_mbs) =
+        (rate(scan), rate(nscan), rate(read), rate(write));
     let ratio = read_mbs / nscan_mbs;
     let ratio_bare = read_mbs / scan_mbs;
 

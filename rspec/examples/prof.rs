@@ -27,8 +27,14 @@ fn ns_scan(xml: &str, attrs: bool) -> usize {
 
 fn main() {
     let mode = std::env::args().nth(1).unwrap_or_default();
-    let nodes: usize = std::env::args().nth(2).and_then(|n| n.parse().ok()).unwrap_or(5_000);
-    let rounds: u32 = std::env::args().nth(3).and_then(|n| n.parse().ok()).unwrap_or(20);
+    let nodes: usize = std::env::args()
+        .nth(2)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(5_000);
+    let rounds: u32 = std::env::args()
+        .nth(3)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(20);
     let xml = gen::big_advertisement(nodes).to_xml();
     let t = std::time::Instant::now();
     for _ in 0..rounds {

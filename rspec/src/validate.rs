@@ -43,7 +43,12 @@ impl Offsets {
 type Report<'a> = dyn FnMut(Option<usize>, ProblemKind, String) + 'a;
 
 /// Runs every document-level check, reporting each problem through `report`.
-pub(crate) fn check(rspec: &RSpec, offsets: Option<&Offsets>, strict: bool, report: &mut Report<'_>) {
+pub(crate) fn check(
+    rspec: &RSpec,
+    offsets: Option<&Offsets>,
+    strict: bool,
+    report: &mut Report<'_>,
+) {
     let at = |f: &dyn Fn(&Offsets) -> Option<usize>| offsets.and_then(f);
     let ad = rspec.rspec_type == RSpecType::Advertisement;
     let kind = rspec.rspec_type.as_str();
@@ -95,14 +100,15 @@ pub(crate) fn check(rspec: &RSpec, offsets: Option<&Offsets>, strict: bool, repo
             if ad && iface.component_id.is_none() {
                 missing(report, off, "<interface> lacks component_id".into());
             }
-            if strict && rspec.rspec_type == RSpecType::Request {
-                if iface.sliver_id.is_some() || iface.mac_address.is_some() {
-                    report(
-                        off,
-                        ProblemKind::BadValue,
-                        "A request <interface> may not carry sliver_id or mac_address".into(),
-                    );
-                }
+            if strict
+                && rspec.rspec_type == RSpecType::Request
+                && (iface.sliver_id.is_some() || iface.mac_address.is_some())
+            {
+                report(
+                    off,
+                    ProblemKind::BadValue,
+                    "A request <interface> may not carry sliver_id or mac_address".into(),
+                );
             }
         }
     }
@@ -197,7 +203,12 @@ fn dup<'a>(
 }
 
 /// Attributes and children the schema of one document kind does not allow on a node.
-fn strict_node(t: RSpecType, node: &crate::model::Node, off: Option<usize>, report: &mut Report<'_>) {
+fn strict_node(
+    t: RSpecType,
+    node: &crate::model::Node,
+    off: Option<usize>,
+    report: &mut Report<'_>,
+) {
     let name = node
         .client_id
         .as_deref()
@@ -251,18 +262,34 @@ fn strict_services(
     let ad = t == RSpecType::Advertisement;
     for i in &sv.installs {
         if ad && i.file_type.is_none() {
-            report(off, ProblemKind::MissingAttribute, "An advertisement <install> needs file_type".into());
+            report(
+                off,
+                ProblemKind::MissingAttribute,
+                "An advertisement <install> needs file_type".into(),
+            );
         }
         if ad && !(i.url.is_empty() && i.install_path.is_empty()) {
-            report(off, ProblemKind::BadValue, "An advertisement <install> has no url or install_path".into());
+            report(
+                off,
+                ProblemKind::BadValue,
+                "An advertisement <install> has no url or install_path".into(),
+            );
         }
         if !ad && i.file_type.is_some() {
-            report(off, ProblemKind::BadValue, format!("A {} <install> has no file_type", t.as_str()));
+            report(
+                off,
+                ProblemKind::BadValue,
+                format!("A {} <install> has no file_type", t.as_str()),
+            );
         }
     }
     for e in &sv.executes {
         if ad && !e.command.is_empty() {
-            report(off, ProblemKind::BadValue, "An advertisement <execute> has no command".into());
+            report(
+                off,
+                ProblemKind::BadValue,
+                "An advertisement <execute> has no command".into(),
+            );
         }
     }
 }

@@ -24,12 +24,30 @@ const KNOWN_PREFIXES: &[(&str, &str)] = &[
     (OPSTATE_NS, "opstate"),
     (XSI_NS, "xsi"),
     ("http://hpn.east.isi.edu/rspec/ext/stitch/0.1/", "stitch"),
-    ("http://www.geni.net/resources/rspec/ext/stitch/2/", "stitch2"),
-    ("http://www.geni.net/resources/rspec/ext/shared-vlan/1", "sharedvlan"),
-    ("http://www.protogeni.net/resources/rspec/ext/client/1", "client"),
-    ("http://www.protogeni.net/resources/rspec/ext/jacks/1", "jacks"),
-    ("http://www.protogeni.net/resources/rspec/ext/delay/1", "delay"),
-    ("http://www.protogeni.net/resources/rspec/ext/site-info/1", "site_info"),
+    (
+        "http://www.geni.net/resources/rspec/ext/stitch/2/",
+        "stitch2",
+    ),
+    (
+        "http://www.geni.net/resources/rspec/ext/shared-vlan/1",
+        "sharedvlan",
+    ),
+    (
+        "http://www.protogeni.net/resources/rspec/ext/client/1",
+        "client",
+    ),
+    (
+        "http://www.protogeni.net/resources/rspec/ext/jacks/1",
+        "jacks",
+    ),
+    (
+        "http://www.protogeni.net/resources/rspec/ext/delay/1",
+        "delay",
+    ),
+    (
+        "http://www.protogeni.net/resources/rspec/ext/site-info/1",
+        "site_info",
+    ),
 ];
 
 /// The prefix used for GENI-namespace *attributes*, which the default namespace cannot reach.
@@ -277,7 +295,13 @@ impl Doc {
 
     /// Writes an element that has children (or not) uniformly: `body` is called between the
     /// start and end tag only if `has_children`; otherwise an empty-element tag is written.
-    fn element(&mut self, start: BytesStart<'_>, name: &str, has_children: bool, body: impl FnOnce(&mut Self)) {
+    fn element(
+        &mut self,
+        start: BytesStart<'_>,
+        name: &str,
+        has_children: bool,
+        body: impl FnOnce(&mut Self),
+    ) {
         if has_children {
             self.start(start);
             body(self);
@@ -331,7 +355,10 @@ impl Doc {
         opt(&mut s, "generated_by", &r.generated_by);
         opt(&mut s, "expires", &r.expires);
         self.ext_attrs(&mut s, &r.ext_attrs);
-        let has = !(r.nodes.is_empty() && r.links.is_empty() && r.opstates.is_empty() && r.extensions.is_empty());
+        let has = !(r.nodes.is_empty()
+            && r.links.is_empty()
+            && r.opstates.is_empty()
+            && r.extensions.is_empty());
         self.element(s, "rspec", has, |d| {
             for n in &r.nodes {
                 d.node(n);
@@ -423,7 +450,9 @@ impl Doc {
                 let mut s = BytesStart::new("hardware_type");
                 attr(&mut s, "name", &h.name);
                 d.ext_attrs(&mut s, &h.ext_attrs);
-                d.element(s, "hardware_type", !h.extensions.is_empty(), |d| d.extensions(&h.extensions));
+                d.element(s, "hardware_type", !h.extensions.is_empty(), |d| {
+                    d.extensions(&h.extensions)
+                });
             }
             for i in &n.interfaces {
                 d.interface(i);
@@ -443,13 +472,17 @@ impl Doc {
                 opt_num(&mut s, "latitude", l.latitude);
                 opt_num(&mut s, "longitude", l.longitude);
                 d.ext_attrs(&mut s, &l.ext_attrs);
-                d.element(s, "location", !l.extensions.is_empty(), |d| d.extensions(&l.extensions));
+                d.element(s, "location", !l.extensions.is_empty(), |d| {
+                    d.extensions(&l.extensions)
+                });
             }
             if let Some(a) = &n.available {
                 let mut s = BytesStart::new("available");
                 attr(&mut s, "now", if a.now { "true" } else { "false" });
                 d.ext_attrs(&mut s, &a.ext_attrs);
-                d.element(s, "available", !a.extensions.is_empty(), |d| d.extensions(&a.extensions));
+                d.element(s, "available", !a.extensions.is_empty(), |d| {
+                    d.extensions(&a.extensions)
+                });
             }
             d.extensions(&n.extensions);
         });
@@ -470,7 +503,9 @@ impl Doc {
                 opt(&mut s, "description", &i.description);
                 opt(&mut s, "default", &i.default);
                 d.ext_attrs(&mut s, &i.ext_attrs);
-                d.element(s, "disk_image", !i.extensions.is_empty(), |d| d.extensions(&i.extensions));
+                d.element(s, "disk_image", !i.extensions.is_empty(), |d| {
+                    d.extensions(&i.extensions)
+                });
             }
             if let Some(x) = &t.xen {
                 let name = format!("{}:xen", d.prefix(EMULAB_NS));
@@ -531,7 +566,9 @@ impl Doc {
                 }
                 opt(&mut s, "file_type", &x.file_type);
                 d.ext_attrs(&mut s, &x.ext_attrs);
-                d.element(s, "install", !x.extensions.is_empty(), |d| d.extensions(&x.extensions));
+                d.element(s, "install", !x.extensions.is_empty(), |d| {
+                    d.extensions(&x.extensions)
+                });
             }
             for x in &sv.executes {
                 let mut s = BytesStart::new("execute");
@@ -540,7 +577,9 @@ impl Doc {
                     attr(&mut s, "command", &x.command);
                 }
                 d.ext_attrs(&mut s, &x.ext_attrs);
-                d.element(s, "execute", !x.extensions.is_empty(), |d| d.extensions(&x.extensions));
+                d.element(s, "execute", !x.extensions.is_empty(), |d| {
+                    d.extensions(&x.extensions)
+                });
             }
             for l in &sv.logins {
                 let mut s = BytesStart::new("login");
@@ -549,7 +588,9 @@ impl Doc {
                 opt_num(&mut s, "port", l.port);
                 opt(&mut s, "username", &l.username);
                 d.ext_attrs(&mut s, &l.ext_attrs);
-                d.element(s, "login", !l.extensions.is_empty(), |d| d.extensions(&l.extensions));
+                d.element(s, "login", !l.extensions.is_empty(), |d| {
+                    d.extensions(&l.extensions)
+                });
             }
             for u in &sv.users {
                 let p = d.prefix(USER_NS).to_owned();
@@ -593,14 +634,18 @@ impl Doc {
                 opt(&mut s, "component_id", &r.component_id);
                 opt(&mut s, "sliver_id", &r.sliver_id);
                 d.ext_attrs(&mut s, &r.ext_attrs);
-                d.element(s, "interface_ref", !r.extensions.is_empty(), |d| d.extensions(&r.extensions));
+                d.element(s, "interface_ref", !r.extensions.is_empty(), |d| {
+                    d.extensions(&r.extensions)
+                });
             }
             for t in &l.link_types {
                 let mut s = BytesStart::new("link_type");
                 attr(&mut s, "name", &t.name);
                 opt(&mut s, "class", &t.class);
                 d.ext_attrs(&mut s, &t.ext_attrs);
-                d.element(s, "link_type", !t.extensions.is_empty(), |d| d.extensions(&t.extensions));
+                d.element(s, "link_type", !t.extensions.is_empty(), |d| {
+                    d.extensions(&t.extensions)
+                });
             }
             for p in &l.properties {
                 let mut s = BytesStart::new("property");
@@ -610,7 +655,9 @@ impl Doc {
                 opt_num(&mut s, "latency", p.latency);
                 opt_num(&mut s, "packet_loss", p.packet_loss);
                 d.ext_attrs(&mut s, &p.ext_attrs);
-                d.element(s, "property", !p.extensions.is_empty(), |d| d.extensions(&p.extensions));
+                d.element(s, "property", !p.extensions.is_empty(), |d| {
+                    d.extensions(&p.extensions)
+                });
             }
             d.extensions(&l.extensions);
         });
@@ -635,7 +682,8 @@ impl Doc {
                 let name = n("state");
                 let mut s = BytesStart::new(name.as_str());
                 attr(&mut s, "name", &st.name);
-                let has = !(st.description.is_none() && st.actions.is_empty() && st.waits.is_empty());
+                let has =
+                    !(st.description.is_none() && st.actions.is_empty() && st.waits.is_empty());
                 d.element(s, &name, has, |d| {
                     for a in &st.actions {
                         let name = n("action");

@@ -74,11 +74,15 @@ fn rejects_doctype_and_so_any_entity_declaration() {
 
 #[test]
 fn expands_only_predefined_entities_and_character_references() {
-    let xml = doc(r#"<node client_id="a&amp;b&lt;&gt;&quot;&apos;&#65;&#x42;"><sliver_type name="x"/></node>"#);
+    let xml = doc(
+        r#"<node client_id="a&amp;b&lt;&gt;&quot;&apos;&#65;&#x42;"><sliver_type name="x"/></node>"#,
+    );
     let r = parse(&xml).unwrap();
     assert_eq!(r.nodes[0].client_id.as_deref(), Some("a&b<>\"'AB"));
     assert!(matches!(
-        parse(&doc(r#"<node client_id="&nbsp;"><sliver_type name="x"/></node>"#)),
+        parse(&doc(
+            r#"<node client_id="&nbsp;"><sliver_type name="x"/></node>"#
+        )),
         Err(Error::Malformed { .. })
     ));
 }
@@ -100,7 +104,13 @@ fn rejects_documents_over_the_size_cap() {
 fn rejects_nesting_beyond_the_depth_cap() {
     // The cap counts the root: MAX_DEPTH levels in total are fine, one more is not.
     let ok_depth = MAX_DEPTH - 1;
-    let nested = |n: usize| format!("{}{}", "<x:e xmlns:x=\"urn:x\">".repeat(n), "</x:e>".repeat(n));
+    let nested = |n: usize| {
+        format!(
+            "{}{}",
+            "<x:e xmlns:x=\"urn:x\">".repeat(n),
+            "</x:e>".repeat(n)
+        )
+    };
     assert!(parse(&doc(&nested(ok_depth))).is_ok());
     match parse(&doc(&nested(ok_depth + 1))) {
         Err(Error::TooDeep { position, max }) => {
@@ -110,10 +120,20 @@ fn rejects_nesting_beyond_the_depth_cap() {
         other => panic!("{other:?}"),
     }
     // Self-closing elements count too.
-    let selfclosed = format!("{}<x:e xmlns:x=\"urn:x\"/>{}", "<x:e xmlns:x=\"urn:x\">".repeat(ok_depth), "</x:e>".repeat(ok_depth));
-    assert!(matches!(parse(&doc(&selfclosed)), Err(Error::TooDeep { .. })));
+    let selfclosed = format!(
+        "{}<x:e xmlns:x=\"urn:x\"/>{}",
+        "<x:e xmlns:x=\"urn:x\">".repeat(ok_depth),
+        "</x:e>".repeat(ok_depth)
+    );
+    assert!(matches!(
+        parse(&doc(&selfclosed)),
+        Err(Error::TooDeep { .. })
+    ));
     // A million-deep attack stops at the cap without recursion trouble.
-    assert!(matches!(parse(&doc(&nested(100_000))), Err(Error::TooDeep { .. })));
+    assert!(matches!(
+        parse(&doc(&nested(100_000))),
+        Err(Error::TooDeep { .. })
+    ));
 }
 
 #[test]
@@ -131,7 +151,10 @@ fn refuses_protogeni_v2_and_other_roots() {
         "<html/>",
         "<node xmlns=\"http://www.geni.net/resources/rspec/3\"/>",
     ] {
-        assert!(matches!(parse(other), Err(Error::NotRSpecV3 { .. })), "{other}");
+        assert!(
+            matches!(parse(other), Err(Error::NotRSpecV3 { .. })),
+            "{other}"
+        );
     }
 }
 
@@ -159,7 +182,13 @@ fn reports_interface_refs_naming_no_interface() {
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].kind, ProblemKind::DanglingInterfaceRef);
     assert!(p[0].message.contains("b:if0"));
-    assert_eq!(p[0].position.unwrap(), Position { line: 3, column: 55 });
+    assert_eq!(
+        p[0].position.unwrap(),
+        Position {
+            line: 3,
+            column: 55
+        }
+    );
 }
 
 #[test]
@@ -175,7 +204,10 @@ fn reports_missing_required_attributes() {
 <link><interface_ref/></link>"#,
     );
     let p = problems(&xml);
-    let missing = p.iter().filter(|p| p.kind == ProblemKind::MissingAttribute).count();
+    let missing = p
+        .iter()
+        .filter(|p| p.kind == ProblemKind::MissingAttribute)
+        .count();
     // node client_id, sliver_type name, interface client_id, ip address, execute shell and
     // command, login authentication, location country, link client_id, interface_ref client_id.
     assert_eq!(missing, 10, "{p:#?}");
@@ -197,7 +229,10 @@ fn reports_attributes_required_by_the_advertisement_kind() {
         "<link> lacks component_id",
         "<interface_ref> lacks component_id",
     ] {
-        assert!(msgs.iter().any(|m| m.contains(needle)), "{needle} not in {msgs:#?}");
+        assert!(
+            msgs.iter().any(|m| m.contains(needle)),
+            "{needle} not in {msgs:#?}"
+        );
     }
 }
 
@@ -255,7 +290,10 @@ fn reports_every_problem_of_a_document_in_document_order() {
 <link client_id="l2"/>"#,
     );
     let p = problems(&xml);
-    let got: Vec<(usize, ProblemKind)> = p.iter().map(|p| (p.position.unwrap().line, p.kind)).collect();
+    let got: Vec<(usize, ProblemKind)> = p
+        .iter()
+        .map(|p| (p.position.unwrap().line, p.kind))
+        .collect();
     assert_eq!(
         got,
         vec![
@@ -292,7 +330,9 @@ fn lenient_reading_accepts_a_manifest_link_without_vlantag_but_validate_flags_it
 
 #[test]
 fn rejects_control_characters_and_invalid_names() {
-    let (pos, msg) = malformed(&doc("<node client_id=\"a\u{1}\"><sliver_type name=\"x\"/></node>"));
+    let (pos, msg) = malformed(&doc(
+        "<node client_id=\"a\u{1}\"><sliver_type name=\"x\"/></node>",
+    ));
     assert_eq!(pos.line, 2);
     assert!(msg.contains("U+0001"), "{msg}");
     malformed(&doc("<xmlns:a=\"urn:a\"x/>"));
@@ -302,7 +342,9 @@ fn rejects_control_characters_and_invalid_names() {
 #[test]
 fn character_reference_to_nul_is_not_accepted_silently() {
     // Either refused, or never turned into a NUL the writer would emit.
-    if let Ok(r) = parse(&doc("<node client_id=\"&#0;\"><sliver_type name=\"x\"/></node>")) {
+    if let Ok(r) = parse(&doc(
+        "<node client_id=\"&#0;\"><sliver_type name=\"x\"/></node>",
+    )) {
         let id = r.nodes[0].client_id.clone().unwrap();
         assert!(!id.contains('\u{0}'), "{id:?}");
     }

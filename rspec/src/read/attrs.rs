@@ -161,7 +161,10 @@ impl<'i> Iterator for AttrIter<'_, 'i> {
                 return self.fail(format!("Duplicate attribute {key:?}"));
             }
             let (prefix, local) = match colon {
-                Some(c) => (Some(&self.text[name_start..c]), &self.text[c + 1..name_start + key.len()]),
+                Some(c) => (
+                    Some(&self.text[name_start..c]),
+                    &self.text[c + 1..name_start + key.len()],
+                ),
                 None => (None, key),
             };
             if prefix == Some("xmlns") || (prefix.is_none() && local == "xmlns") {

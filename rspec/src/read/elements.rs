@@ -15,32 +15,40 @@ use crate::xml::XmlElement;
 /// function over the problem list, so it can run while an attribute iterator borrows the
 /// reader.
 fn value<T>(
-        problems: &mut Vec<(usize, ProblemKind, String)>,
-        offset: usize,
-        what: &str,
-        raw: &str,
-        kind: ProblemKind,
-        parse: impl FnOnce(&str) -> Result<T, String>,
-    ) -> Option<T> {
-        match parse(raw) {
-            Ok(v) => Some(v),
-            Err(msg) => {
-                problems.push((offset, kind, format!("{what}: {msg}")));
-                None
-            }
+    problems: &mut Vec<(usize, ProblemKind, String)>,
+    offset: usize,
+    what: &str,
+    raw: &str,
+    kind: ProblemKind,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Option<T> {
+    match parse(raw) {
+        Ok(v) => Some(v),
+        Err(msg) => {
+            problems.push((offset, kind, format!("{what}: {msg}")));
+            None
         }
     }
+}
 
 /// Checks an `xs:dateTime` attribute, recording a problem if it is not one.
-fn datetime(problems: &mut Vec<(usize, ProblemKind, String)>, off: usize, what: &str, raw: &str) -> String {
+fn datetime(
+    problems: &mut Vec<(usize, ProblemKind, String)>,
+    off: usize,
+    what: &str,
+    raw: &str,
+) -> String {
     if !values::is_datetime(raw.trim()) {
-        problems.push((off, ProblemKind::BadValue, format!("{what}: {raw:?} is not an xs:dateTime")));
+        problems.push((
+            off,
+            ProblemKind::BadValue,
+            format!("{what}: {raw:?} is not an xs:dateTime"),
+        ));
     }
     raw.trim().to_owned()
 }
 
 impl<'i> Ctx<'i> {
-
     /// Unwraps a required attribute, recording a problem (and yielding "") if it is absent.
     fn required(&mut self, offset: usize, element: &str, attr: &str, v: Option<String>) -> String {
         v.unwrap_or_else(|| {
@@ -101,20 +109,45 @@ impl<'i> Ctx<'i> {
     pub(super) fn rspec(&mut self, tag: Tag<'i>) -> Res<RSpec> {
         let off = tag.offset;
         let mut r = RSpec::new(RSpecType::Request);
+        // Size the two big lists up front from a cheap count of their start tags (an
+        // over-estimate at worst; other prefixes just fall back to growing). Growing them
+        // step by step made glibc merge its free lists on every large reallocation.
+        let count = |tag: &str| memchr::memmem::find_iter(self.input.as_bytes(), tag).count();
+        r.nodes.reserve_exact(count("<node "));
+        r.links.reserve_exact(count("<link "));
+        self.offsets.nodes.reserve_exact(r.nodes.capacity());
+        self.offsets
+            .node_first_interface
+            .reserve_exact(r.nodes.capacity());
+        self.offsets.links.reserve_exact(r.links.capacity());
+        self.offsets
+            .link_first_ref
+            .reserve_exact(r.links.capacity());
         let mut rtype = None;
         for a in attr_iter(&self.reader, self.input, &tag) {
             let a = a?;
             match (&a.ns, a.local) {
                 (Ns::None, "type") => {
-                    rtype = Some(value(&mut self.problems, off, "rspec type", &a.value, ProblemKind::BadValue, |s| {
-                        RSpecType::from_attr(s.trim()).ok_or_else(|| {
-                            format!("{s:?} is not request, manifest or advertisement")
-                        })
-                    }));
+                    rtype = Some(value(
+                        &mut self.problems,
+                        off,
+                        "rspec type",
+                        &a.value,
+                        ProblemKind::BadValue,
+                        |s| {
+                            RSpecType::from_attr(s.trim()).ok_or_else(|| {
+                                format!("{s:?} is not request, manifest or advertisement")
+                            })
+                        },
+                    ));
                 }
-                (Ns::None, "generated") => r.generated = Some(datetime(&mut self.problems, off, "generated", &a.value)),
+                (Ns::None, "generated") => {
+                    r.generated = Some(datetime(&mut self.problems, off, "generated", &a.value))
+                }
                 (Ns::None, "generated_by") => r.generated_by = Some(a.value.into_owned()),
-                (Ns::None, "expires") => r.expires = Some(datetime(&mut self.problems, off, "expires", &a.value)),
+                (Ns::None, "expires") => {
+                    r.expires = Some(datetime(&mut self.problems, off, "expires", &a.value))
+                }
                 (Ns::Xsi, "schemaLocation") => {
                     let words: Vec<&str> = a.value.split_whitespace().collect();
                     for pair in words.chunks_exact(2) {
@@ -187,7 +220,8 @@ impl<'i> Ctx<'i> {
                 Some("component_name") => n.component_name = Some(a.value.into_owned()),
                 Some("sliver_id") => n.sliver_id = Some(a.value.into_owned()),
                 Some("exclusive") => {
-                    n.exclusive = value(&mut self.problems, 
+                    n.exclusive = value(
+                        &mut self.problems,
                         off,
                         "node exclusive",
                         &a.value,
@@ -318,9 +352,36 @@ impl<'i> Ctx<'i> {
             let a = a?;
             let bad = ProblemKind::BadNumber;
             match a.plain() {
-                Some("cores") => x.cores = value(&mut self.problems, off, "emulab:xen cores", &a.value, bad, values::unsigned),
-                Some("ram") => x.ram = value(&mut self.problems, off, "emulab:xen ram", &a.value, bad, values::unsigned),
-                Some("disk") => x.disk = value(&mut self.problems, off, "emulab:xen disk", &a.value, bad, values::unsigned),
+                Some("cores") => {
+                    x.cores = value(
+                        &mut self.problems,
+                        off,
+                        "emulab:xen cores",
+                        &a.value,
+                        bad,
+                        values::unsigned,
+                    )
+                }
+                Some("ram") => {
+                    x.ram = value(
+                        &mut self.problems,
+                        off,
+                        "emulab:xen ram",
+                        &a.value,
+                        bad,
+                        values::unsigned,
+                    )
+                }
+                Some("disk") => {
+                    x.disk = value(
+                        &mut self.problems,
+                        off,
+                        "emulab:xen disk",
+                        &a.value,
+                        bad,
+                        values::unsigned,
+                    )
+                }
                 _ => self.sc.attrs.push(a.into_ext()),
             }
         }
@@ -400,9 +461,25 @@ impl<'i> Ctx<'i> {
             match a.plain() {
                 Some("address") => {
                     seen_address = true;
-                    address = value(&mut self.problems, off, "ip address", &a.value, bad, values::ip);
+                    address = value(
+                        &mut self.problems,
+                        off,
+                        "ip address",
+                        &a.value,
+                        bad,
+                        values::ip,
+                    );
                 }
-                Some("netmask") => netmask = value(&mut self.problems, off, "ip netmask", &a.value, bad, values::netmask),
+                Some("netmask") => {
+                    netmask = value(
+                        &mut self.problems,
+                        off,
+                        "ip netmask",
+                        &a.value,
+                        bad,
+                        values::netmask,
+                    )
+                }
                 Some("type") => ip_type = Some(a.value.into_owned()),
                 _ => self.sc.attrs.push(a.into_ext()),
             }
@@ -485,7 +562,14 @@ impl<'i> Ctx<'i> {
                 Some("hostname") => l.hostname = Some(a.value.into_owned()),
                 Some("username") => l.username = Some(a.value.into_owned()),
                 Some("port") => {
-                    l.port = value(&mut self.problems, off, "login port", &a.value, ProblemKind::BadNumber, values::unsigned)
+                    l.port = value(
+                        &mut self.problems,
+                        off,
+                        "login port",
+                        &a.value,
+                        ProblemKind::BadNumber,
+                        values::unsigned,
+                    )
                 }
                 _ => self.sc.attrs.push(a.into_ext()),
             }
@@ -616,14 +700,24 @@ impl<'i> Ctx<'i> {
             match a.plain() {
                 Some("country") => country = Some(a.value.into_owned()),
                 Some("latitude") => {
-                    l.latitude = value(&mut self.problems, off, "location latitude", &a.value, bad, |s| {
-                        values::decimal_in(s, -90.0, 90.0)
-                    })
+                    l.latitude = value(
+                        &mut self.problems,
+                        off,
+                        "location latitude",
+                        &a.value,
+                        bad,
+                        |s| values::decimal_in(s, -90.0, 90.0),
+                    )
                 }
                 Some("longitude") => {
-                    l.longitude = value(&mut self.problems, off, "location longitude", &a.value, bad, |s| {
-                        values::decimal_in(s, -180.0, 180.0)
-                    })
+                    l.longitude = value(
+                        &mut self.problems,
+                        off,
+                        "location longitude",
+                        &a.value,
+                        bad,
+                        |s| values::decimal_in(s, -180.0, 180.0),
+                    )
                 }
                 _ => self.sc.attrs.push(a.into_ext()),
             }
@@ -642,7 +736,14 @@ impl<'i> Ctx<'i> {
             let a = a?;
             match a.plain() {
                 Some("now") => {
-                    now = Some(value(&mut self.problems, off, "available now", &a.value, ProblemKind::BadValue, values::boolean))
+                    now = Some(value(
+                        &mut self.problems,
+                        off,
+                        "available now",
+                        &a.value,
+                        ProblemKind::BadValue,
+                        values::boolean,
+                    ))
                 }
                 _ => self.sc.attrs.push(a.into_ext()),
             }
@@ -672,7 +773,14 @@ impl<'i> Ctx<'i> {
                 Some("component_name") => l.component_name = Some(a.value.into_owned()),
                 Some("sliver_id") => l.sliver_id = Some(a.value.into_owned()),
                 Some("vlantag") => {
-                    l.vlantag = value(&mut self.problems, off, "link vlantag", &a.value, ProblemKind::BadNumber, values::vlantag)
+                    l.vlantag = value(
+                        &mut self.problems,
+                        off,
+                        "link vlantag",
+                        &a.value,
+                        ProblemKind::BadNumber,
+                        values::vlantag,
+                    )
                 }
                 _ => self.sc.attrs.push(a.into_ext()),
             }
@@ -783,15 +891,34 @@ impl<'i> Ctx<'i> {
                 Some("source_id") => src = Some(a.value.into_owned()),
                 Some("dest_id") => dst = Some(a.value.into_owned()),
                 Some("capacity") => {
-                    p.capacity = value(&mut self.problems, off, "property capacity", &a.value, bad, values::unsigned)
+                    p.capacity = value(
+                        &mut self.problems,
+                        off,
+                        "property capacity",
+                        &a.value,
+                        bad,
+                        values::unsigned,
+                    )
                 }
                 Some("latency") => {
-                    p.latency = value(&mut self.problems, off, "property latency", &a.value, bad, values::unsigned)
+                    p.latency = value(
+                        &mut self.problems,
+                        off,
+                        "property latency",
+                        &a.value,
+                        bad,
+                        values::unsigned,
+                    )
                 }
                 Some("packet_loss") => {
-                    p.packet_loss = value(&mut self.problems, off, "property packet_loss", &a.value, bad, |s| {
-                        values::decimal_in(s, 0.0, 1.0)
-                    })
+                    p.packet_loss = value(
+                        &mut self.problems,
+                        off,
+                        "property packet_loss",
+                        &a.value,
+                        bad,
+                        |s| values::decimal_in(s, 0.0, 1.0),
+                    )
                 }
                 _ => self.sc.attrs.push(a.into_ext()),
             }

@@ -21,8 +21,8 @@ use quick_xml::NsReader;
 
 use crate::error::{Error, Position, Problem, ProblemKind};
 use crate::model::{
-    DiskImage, HardwareType, Interface, InterfaceRef, Ip, LinkProperty, LinkType, RSpec,
-    RSpecType, SliverType, EMULAB_NS, GENI_V3_NS, OPSTATE_NS, PROTOGENI_V2_NS, USER_NS, XSI_NS,
+    DiskImage, HardwareType, Interface, InterfaceRef, Ip, LinkProperty, LinkType, RSpec, RSpecType,
+    SliverType, EMULAB_NS, GENI_V3_NS, OPSTATE_NS, PROTOGENI_V2_NS, USER_NS, XSI_NS,
 };
 use crate::validate::{self, Offsets};
 use crate::xml::{QName, XmlAttr, XmlChild, XmlElement};
@@ -253,19 +253,21 @@ impl<'i> Ctx<'i> {
             // Only start tags need their namespace: end tags are matched by name by quick-xml,
             // and text has none. Resolving just these keeps the per-event cost down.
             let ns = match &ev {
-                Event::Start(e) | Event::Empty(e) => match self.reader.resolve_element(e.name()).0 {
-                    ResolveResult::Unbound => Ns::None,
-                    ResolveResult::Bound(n) => Ns::classify(n.into_inner()),
-                    ResolveResult::Unknown(p) => {
-                        return Err(Fatal {
-                            offset,
-                            kind: FatalKind::Malformed(format!(
-                                "Unknown namespace prefix {:?}",
-                                String::from_utf8_lossy(&p)
-                            )),
-                        })
+                Event::Start(e) | Event::Empty(e) => {
+                    match self.reader.resolve_element(e.name()).0 {
+                        ResolveResult::Unbound => Ns::None,
+                        ResolveResult::Bound(n) => Ns::classify(n.into_inner()),
+                        ResolveResult::Unknown(p) => {
+                            return Err(Fatal {
+                                offset,
+                                kind: FatalKind::Malformed(format!(
+                                    "Unknown namespace prefix {:?}",
+                                    String::from_utf8_lossy(&p)
+                                )),
+                            })
+                        }
                     }
-                },
+                }
                 _ => Ns::None,
             };
             match ev {
@@ -285,13 +287,11 @@ impl<'i> Ctx<'i> {
                         });
                     }
                 }
-                Event::Empty(_) => {
-                    if self.depth + 1 > MAX_DEPTH {
-                        return Err(Fatal {
-                            offset,
-                            kind: FatalKind::TooDeep,
-                        });
-                    }
+                Event::Empty(_) if self.depth + 1 > MAX_DEPTH => {
+                    return Err(Fatal {
+                        offset,
+                        kind: FatalKind::TooDeep,
+                    });
                 }
                 Event::End(_) => self.depth = self.depth.saturating_sub(1),
                 _ => {}
@@ -498,7 +498,8 @@ pub(crate) fn is_ncname(s: &str) -> bool {
         Some(c) => c.is_ascii_alphabetic() || c == '_' || !c.is_ascii(),
         None => false,
     };
-    first_ok && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') || !c.is_ascii())
+    first_ok
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') || !c.is_ascii())
 }
 
 /// The offset of the first byte below 0x20 other than tab, newline and carriage return.
@@ -542,7 +543,10 @@ pub(crate) fn parse(input: &str) -> Result<RSpec, Error> {
     if let Some(at) = first_control_char(input.as_bytes()) {
         return Err(Error::Malformed {
             position: positions(input, &[at])[0],
-            message: format!("Control character U+{:04X} is not allowed in XML", input.as_bytes()[at]),
+            message: format!(
+                "Control character U+{:04X} is not allowed in XML",
+                input.as_bytes()[at]
+            ),
         });
     }
     let mut ctx = Ctx::new(input);

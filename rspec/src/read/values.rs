@@ -92,7 +92,8 @@ pub(crate) fn netmask(s: &str) -> Result<Netmask, String> {
 /// fraction and offset). Day-of-month is checked against 31 only, as schema tools do loosely.
 pub(crate) fn is_datetime(s: &str) -> bool {
     let b = s.as_bytes();
-    let digits = |r: std::ops::Range<usize>| r.clone().all(|i| b.get(i).is_some_and(u8::is_ascii_digit));
+    let digits =
+        |r: std::ops::Range<usize>| r.clone().all(|i| b.get(i).is_some_and(u8::is_ascii_digit));
     let mut i = usize::from(b.first() == Some(&b'-'));
     let year_start = i;
     while b.get(i).is_some_and(u8::is_ascii_digit) {
@@ -201,7 +202,9 @@ mod tests {
     #[test]
     fn unsigned_reports_range() {
         assert_eq!(unsigned::<u16>("22"), Ok(22));
-        assert!(unsigned::<u16>("65536").unwrap_err().contains("out of range"));
+        assert!(unsigned::<u16>("65536")
+            .unwrap_err()
+            .contains("out of range"));
         assert!(unsigned::<u32>("-1").is_err());
         assert!(vlantag("4096").is_err());
         assert_eq!(vlantag(" 259 "), Ok(259));

@@ -47,7 +47,9 @@ pub fn big_advertisement(nodes: usize) -> RSpec {
         }
         for eth in 0..2 {
             n.interfaces.push(Interface {
-                component_id: Some(format!("urn:publicid:IDN+big.example.org+interface+{name}:eth{eth}")),
+                component_id: Some(format!(
+                    "urn:publicid:IDN+big.example.org+interface+{name}:eth{eth}"
+                )),
                 ext_attrs: vec![
                     XmlAttr::new(QName::local("component_name"), format!("eth{eth}")),
                     XmlAttr::new(
@@ -68,11 +70,15 @@ pub fn big_advertisement(nodes: usize) -> RSpec {
             longitude: Some(-111.84581),
             ..Location::default()
         });
-        n.extensions.push(emulab_el("trivial_bandwidth", &[("value", "100000")]));
+        n.extensions
+            .push(emulab_el("trivial_bandwidth", &[("value", "100000")]));
         r.nodes.push(n);
     }
     for i in 1..nodes {
-        let a = format!("urn:publicid:IDN+big.example.org+interface+pc{}:eth1", i - 1);
+        let a = format!(
+            "urn:publicid:IDN+big.example.org+interface+pc{}:eth1",
+            i - 1
+        );
         let b = format!("urn:publicid:IDN+big.example.org+interface+pc{i}:eth1");
         r.links.push(Link {
             component_id: Some(format!("urn:publicid:IDN+big.example.org+link+link{i}")),
@@ -138,11 +144,18 @@ pub fn standard_opstate(am: &str) -> Opstate {
         start: "geni_notready".into(),
         sliver_types: vec!["raw-pc".into(), "emulab-xen".into()],
         states: vec![
-            state("geni_notready", vec![action("geni_start", "geni_configuring")], vec![]),
+            state(
+                "geni_notready",
+                vec![action("geni_start", "geni_configuring")],
+                vec![],
+            ),
             state(
                 "geni_configuring",
                 vec![],
-                vec![wait("geni_success", "geni_ready"), wait("geni_failure", "geni_failed")],
+                vec![
+                    wait("geni_success", "geni_ready"),
+                    wait("geni_failure", "geni_failed"),
+                ],
             ),
             state(
                 "geni_ready",
@@ -155,7 +168,10 @@ pub fn standard_opstate(am: &str) -> Opstate {
             state(
                 "geni_stopping",
                 vec![],
-                vec![wait("geni_success", "geni_notready"), wait("geni_failure", "geni_failed")],
+                vec![
+                    wait("geni_success", "geni_notready"),
+                    wait("geni_failure", "geni_failed"),
+                ],
             ),
             state("geni_failed", vec![], vec![]),
         ],

@@ -121,7 +121,11 @@ pub fn canonical(xml: &str) -> String {
             "<{} {}>{}{}</>",
             e.name,
             attrs.join(" "),
-            if text.is_empty() { String::new() } else { format!("\"{text}\"") },
+            if text.is_empty() {
+                String::new()
+            } else {
+                format!("\"{text}\"")
+            },
             children.join("")
         )
     }
@@ -143,18 +147,26 @@ pub fn canonical(xml: &str) -> String {
                 res,
                 String::from_utf8_lossy(e.local_name().into_inner())
             );
-            let mut el = El { name, ..El::default() };
+            let mut el = El {
+                name,
+                ..El::default()
+            };
             for a in e.attributes() {
                 let a = a.unwrap();
                 if a.key.as_namespace_binding().is_some() {
                     continue;
                 }
                 let (r, local) = reader.resolve_attribute(a.key);
-                let an = format!("{{{}}}{}", ns(r), String::from_utf8_lossy(local.into_inner()));
+                let an = format!(
+                    "{{{}}}{}",
+                    ns(r),
+                    String::from_utf8_lossy(local.into_inner())
+                );
                 if depth == 0 && an.ends_with("}schemaLocation") {
                     continue;
                 }
-                el.attrs.push(format!("{an}={:?}", a.unescape_value().unwrap()));
+                el.attrs
+                    .push(format!("{an}={:?}", a.unescape_value().unwrap()));
             }
             el
         };

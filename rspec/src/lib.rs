@@ -37,6 +37,7 @@
 //! [`Error::Invalid`] listing every problem found, not only the first.
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 mod error;
 mod model;
@@ -63,4 +64,19 @@ pub const MAX_DEPTH: usize = 64;
 /// link without `vlantag` is accepted); use [`RSpec::validate`] for the strict rules.
 pub fn parse(xml: &str) -> Result<RSpec, Error> {
     read::parse(xml)
+}
+
+impl std::str::FromStr for RSpec {
+    type Err = Error;
+
+    /// Same as [`parse`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse(s)
+    }
+}
+
+impl std::fmt::Display for RSpecType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }

@@ -7,6 +7,9 @@
 
 mod attrs;
 mod elements;
+mod link;
+mod node;
+mod opstate;
 mod values;
 
 pub(crate) use attrs::attr_iter;

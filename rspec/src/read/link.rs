@@ -1,0 +1,179 @@
+//! Reading `<link>` and its children.
+
+use super::elements::value;
+use super::{attr_iter, take, values, Ctx, Next, Ns, Res, Tag};
+use crate::error::ProblemKind;
+use crate::model::*;
+
+impl<'i> Ctx<'i> {
+    pub(super) fn link(&mut self, tag: Tag<'i>) -> Res<Link> {
+        let off = tag.offset;
+        self.offsets.links.push(off);
+        let first = self.offsets.refs.len();
+        self.offsets.link_first_ref.push(first);
+        let mut l = Link::default();
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
+            match a.plain() {
+                Some("client_id") => l.client_id = Some(a.value.into_owned()),
+                Some("component_id") => l.component_id = Some(a.value.into_owned()),
+                Some("component_name") => l.component_name = Some(a.value.into_owned()),
+                Some("sliver_id") => l.sliver_id = Some(a.value.into_owned()),
+                Some("vlantag") => {
+                    l.vlantag = value(
+                        &mut self.problems,
+                        off,
+                        "link vlantag",
+                        &a.value,
+                        ProblemKind::BadNumber,
+                        values::vlantag,
+                    )
+                }
+                _ => self.sc.attrs.push(a.into_ext()),
+            }
+        }
+        l.ext_attrs = take(&mut self.sc.attrs, 0);
+        if tag.empty {
+            return Ok(l);
+        }
+        let m_component_managers = self.sc.strings.len();
+        let m_interface_refs = self.sc.interface_refs.len();
+        let m_link_types = self.sc.link_types.len();
+        let m_properties = self.sc.properties.len();
+        let m_extensions = self.sc.elements.len();
+        loop {
+            match self.next_child()? {
+                Next::Child(c) => match (&c.ns, c.local()) {
+                    (Ns::Geni, b"component_manager") => {
+                        let m = self.component_manager(c)?;
+                        self.sc.strings.push(m);
+                    }
+                    (Ns::Geni, b"interface_ref") => {
+                        let r = self.interface_ref(c)?;
+                        self.sc.interface_refs.push(r);
+                    }
+                    (Ns::Geni, b"link_type") => {
+                        let t = self.link_type(c)?;
+                        self.sc.link_types.push(t);
+                    }
+                    (Ns::Geni, b"property") => {
+                        let p = self.property(c)?;
+                        self.sc.properties.push(p);
+                    }
+                    _ => {
+                        let e = self.ext_element(c)?;
+                        self.sc.elements.push(e);
+                    }
+                },
+                Next::Text(_) => {}
+                Next::End => {
+                    l.component_managers = take(&mut self.sc.strings, m_component_managers);
+                    l.interface_refs = take(&mut self.sc.interface_refs, m_interface_refs);
+                    l.link_types = take(&mut self.sc.link_types, m_link_types);
+                    l.properties = take(&mut self.sc.properties, m_properties);
+                    l.extensions = take(&mut self.sc.elements, m_extensions);
+                    return Ok(l);
+                }
+            }
+        }
+    }
+
+    fn component_manager(&mut self, tag: Tag<'i>) -> Res<String> {
+        let off = tag.offset;
+        let mut name = None;
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
+            if a.plain() == Some("name") {
+                name = Some(a.value.into_owned());
+            }
+        }
+        let name = self.required(off, "component_manager", "name", name);
+        self.no_children(&tag, "component_manager")?;
+        Ok(name)
+    }
+
+    fn interface_ref(&mut self, tag: Tag<'i>) -> Res<InterfaceRef> {
+        self.offsets.refs.push(tag.offset);
+        let mut r = InterfaceRef::default();
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
+            match a.plain() {
+                Some("client_id") => r.client_id = Some(a.value.into_owned()),
+                Some("component_id") => r.component_id = Some(a.value.into_owned()),
+                Some("sliver_id") => r.sliver_id = Some(a.value.into_owned()),
+                _ => self.sc.attrs.push(a.into_ext()),
+            }
+        }
+        r.ext_attrs = take(&mut self.sc.attrs, 0);
+        self.ext_children(&tag, &mut r.extensions)?;
+        Ok(r)
+    }
+
+    fn link_type(&mut self, tag: Tag<'i>) -> Res<LinkType> {
+        let off = tag.offset;
+        let mut t = LinkType::default();
+        let mut name = None;
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
+            match a.plain() {
+                Some("name") => name = Some(a.value.into_owned()),
+                Some("class") => t.class = Some(a.value.into_owned()),
+                _ => self.sc.attrs.push(a.into_ext()),
+            }
+        }
+        t.ext_attrs = take(&mut self.sc.attrs, 0);
+        t.name = self.required(off, "link_type", "name", name);
+        self.ext_children(&tag, &mut t.extensions)?;
+        Ok(t)
+    }
+
+    fn property(&mut self, tag: Tag<'i>) -> Res<LinkProperty> {
+        let off = tag.offset;
+        let mut p = LinkProperty::default();
+        let (mut src, mut dst) = (None, None);
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
+            let bad = ProblemKind::BadNumber;
+            match a.plain() {
+                Some("source_id") => src = Some(a.value.into_owned()),
+                Some("dest_id") => dst = Some(a.value.into_owned()),
+                Some("capacity") => {
+                    p.capacity = value(
+                        &mut self.problems,
+                        off,
+                        "property capacity",
+                        &a.value,
+                        bad,
+                        values::unsigned,
+                    )
+                }
+                Some("latency") => {
+                    p.latency = value(
+                        &mut self.problems,
+                        off,
+                        "property latency",
+                        &a.value,
+                        bad,
+                        values::unsigned,
+                    )
+                }
+                Some("packet_loss") => {
+                    p.packet_loss = value(
+                        &mut self.problems,
+                        off,
+                        "property packet_loss",
+                        &a.value,
+                        bad,
+                        |s| values::decimal_in(s, 0.0, 1.0),
+                    )
+                }
+                _ => self.sc.attrs.push(a.into_ext()),
+            }
+        }
+        p.ext_attrs = take(&mut self.sc.attrs, 0);
+        p.source_id = self.required(off, "property", "source_id", src);
+        p.dest_id = self.required(off, "property", "dest_id", dst);
+        self.ext_children(&tag, &mut p.extensions)?;
+        Ok(p)
+    }
+}

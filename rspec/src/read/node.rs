@@ -1,0 +1,562 @@
+//! Reading `<node>` and everything inside it.
+
+use super::elements::value;
+use super::{attr_iter, take, values, Ctx, Next, Ns, Res, Tag};
+use crate::error::ProblemKind;
+use crate::model::*;
+
+impl<'i> Ctx<'i> {
+    pub(super) fn node(&mut self, tag: Tag<'i>) -> Res<Node> {
+        let off = tag.offset;
+        self.offsets.nodes.push(off);
+        let first = self.offsets.interfaces.len();
+        self.offsets.node_first_interface.push(first);
+        let mut n = Node::default();
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
+            match a.plain() {
+                Some("client_id") => n.client_id = Some(a.value.into_owned()),
+                Some("component_id") => n.component_id = Some(a.value.into_owned()),
+                Some("component_manager_id") => n.component_manager_id = Some(a.value.into_owned()),
+                Some("component_name") => n.component_name = Some(a.value.into_owned()),
+                Some("sliver_id") => n.sliver_id = Some(a.value.into_owned()),
+                Some("exclusive") => {
+                    n.exclusive = value(
+                        &mut self.problems,
+                        off,
+                        "node exclusive",
+                        &a.value,
+                        ProblemKind::BadValue,
+                        values::boolean,
+                    )
+                }
+                _ => self.sc.attrs.push(a.into_ext()),
+            }
+        }
+        n.ext_attrs = take(&mut self.sc.attrs, 0);
+        if tag.empty {
+            return Ok(n);
+        }
+        let m_sliver_types = self.sc.sliver_types.len();
+        let m_hardware_types = self.sc.hardware_types.len();
+        let m_interfaces = self.sc.interfaces.len();
+        let m_extensions = self.sc.elements.len();
+        loop {
+            match self.next_child()? {
+                Next::Child(c) => match (&c.ns, c.local()) {
+                    (Ns::Geni, b"sliver_type") => {
+                        let s = self.sliver_type(c)?;
+                        self.sc.sliver_types.push(s);
+                    }
+                    (Ns::Geni, b"hardware_type") => {
+                        let h = self.hardware_type(c)?;
+                        self.sc.hardware_types.push(h);
+                    }
+                    (Ns::Geni, b"interface") => {
+                        let i = self.interface(c)?;
+                        self.sc.interfaces.push(i);
+                    }
+                    (Ns::Geni, b"services") if n.services.is_none() => {
+                        n.services = Some(self.services(c)?);
+                    }
+                    (Ns::Geni, b"host") if n.host.is_none() => n.host = Some(self.host(c)?),
+                    (Ns::Geni, b"location") if n.location.is_none() => {
+                        n.location = Some(self.location(c)?);
+                    }
+                    (Ns::Geni, b"available") if n.available.is_none() => {
+                        n.available = Some(self.available(c)?);
+                    }
+                    _ => {
+                        let e = self.ext_element(c)?;
+                        self.sc.elements.push(e);
+                    }
+                },
+                Next::Text(_) => {}
+                Next::End => {
+                    n.sliver_types = take(&mut self.sc.sliver_types, m_sliver_types);
+                    n.hardware_types = take(&mut self.sc.hardware_types, m_hardware_types);
+                    n.interfaces = take(&mut self.sc.interfaces, m_interfaces);
+                    n.extensions = take(&mut self.sc.elements, m_extensions);
+                    return Ok(n);
+                }
+            }
+        }
+    }
+
+    fn sliver_type(&mut self, tag: Tag<'i>) -> Res<SliverType> {
+        let off = tag.offset;
+        let mut s = SliverType::default();
+        let mut name = None;
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
+            match a.plain() {
+                Some("name") => name = Some(a.value.into_owned()),
+                _ => self.sc.attrs.push(a.into_ext()),
+            }
+        }
+        s.ext_attrs = take(&mut self.sc.attrs, 0);
+        s.name = self.required(off, "sliver_type", "name", name);
+        if tag.empty {
+            return Ok(s);
+        }
+        let m_disk_images = self.sc.disk_images.len();
+        let m_extensions = self.sc.elements.len();
+        loop {
+            match self.next_child()? {
+                Next::Child(c) => match (&c.ns, c.local()) {
+                    (Ns::Geni, b"disk_image") => {
+                        let d = self.disk_image(c)?;
+                        self.sc.disk_images.push(d);
+                    }
+                    (Ns::Emulab, b"xen") if s.xen.is_none() => s.xen = Some(self.xen(c)?),
+                    _ => {
+                        let e = self.ext_element(c)?;
+                        self.sc.elements.push(e);
+                    }
+                },
+                Next::Text(_) => {}
+                Next::End => {
+                    s.disk_images = take(&mut self.sc.disk_images, m_disk_images);
+                    s.extensions = take(&mut self.sc.elements, m_extensions);
+                    return Ok(s);
+                }
+            }
+        }
+    }
+
+    fn disk_image(&mut self, tag: Tag<'i>) -> Res<DiskImage> {
+        let off = tag.offset;
+        let mut d = DiskImage::default();
+        let mut name = None;
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
+            match a.plain() {
+                Some("name") => name = Some(a.value.into_owned()),
+                Some("url") => d.url = Some(a.value.into_owned()),
+                Some("os") => d.os = Some(a.value.into_owned()),
+                Some("version") => d.version = Some(a.value.into_owned()),
+                Some("description") => d.description = Some(a.value.into_owned()),
+                Some("default") => d.default = Some(a.value.into_owned()),
+                _ => self.sc.attrs.push(a.into_ext()),
+            }
+        }
+        d.ext_attrs = take(&mut self.sc.attrs, 0);
+        d.name = self.required(off, "disk_image", "name", name);
+        self.ext_children(&tag, &mut d.extensions)?;
+        Ok(d)
+    }
+
+    fn xen(&mut self, tag: Tag<'i>) -> Res<EmulabXen> {
+        let off = tag.offset;
+        let mut x = EmulabXen::default();
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
+            let bad = ProblemKind::BadNumber;
+            match a.plain() {
+                Some("cores") => {
+                    x.cores = value(
+                        &mut self.problems,
+                        off,
+                        "emulab:xen cores",
+                        &a.value,
+                        bad,
+                        values::unsigned,
+                    )
+                }
+                Some("ram") => {
+                    x.ram = value(
+                        &mut self.problems,
+                        off,
+                        "emulab:xen ram",
+                        &a.value,
+                        bad,
+                        values::unsigned,
+                    )
+                }
+                Some("disk") => {
+                    x.disk = value(
+                        &mut self.problems,
+                        off,
+                        "emulab:xen disk",
+                        &a.value,
+                        bad,
+                        values::unsigned,
+                    )
+                }
+                _ => self.sc.attrs.push(a.into_ext()),
+            }
+        }
+        x.ext_attrs = take(&mut self.sc.attrs, 0);
+        self.no_children(&tag, "emulab:xen")?;
+        Ok(x)
+    }
+
+    fn hardware_type(&mut self, tag: Tag<'i>) -> Res<HardwareType> {
+        let off = tag.offset;
+        let mut h = HardwareType::default();
+        let mut name = None;
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
+            match a.plain() {
+                Some("name") => name = Some(a.value.into_owned()),
+                _ => self.sc.attrs.push(a.into_ext()),
+            }
+        }
+        h.ext_attrs = take(&mut self.sc.attrs, 0);
+        h.name = self.required(off, "hardware_type", "name", name);
+        self.ext_children(&tag, &mut h.extensions)?;
+        Ok(h)
+    }
+
+    fn interface(&mut self, tag: Tag<'i>) -> Res<Interface> {
+        let off = tag.offset;
+        self.offsets.interfaces.push(off);
+        let mut i = Interface::default();
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
+            match a.plain() {
+                Some("client_id") => i.client_id = Some(a.value.into_owned()),
+                Some("component_id") => i.component_id = Some(a.value.into_owned()),
+                Some("sliver_id") => i.sliver_id = Some(a.value.into_owned()),
+                Some("mac_address") => i.mac_address = Some(a.value.into_owned()),
+                _ => self.sc.attrs.push(a.into_ext()),
+            }
+        }
+        i.ext_attrs = take(&mut self.sc.attrs, 0);
+        if tag.empty {
+            return Ok(i);
+        }
+        let m_ips = self.sc.ips.len();
+        let m_extensions = self.sc.elements.len();
+        loop {
+            match self.next_child()? {
+                Next::Child(c) => match (&c.ns, c.local()) {
+                    (Ns::Geni, b"ip") => {
+                        if let Some(ip) = self.ip(c)? {
+                            self.sc.ips.push(ip);
+                        }
+                    }
+                    _ => {
+                        let e = self.ext_element(c)?;
+                        self.sc.elements.push(e);
+                    }
+                },
+                Next::Text(_) => {}
+                Next::End => {
+                    i.ips = take(&mut self.sc.ips, m_ips);
+                    i.extensions = take(&mut self.sc.elements, m_extensions);
+                    return Ok(i);
+                }
+            }
+        }
+    }
+
+    /// An `<ip>`; `None` when the address is missing or bad (a problem is recorded).
+    fn ip(&mut self, tag: Tag<'i>) -> Res<Option<Ip>> {
+        let off = tag.offset;
+        let (mut address, mut netmask, mut ip_type) = (None, None, None);
+        let mut seen_address = false;
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
+            let bad = ProblemKind::BadAddress;
+            match a.plain() {
+                Some("address") => {
+                    seen_address = true;
+                    address = value(
+                        &mut self.problems,
+                        off,
+                        "ip address",
+                        &a.value,
+                        bad,
+                        values::ip,
+                    );
+                }
+                Some("netmask") => {
+                    netmask = value(
+                        &mut self.problems,
+                        off,
+                        "ip netmask",
+                        &a.value,
+                        bad,
+                        values::netmask,
+                    )
+                }
+                Some("type") => ip_type = Some(a.value.into_owned()),
+                _ => self.sc.attrs.push(a.into_ext()),
+            }
+        }
+        let ext_attrs = take(&mut self.sc.attrs, 0);
+        if !seen_address {
+            self.required(off, "ip", "address", None);
+        }
+        if let (Some(std::net::IpAddr::V4(_)), Some(Netmask::PrefixLen(len))) = (address, netmask) {
+            if len > 32 {
+                self.problem(
+                    off,
+                    ProblemKind::BadAddress,
+                    format!("ip netmask: prefix length {len} is too long for an IPv4 address"),
+                );
+            }
+        }
+        // The schema gives <ip> only extension children; none are modelled, so none are kept.
+        self.no_children(&tag, "ip")?;
+        Ok(address.map(|address| Ip {
+            address,
+            netmask,
+            ip_type,
+            ext_attrs,
+        }))
+    }
+
+    fn services(&mut self, tag: Tag<'i>) -> Res<Services> {
+        let mut s = Services::default();
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
+            self.sc.attrs.push(a.into_ext());
+        }
+        s.ext_attrs = take(&mut self.sc.attrs, 0);
+        if tag.empty {
+            return Ok(s);
+        }
+        let m_extensions = self.sc.elements.len();
+        loop {
+            match self.next_child()? {
+                Next::Child(c) => match (&c.ns, c.local()) {
+                    (Ns::Geni, b"login") => {
+                        let l = self.login(c)?;
+                        s.logins.push(l);
+                    }
+                    (Ns::Geni, b"install") => {
+                        let i = self.install(c)?;
+                        s.installs.push(i);
+                    }
+                    (Ns::Geni, b"execute") => {
+                        let e = self.execute(c)?;
+                        s.executes.push(e);
+                    }
+                    (Ns::User, b"services_user") => {
+                        let u = self.services_user(c)?;
+                        s.users.push(u);
+                    }
+                    _ => {
+                        let e = self.ext_element(c)?;
+                        self.sc.elements.push(e);
+                    }
+                },
+                Next::Text(_) => {}
+                Next::End => {
+                    s.extensions = take(&mut self.sc.elements, m_extensions);
+                    return Ok(s);
+                }
+            }
+        }
+    }
+
+    fn login(&mut self, tag: Tag<'i>) -> Res<Login> {
+        let off = tag.offset;
+        let mut l = Login::default();
+        let mut auth = None;
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
+            match a.plain() {
+                Some("authentication") => auth = Some(a.value.into_owned()),
+                Some("hostname") => l.hostname = Some(a.value.into_owned()),
+                Some("username") => l.username = Some(a.value.into_owned()),
+                Some("port") => {
+                    l.port = value(
+                        &mut self.problems,
+                        off,
+                        "login port",
+                        &a.value,
+                        ProblemKind::BadNumber,
+                        values::unsigned,
+                    )
+                }
+                _ => self.sc.attrs.push(a.into_ext()),
+            }
+        }
+        l.ext_attrs = take(&mut self.sc.attrs, 0);
+        l.authentication = self.required(off, "login", "authentication", auth);
+        self.ext_children(&tag, &mut l.extensions)?;
+        Ok(l)
+    }
+
+    fn install(&mut self, tag: Tag<'i>) -> Res<Install> {
+        let off = tag.offset;
+        let mut i = Install::default();
+        let (mut url, mut path) = (None, None);
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
+            match a.plain() {
+                Some("url") => url = Some(a.value.into_owned()),
+                Some("install_path") => path = Some(a.value.into_owned()),
+                Some("file_type") => i.file_type = Some(a.value.into_owned()),
+                _ => self.sc.attrs.push(a.into_ext()),
+            }
+        }
+        i.ext_attrs = take(&mut self.sc.attrs, 0);
+        if self.kind == RSpecType::Advertisement {
+            // An advertisement describes what installs are possible: only `file_type`.
+            i.url = url.unwrap_or_default();
+            i.install_path = path.unwrap_or_default();
+            if i.file_type.is_none() {
+                self.required(off, "install", "file_type", None);
+            }
+        } else {
+            i.url = self.required(off, "install", "url", url);
+            i.install_path = self.required(off, "install", "install_path", path);
+        }
+        self.ext_children(&tag, &mut i.extensions)?;
+        Ok(i)
+    }
+
+    fn execute(&mut self, tag: Tag<'i>) -> Res<Execute> {
+        let off = tag.offset;
+        let mut e = Execute::default();
+        let (mut shell, mut command) = (None, None);
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
+            match a.plain() {
+                Some("shell") => shell = Some(a.value.into_owned()),
+                Some("command") => command = Some(a.value.into_owned()),
+                _ => self.sc.attrs.push(a.into_ext()),
+            }
+        }
+        e.ext_attrs = take(&mut self.sc.attrs, 0);
+        e.shell = self.required(off, "execute", "shell", shell);
+        e.command = if self.kind == RSpecType::Advertisement {
+            // An advertisement names the available shells only.
+            command.unwrap_or_default()
+        } else {
+            self.required(off, "execute", "command", command)
+        };
+        self.ext_children(&tag, &mut e.extensions)?;
+        Ok(e)
+    }
+
+    fn services_user(&mut self, tag: Tag<'i>) -> Res<UserKey> {
+        let off = tag.offset;
+        let mut u = UserKey::default();
+        let mut login = None;
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
+            match a.plain() {
+                Some("login") => login = Some(a.value.into_owned()),
+                Some("user_urn") => u.user_urn = Some(a.value.into_owned()),
+                _ => {}
+            }
+        }
+        u.login = self.required(off, "user:services_user", "login", login);
+        if tag.empty {
+            return Ok(u);
+        }
+        loop {
+            match self.next_child()? {
+                Next::Child(c) => {
+                    if c.is(&Ns::User, "public_key") {
+                        let key = self.text_content(&c)?;
+                        u.public_keys.push(key);
+                    } else {
+                        self.problem(
+                            c.offset,
+                            ProblemKind::UnexpectedElement,
+                            format!(
+                                "<user:services_user> may not contain <{}>",
+                                String::from_utf8_lossy(c.local())
+                            ),
+                        );
+                        self.skip(&c)?;
+                    }
+                }
+                Next::Text(_) => {}
+                Next::End => return Ok(u),
+            }
+        }
+    }
+
+    fn host(&mut self, tag: Tag<'i>) -> Res<Host> {
+        let off = tag.offset;
+        let mut h = Host::default();
+        let mut name = None;
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
+            match a.plain() {
+                Some("name") => name = Some(a.value.into_owned()),
+                _ => self.sc.attrs.push(a.into_ext()),
+            }
+        }
+        h.ext_attrs = take(&mut self.sc.attrs, 0);
+        h.name = self.required(off, "host", "name", name);
+        self.no_children(&tag, "host")?;
+        Ok(h)
+    }
+
+    fn location(&mut self, tag: Tag<'i>) -> Res<Location> {
+        let off = tag.offset;
+        let mut l = Location::default();
+        let mut country = None;
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
+            let bad = ProblemKind::BadNumber;
+            match a.plain() {
+                Some("country") => country = Some(a.value.into_owned()),
+                Some("latitude") => {
+                    l.latitude = value(
+                        &mut self.problems,
+                        off,
+                        "location latitude",
+                        &a.value,
+                        bad,
+                        |s| values::decimal_in(s, -90.0, 90.0),
+                    )
+                }
+                Some("longitude") => {
+                    l.longitude = value(
+                        &mut self.problems,
+                        off,
+                        "location longitude",
+                        &a.value,
+                        bad,
+                        |s| values::decimal_in(s, -180.0, 180.0),
+                    )
+                }
+                _ => self.sc.attrs.push(a.into_ext()),
+            }
+        }
+        l.ext_attrs = take(&mut self.sc.attrs, 0);
+        l.country = self.required(off, "location", "country", country);
+        self.ext_children(&tag, &mut l.extensions)?;
+        Ok(l)
+    }
+
+    fn available(&mut self, tag: Tag<'i>) -> Res<Available> {
+        let off = tag.offset;
+        let mut v = Available::default();
+        let mut now = None;
+        for a in attr_iter(&self.reader, self.input, &tag) {
+            let a = a?;
+            match a.plain() {
+                Some("now") => {
+                    now = Some(value(
+                        &mut self.problems,
+                        off,
+                        "available now",
+                        &a.value,
+                        ProblemKind::BadValue,
+                        values::boolean,
+                    ))
+                }
+                _ => self.sc.attrs.push(a.into_ext()),
+            }
+        }
+        v.ext_attrs = take(&mut self.sc.attrs, 0);
+        match now {
+            Some(n) => v.now = n.unwrap_or(false),
+            None => {
+                self.required(off, "available", "now", None);
+            }
+        }
+        self.ext_children(&tag, &mut v.extensions)?;
+        Ok(v)
+    }
+}

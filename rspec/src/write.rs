@@ -276,9 +276,20 @@ impl Doc {
         }
     }
 
+    /// Writes kept attributes. One whose name is already on the tag (a model built in code
+    /// can hold `client_id` both as a field and as an unknown attribute) is dropped: a
+    /// repeated attribute would make the whole document ill-formed.
     fn ext_attrs(&self, start: &mut BytesStart<'_>, list: &[XmlAttr]) {
         for a in list {
-            attr(start, &self.attr_name(&a.name), &a.value);
+            let name = self.attr_name(&a.name);
+            let taken = start
+                .attributes()
+                .with_checks(false)
+                .flatten()
+                .any(|x| x.key.as_ref() == name.as_bytes());
+            if !taken {
+                attr(start, &name, &a.value);
+            }
         }
     }
 
@@ -713,5 +724,63 @@ impl Doc {
                 });
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::*;
+
+    #[test]
+    fn unknown_attribute_repeating_a_known_one_is_not_written_twice() {
+        let mut r = RSpec::new(RSpecType::Request);
+        r.nodes.push(Node {
+            client_id: Some("a".into()),
+            sliver_types: vec![SliverType {
+                name: "x".into(),
+                ..SliverType::default()
+            }],
+            ext_attrs: vec![
+                XmlAttr::new(QName::local("client_id"), "b"),
+                XmlAttr::new(QName::new("urn:x", "k"), "1"),
+                XmlAttr::new(QName::new("urn:x", "k"), "2"),
+            ],
+            ..Node::default()
+        });
+        let back = parse(&r.to_xml()).unwrap();
+        assert_eq!(back.nodes[0].client_id.as_deref(), Some("a"));
+        assert_eq!(
+            back.nodes[0].ext_attrs,
+            vec![XmlAttr::new(QName::new("urn:x", "k"), "1")]
+        );
+    }
+
+    #[test]
+    fn writes_schema_locations_for_the_extensions_in_use() {
+        let mut r = RSpec::new(RSpecType::Manifest);
+        r.extra_schema_locations
+            .push(("urn:s".into(), "http://example.org/s.xsd".into()));
+        let plain = r.to_xml();
+        assert!(plain.contains("http://www.geni.net/resources/rspec/3/manifest.xsd"));
+        assert!(!plain.contains("vtop_extension.xsd"));
+        assert!(plain.contains("urn:s http://example.org/s.xsd"));
+        r.nodes.push(Node {
+            client_id: Some("a".into()),
+            sliver_types: vec![SliverType {
+                name: "emulab-xen".into(),
+                xen: Some(EmulabXen {
+                    cores: Some(2),
+                    ..EmulabXen::default()
+                }),
+                ..SliverType::default()
+            }],
+            ..Node::default()
+        });
+        let xml = r.to_xml();
+        assert!(
+            xml.contains("xmlns:emulab=\"http://www.protogeni.net/resources/rspec/ext/emulab/1\"")
+        );
+        assert!(xml.contains("emulab/1/vtop_extension.xsd"));
+        assert!(xml.contains("<emulab:xen cores=\"2\"/>"));
     }
 }

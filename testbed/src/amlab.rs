@@ -391,3 +391,174 @@ pub fn wait_for<T>(limit: Duration, every: Duration, mut f: impl FnMut() -> Opti
         std::thread::sleep(every);
     }
 }
+
+/// A whole system for AM tests: a lab of agents, a clearinghouse with a user and a slice,
+/// credentials on disk, and a vnsnap-am using the lab.
+#[derive(Debug)]
+pub struct AmTestbed {
+    /// The AM (dropped first: it talks to the lab).
+    pub am: AmLab,
+    /// The agents.
+    pub lab: crate::lab::Lab,
+    /// The clearinghouse.
+    pub ch: Clearinghouse,
+    /// The experimenter.
+    pub alice: Identity,
+    /// Alice's TLS chain (PEM file: cert then CA), as omni and geni-lib present it.
+    pub alice_chain: PathBuf,
+    /// Alice's user credential file.
+    pub user_cred: PathBuf,
+    /// Work directory.
+    pub dir: PathBuf,
+}
+
+/// A slice of an [`AmTestbed`]: its URN and Alice's slice credential file.
+#[derive(Debug, Clone)]
+pub struct TestSlice {
+    /// Slice URN.
+    pub urn: String,
+    /// Credential file.
+    pub cred: PathBuf,
+    /// Credential text.
+    pub cred_xml: String,
+}
+
+impl AmTestbed {
+    /// Brings up `hosts` agents and an AM configured with them.
+    pub fn up(hosts: usize, opts: AmLabOptions) -> anyhow::Result<AmTestbed> {
+        let lab = crate::lab::Lab::up(crate::lab::LabOptions {
+            hosts,
+            ..Default::default()
+        })?;
+        let dir = lab.dir.join("am-testbed");
+        std::fs::create_dir_all(&dir)?;
+        let ch = Clearinghouse::create(&dir.join("ch"), "geni:gpo:gcf")?;
+        let alice = ch.user("alice", &CertSpec::default())?;
+        let alice_chain = dir.join("alice-chain.pem");
+        std::fs::write(&alice_chain, alice.chain_pem()?)?;
+        let user_cred = dir.join("alice-user.cred");
+        std::fs::write(&user_cred, ch.user_credential(&alice, &crate::ch::CredSpec::user_default())?)?;
+        let opts = AmLabOptions {
+            agents: lab
+                .hosts
+                .iter()
+                .map(|h| AgentRef {
+                    name: h.name.clone(),
+                    address: h.api(),
+                })
+                .collect(),
+            cluster_tls: Some((lab.ca.clone(), lab.client_cert.clone(), lab.client_key.clone())),
+            image: (lab.kernel.clone(), lab.initrd.clone(), Some(lab.data_disk.clone())),
+            ..opts
+        };
+        let am = AmLab::start(&dir.join("am"), &ch, &opts)?;
+        Ok(AmTestbed {
+            am,
+            lab,
+            ch,
+            alice,
+            alice_chain,
+            user_cred,
+            dir,
+        })
+    }
+
+    /// Creates a slice at the clearinghouse and writes Alice's slice credential.
+    pub fn slice(&self, name: &str) -> anyhow::Result<TestSlice> {
+        let s = self.ch.slice(None, name, &CertSpec::default())?;
+        let xml = self.ch.slice_credential(&self.alice, &s, &crate::ch::CredSpec::default())?;
+        let cred = self.dir.join(format!("{name}.cred"));
+        std::fs::write(&cred, &xml)?;
+        Ok(TestSlice {
+            urn: s.urn,
+            cred,
+            cred_xml: xml,
+        })
+    }
+
+    /// A v3 client as Alice.
+    pub fn v3(&self) -> Result<AmClient, AmLabError> {
+        AmClient::new(&self.am.url_v3(), &self.alice)
+    }
+
+    /// A v2 client as Alice.
+    pub fn v2(&self) -> Result<AmClient, AmLabError> {
+        AmClient::new(&self.am.url_v2(), &self.alice)
+    }
+}
+
+/// The request RSpec used by the system tests: three VMs on two links
+/// (`vm1 -link0- vm2 -link1- vm3`), with addresses 10.10.1.0/24 and 10.10.2.0/24.
+pub fn three_vm_rspec(mem_mib: u64) -> String {
+    let node = |id: &str, ifaces: &[(&str, &str)]| {
+        let mut s = format!(
+            "  <node client_id=\"{id}\" exclusive=\"false\">\n    <sliver_type name=\"emulab-xen\"><emulab:xen cores=\"1\" ram=\"{mem_mib}\"/></sliver_type>\n"
+        );
+        for (ifid, ip) in ifaces {
+            s.push_str(&format!(
+                "    <interface client_id=\"{ifid}\"><ip address=\"{ip}\" netmask=\"255.255.255.0\" type=\"ipv4\"/></interface>\n"
+            ));
+        }
+        s.push_str("  </node>\n");
+        s
+    };
+    let link = |id: &str, a: &str, b: &str| {
+        format!("  <link client_id=\"{id}\"><interface_ref client_id=\"{a}\"/><interface_ref client_id=\"{b}\"/></link>\n")
+    };
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<rspec type=\"request\" xmlns=\"http://www.geni.net/resources/rspec/3\" xmlns:emulab=\"http://www.protogeni.net/resources/rspec/ext/emulab/1\">\n{}{}{}{}{}</rspec>\n",
+        node("vm1", &[("vm1:if0", "10.10.1.1")]),
+        node("vm2", &[("vm2:if0", "10.10.1.2"), ("vm2:if1", "10.10.2.2")]),
+        node("vm3", &[("vm3:if0", "10.10.2.3")]),
+        link("link0", "vm1:if0", "vm2:if0"),
+        link("link1", "vm2:if1", "vm3:if0"),
+    )
+}
+
+/// A Python venv with geni-lib from PyPI at `target/pyenv` (created on first use).
+pub fn python_env() -> anyhow::Result<PathBuf> {
+    let root = crate::image::repo_root();
+    let env = root.join("target/pyenv");
+    let py = env.join("bin/python");
+    let ok = |py: &Path| {
+        Command::new(py)
+            .args(["-c", "import geni.minigcf.amapi3, geni.minigcf.amapi2"])
+            .current_dir("/")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !ok(&py) {
+        let st = Command::new("python3").arg("-m").arg("venv").arg(&env).status()?;
+        anyhow::ensure!(st.success(), "python3 -m venv failed");
+        // geni-lib imports six without declaring it.
+        let st = Command::new(env.join("bin/pip"))
+            .args(["install", "-q", "geni-lib", "six"])
+            .status()?;
+        anyhow::ensure!(st.success(), "pip install geni-lib failed");
+        anyhow::ensure!(ok(&py), "geni-lib does not import");
+    }
+    Ok(py)
+}
+
+/// Runs a test script from `testbed/tests/py` and parses its JSON output.
+pub fn run_py(script: &str, args: &[String]) -> anyhow::Result<serde_json::Value> {
+    let py = python_env()?;
+    let path = crate::image::repo_root().join("testbed/tests/py").join(script);
+    // Not from inside site-packages/geni: it would shadow the standard `types` module.
+    let out = Command::new(py).arg(&path).args(args).current_dir("/").output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(last).map_err(|e| {
+        anyhow::anyhow!(
+            "{script} {args:?}: bad output ({e}): {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    anyhow::ensure!(
+        out.status.success() && v["ok"] == true,
+        "{script} {:?} failed: {v}\nstderr: {}",
+        args.first(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(v)
+}

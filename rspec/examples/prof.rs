@@ -1,29 +1,11 @@
-//! Parses a generated advertisement in a loop, for profiling the reader with perf.
+//! Profiling aid for the reader: `prof MODE [NODES] [ROUNDS]` on a generated advertisement.
+//! Modes: `raw` (quick-xml Reader scan), `ns` (NsReader scan), `parse` (parse and drop),
+//! `fresh` (parse while the previous model is still alive; reports the fastest round).
 #[path = "../tests/common/gen.rs"]
 mod gen;
 use quick_xml::events::Event;
 use std::hint::black_box;
-
-fn ns_scan(xml: &str, attrs: bool) -> usize {
-    let mut r = quick_xml::NsReader::from_str(xml);
-    let mut n = 0;
-    loop {
-        let (_, ev) = r.read_resolved_event().unwrap();
-        match ev {
-            Event::Eof => return n,
-            Event::Start(e) | Event::Empty(e) if attrs => {
-                for a in e.attributes() {
-                    let a = a.unwrap();
-                    let (res, _l) = r.resolve_attribute(a.key);
-                    black_box(res);
-                    black_box(a.unescape_value().unwrap());
-                    n += 1;
-                }
-            }
-            _ => n += 1,
-        }
-    }
-}
+use std::time::{Duration, Instant};
 
 fn main() {
     let mode = std::env::args().nth(1).unwrap_or_default();
@@ -36,25 +18,34 @@ fn main() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(20);
     let xml = gen::big_advertisement(nodes).to_xml();
-    let t = std::time::Instant::now();
+    let mut best = Duration::MAX;
+    let mut previous = None;
     for _ in 0..rounds {
+        let t = Instant::now();
         match mode.as_str() {
             "raw" => {
                 let mut r = quick_xml::Reader::from_str(&xml);
-                loop {
-                    if let Event::Eof = r.read_event().unwrap() {
-                        break;
-                    }
-                }
+                while !matches!(r.read_event().unwrap(), Event::Eof) {}
             }
             "ns" => {
-                black_box(ns_scan(&xml, false));
+                let mut r = quick_xml::NsReader::from_str(&xml);
+                while !matches!(r.read_resolved_event().unwrap().1, Event::Eof) {}
             }
-            "nsattr" => {
-                black_box(ns_scan(&xml, true));
+            "fresh" => {
+                let m = vnsnap_rspec::parse(&xml).unwrap();
+                best = best.min(t.elapsed());
+                previous = Some(black_box(m));
+                continue;
             }
-            _ => drop(black_box(vnsnap_rspec::parse(&xml).unwrap())),
+            _ => {
+                let m = vnsnap_rspec::parse(&xml).unwrap();
+                best = best.min(t.elapsed());
+                drop(black_box(m));
+                continue;
+            }
         }
+        best = best.min(t.elapsed());
     }
-    eprintln!("{mode}: {:?} per run", t.elapsed() / rounds.max(1));
+    drop(previous);
+    eprintln!("{mode}: best {best:?}");
 }

@@ -118,20 +118,6 @@ impl<'i> Ctx<'i> {
     pub(super) fn rspec(&mut self, tag: Tag<'i>) -> Res<RSpec> {
         let off = tag.offset;
         let mut r = RSpec::new(RSpecType::Request);
-        // Size the two big lists up front from a cheap count of their start tags (an
-        // over-estimate at worst; other prefixes just fall back to growing). Growing them
-        // step by step made glibc merge its free lists on every large reallocation.
-        let count = |tag: &str| memchr::memmem::find_iter(self.input.as_bytes(), tag).count();
-        r.nodes.reserve_exact(count("<node "));
-        r.links.reserve_exact(count("<link "));
-        self.offsets.nodes.reserve_exact(r.nodes.capacity());
-        self.offsets
-            .node_first_interface
-            .reserve_exact(r.nodes.capacity());
-        self.offsets.links.reserve_exact(r.links.capacity());
-        self.offsets
-            .link_first_ref
-            .reserve_exact(r.links.capacity());
         let mut rtype = None;
         for a in attr_iter(&self.reader, self.input, &tag) {
             let a = a?;

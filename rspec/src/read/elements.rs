@@ -175,8 +175,10 @@ impl<'i> Ctx<'i> {
             match self.next_child()? {
                 Next::Child(c) => match (&c.ns, c.local()) {
                     (Ns::Geni, b"node") => {
-                        let n = self.node(c)?;
-                        r.nodes.push(n);
+                        r.nodes.push(Node::default());
+                        if let Some(n) = r.nodes.last_mut() {
+                            self.node(c, n)?;
+                        }
                     }
                     (Ns::Geni, b"link") => {
                         let l = self.link(c)?;

@@ -6,12 +6,13 @@ use crate::error::ProblemKind;
 use crate::model::*;
 
 impl<'i> Ctx<'i> {
-    pub(super) fn node(&mut self, tag: Tag<'i>) -> Res<Node> {
+    /// Reads a node into `n` (a fresh `Node::default()` already in its final place: a node is
+    /// large, and building it in place saves copying it twice).
+    pub(super) fn node(&mut self, tag: Tag<'i>, n: &mut Node) -> Res<()> {
         let off = tag.offset;
         self.offsets.nodes.push(off);
         let first = self.offsets.interfaces.len();
         self.offsets.node_first_interface.push(first);
-        let mut n = Node::default();
         for a in attr_iter(&self.reader, self.input, &tag) {
             let a = a?;
             match a.plain() {
@@ -35,7 +36,7 @@ impl<'i> Ctx<'i> {
         }
         n.ext_attrs = take(&mut self.sc.attrs, 0);
         if tag.empty {
-            return Ok(n);
+            return Ok(());
         }
         let m_sliver_types = self.sc.sliver_types.len();
         let m_hardware_types = self.sc.hardware_types.len();
@@ -77,7 +78,7 @@ impl<'i> Ctx<'i> {
                     n.hardware_types = take(&mut self.sc.hardware_types, m_hardware_types);
                     n.interfaces = take(&mut self.sc.interfaces, m_interfaces);
                     n.extensions = take(&mut self.sc.elements, m_extensions);
-                    return Ok(n);
+                    return Ok(());
                 }
             }
         }

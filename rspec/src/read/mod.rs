@@ -214,7 +214,6 @@ impl<'i> Ctx<'i> {
         // Text is kept verbatim (mixed content in extensions keeps its spaces); whitespace-only
         // text, which is indentation, is dropped in `next_child`.
         config.trim_text(false);
-        config.trim_text_start = std::env::var("XX_TRIM").is_ok();
         config.check_end_names = true;
         config.expand_empty_elements = false;
         Ctx {

@@ -77,18 +77,9 @@ fn main() {
     let mut ops: Vec<(&str, Op<'_>)> = vec![
         ("scan", Box::new(|| time(&mut || raw_scan(black_box(&xml))))),
         ("nscan", Box::new(|| time(&mut || ns_scan(black_box(&xml))))),
-        (
-            "read",
-            Box::new(|| time(&mut || vnsnap_rspec::parse(black_box(&xml)).unwrap())),
-        ),
-        (
-            "read_drop",
-            Box::new(|| time(&mut || drop(vnsnap_rspec::parse(black_box(&xml)).unwrap()))),
-        ),
-        (
-            "write",
-            Box::new(|| time(&mut || black_box(&model).to_xml())),
-        ),
+        ("read", Box::new(|| time(&mut || vnsnap_rspec::parse(black_box(&xml)).unwrap()))),
+        ("read_drop", Box::new(|| time(&mut || drop(vnsnap_rspec::parse(black_box(&xml)).unwrap())))),
+        ("write", Box::new(|| time(&mut || black_box(&model).to_xml()))),
     ];
     let mut best = vec![Duration::MAX; ops.len()];
     for round in 0..=ROUNDS {
@@ -106,17 +97,15 @@ fn main() {
     assert_eq!(vnsnap_rspec::parse(&xml).unwrap(), model);
 
     let rate = |d: Duration| mb / d.as_secs_f64();
-    let (scan_mbs, nscan_mbs, read_mbs, write_mbs) =
-        (rate(scan), rate(nscan), rate(read), rate(write));
+    let (scan_mbs, nscan_mbs, read_mbs, write_mbs) = (rate(scan), rate(nscan), rate(read), rate(write));
     let ratio = read_mbs / nscan_mbs;
     let ratio_bare = read_mbs / scan_mbs;
 
     println!();
-    println!("vnsnap-rspec throughput: advertisement of {NODES} nodes, {mb:.2} MB, best of {ROUNDS} interleaved rounds");
     println!(
-        "{:<30} {:>9} {:>9} {:>10} {:>10}",
-        "operation", "ms", "MB/s", "vs NsReader", "vs Reader"
+        "vnsnap-rspec throughput: advertisement of {NODES} nodes, {mb:.2} MB, best of {ROUNDS} interleaved rounds"
     );
+    println!("{:<30} {:>9} {:>9} {:>10} {:>10}", "operation", "ms", "MB/s", "vs NsReader", "vs Reader");
     for (name, d, r) in [
         ("Reader::read_event scan", scan, scan_mbs),
         ("NsReader::read_resolved scan", nscan, nscan_mbs),

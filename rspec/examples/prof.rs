@@ -9,14 +9,8 @@ use std::time::{Duration, Instant};
 
 fn main() {
     let mode = std::env::args().nth(1).unwrap_or_default();
-    let nodes: usize = std::env::args()
-        .nth(2)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(5_000);
-    let rounds: u32 = std::env::args()
-        .nth(3)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(20);
+    let nodes: usize = std::env::args().nth(2).and_then(|n| n.parse().ok()).unwrap_or(5_000);
+    let rounds: u32 = std::env::args().nth(3).and_then(|n| n.parse().ok()).unwrap_or(20);
     let xml = gen::big_advertisement(nodes).to_xml();
     let mut best = Duration::MAX;
     let mut previous = None;

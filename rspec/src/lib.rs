@@ -30,8 +30,10 @@
 //! sent.
 //!
 //! Limits against hostile input: at most [`MAX_DOCUMENT_BYTES`] bytes, at most [`MAX_DEPTH`]
-//! nested elements, no `<!DOCTYPE>` (so no entity can be declared), and only the five
-//! predefined entities plus character references are expanded.
+//! nested elements, at most [`MAX_ATTRIBUTES`] attributes per element and
+//! [`MAX_NAMESPACES_IN_SCOPE`] namespace declarations in scope, no `<!DOCTYPE>` (so no entity
+//! can be declared), and only the five predefined entities plus character references are
+//! expanded. Reading time is linear in the input under these limits.
 //!
 //! Errors carry a line and column. A well-formed document that breaks RSpec rules yields
 //! [`Error::Invalid`] listing every problem found, not only the first.
@@ -55,6 +57,13 @@ pub const MAX_DOCUMENT_BYTES: usize = 64 * 1024 * 1024;
 
 /// The deepest element nesting [`parse`] accepts (the root is depth 1).
 pub const MAX_DEPTH: usize = 64;
+
+/// The most attributes [`parse`] accepts on one element.
+pub const MAX_ATTRIBUTES: usize = 1024;
+
+/// The most namespace declarations [`parse`] accepts in scope at once. Every prefixed name
+/// is resolved by searching the declarations in scope, so this bounds that search.
+pub const MAX_NAMESPACES_IN_SCOPE: usize = 64;
 
 /// Reads an RSpec v3 document (request, manifest or advertisement).
 ///

@@ -101,26 +101,19 @@ impl RSpec {
 
     /// The node with this `client_id`, if any.
     pub fn node(&self, client_id: &str) -> Option<&Node> {
-        self.nodes
-            .iter()
-            .find(|n| n.client_id.as_deref() == Some(client_id))
+        self.nodes.iter().find(|n| n.client_id.as_deref() == Some(client_id))
     }
 
     /// The link with this `client_id`, if any.
     pub fn link(&self, client_id: &str) -> Option<&Link> {
-        self.links
-            .iter()
-            .find(|l| l.client_id.as_deref() == Some(client_id))
+        self.links.iter().find(|l| l.client_id.as_deref() == Some(client_id))
     }
 
     /// The interface with this `client_id` together with the node that holds it.
     pub fn interface(&self, client_id: &str) -> Option<(&Node, &Interface)> {
-        self.nodes.iter().find_map(|n| {
-            n.interfaces
-                .iter()
-                .find(|i| i.client_id.as_deref() == Some(client_id))
-                .map(|i| (n, i))
-        })
+        self.nodes
+            .iter()
+            .find_map(|n| n.interfaces.iter().find(|i| i.client_id.as_deref() == Some(client_id)).map(|i| (n, i)))
     }
 }
 

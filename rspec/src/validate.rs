@@ -43,21 +43,12 @@ impl Offsets {
 type Report<'a> = dyn FnMut(Option<usize>, ProblemKind, String) + 'a;
 
 /// Runs every document-level check, reporting each problem through `report`.
-pub(crate) fn check(
-    rspec: &RSpec,
-    offsets: Option<&Offsets>,
-    strict: bool,
-    report: &mut Report<'_>,
-) {
+pub(crate) fn check(rspec: &RSpec, offsets: Option<&Offsets>, strict: bool, report: &mut Report<'_>) {
     let at = |f: &dyn Fn(&Offsets) -> Option<usize>| offsets.and_then(f);
     let ad = rspec.rspec_type == RSpecType::Advertisement;
     let kind = rspec.rspec_type.as_str();
     let missing = |report: &mut Report<'_>, off, what: String| {
-        report(
-            off,
-            ProblemKind::MissingAttribute,
-            format!("{what} (required in a {kind})"),
-        )
+        report(off, ProblemKind::MissingAttribute, format!("{what} (required in a {kind})"))
     };
 
     // client_ids of nodes, interfaces and links share one space: the manifest correlates
@@ -115,11 +106,7 @@ pub(crate) fn check(
 
     for (li, link) in rspec.links.iter().enumerate() {
         let off = at(&|o| o.link(li));
-        let name = link
-            .client_id
-            .as_deref()
-            .or(link.component_id.as_deref())
-            .unwrap_or("?");
+        let name = link.client_id.as_deref().or(link.component_id.as_deref()).unwrap_or("?");
         if ad {
             if link.component_id.is_none() {
                 missing(report, off, "<link> lacks component_id".into());
@@ -131,24 +118,14 @@ pub(crate) fn check(
             }
         }
         if link.interface_refs.is_empty() {
-            report(
-                off,
-                ProblemKind::LinkWithoutInterfaces,
-                format!("Link {name:?} has no interface_ref"),
-            );
+            report(off, ProblemKind::LinkWithoutInterfaces, format!("Link {name:?} has no interface_ref"));
         }
         if strict {
             if rspec.rspec_type == RSpecType::Manifest && link.vlantag.is_none() {
                 missing(report, off, format!("Link {name:?} lacks vlantag"));
             }
-            if rspec.rspec_type == RSpecType::Request
-                && (link.vlantag.is_some() || link.sliver_id.is_some())
-            {
-                report(
-                    off,
-                    ProblemKind::BadValue,
-                    format!("Request link {name:?} may not carry vlantag or sliver_id"),
-                );
+            if rspec.rspec_type == RSpecType::Request && (link.vlantag.is_some() || link.sliver_id.is_some()) {
+                report(off, ProblemKind::BadValue, format!("Request link {name:?} may not carry vlantag or sliver_id"));
             }
         }
         for (ri, r) in link.interface_refs.iter().enumerate() {
@@ -176,11 +153,7 @@ pub(crate) fn check(
     for (what, v) in [("generated", &rspec.generated), ("expires", &rspec.expires)] {
         if let Some(v) = v {
             if strict && !crate::read::is_datetime(v) {
-                report(
-                    None,
-                    ProblemKind::BadValue,
-                    format!("{what}: {v:?} is not an xs:dateTime"),
-                );
+                report(None, ProblemKind::BadValue, format!("{what}: {v:?} is not an xs:dateTime"));
             }
         }
     }
@@ -203,23 +176,10 @@ fn dup<'a>(
 }
 
 /// Attributes and children the schema of one document kind does not allow on a node.
-fn strict_node(
-    t: RSpecType,
-    node: &crate::model::Node,
-    off: Option<usize>,
-    report: &mut Report<'_>,
-) {
-    let name = node
-        .client_id
-        .as_deref()
-        .or(node.component_id.as_deref())
-        .unwrap_or("?");
+fn strict_node(t: RSpecType, node: &crate::model::Node, off: Option<usize>, report: &mut Report<'_>) {
+    let name = node.client_id.as_deref().or(node.component_id.as_deref()).unwrap_or("?");
     let mut bad = |what: &str| {
-        report(
-            off,
-            ProblemKind::BadValue,
-            format!("Node {name:?}: {what} is not allowed in a {}", t.as_str()),
-        )
+        report(off, ProblemKind::BadValue, format!("Node {name:?}: {what} is not allowed in a {}", t.as_str()))
     };
     match t {
         RSpecType::Request => {
@@ -253,43 +213,22 @@ fn strict_node(
 }
 
 /// Install and execute entries differ between advertisements and the other kinds.
-fn strict_services(
-    t: RSpecType,
-    sv: &crate::model::Services,
-    off: Option<usize>,
-    report: &mut Report<'_>,
-) {
+fn strict_services(t: RSpecType, sv: &crate::model::Services, off: Option<usize>, report: &mut Report<'_>) {
     let ad = t == RSpecType::Advertisement;
     for i in &sv.installs {
         if ad && i.file_type.is_none() {
-            report(
-                off,
-                ProblemKind::MissingAttribute,
-                "An advertisement <install> needs file_type".into(),
-            );
+            report(off, ProblemKind::MissingAttribute, "An advertisement <install> needs file_type".into());
         }
         if ad && !(i.url.is_empty() && i.install_path.is_empty()) {
-            report(
-                off,
-                ProblemKind::BadValue,
-                "An advertisement <install> has no url or install_path".into(),
-            );
+            report(off, ProblemKind::BadValue, "An advertisement <install> has no url or install_path".into());
         }
         if !ad && i.file_type.is_some() {
-            report(
-                off,
-                ProblemKind::BadValue,
-                format!("A {} <install> has no file_type", t.as_str()),
-            );
+            report(off, ProblemKind::BadValue, format!("A {} <install> has no file_type", t.as_str()));
         }
     }
     for e in &sv.executes {
         if ad && !e.command.is_empty() {
-            report(
-                off,
-                ProblemKind::BadValue,
-                "An advertisement <execute> has no command".into(),
-            );
+            report(off, ProblemKind::BadValue, "An advertisement <execute> has no command".into());
         }
     }
 }
@@ -301,13 +240,7 @@ impl RSpec {
     /// problem found; problems carry no position.
     pub fn validate(&self) -> Result<(), Vec<Problem>> {
         let mut problems = Vec::new();
-        check(self, None, true, &mut |_, kind, message| {
-            problems.push(Problem {
-                position: None,
-                kind,
-                message,
-            })
-        });
+        check(self, None, true, &mut |_, kind, message| problems.push(Problem { position: None, kind, message }));
         if problems.is_empty() {
             Ok(())
         } else {

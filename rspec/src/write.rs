@@ -24,30 +24,59 @@ const KNOWN_PREFIXES: &[(&str, &str)] = &[
     (OPSTATE_NS, "opstate"),
     (XSI_NS, "xsi"),
     ("http://hpn.east.isi.edu/rspec/ext/stitch/0.1/", "stitch"),
-    (
-        "http://www.geni.net/resources/rspec/ext/stitch/2/",
-        "stitch2",
-    ),
-    (
-        "http://www.geni.net/resources/rspec/ext/shared-vlan/1",
-        "sharedvlan",
-    ),
-    (
-        "http://www.protogeni.net/resources/rspec/ext/client/1",
-        "client",
-    ),
-    (
-        "http://www.protogeni.net/resources/rspec/ext/jacks/1",
-        "jacks",
-    ),
-    (
-        "http://www.protogeni.net/resources/rspec/ext/delay/1",
-        "delay",
-    ),
-    (
-        "http://www.protogeni.net/resources/rspec/ext/site-info/1",
-        "site_info",
-    ),
+    ("http://www.geni.net/resources/rspec/ext/stitch/2/", "stitch2"),
+    ("http://www.geni.net/resources/rspec/ext/shared-vlan/1", "sharedvlan"),
+    ("http://www.protogeni.net/resources/rspec/ext/client/1", "client"),
+    ("http://www.protogeni.net/resources/rspec/ext/jacks/1", "jacks"),
+    ("http://www.protogeni.net/resources/rspec/ext/delay/1", "delay"),
+    ("http://www.protogeni.net/resources/rspec/ext/site-info/1", "site_info"),
+];
+
+/// Every unprefixed attribute name the writer emits from model fields.
+const KNOWN_ATTRIBUTES: &[&str] = &[
+    "type",
+    "generated",
+    "generated_by",
+    "expires",
+    "client_id",
+    "component_id",
+    "component_manager_id",
+    "component_name",
+    "exclusive",
+    "sliver_id",
+    "name",
+    "url",
+    "os",
+    "version",
+    "description",
+    "default",
+    "cores",
+    "ram",
+    "disk",
+    "mac_address",
+    "address",
+    "netmask",
+    "vlantag",
+    "class",
+    "source_id",
+    "dest_id",
+    "capacity",
+    "latency",
+    "packet_loss",
+    "authentication",
+    "hostname",
+    "port",
+    "username",
+    "install_path",
+    "file_type",
+    "shell",
+    "command",
+    "login",
+    "user_urn",
+    "country",
+    "latitude",
+    "longitude",
+    "now",
 ];
 
 /// The prefix used for GENI-namespace *attributes*, which the default namespace cannot reach.
@@ -80,10 +109,7 @@ struct Doc {
 /// Escapes an attribute value, including whitespace characters that attribute-value
 /// normalisation would otherwise turn into spaces.
 fn escape_attr(s: &str) -> Cow<'_, str> {
-    if !s
-        .bytes()
-        .any(|b| matches!(b, b'&' | b'<' | b'>' | b'"' | b'\'' | b'\n' | b'\r' | b'\t'))
-    {
+    if !s.bytes().any(|b| matches!(b, b'&' | b'<' | b'>' | b'"' | b'\'' | b'\n' | b'\r' | b'\t')) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
@@ -259,11 +285,7 @@ impl Doc {
     }
 
     fn prefix(&self, ns: &str) -> &str {
-        self.prefixes
-            .iter()
-            .find(|(n, _)| n == ns)
-            .map(|(_, p)| p.as_str())
-            .unwrap_or("")
+        self.prefixes.iter().find(|(n, _)| n == ns).map(|(_, p)| p.as_str()).unwrap_or("")
     }
 
     /// The qualified name of an attribute of kept content.
@@ -277,16 +299,25 @@ impl Doc {
     }
 
     /// Writes kept attributes. One whose name is already on the tag (a model built in code
-    /// can hold `client_id` both as a field and as an unknown attribute) is dropped: a
-    /// repeated attribute would make the whole document ill-formed.
+    /// can hold `client_id` both as a field and as an unknown attribute) or earlier in the
+    /// list is dropped: a repeated attribute would make the whole document ill-formed.
     fn ext_attrs(&self, start: &mut BytesStart<'_>, list: &[XmlAttr]) {
-        for a in list {
+        // Repeats within the list itself can only come from models built in code; long
+        // lists are checked with a set so the writer stays linear.
+        let mut seen: std::collections::HashSet<&QName> = std::collections::HashSet::new();
+        for (i, a) in list.iter().enumerate() {
+            let repeated =
+                if list.len() <= 16 { list[..i].iter().any(|b| b.name == a.name) } else { !seen.insert(&a.name) };
+            if repeated {
+                continue;
+            }
             let name = self.attr_name(&a.name);
-            let taken = start
-                .attributes()
-                .with_checks(false)
-                .flatten()
-                .any(|x| x.key.as_ref() == name.as_bytes());
+            // Only a name the writer itself emits can collide (the reader never yields
+            // repeated attributes), so the tag is searched for those alone: scanning it for
+            // every kept attribute would be quadratic on hostile input.
+            let taken = a.name.ns.is_none()
+                && KNOWN_ATTRIBUTES.contains(&name.as_str())
+                && start.attributes().with_checks(false).flatten().any(|x| x.key.as_ref() == name.as_bytes());
             if !taken {
                 attr(start, &name, &a.value);
             }
@@ -306,13 +337,7 @@ impl Doc {
 
     /// Writes an element that has children (or not) uniformly: `body` is called between the
     /// start and end tag only if `has_children`; otherwise an empty-element tag is written.
-    fn element(
-        &mut self,
-        start: BytesStart<'_>,
-        name: &str,
-        has_children: bool,
-        body: impl FnOnce(&mut Self),
-    ) {
+    fn element(&mut self, start: BytesStart<'_>, name: &str, has_children: bool, body: impl FnOnce(&mut Self)) {
         if has_children {
             self.start(start);
             body(self);
@@ -323,9 +348,7 @@ impl Doc {
     }
 
     fn rspec(&mut self, r: &RSpec) {
-        let _ = self
-            .w
-            .write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)));
+        let _ = self.w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)));
         let mut s = BytesStart::new("rspec");
         attr(&mut s, "xmlns", GENI_V3_NS);
         if self.geni_attrs {
@@ -366,10 +389,7 @@ impl Doc {
         opt(&mut s, "generated_by", &r.generated_by);
         opt(&mut s, "expires", &r.expires);
         self.ext_attrs(&mut s, &r.ext_attrs);
-        let has = !(r.nodes.is_empty()
-            && r.links.is_empty()
-            && r.opstates.is_empty()
-            && r.extensions.is_empty());
+        let has = !(r.nodes.is_empty() && r.links.is_empty() && r.opstates.is_empty() && r.extensions.is_empty());
         self.element(s, "rspec", has, |d| {
             for n in &r.nodes {
                 d.node(n);
@@ -461,9 +481,7 @@ impl Doc {
                 let mut s = BytesStart::new("hardware_type");
                 attr(&mut s, "name", &h.name);
                 d.ext_attrs(&mut s, &h.ext_attrs);
-                d.element(s, "hardware_type", !h.extensions.is_empty(), |d| {
-                    d.extensions(&h.extensions)
-                });
+                d.element(s, "hardware_type", !h.extensions.is_empty(), |d| d.extensions(&h.extensions));
             }
             for i in &n.interfaces {
                 d.interface(i);
@@ -483,17 +501,13 @@ impl Doc {
                 opt_num(&mut s, "latitude", l.latitude);
                 opt_num(&mut s, "longitude", l.longitude);
                 d.ext_attrs(&mut s, &l.ext_attrs);
-                d.element(s, "location", !l.extensions.is_empty(), |d| {
-                    d.extensions(&l.extensions)
-                });
+                d.element(s, "location", !l.extensions.is_empty(), |d| d.extensions(&l.extensions));
             }
             if let Some(a) = &n.available {
                 let mut s = BytesStart::new("available");
                 attr(&mut s, "now", if a.now { "true" } else { "false" });
                 d.ext_attrs(&mut s, &a.ext_attrs);
-                d.element(s, "available", !a.extensions.is_empty(), |d| {
-                    d.extensions(&a.extensions)
-                });
+                d.element(s, "available", !a.extensions.is_empty(), |d| d.extensions(&a.extensions));
             }
             d.extensions(&n.extensions);
         });
@@ -514,9 +528,7 @@ impl Doc {
                 opt(&mut s, "description", &i.description);
                 opt(&mut s, "default", &i.default);
                 d.ext_attrs(&mut s, &i.ext_attrs);
-                d.element(s, "disk_image", !i.extensions.is_empty(), |d| {
-                    d.extensions(&i.extensions)
-                });
+                d.element(s, "disk_image", !i.extensions.is_empty(), |d| d.extensions(&i.extensions));
             }
             if let Some(x) = &t.xen {
                 let name = format!("{}:xen", d.prefix(EMULAB_NS));
@@ -577,9 +589,7 @@ impl Doc {
                 }
                 opt(&mut s, "file_type", &x.file_type);
                 d.ext_attrs(&mut s, &x.ext_attrs);
-                d.element(s, "install", !x.extensions.is_empty(), |d| {
-                    d.extensions(&x.extensions)
-                });
+                d.element(s, "install", !x.extensions.is_empty(), |d| d.extensions(&x.extensions));
             }
             for x in &sv.executes {
                 let mut s = BytesStart::new("execute");
@@ -588,9 +598,7 @@ impl Doc {
                     attr(&mut s, "command", &x.command);
                 }
                 d.ext_attrs(&mut s, &x.ext_attrs);
-                d.element(s, "execute", !x.extensions.is_empty(), |d| {
-                    d.extensions(&x.extensions)
-                });
+                d.element(s, "execute", !x.extensions.is_empty(), |d| d.extensions(&x.extensions));
             }
             for l in &sv.logins {
                 let mut s = BytesStart::new("login");
@@ -599,9 +607,7 @@ impl Doc {
                 opt_num(&mut s, "port", l.port);
                 opt(&mut s, "username", &l.username);
                 d.ext_attrs(&mut s, &l.ext_attrs);
-                d.element(s, "login", !l.extensions.is_empty(), |d| {
-                    d.extensions(&l.extensions)
-                });
+                d.element(s, "login", !l.extensions.is_empty(), |d| d.extensions(&l.extensions));
             }
             for u in &sv.users {
                 let p = d.prefix(USER_NS).to_owned();
@@ -645,18 +651,14 @@ impl Doc {
                 opt(&mut s, "component_id", &r.component_id);
                 opt(&mut s, "sliver_id", &r.sliver_id);
                 d.ext_attrs(&mut s, &r.ext_attrs);
-                d.element(s, "interface_ref", !r.extensions.is_empty(), |d| {
-                    d.extensions(&r.extensions)
-                });
+                d.element(s, "interface_ref", !r.extensions.is_empty(), |d| d.extensions(&r.extensions));
             }
             for t in &l.link_types {
                 let mut s = BytesStart::new("link_type");
                 attr(&mut s, "name", &t.name);
                 opt(&mut s, "class", &t.class);
                 d.ext_attrs(&mut s, &t.ext_attrs);
-                d.element(s, "link_type", !t.extensions.is_empty(), |d| {
-                    d.extensions(&t.extensions)
-                });
+                d.element(s, "link_type", !t.extensions.is_empty(), |d| d.extensions(&t.extensions));
             }
             for p in &l.properties {
                 let mut s = BytesStart::new("property");
@@ -666,9 +668,7 @@ impl Doc {
                 opt_num(&mut s, "latency", p.latency);
                 opt_num(&mut s, "packet_loss", p.packet_loss);
                 d.ext_attrs(&mut s, &p.ext_attrs);
-                d.element(s, "property", !p.extensions.is_empty(), |d| {
-                    d.extensions(&p.extensions)
-                });
+                d.element(s, "property", !p.extensions.is_empty(), |d| d.extensions(&p.extensions));
             }
             d.extensions(&l.extensions);
         });
@@ -693,8 +693,7 @@ impl Doc {
                 let name = n("state");
                 let mut s = BytesStart::new(name.as_str());
                 attr(&mut s, "name", &st.name);
-                let has =
-                    !(st.description.is_none() && st.actions.is_empty() && st.waits.is_empty());
+                let has = !(st.description.is_none() && st.actions.is_empty() && st.waits.is_empty());
                 d.element(s, &name, has, |d| {
                     for a in &st.actions {
                         let name = n("action");
@@ -736,10 +735,7 @@ mod tests {
         let mut r = RSpec::new(RSpecType::Request);
         r.nodes.push(Node {
             client_id: Some("a".into()),
-            sliver_types: vec![SliverType {
-                name: "x".into(),
-                ..SliverType::default()
-            }],
+            sliver_types: vec![SliverType { name: "x".into(), ..SliverType::default() }],
             ext_attrs: vec![
                 XmlAttr::new(QName::local("client_id"), "b"),
                 XmlAttr::new(QName::new("urn:x", "k"), "1"),
@@ -749,17 +745,13 @@ mod tests {
         });
         let back = parse(&r.to_xml()).unwrap();
         assert_eq!(back.nodes[0].client_id.as_deref(), Some("a"));
-        assert_eq!(
-            back.nodes[0].ext_attrs,
-            vec![XmlAttr::new(QName::new("urn:x", "k"), "1")]
-        );
+        assert_eq!(back.nodes[0].ext_attrs, vec![XmlAttr::new(QName::new("urn:x", "k"), "1")]);
     }
 
     #[test]
     fn writes_schema_locations_for_the_extensions_in_use() {
         let mut r = RSpec::new(RSpecType::Manifest);
-        r.extra_schema_locations
-            .push(("urn:s".into(), "http://example.org/s.xsd".into()));
+        r.extra_schema_locations.push(("urn:s".into(), "http://example.org/s.xsd".into()));
         let plain = r.to_xml();
         assert!(plain.contains("http://www.geni.net/resources/rspec/3/manifest.xsd"));
         assert!(!plain.contains("vtop_extension.xsd"));
@@ -768,18 +760,13 @@ mod tests {
             client_id: Some("a".into()),
             sliver_types: vec![SliverType {
                 name: "emulab-xen".into(),
-                xen: Some(EmulabXen {
-                    cores: Some(2),
-                    ..EmulabXen::default()
-                }),
+                xen: Some(EmulabXen { cores: Some(2), ..EmulabXen::default() }),
                 ..SliverType::default()
             }],
             ..Node::default()
         });
         let xml = r.to_xml();
-        assert!(
-            xml.contains("xmlns:emulab=\"http://www.protogeni.net/resources/rspec/ext/emulab/1\"")
-        );
+        assert!(xml.contains("xmlns:emulab=\"http://www.protogeni.net/resources/rspec/ext/emulab/1\""));
         assert!(xml.contains("emulab/1/vtop_extension.xsd"));
         assert!(xml.contains("<emulab:xen cores=\"2\"/>"));
     }

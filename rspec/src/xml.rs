@@ -12,18 +12,12 @@ pub struct QName {
 impl QName {
     /// A name in namespace `ns`.
     pub fn new(ns: &str, local: &str) -> Self {
-        QName {
-            ns: Some(ns.to_owned()),
-            local: local.to_owned(),
-        }
+        QName { ns: Some(ns.to_owned()), local: local.to_owned() }
     }
 
     /// A name in no namespace.
     pub fn local(local: &str) -> Self {
-        QName {
-            ns: None,
-            local: local.to_owned(),
-        }
+        QName { ns: None, local: local.to_owned() }
     }
 }
 
@@ -39,10 +33,7 @@ pub struct XmlAttr {
 impl XmlAttr {
     /// An attribute `name = value`.
     pub fn new(name: QName, value: impl Into<String>) -> Self {
-        XmlAttr {
-            name,
-            value: value.into(),
-        }
+        XmlAttr { name, value: value.into() }
     }
 }
 
@@ -60,19 +51,12 @@ pub struct XmlElement {
 impl XmlElement {
     /// An empty element with no attributes.
     pub fn new(name: QName) -> Self {
-        XmlElement {
-            name,
-            attrs: Vec::new(),
-            children: Vec::new(),
-        }
+        XmlElement { name, attrs: Vec::new(), children: Vec::new() }
     }
 
     /// The value of the attribute with this name, if present.
     pub fn attr(&self, name: &QName) -> Option<&str> {
-        self.attrs
-            .iter()
-            .find(|a| &a.name == name)
-            .map(|a| a.value.as_str())
+        self.attrs.iter().find(|a| &a.name == name).map(|a| a.value.as_str())
     }
 
     /// The child elements, skipping text.

@@ -74,15 +74,11 @@ fn rejects_doctype_and_so_any_entity_declaration() {
 
 #[test]
 fn expands_only_predefined_entities_and_character_references() {
-    let xml = doc(
-        r#"<node client_id="a&amp;b&lt;&gt;&quot;&apos;&#65;&#x42;"><sliver_type name="x"/></node>"#,
-    );
+    let xml = doc(r#"<node client_id="a&amp;b&lt;&gt;&quot;&apos;&#65;&#x42;"><sliver_type name="x"/></node>"#);
     let r = parse(&xml).unwrap();
     assert_eq!(r.nodes[0].client_id.as_deref(), Some("a&b<>\"'AB"));
     assert!(matches!(
-        parse(&doc(
-            r#"<node client_id="&nbsp;"><sliver_type name="x"/></node>"#
-        )),
+        parse(&doc(r#"<node client_id="&nbsp;"><sliver_type name="x"/></node>"#)),
         Err(Error::Malformed { .. })
     ));
 }
@@ -104,13 +100,7 @@ fn rejects_documents_over_the_size_cap() {
 fn rejects_nesting_beyond_the_depth_cap() {
     // The cap counts the root: MAX_DEPTH levels in total are fine, one more is not.
     let ok_depth = MAX_DEPTH - 1;
-    let nested = |n: usize| {
-        format!(
-            "{}{}",
-            "<x:e xmlns:x=\"urn:x\">".repeat(n),
-            "</x:e>".repeat(n)
-        )
-    };
+    let nested = |n: usize| format!("<x:e xmlns:x=\"urn:x\">{}{}", "<x:e>".repeat(n - 1), "</x:e>".repeat(n));
     assert!(parse(&doc(&nested(ok_depth))).is_ok());
     match parse(&doc(&nested(ok_depth + 1))) {
         Err(Error::TooDeep { position, max }) => {
@@ -120,25 +110,17 @@ fn rejects_nesting_beyond_the_depth_cap() {
         other => panic!("{other:?}"),
     }
     // Self-closing elements count too.
-    let selfclosed = format!(
-        "{}<x:e xmlns:x=\"urn:x\"/>{}",
-        "<x:e xmlns:x=\"urn:x\">".repeat(ok_depth),
-        "</x:e>".repeat(ok_depth)
-    );
-    assert!(matches!(
-        parse(&doc(&selfclosed)),
-        Err(Error::TooDeep { .. })
-    ));
+    let selfclosed =
+        format!("<x:e xmlns:x=\"urn:x\">{}<x:e/>{}", "<x:e>".repeat(ok_depth - 1), "</x:e>".repeat(ok_depth));
+    assert!(matches!(parse(&doc(&selfclosed)), Err(Error::TooDeep { .. })));
     // A million-deep attack stops at the cap without recursion trouble.
-    assert!(matches!(
-        parse(&doc(&nested(100_000))),
-        Err(Error::TooDeep { .. })
-    ));
+    assert!(matches!(parse(&doc(&nested(100_000))), Err(Error::TooDeep { .. })));
 }
 
 #[test]
 fn refuses_protogeni_v2_and_other_roots() {
-    let v2 = r#"<rspec xmlns="http://www.protogeni.net/resources/rspec/2" type="request"><node virtual_id="a"/></rspec>"#;
+    let v2 =
+        r#"<rspec xmlns="http://www.protogeni.net/resources/rspec/2" type="request"><node virtual_id="a"/></rspec>"#;
     match parse(v2) {
         Err(Error::NotRSpecV3 { found }) => {
             assert!(found.contains("protogeni.net/resources/rspec/2"), "{found}");
@@ -146,25 +128,16 @@ fn refuses_protogeni_v2_and_other_roots() {
         }
         other => panic!("{other:?}"),
     }
-    for other in [
-        "<rspec type=\"request\"/>",
-        "<html/>",
-        "<node xmlns=\"http://www.geni.net/resources/rspec/3\"/>",
-    ] {
-        assert!(
-            matches!(parse(other), Err(Error::NotRSpecV3 { .. })),
-            "{other}"
-        );
+    for other in ["<rspec type=\"request\"/>", "<html/>", "<node xmlns=\"http://www.geni.net/resources/rspec/3\"/>"] {
+        assert!(matches!(parse(other), Err(Error::NotRSpecV3 { .. })), "{other}");
     }
 }
 
 #[test]
 fn reports_duplicate_client_ids_across_nodes_interfaces_and_links() {
-    let xml = doc(
-        r#"<node client_id="a"><sliver_type name="x"/><interface client_id="a:if0"/></node>
+    let xml = doc(r#"<node client_id="a"><sliver_type name="x"/><interface client_id="a:if0"/></node>
 <node client_id="a"><sliver_type name="x"/><interface client_id="a:if0"/></node>
-<link client_id="a:if0"><interface_ref client_id="a:if0"/></link>"#,
-    );
+<link client_id="a:if0"><interface_ref client_id="a:if0"/></link>"#);
     let p = problems(&xml);
     assert_eq!(p.len(), 3, "{p:#?}");
     assert!(p.iter().all(|p| p.kind == ProblemKind::DuplicateClientId));
@@ -174,21 +147,13 @@ fn reports_duplicate_client_ids_across_nodes_interfaces_and_links() {
 
 #[test]
 fn reports_interface_refs_naming_no_interface() {
-    let xml = doc(
-        r#"<node client_id="a"><sliver_type name="x"/><interface client_id="a:if0"/></node>
-<link client_id="l"><interface_ref client_id="a:if0"/><interface_ref client_id="b:if0"/></link>"#,
-    );
+    let xml = doc(r#"<node client_id="a"><sliver_type name="x"/><interface client_id="a:if0"/></node>
+<link client_id="l"><interface_ref client_id="a:if0"/><interface_ref client_id="b:if0"/></link>"#);
     let p = problems(&xml);
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].kind, ProblemKind::DanglingInterfaceRef);
     assert!(p[0].message.contains("b:if0"));
-    assert_eq!(
-        p[0].position.unwrap(),
-        Position {
-            line: 3,
-            column: 55
-        }
-    );
+    assert_eq!(p[0].position.unwrap(), Position { line: 3, column: 55 });
 }
 
 #[test]
@@ -204,10 +169,7 @@ fn reports_missing_required_attributes() {
 <link><interface_ref/></link>"#,
     );
     let p = problems(&xml);
-    let missing = p
-        .iter()
-        .filter(|p| p.kind == ProblemKind::MissingAttribute)
-        .count();
+    let missing = p.iter().filter(|p| p.kind == ProblemKind::MissingAttribute).count();
     // node client_id, sliver_type name, interface client_id, ip address, execute shell and
     // command, login authentication, location country, link client_id, interface_ref client_id.
     assert_eq!(missing, 10, "{p:#?}");
@@ -229,24 +191,19 @@ fn reports_attributes_required_by_the_advertisement_kind() {
         "<link> lacks component_id",
         "<interface_ref> lacks component_id",
     ] {
-        assert!(
-            msgs.iter().any(|m| m.contains(needle)),
-            "{needle} not in {msgs:#?}"
-        );
+        assert!(msgs.iter().any(|m| m.contains(needle)), "{needle} not in {msgs:#?}");
     }
 }
 
 #[test]
 fn reports_unparsable_addresses_and_netmasks() {
-    let xml = doc(
-        r#"<node client_id="a"><sliver_type name="x"/><interface client_id="a:if0">
+    let xml = doc(r#"<node client_id="a"><sliver_type name="x"/><interface client_id="a:if0">
 <ip address="10.0.0.300" netmask="255.255.255.0"/>
 <ip address="10.0.0.1" netmask="255.0.255.0"/>
 <ip address="10.0.0.1" netmask="33"/>
 <ip address="fe80::zz"/>
 <ip address="10.0.0.1" netmask="banana"/>
-</interface></node>"#,
-    );
+</interface></node>"#);
     let p = problems(&xml);
     assert_eq!(p.len(), 5, "{p:#?}");
     assert!(p.iter().all(|p| p.kind == ProblemKind::BadAddress));
@@ -283,17 +240,13 @@ fn reports_bad_booleans_dates_and_root_type() {
 
 #[test]
 fn reports_every_problem_of_a_document_in_document_order() {
-    let xml = doc(
-        r#"<node client_id="a"><sliver_type/><interface client_id="a:if0"><ip address="nope"/></interface></node>
+    let xml =
+        doc(r#"<node client_id="a"><sliver_type/><interface client_id="a:if0"><ip address="nope"/></interface></node>
 <node client_id="a"><sliver_type name="x"/></node>
 <link client_id="l1"><interface_ref client_id="ghost"/></link>
-<link client_id="l2"/>"#,
-    );
+<link client_id="l2"/>"#);
     let p = problems(&xml);
-    let got: Vec<(usize, ProblemKind)> = p
-        .iter()
-        .map(|p| (p.position.unwrap().line, p.kind))
-        .collect();
+    let got: Vec<(usize, ProblemKind)> = p.iter().map(|p| (p.position.unwrap().line, p.kind)).collect();
     assert_eq!(
         got,
         vec![
@@ -330,9 +283,7 @@ fn lenient_reading_accepts_a_manifest_link_without_vlantag_but_validate_flags_it
 
 #[test]
 fn rejects_control_characters_and_invalid_names() {
-    let (pos, msg) = malformed(&doc(
-        "<node client_id=\"a\u{1}\"><sliver_type name=\"x\"/></node>",
-    ));
+    let (pos, msg) = malformed(&doc("<node client_id=\"a\u{1}\"><sliver_type name=\"x\"/></node>"));
     assert_eq!(pos.line, 2);
     assert!(msg.contains("U+0001"), "{msg}");
     malformed(&doc("<xmlns:a=\"urn:a\"x/>"));
@@ -342,10 +293,48 @@ fn rejects_control_characters_and_invalid_names() {
 #[test]
 fn character_reference_to_nul_is_not_accepted_silently() {
     // Either refused, or never turned into a NUL the writer would emit.
-    if let Ok(r) = parse(&doc(
-        "<node client_id=\"&#0;\"><sliver_type name=\"x\"/></node>",
-    )) {
+    if let Ok(r) = parse(&doc("<node client_id=\"&#0;\"><sliver_type name=\"x\"/></node>")) {
         let id = r.nodes[0].client_id.clone().unwrap();
         assert!(!id.contains('\u{0}'), "{id:?}");
     }
+}
+
+#[test]
+fn rejects_elements_with_too_many_attributes() {
+    let attrs: String = (0..vnsnap_rspec::MAX_ATTRIBUTES + 1).map(|i| format!(" a{i}=\"\"")).collect();
+    let (_, msg) = malformed(&doc(&format!("<node client_id=\"n\"{attrs}/>")));
+    assert!(msg.contains("attributes"), "{msg}");
+}
+
+#[test]
+fn many_attributes_under_the_cap_are_read_in_linear_time() {
+    // 300 elements of 1000 attributes each: quadratic duplicate checks would take minutes.
+    let attrs: String = (0..1000).map(|i| format!(" x:a{i}=\"{i}\"")).collect();
+    let nodes: String = (0..300)
+        .map(|n| format!("<node client_id=\"n{n}\" xmlns:x=\"urn:x\"{attrs}><sliver_type name=\"s\"/></node>"))
+        .collect();
+    let r = parse(&doc(&nodes)).unwrap();
+    assert_eq!(r.nodes.len(), 300);
+    assert_eq!(r.nodes[299].ext_attrs.len(), 1000);
+    // A repeat far past the inline slots is still caught.
+    let dup = format!("<node client_id=\"n\" xmlns:x=\"urn:x\"{attrs} x:a999=\"again\"/>");
+    let (_, msg) = malformed(&doc(&dup));
+    assert!(msg.contains("Duplicate"), "{msg}");
+}
+
+#[test]
+fn rejects_too_many_namespace_declarations_in_scope() {
+    let max = vnsnap_rspec::MAX_NAMESPACES_IN_SCOPE;
+    let decls =
+        |n: usize, tag: &str| -> String { (0..n).map(|i| format!(" xmlns:{tag}{i}=\"urn:{tag}{i}\"")).collect() };
+    // On one element.
+    let (_, msg) = malformed(&doc(&format!("<x:e xmlns:x=\"urn:x\"{}/>", decls(max, "p"))));
+    assert!(msg.contains("namespace declarations"), "{msg}");
+    // Spread over nested elements.
+    let nested = format!("<x:a xmlns:x=\"urn:x\"{}><x:b{}/></x:a>", decls(max / 2, "p"), decls(max / 2 + 1, "q"));
+    assert!(matches!(parse(&doc(&nested)), Err(Error::Malformed { .. })));
+    // Declarations leave scope with their element.
+    let siblings =
+        format!("<x:a xmlns:x=\"urn:x\"{}/><x:b xmlns:x=\"urn:x\"{}/>", decls(max / 2, "p"), decls(max / 2, "q"));
+    assert!(parse(&doc(&siblings)).is_ok());
 }

@@ -45,18 +45,10 @@ fn urn(kind: &'static str) -> impl Strategy<Value = String> {
 }
 
 fn datetime() -> impl Strategy<Value = String> {
-    (
-        2000u32..2100,
-        1u32..=12,
-        1u32..=28,
-        0u32..24,
-        0u32..60,
-        prop::bool::ANY,
-    )
-        .prop_map(|(y, mo, d, h, mi, z)| {
-            let tz = if z { "Z" } else { "+00:00" };
-            format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:07{tz}")
-        })
+    (2000u32..2100, 1u32..=12, 1u32..=28, 0u32..24, 0u32..60, prop::bool::ANY).prop_map(|(y, mo, d, h, mi, z)| {
+        let tz = if z { "Z" } else { "+00:00" };
+        format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:07{tz}")
+    })
 }
 
 fn ext_attrs() -> impl Strategy<Value = Vec<XmlAttr>> {
@@ -73,35 +65,23 @@ fn ext_attrs() -> impl Strategy<Value = Vec<XmlAttr>> {
 }
 
 fn ext_element() -> impl Strategy<Value = XmlElement> {
-    let leaf = (
-        0..EXT_NS.len(),
-        ncname(),
-        ext_attrs(),
-        prop::option::of(text()),
-    )
-        .prop_map(|(ns, local, attrs, text)| XmlElement {
-            name: QName::new(EXT_NS[ns], &local),
-            attrs,
-            children: text.into_iter().map(XmlChild::Text).collect(),
+    let leaf =
+        (0..EXT_NS.len(), ncname(), ext_attrs(), prop::option::of(text())).prop_map(|(ns, local, attrs, text)| {
+            XmlElement {
+                name: QName::new(EXT_NS[ns], &local),
+                attrs,
+                children: text.into_iter().map(XmlChild::Text).collect(),
+            }
         });
     leaf.prop_recursive(2, 8, 3, |inner| {
-        (
-            0..EXT_NS.len(),
-            ncname(),
-            ext_attrs(),
-            prop::option::of(text()),
-            prop::collection::vec(inner, 1..3),
-        )
-            .prop_map(|(ns, local, attrs, text, kids)| {
+        (0..EXT_NS.len(), ncname(), ext_attrs(), prop::option::of(text()), prop::collection::vec(inner, 1..3)).prop_map(
+            |(ns, local, attrs, text, kids)| {
                 // Mixed content: optional leading text, then elements.
                 let mut children: Vec<XmlChild> = text.into_iter().map(XmlChild::Text).collect();
                 children.extend(kids.into_iter().map(XmlChild::Element));
-                XmlElement {
-                    name: QName::new(EXT_NS[ns], &local),
-                    attrs,
-                    children,
-                }
-            })
+                XmlElement { name: QName::new(EXT_NS[ns], &local), attrs, children }
+            },
+        )
     })
 }
 
@@ -115,23 +95,17 @@ fn ip() -> impl Strategy<Value = Ip> {
             let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
             Ip {
                 address: IpAddr::V4(Ipv4Addr::from(a)),
-                netmask: Some(if dotted {
-                    Netmask::Dotted(Ipv4Addr::from(mask))
-                } else {
-                    Netmask::PrefixLen(len)
-                }),
+                netmask: Some(if dotted { Netmask::Dotted(Ipv4Addr::from(mask)) } else { Netmask::PrefixLen(len) }),
                 ip_type: Some("ipv4".into()),
                 ext_attrs: vec![],
             }
         }),
-        (any::<u128>(), prop::option::of(0u8..=128), ext_attrs()).prop_map(
-            |(a, len, ext_attrs)| Ip {
-                address: IpAddr::V6(Ipv6Addr::from(a)),
-                netmask: len.map(Netmask::PrefixLen),
-                ip_type: Some("ipv6".into()),
-                ext_attrs,
-            }
-        ),
+        (any::<u128>(), prop::option::of(0u8..=128), ext_attrs()).prop_map(|(a, len, ext_attrs)| Ip {
+            address: IpAddr::V6(Ipv6Addr::from(a)),
+            netmask: len.map(Netmask::PrefixLen),
+            ip_type: Some("ipv6".into()),
+            ext_attrs,
+        }),
     ]
 }
 
@@ -146,36 +120,25 @@ fn disk_image(ad: bool) -> impl Strategy<Value = DiskImage> {
         ext_attrs(),
         exts(),
     )
-        .prop_map(
-            move |(name, url, os, version, description, default, ext_attrs, extensions)| {
-                DiskImage {
-                    name,
-                    url,
-                    os,
-                    version,
-                    description,
-                    // `default` exists only in the advertisement schema.
-                    default: if ad {
-                        default.map(|d| d.to_string())
-                    } else {
-                        None
-                    },
-                    extensions,
-                    ext_attrs,
-                }
-            },
-        )
+        .prop_map(move |(name, url, os, version, description, default, ext_attrs, extensions)| {
+            DiskImage {
+                name,
+                url,
+                os,
+                version,
+                description,
+                // `default` exists only in the advertisement schema.
+                default: if ad { default.map(|d| d.to_string()) } else { None },
+                extensions,
+                ext_attrs,
+            }
+        })
 }
 
 fn sliver_type(kind: RSpecType) -> impl Strategy<Value = SliverType> {
     let ad = kind == RSpecType::Advertisement;
     (
-        prop_oneof![
-            Just("emulab-xen"),
-            Just("raw-pc"),
-            Just("default-vm"),
-            Just("XOSmall")
-        ],
+        prop_oneof![Just("emulab-xen"), Just("raw-pc"), Just("default-vm"), Just("XOSmall")],
         prop::collection::vec(disk_image(ad), 0..2),
         prop::option::of((
             prop::option::of(any::<u32>()),
@@ -185,26 +148,19 @@ fn sliver_type(kind: RSpecType) -> impl Strategy<Value = SliverType> {
         ext_attrs(),
         exts(),
     )
-        .prop_map(
-            move |(name, disk_images, xen, ext_attrs, extensions)| SliverType {
-                name: name.into(),
-                disk_images,
-                // The emulab advertisement schema declares no `xen`; VM sizes are request and
-                // manifest settings.
-                xen: if ad {
-                    None
-                } else {
-                    xen.map(|(cores, ram, disk)| EmulabXen {
-                        cores,
-                        ram,
-                        disk,
-                        ext_attrs: vec![],
-                    })
-                },
-                extensions,
-                ext_attrs,
+        .prop_map(move |(name, disk_images, xen, ext_attrs, extensions)| SliverType {
+            name: name.into(),
+            disk_images,
+            // The emulab advertisement schema declares no `xen`; VM sizes are request and
+            // manifest settings.
+            xen: if ad {
+                None
+            } else {
+                xen.map(|(cores, ram, disk)| EmulabXen { cores, ram, disk, ext_attrs: vec![] })
             },
-        )
+            extensions,
+            ext_attrs,
+        })
 }
 
 fn services(kind: RSpecType) -> impl Strategy<Value = Services> {
@@ -215,21 +171,15 @@ fn services(kind: RSpecType) -> impl Strategy<Value = Services> {
         ext_attrs(),
         exts(),
     )
-        .prop_map(
-            move |(hostname, port, username, ext_attrs, extensions)| Login {
-                authentication: "ssh-keys".into(),
-                hostname,
-                port,
-                // Only the manifest schema has `username`.
-                username: if kind == RSpecType::Manifest {
-                    username
-                } else {
-                    None
-                },
-                extensions,
-                ext_attrs,
-            },
-        );
+        .prop_map(move |(hostname, port, username, ext_attrs, extensions)| Login {
+            authentication: "ssh-keys".into(),
+            hostname,
+            port,
+            // Only the manifest schema has `username`.
+            username: if kind == RSpecType::Manifest { username } else { None },
+            extensions,
+            ext_attrs,
+        });
     let install = (value(), value(), prop::option::of(value()), ext_attrs()).prop_map(
         move |(url, install_path, file_type, ext_attrs)| {
             let ad = kind == RSpecType::Advertisement;
@@ -237,38 +187,21 @@ fn services(kind: RSpecType) -> impl Strategy<Value = Services> {
                 // An advertisement install has only file_type.
                 url: if ad { String::new() } else { url },
                 install_path: if ad { String::new() } else { install_path },
-                file_type: if ad {
-                    Some(file_type.unwrap_or_default())
-                } else {
-                    None
-                },
+                file_type: if ad { Some(file_type.unwrap_or_default()) } else { None },
                 extensions: vec![],
                 ext_attrs,
             }
         },
     );
-    let execute = (value(), value(), ext_attrs(), exts()).prop_map(
-        move |(shell, command, ext_attrs, extensions)| Execute {
+    let execute =
+        (value(), value(), ext_attrs(), exts()).prop_map(move |(shell, command, ext_attrs, extensions)| Execute {
             shell,
-            command: if kind == RSpecType::Advertisement {
-                String::new()
-            } else {
-                command
-            },
+            command: if kind == RSpecType::Advertisement { String::new() } else { command },
             extensions,
             ext_attrs,
-        },
-    );
-    let user = (
-        "[a-z]{1,8}",
-        prop::option::of(urn("user")),
-        prop::collection::vec(trimmed(), 0..3),
-    )
-        .prop_map(|(login, user_urn, public_keys)| UserKey {
-            login,
-            user_urn,
-            public_keys,
         });
+    let user = ("[a-z]{1,8}", prop::option::of(urn("user")), prop::collection::vec(trimmed(), 0..3))
+        .prop_map(|(login, user_urn, public_keys)| UserKey { login, user_urn, public_keys });
     (
         prop::collection::vec(login, 0..3),
         prop::collection::vec(install, 0..2),
@@ -277,41 +210,26 @@ fn services(kind: RSpecType) -> impl Strategy<Value = Services> {
         ext_attrs(),
         exts(),
     )
-        .prop_map(
-            move |(logins, installs, executes, users, ext_attrs, extensions)| Services {
-                logins,
-                installs,
-                executes,
-                users: if kind == RSpecType::Manifest {
-                    users
-                } else {
-                    vec![]
-                },
-                extensions,
-                ext_attrs,
-            },
-        )
+        .prop_map(move |(logins, installs, executes, users, ext_attrs, extensions)| Services {
+            logins,
+            installs,
+            executes,
+            users: if kind == RSpecType::Manifest { users } else { vec![] },
+            extensions,
+            ext_attrs,
+        })
 }
 
 /// The parts of a node that do not depend on its index.
 fn node(kind: RSpecType) -> impl Strategy<Value = Node> {
     let ad = kind == RSpecType::Advertisement;
     (
-        (
-            prop::option::of(urn("node")),
-            urn("authority"),
-            prop::option::of("[a-z0-9]{1,8}"),
-        ),
+        (prop::option::of(urn("node")), urn("authority"), prop::option::of("[a-z0-9]{1,8}")),
         prop::option::of(prop::bool::ANY),
         prop::collection::vec(sliver_type(kind), if ad { 0..3 } else { 1..2 }),
         prop::collection::vec(("[a-z0-9]{1,6}", ext_attrs(), exts()), 0..2),
         prop::collection::vec(
-            (
-                prop::collection::vec(ip(), 0..3),
-                prop::option::of("02:[0-9a-f]{2}:00:00:00:01"),
-                ext_attrs(),
-                exts(),
-            ),
+            (prop::collection::vec(ip(), 0..3), prop::option::of("02:[0-9a-f]{2}:00:00:00:01"), ext_attrs(), exts()),
             0..3,
         ),
         prop::option::of(services(kind)),
@@ -353,28 +271,16 @@ fn node(kind: RSpecType) -> impl Strategy<Value = Node> {
                 };
                 if ad {
                     // Required in an advertisement.
-                    n.component_id = Some(
-                        cid.unwrap_or_else(|| "urn:publicid:IDN+ad.example.org+node+x".into()),
-                    );
+                    n.component_id = Some(cid.unwrap_or_else(|| "urn:publicid:IDN+ad.example.org+node+x".into()));
                     n.exclusive = Some(exclusive.unwrap_or(false));
-                    n.available = Some(Available {
-                        now,
-                        ..Available::default()
-                    });
+                    n.available = Some(Available { now, ..Available::default() });
                 }
                 if kind == RSpecType::Manifest {
-                    n.host = host.map(|name| Host {
-                        name,
-                        ext_attrs: vec![],
-                    });
+                    n.host = host.map(|name| Host { name, ext_attrs: vec![] });
                 }
                 n.hardware_types = hws
                     .into_iter()
-                    .map(|(name, ext_attrs, extensions)| HardwareType {
-                        name,
-                        extensions,
-                        ext_attrs,
-                    })
+                    .map(|(name, ext_attrs, extensions)| HardwareType { name, extensions, ext_attrs })
                     .collect();
                 n.location = loc.map(|(country, latitude, longitude, ext_attrs)| Location {
                     country,
@@ -387,11 +293,7 @@ fn node(kind: RSpecType) -> impl Strategy<Value = Node> {
                     .into_iter()
                     .map(|(ips, mac, ext_attrs, extensions)| Interface {
                         ips,
-                        mac_address: if kind == RSpecType::Manifest {
-                            mac
-                        } else {
-                            None
-                        },
+                        mac_address: if kind == RSpecType::Manifest { mac } else { None },
                         ext_attrs,
                         extensions,
                         ..Interface::default()
@@ -406,14 +308,7 @@ fn link_parts() -> impl Strategy<Value = (Link, Vec<Index>)> {
     (
         prop::collection::vec(urn("authority"), 0..3),
         prop::collection::vec(any::<Index>(), 1..4),
-        prop::collection::vec(
-            (
-                "lan|vlan|gre-tunnel",
-                prop::option::of("[a-z]{1,5}"),
-                ext_attrs(),
-            ),
-            0..2,
-        ),
+        prop::collection::vec(("lan|vlan|gre-tunnel", prop::option::of("[a-z]{1,5}"), ext_attrs()), 0..2),
         prop::collection::vec(
             (
                 prop::option::of(any::<u64>()),
@@ -427,83 +322,51 @@ fn link_parts() -> impl Strategy<Value = (Link, Vec<Index>)> {
         ext_attrs(),
         exts(),
     )
-        .prop_map(
-            |(component_managers, picks, types, props, vlantag, ext_attrs, extensions)| {
-                let link = Link {
-                    component_managers,
-                    link_types: types
-                        .into_iter()
-                        .map(|(name, class, ext_attrs)| LinkType {
-                            name,
-                            class,
-                            extensions: vec![],
-                            ext_attrs,
-                        })
-                        .collect(),
-                    properties: props
-                        .into_iter()
-                        .map(|(capacity, latency, packet_loss, ext_attrs)| LinkProperty {
-                            capacity,
-                            latency,
-                            packet_loss,
-                            ext_attrs,
-                            ..LinkProperty::default()
-                        })
-                        .collect(),
-                    vlantag: Some(vlantag),
-                    ext_attrs,
-                    extensions,
-                    ..Link::default()
-                };
-                (link, picks)
-            },
-        )
+        .prop_map(|(component_managers, picks, types, props, vlantag, ext_attrs, extensions)| {
+            let link = Link {
+                component_managers,
+                link_types: types
+                    .into_iter()
+                    .map(|(name, class, ext_attrs)| LinkType { name, class, extensions: vec![], ext_attrs })
+                    .collect(),
+                properties: props
+                    .into_iter()
+                    .map(|(capacity, latency, packet_loss, ext_attrs)| LinkProperty {
+                        capacity,
+                        latency,
+                        packet_loss,
+                        ext_attrs,
+                        ..LinkProperty::default()
+                    })
+                    .collect(),
+                vlantag: Some(vlantag),
+                ext_attrs,
+                extensions,
+                ..Link::default()
+            };
+            (link, picks)
+        })
 }
 
 fn opstate() -> impl Strategy<Value = Opstate> {
-    let action = ("[a-z_]{1,10}", "[a-z_]{1,10}", prop::option::of(trimmed())).prop_map(
-        |(name, next, description)| OpstateAction {
-            name,
-            next,
-            description,
-        },
-    );
-    let wait = (
-        prop::option::of("geni_success|geni_failure"),
-        "[a-z_]{1,10}",
-        prop::option::of(trimmed()),
-    )
-        .prop_map(|(wait_type, next, description)| OpstateWait {
-            wait_type,
-            next,
-            description,
-        });
+    let action = ("[a-z_]{1,10}", "[a-z_]{1,10}", prop::option::of(trimmed()))
+        .prop_map(|(name, next, description)| OpstateAction { name, next, description });
+    let wait = (prop::option::of("geni_success|geni_failure"), "[a-z_]{1,10}", prop::option::of(trimmed()))
+        .prop_map(|(wait_type, next, description)| OpstateWait { wait_type, next, description });
     let state = (
         "[a-z_]{1,10}",
         prop::option::of(trimmed()),
         prop::collection::vec(action, 0..3),
         prop::collection::vec(wait, 0..3),
     )
-        .prop_map(|(name, description, actions, waits)| OpstateState {
-            name,
-            description,
-            actions,
-            waits,
-        });
-    (
-        urn("authority"),
-        "[a-z_]{1,10}",
-        prop::collection::vec("[a-z-]{1,10}", 0..3),
-        prop::collection::vec(state, 0..4),
-    )
-        .prop_map(
-            |(aggregate_manager_id, start, sliver_types, states)| Opstate {
-                aggregate_manager_id,
-                start,
-                sliver_types,
-                states,
-            },
-        )
+        .prop_map(|(name, description, actions, waits)| OpstateState { name, description, actions, waits });
+    (urn("authority"), "[a-z_]{1,10}", prop::collection::vec("[a-z-]{1,10}", 0..3), prop::collection::vec(state, 0..4))
+        .prop_map(|(aggregate_manager_id, start, sliver_types, states)| Opstate {
+            aggregate_manager_id,
+            start,
+            sliver_types,
+            states,
+        })
 }
 
 /// A whole document of one kind, with identifiers assigned so the document is valid.
@@ -519,91 +382,75 @@ fn rspec(kind: RSpecType) -> impl Strategy<Value = RSpec> {
         ext_attrs(),
         exts(),
     )
-        .prop_map(
-            move |(
-                generated,
-                generated_by,
-                expires,
-                mut nodes,
-                links,
-                opstates,
-                ext_attrs,
-                extensions,
-            )| {
-                let mut iface_ids = Vec::new();
-                for (i, n) in nodes.iter_mut().enumerate() {
-                    if !ad {
-                        n.client_id = Some(format!("node-{i}"));
+        .prop_map(move |(generated, generated_by, expires, mut nodes, links, opstates, ext_attrs, extensions)| {
+            let mut iface_ids = Vec::new();
+            for (i, n) in nodes.iter_mut().enumerate() {
+                if !ad {
+                    n.client_id = Some(format!("node-{i}"));
+                }
+                if kind == RSpecType::Manifest {
+                    n.sliver_id = Some(format!("urn:publicid:IDN+am.example.org+sliver+{i}"));
+                }
+                for (j, iface) in n.interfaces.iter_mut().enumerate() {
+                    let id = format!("node-{i}:if{j}");
+                    if ad {
+                        iface.component_id = Some(format!("urn:publicid:IDN+am.example.org+interface+{id}"));
+                    } else {
+                        iface.client_id = Some(id.clone());
                     }
                     if kind == RSpecType::Manifest {
-                        n.sliver_id = Some(format!("urn:publicid:IDN+am.example.org+sliver+{i}"));
+                        iface.sliver_id = Some(format!("urn:publicid:IDN+am.example.org+sliver+{i}-{j}"));
                     }
-                    for (j, iface) in n.interfaces.iter_mut().enumerate() {
-                        let id = format!("node-{i}:if{j}");
+                    iface_ids.push(id);
+                }
+            }
+            let mut r = RSpec::new(kind);
+            r.generated = generated;
+            r.generated_by = generated_by;
+            r.expires = expires;
+            r.nodes = nodes;
+            r.ext_attrs = ext_attrs;
+            r.extensions = extensions;
+            if ad {
+                r.opstates = opstates;
+            }
+            if !iface_ids.is_empty() {
+                for (k, (mut link, picks)) in links.into_iter().enumerate() {
+                    for p in picks {
+                        let id = p.get(&iface_ids).clone();
+                        let mut iref = InterfaceRef::default();
                         if ad {
-                            iface.component_id =
-                                Some(format!("urn:publicid:IDN+am.example.org+interface+{id}"));
+                            iref.component_id = Some(format!("urn:publicid:IDN+am.example.org+interface+{id}"));
                         } else {
-                            iface.client_id = Some(id.clone());
+                            iref.client_id = Some(id.clone());
                         }
-                        if kind == RSpecType::Manifest {
-                            iface.sliver_id =
-                                Some(format!("urn:publicid:IDN+am.example.org+sliver+{i}-{j}"));
-                        }
-                        iface_ids.push(id);
+                        link.interface_refs.push(iref);
                     }
-                }
-                let mut r = RSpec::new(kind);
-                r.generated = generated;
-                r.generated_by = generated_by;
-                r.expires = expires;
-                r.nodes = nodes;
-                r.ext_attrs = ext_attrs;
-                r.extensions = extensions;
-                if ad {
-                    r.opstates = opstates;
-                }
-                if !iface_ids.is_empty() {
-                    for (k, (mut link, picks)) in links.into_iter().enumerate() {
-                        for p in picks {
-                            let id = p.get(&iface_ids).clone();
-                            let mut iref = InterfaceRef::default();
-                            if ad {
-                                iref.component_id =
-                                    Some(format!("urn:publicid:IDN+am.example.org+interface+{id}"));
-                            } else {
-                                iref.client_id = Some(id.clone());
-                            }
-                            link.interface_refs.push(iref);
-                        }
-                        for (pi, p) in link.properties.iter_mut().enumerate() {
-                            let a = &link.interface_refs[pi % link.interface_refs.len()];
-                            let id = a.client_id.clone().or(a.component_id.clone()).unwrap();
-                            p.source_id = id.clone();
-                            p.dest_id = id;
-                        }
-                        match kind {
-                            RSpecType::Advertisement => {
-                                link.component_id =
-                                    Some(format!("urn:publicid:IDN+am.example.org+link+l{k}"));
-                                link.vlantag = None;
-                            }
-                            RSpecType::Request => {
-                                link.client_id = Some(format!("link-{k}"));
-                                link.vlantag = None;
-                            }
-                            RSpecType::Manifest => {
-                                link.client_id = Some(format!("link-{k}"));
-                                link.sliver_id =
-                                    Some(format!("urn:publicid:IDN+am.example.org+sliver+l{k}"));
-                            }
-                        }
-                        r.links.push(link);
+                    for (pi, p) in link.properties.iter_mut().enumerate() {
+                        let a = &link.interface_refs[pi % link.interface_refs.len()];
+                        let id = a.client_id.clone().or(a.component_id.clone()).unwrap();
+                        p.source_id = id.clone();
+                        p.dest_id = id;
                     }
+                    match kind {
+                        RSpecType::Advertisement => {
+                            link.component_id = Some(format!("urn:publicid:IDN+am.example.org+link+l{k}"));
+                            link.vlantag = None;
+                        }
+                        RSpecType::Request => {
+                            link.client_id = Some(format!("link-{k}"));
+                            link.vlantag = None;
+                        }
+                        RSpecType::Manifest => {
+                            link.client_id = Some(format!("link-{k}"));
+                            link.sliver_id = Some(format!("urn:publicid:IDN+am.example.org+sliver+l{k}"));
+                        }
+                    }
+                    r.links.push(link);
                 }
-                r
-            },
-        )
+            }
+            r
+        })
 }
 
 /// Generates `cases` documents of a kind, checks each reads back equal and passes
@@ -628,10 +475,7 @@ fn check_kind(kind: RSpecType, cases: usize) {
     let failures = common::xmllint_validate(&common::schema_for(kind), &files);
     if let Some((file, msg)) = failures.first() {
         let doc = std::fs::read_to_string(file).unwrap();
-        panic!(
-            "{} of {cases} generated {kind:?} documents fail the schema; first: {msg}\n{doc}",
-            failures.len()
-        );
+        panic!("{} of {cases} generated {kind:?} documents fail the schema; first: {msg}\n{doc}", failures.len());
     }
 }
 
@@ -686,24 +530,16 @@ fn schema_check_rejects_a_manifest_link_without_vlantag() {
     let mut r = RSpec::new(RSpecType::Manifest);
     r.nodes.push(Node {
         client_id: Some("a".into()),
-        interfaces: vec![Interface {
-            client_id: Some("a:if0".into()),
-            ..Interface::default()
-        }],
+        interfaces: vec![Interface { client_id: Some("a:if0".into()), ..Interface::default() }],
         ..Node::default()
     });
     r.links.push(Link {
         client_id: Some("l".into()),
-        interface_refs: vec![InterfaceRef {
-            client_id: Some("a:if0".into()),
-            ..InterfaceRef::default()
-        }],
+        interface_refs: vec![InterfaceRef { client_id: Some("a:if0".into()), ..InterfaceRef::default() }],
         ..Link::default()
     });
     let problems = r.validate().unwrap_err();
-    assert!(problems
-        .iter()
-        .any(|p| p.kind == ProblemKind::MissingAttribute && p.message.contains("vlantag")));
+    assert!(problems.iter().any(|p| p.kind == ProblemKind::MissingAttribute && p.message.contains("vlantag")));
     let dir = common::scratch("control");
     let path = dir.join("no-vlantag.xml");
     std::fs::write(&path, r.to_xml()).unwrap();

@@ -7,6 +7,7 @@
 //! only. Namespace declarations are skipped: the `NsReader` has already applied them.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 
 use quick_xml::name::ResolveResult;
 use quick_xml::NsReader;
@@ -24,55 +25,39 @@ pub(crate) struct AttrIter<'r, 'i> {
     offset: usize,
     inline: [&'i str; INLINE_KEYS],
     count: usize,
-    spilled: Vec<&'i str>,
+    spilled: HashSet<&'i str>,
 }
 
 /// The attributes of `tag`, which must come from `input`.
-pub(crate) fn attr_iter<'r, 'i>(
-    reader: &'r NsReader<&'i [u8]>,
-    input: &'i str,
-    tag: &Tag<'i>,
-) -> AttrIter<'r, 'i> {
+pub(crate) fn attr_iter<'r, 'i>(reader: &'r NsReader<&'i [u8]>, input: &'i str, tag: &Tag<'i>) -> AttrIter<'r, 'i> {
     let raw = tag.start.attributes_raw();
     // The tag borrows the input; find the same bytes as a `&str` by address.
     let start = (raw.as_ptr() as usize).wrapping_sub(input.as_ptr() as usize);
-    let text = input
-        .get(start..start.saturating_add(raw.len()))
-        .filter(|t| t.as_ptr() == raw.as_ptr())
-        .unwrap_or("\u{0}");
-    AttrIter {
-        reader,
-        text,
-        pos: 0,
-        offset: tag.offset,
-        inline: [""; INLINE_KEYS],
-        count: 0,
-        spilled: Vec::new(),
-    }
+    let text =
+        input.get(start..start.saturating_add(raw.len())).filter(|t| t.as_ptr() == raw.as_ptr()).unwrap_or("\u{0}");
+    AttrIter { reader, text, pos: 0, offset: tag.offset, inline: [""; INLINE_KEYS], count: 0, spilled: HashSet::new() }
 }
 
 impl<'i> AttrIter<'_, 'i> {
     fn fail(&self, message: String) -> Option<Res<RawAttr<'i>>> {
         // Scanning stops at the first error: the whole document is refused anyway.
-        Some(Err(Fatal {
-            offset: self.offset,
-            kind: FatalKind::Malformed(message),
-        }))
+        Some(Err(Fatal { offset: self.offset, kind: FatalKind::Malformed(message) }))
     }
 
     /// Records a name, reporting whether it was already present.
     fn duplicate(&mut self, key: &'i str) -> bool {
-        let seen = self.inline[..self.count.min(INLINE_KEYS)]
-            .iter()
-            .chain(self.spilled.iter())
-            .any(|k| *k == key);
-        if self.count < INLINE_KEYS {
+        // Small elements compare against the inline slots; beyond them a set keeps the
+        // check linear, so a hostile element with thousands of attributes stays cheap.
+        let seen = if self.count < INLINE_KEYS {
+            let seen = self.inline[..self.count].contains(&key);
             self.inline[self.count] = key;
+            seen
         } else {
-            // Beyond the inline slots the check is linear per attribute; an element with
-            // thousands of attributes is bounded by the document size cap.
-            self.spilled.push(key);
-        }
+            if self.spilled.is_empty() {
+                self.spilled.extend(self.inline.iter().copied());
+            }
+            !self.spilled.insert(key)
+        };
         self.count += 1;
         seen
     }
@@ -115,11 +100,7 @@ impl<'i> Iterator for AttrIter<'_, 'i> {
                 self.pos += 1;
             }
             let key = &self.text[name_start..self.pos];
-            if bad_name
-                || key.is_empty()
-                || colon == Some(name_start)
-                || colon == Some(self.pos - 1)
-            {
+            if bad_name || key.is_empty() || colon == Some(name_start) || colon == Some(self.pos - 1) {
                 return self.fail(format!("Invalid attribute name {key:?}"));
             }
             while self.pos < bytes.len() && bytes[self.pos].is_ascii_whitespace() {
@@ -157,14 +138,14 @@ impl<'i> Iterator for AttrIter<'_, 'i> {
             if has_lt {
                 return self.fail(format!("Attribute {key:?} value contains '<'"));
             }
+            if self.count >= crate::MAX_ATTRIBUTES {
+                return self.fail(format!("More than {} attributes on one element", crate::MAX_ATTRIBUTES));
+            }
             if self.duplicate(key) {
                 return self.fail(format!("Duplicate attribute {key:?}"));
             }
             let (prefix, local) = match colon {
-                Some(c) => (
-                    Some(&self.text[name_start..c]),
-                    &self.text[c + 1..name_start + key.len()],
-                ),
+                Some(c) => (Some(&self.text[name_start..c]), &self.text[c + 1..name_start + key.len()]),
                 None => (None, key),
             };
             if prefix == Some("xmlns") || (prefix.is_none() && local == "xmlns") {
@@ -173,17 +154,12 @@ impl<'i> Iterator for AttrIter<'_, 'i> {
             let ns = match prefix {
                 None => Ns::None,
                 Some(_) => {
-                    let (res, _) = self
-                        .reader
-                        .resolve_attribute(quick_xml::name::QName(key.as_bytes()));
+                    let (res, _) = self.reader.resolve_attribute(quick_xml::name::QName(key.as_bytes()));
                     match res {
                         ResolveResult::Bound(n) => Ns::classify(n.into_inner()),
                         ResolveResult::Unbound => Ns::None,
                         ResolveResult::Unknown(p) => {
-                            return self.fail(format!(
-                                "Unknown namespace prefix {:?}",
-                                String::from_utf8_lossy(&p)
-                            ))
+                            return self.fail(format!("Unknown namespace prefix {:?}", String::from_utf8_lossy(&p)))
                         }
                     }
                 }

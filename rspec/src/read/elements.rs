@@ -35,31 +35,16 @@ pub(super) fn value<T>(
 }
 
 /// Checks an `xs:dateTime` attribute, recording a problem if it is not one.
-pub(super) fn datetime(
-    problems: &mut Vec<(usize, ProblemKind, String)>,
-    off: usize,
-    what: &str,
-    raw: &str,
-) -> String {
+pub(super) fn datetime(problems: &mut Vec<(usize, ProblemKind, String)>, off: usize, what: &str, raw: &str) -> String {
     if !values::is_datetime(raw.trim()) {
-        problems.push((
-            off,
-            ProblemKind::BadValue,
-            format!("{what}: {raw:?} is not an xs:dateTime"),
-        ));
+        problems.push((off, ProblemKind::BadValue, format!("{what}: {raw:?} is not an xs:dateTime")));
     }
     raw.trim().to_owned()
 }
 
 impl<'i> Ctx<'i> {
     /// Unwraps a required attribute, recording a problem (and yielding "") if it is absent.
-    pub(super) fn required(
-        &mut self,
-        offset: usize,
-        element: &str,
-        attr: &str,
-        v: Option<String>,
-    ) -> String {
+    pub(super) fn required(&mut self, offset: usize, element: &str, attr: &str, v: Option<String>) -> String {
         v.unwrap_or_else(|| {
             self.problem(
                 offset,
@@ -102,10 +87,7 @@ impl<'i> Ctx<'i> {
                     self.problem(
                         c.offset,
                         ProblemKind::UnexpectedElement,
-                        format!(
-                            "<{element}> may not contain <{}>",
-                            String::from_utf8_lossy(c.local())
-                        ),
+                        format!("<{element}> may not contain <{}>", String::from_utf8_lossy(c.local())),
                     );
                     self.skip(&c)?;
                 }
@@ -123,33 +105,20 @@ impl<'i> Ctx<'i> {
             let a = a?;
             match (&a.ns, a.local) {
                 (Ns::None, "type") => {
-                    rtype = Some(value(
-                        &mut self.problems,
-                        off,
-                        "rspec type",
-                        &a.value,
-                        ProblemKind::BadValue,
-                        |s| {
-                            RSpecType::from_attr(s.trim()).ok_or_else(|| {
-                                format!("{s:?} is not request, manifest or advertisement")
-                            })
-                        },
-                    ));
+                    rtype = Some(value(&mut self.problems, off, "rspec type", &a.value, ProblemKind::BadValue, |s| {
+                        RSpecType::from_attr(s.trim())
+                            .ok_or_else(|| format!("{s:?} is not request, manifest or advertisement"))
+                    }));
                 }
-                (Ns::None, "generated") => {
-                    r.generated = Some(datetime(&mut self.problems, off, "generated", &a.value))
-                }
+                (Ns::None, "generated") => r.generated = Some(datetime(&mut self.problems, off, "generated", &a.value)),
                 (Ns::None, "generated_by") => r.generated_by = Some(a.value.into_owned()),
-                (Ns::None, "expires") => {
-                    r.expires = Some(datetime(&mut self.problems, off, "expires", &a.value))
-                }
+                (Ns::None, "expires") => r.expires = Some(datetime(&mut self.problems, off, "expires", &a.value)),
                 (Ns::Xsi, "schemaLocation") => {
                     let words: Vec<&str> = a.value.split_whitespace().collect();
                     for pair in words.chunks_exact(2) {
                         let known = [GENI_V3_NS, EMULAB_NS, USER_NS, OPSTATE_NS];
                         if !known.contains(&pair[0]) {
-                            r.extra_schema_locations
-                                .push((pair[0].to_owned(), pair[1].to_owned()));
+                            r.extra_schema_locations.push((pair[0].to_owned(), pair[1].to_owned()));
                         }
                     }
                 }

@@ -138,34 +138,15 @@ impl<'i> Ctx<'i> {
                 Some("source_id") => src = Some(a.value.into_owned()),
                 Some("dest_id") => dst = Some(a.value.into_owned()),
                 Some("capacity") => {
-                    p.capacity = value(
-                        &mut self.problems,
-                        off,
-                        "property capacity",
-                        &a.value,
-                        bad,
-                        values::unsigned,
-                    )
+                    p.capacity = value(&mut self.problems, off, "property capacity", &a.value, bad, values::unsigned)
                 }
                 Some("latency") => {
-                    p.latency = value(
-                        &mut self.problems,
-                        off,
-                        "property latency",
-                        &a.value,
-                        bad,
-                        values::unsigned,
-                    )
+                    p.latency = value(&mut self.problems, off, "property latency", &a.value, bad, values::unsigned)
                 }
                 Some("packet_loss") => {
-                    p.packet_loss = value(
-                        &mut self.problems,
-                        off,
-                        "property packet_loss",
-                        &a.value,
-                        bad,
-                        |s| values::decimal_in(s, 0.0, 1.0),
-                    )
+                    p.packet_loss = value(&mut self.problems, off, "property packet_loss", &a.value, bad, |s| {
+                        values::decimal_in(s, 0.0, 1.0)
+                    })
                 }
                 _ => self.sc.attrs.push(a.into_ext()),
             }

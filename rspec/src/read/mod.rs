@@ -24,12 +24,12 @@ use quick_xml::NsReader;
 
 use crate::error::{Error, Position, Problem, ProblemKind};
 use crate::model::{
-    DiskImage, HardwareType, Interface, InterfaceRef, Ip, LinkProperty, LinkType, RSpec, RSpecType,
-    SliverType, EMULAB_NS, GENI_V3_NS, OPSTATE_NS, PROTOGENI_V2_NS, USER_NS, XSI_NS,
+    DiskImage, HardwareType, Interface, InterfaceRef, Ip, LinkProperty, LinkType, RSpec, RSpecType, SliverType,
+    EMULAB_NS, GENI_V3_NS, OPSTATE_NS, PROTOGENI_V2_NS, USER_NS, XSI_NS,
 };
 use crate::validate::{self, Offsets};
 use crate::xml::{QName, XmlAttr, XmlChild, XmlElement};
-use crate::{MAX_DEPTH, MAX_DOCUMENT_BYTES};
+use crate::{MAX_DEPTH, MAX_DOCUMENT_BYTES, MAX_NAMESPACES_IN_SCOPE};
 
 /// A namespace, classified without allocating for the ones the model knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,13 +130,7 @@ impl RawAttr<'_> {
     }
 
     pub(crate) fn into_ext(self) -> XmlAttr {
-        XmlAttr {
-            name: QName {
-                ns: self.ns.uri(),
-                local: self.local.to_owned(),
-            },
-            value: self.value.into_owned(),
-        }
+        XmlAttr { name: QName { ns: self.ns.uri(), local: self.local.to_owned() }, value: self.value.into_owned() }
     }
 }
 
@@ -174,6 +168,10 @@ pub(crate) struct Ctx<'i> {
     /// The whole input, so attribute text can be sliced from it without UTF-8 re-checks.
     pub(crate) input: &'i str,
     depth: usize,
+    /// Namespace declarations made by each open element, and their sum.
+    ns_decls: Vec<usize>,
+    ns_in_scope: usize,
+    xmlns: memchr::memmem::Finder<'static>,
     /// Problems as (byte offset, kind, message); positions are computed at the end.
     pub(crate) problems: Vec<(usize, ProblemKind, String)>,
     pub(crate) offsets: Offsets,
@@ -220,6 +218,9 @@ impl<'i> Ctx<'i> {
             reader,
             input,
             depth: 0,
+            ns_decls: Vec::new(),
+            ns_in_scope: 0,
+            xmlns: memchr::memmem::Finder::new(b"xmlns"),
             problems: Vec::new(),
             offsets: Offsets::default(),
             kind: RSpecType::Request,
@@ -228,10 +229,7 @@ impl<'i> Ctx<'i> {
     }
 
     fn malformed(&self, message: impl Into<String>) -> Fatal {
-        Fatal {
-            offset: self.reader.buffer_position() as usize,
-            kind: FatalKind::Malformed(message.into()),
-        }
+        Fatal { offset: self.reader.buffer_position() as usize, kind: FatalKind::Malformed(message.into()) }
     }
 
     pub(crate) fn problem(&mut self, offset: usize, kind: ProblemKind, message: String) {
@@ -255,47 +253,56 @@ impl<'i> Ctx<'i> {
             // Only start tags need their namespace: end tags are matched by name by quick-xml,
             // and text has none. Resolving just these keeps the per-event cost down.
             let ns = match &ev {
-                Event::Start(e) | Event::Empty(e) => {
-                    match self.reader.resolve_element(e.name()).0 {
-                        ResolveResult::Unbound => Ns::None,
-                        ResolveResult::Bound(n) => Ns::classify(n.into_inner()),
-                        ResolveResult::Unknown(p) => {
-                            return Err(Fatal {
-                                offset,
-                                kind: FatalKind::Malformed(format!(
-                                    "Unknown namespace prefix {:?}",
-                                    String::from_utf8_lossy(&p)
-                                )),
-                            })
-                        }
+                Event::Start(e) | Event::Empty(e) => match self.reader.resolve_element(e.name()).0 {
+                    ResolveResult::Unbound => Ns::None,
+                    ResolveResult::Bound(n) => Ns::classify(n.into_inner()),
+                    ResolveResult::Unknown(p) => {
+                        return Err(Fatal {
+                            offset,
+                            kind: FatalKind::Malformed(format!(
+                                "Unknown namespace prefix {:?}",
+                                String::from_utf8_lossy(&p)
+                            )),
+                        })
                     }
-                }
+                },
                 _ => Ns::None,
+            };
+            // Bound the declarations in scope (see MAX_NAMESPACES_IN_SCOPE). Counting the
+            // text "xmlns" in the attributes may over-count, never under-count.
+            let decls = match &ev {
+                Event::Start(e) | Event::Empty(e) => {
+                    let n = self.xmlns.find_iter(e.attributes_raw()).count();
+                    if self.ns_in_scope + n > MAX_NAMESPACES_IN_SCOPE {
+                        return Err(Fatal {
+                            offset,
+                            kind: FatalKind::Malformed(format!(
+                                "More than {MAX_NAMESPACES_IN_SCOPE} namespace declarations in scope"
+                            )),
+                        });
+                    }
+                    n
+                }
+                _ => 0,
             };
             match ev {
                 Event::Comment(_) | Event::PI(_) | Event::Decl(_) => continue,
-                Event::DocType(_) => {
-                    return Err(Fatal {
-                        offset,
-                        kind: FatalKind::Doctype,
-                    })
-                }
+                Event::DocType(_) => return Err(Fatal { offset, kind: FatalKind::Doctype }),
                 Event::Start(_) => {
+                    self.ns_decls.push(decls);
+                    self.ns_in_scope += decls;
                     self.depth += 1;
                     if self.depth > MAX_DEPTH {
-                        return Err(Fatal {
-                            offset,
-                            kind: FatalKind::TooDeep,
-                        });
+                        return Err(Fatal { offset, kind: FatalKind::TooDeep });
                     }
                 }
                 Event::Empty(_) if self.depth + 1 > MAX_DEPTH => {
-                    return Err(Fatal {
-                        offset,
-                        kind: FatalKind::TooDeep,
-                    });
+                    return Err(Fatal { offset, kind: FatalKind::TooDeep });
                 }
-                Event::End(_) => self.depth = self.depth.saturating_sub(1),
+                Event::End(_) => {
+                    self.depth = self.depth.saturating_sub(1);
+                    self.ns_in_scope -= self.ns_decls.pop().unwrap_or(0);
+                }
                 _ => {}
             }
             return Ok((ns, ev, offset));
@@ -307,18 +314,8 @@ impl<'i> Ctx<'i> {
         loop {
             let (ns, ev, offset) = self.event()?;
             return Ok(match ev {
-                Event::Start(start) => Next::Child(Tag {
-                    ns,
-                    start,
-                    empty: false,
-                    offset,
-                }),
-                Event::Empty(start) => Next::Child(Tag {
-                    ns,
-                    start,
-                    empty: true,
-                    offset,
-                }),
+                Event::Start(start) => Next::Child(Tag { ns, start, empty: false, offset }),
+                Event::Empty(start) => Next::Child(Tag { ns, start, empty: true, offset }),
                 Event::End(_) => Next::End,
                 Event::Text(t) => {
                     if t.iter().all(u8::is_ascii_whitespace) {
@@ -329,9 +326,7 @@ impl<'i> Ctx<'i> {
                 }
                 Event::CData(c) => {
                     let raw = c.into_inner();
-                    let text = std::str::from_utf8(&raw)
-                        .map_err(|e| self.malformed(e.to_string()))?
-                        .to_owned();
+                    let text = std::str::from_utf8(&raw).map_err(|e| self.malformed(e.to_string()))?.to_owned();
                     Next::Text(text)
                 }
                 Event::Eof => return Err(self.malformed("Unexpected end of document")),
@@ -360,9 +355,7 @@ impl<'i> Ctx<'i> {
             self.sc.attrs.push(a?.into_ext());
         }
         let attrs = take(&mut self.sc.attrs, 0);
-        let local = std::str::from_utf8(tag.local())
-            .map_err(|e| self.malformed(e.to_string()))?
-            .to_owned();
+        let local = std::str::from_utf8(tag.local()).map_err(|e| self.malformed(e.to_string()))?.to_owned();
         // quick-xml does not check names; a kept name must be writable again.
         if !is_ncname(&local) || tag.ns == Ns::Other(XMLNS_NS.to_owned()) {
             return Err(Fatal {
@@ -370,14 +363,7 @@ impl<'i> Ctx<'i> {
                 kind: FatalKind::Malformed(format!("Invalid element name {local:?}")),
             });
         }
-        let mut el = XmlElement {
-            name: QName {
-                ns: tag.ns.uri(),
-                local,
-            },
-            attrs,
-            children: Vec::new(),
-        };
+        let mut el = XmlElement { name: QName { ns: tag.ns.uri(), local }, attrs, children: Vec::new() };
         if tag.empty {
             return Ok(el);
         }
@@ -436,45 +422,22 @@ impl<'i> Ctx<'i> {
         let root = loop {
             let (ns, ev, offset) = self.event()?;
             match ev {
-                Event::Start(start) => {
-                    break Tag {
-                        ns,
-                        start,
-                        empty: false,
-                        offset,
-                    }
-                }
-                Event::Empty(start) => {
-                    break Tag {
-                        ns,
-                        start,
-                        empty: true,
-                        offset,
-                    }
-                }
+                Event::Start(start) => break Tag { ns, start, empty: false, offset },
+                Event::Empty(start) => break Tag { ns, start, empty: true, offset },
                 Event::Text(t) if t.iter().all(u8::is_ascii_whitespace) => continue,
-                Event::Text(_) | Event::CData(_) => {
-                    return Err(self.malformed("Text before the root element"))
-                }
+                Event::Text(_) | Event::CData(_) => return Err(self.malformed("Text before the root element")),
                 Event::Eof => return Err(self.malformed("No root element")),
                 _ => return Err(self.malformed("Unexpected markup before the root element")),
             }
         };
         if !root.is(&Ns::Geni, "rspec") {
-            let found = format!(
-                "{{{}}}{}",
-                root.ns.uri().unwrap_or_default(),
-                String::from_utf8_lossy(root.local())
-            );
+            let found = format!("{{{}}}{}", root.ns.uri().unwrap_or_default(), String::from_utf8_lossy(root.local()));
             let hint = if root.ns == Ns::Other(PROTOGENI_V2_NS.to_owned()) {
                 " (ProtoGENI RSpec v2 is not supported; send GENI v3)"
             } else {
                 ""
             };
-            return Err(Fatal {
-                offset: root.offset,
-                kind: FatalKind::NotRSpec(format!("{found}{hint}")),
-            });
+            return Err(Fatal { offset: root.offset, kind: FatalKind::NotRSpec(format!("{found}{hint}")) });
         }
         let rspec = self.rspec(root)?;
         // Only whitespace, comments and processing instructions may follow the root.
@@ -500,8 +463,7 @@ pub(crate) fn is_ncname(s: &str) -> bool {
         Some(c) => c.is_ascii_alphabetic() || c == '_' || !c.is_ascii(),
         None => false,
     };
-    first_ok
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') || !c.is_ascii())
+    first_ok && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') || !c.is_ascii())
 }
 
 /// The offset of the first byte below 0x20 other than tab, newline and carriage return.
@@ -526,29 +488,19 @@ fn first_control_char(bytes: &[u8]) -> Option<usize> {
         }
         base += 8;
     }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&b| bad(b))
-        .map(|i| base + i)
+    chunks.remainder().iter().position(|&b| bad(b)).map(|i| base + i)
 }
 
 /// Reads a document; see [`crate::parse`].
 pub(crate) fn parse(input: &str) -> Result<RSpec, Error> {
     if input.len() > MAX_DOCUMENT_BYTES {
-        return Err(Error::TooLarge {
-            len: input.len(),
-            max: MAX_DOCUMENT_BYTES,
-        });
+        return Err(Error::TooLarge { len: input.len(), max: MAX_DOCUMENT_BYTES });
     }
     // XML 1.0 forbids these control characters anywhere; quick-xml does not check.
     if let Some(at) = first_control_char(input.as_bytes()) {
         return Err(Error::Malformed {
             position: positions(input, &[at])[0],
-            message: format!(
-                "Control character U+{:04X} is not allowed in XML",
-                input.as_bytes()[at]
-            ),
+            message: format!("Control character U+{:04X} is not allowed in XML", input.as_bytes()[at]),
         });
     }
     let mut ctx = Ctx::new(input);
@@ -558,10 +510,7 @@ pub(crate) fn parse(input: &str) -> Result<RSpec, Error> {
             let position = positions(input, &[f.offset])[0];
             return Err(match f.kind {
                 FatalKind::Malformed(message) => Error::Malformed { position, message },
-                FatalKind::TooDeep => Error::TooDeep {
-                    position,
-                    max: MAX_DEPTH,
-                },
+                FatalKind::TooDeep => Error::TooDeep { position, max: MAX_DEPTH },
                 FatalKind::Doctype => Error::Doctype { position },
                 FatalKind::NotRSpec(found) => Error::NotRSpecV3 { found },
             });
@@ -581,11 +530,7 @@ pub(crate) fn parse(input: &str) -> Result<RSpec, Error> {
         problems
             .into_iter()
             .zip(pos)
-            .map(|((_, kind, message), position)| Problem {
-                position: Some(position),
-                kind,
-                message,
-            })
+            .map(|((_, kind, message), position)| Problem { position: Some(position), kind, message })
             .collect(),
     ))
 }
@@ -614,10 +559,7 @@ fn positions(input: &str, sorted: &[usize]) -> Vec<Position> {
             }
             at += 1;
         }
-        out.push(Position {
-            line,
-            column: chars + 1,
-        });
+        out.push(Position { line, column: chars + 1 });
     }
     out
 }
@@ -628,10 +570,7 @@ mod tests {
 
     #[test]
     fn control_char_scan_matches_a_bytewise_scan() {
-        let naive = |b: &[u8]| {
-            b.iter()
-                .position(|&c| c < 0x20 && !matches!(c, b'\t' | b'\n' | b'\r'))
-        };
+        let naive = |b: &[u8]| b.iter().position(|&c| c < 0x20 && !matches!(c, b'\t' | b'\n' | b'\r'));
         let mut samples: Vec<Vec<u8>> = vec![
             b"".to_vec(),
             b"plain ascii text with\nnewlines\tand tabs\r\n".to_vec(),

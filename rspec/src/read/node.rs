@@ -155,34 +155,13 @@ impl<'i> Ctx<'i> {
             let bad = ProblemKind::BadNumber;
             match a.plain() {
                 Some("cores") => {
-                    x.cores = value(
-                        &mut self.problems,
-                        off,
-                        "emulab:xen cores",
-                        &a.value,
-                        bad,
-                        values::unsigned,
-                    )
+                    x.cores = value(&mut self.problems, off, "emulab:xen cores", &a.value, bad, values::unsigned)
                 }
                 Some("ram") => {
-                    x.ram = value(
-                        &mut self.problems,
-                        off,
-                        "emulab:xen ram",
-                        &a.value,
-                        bad,
-                        values::unsigned,
-                    )
+                    x.ram = value(&mut self.problems, off, "emulab:xen ram", &a.value, bad, values::unsigned)
                 }
                 Some("disk") => {
-                    x.disk = value(
-                        &mut self.problems,
-                        off,
-                        "emulab:xen disk",
-                        &a.value,
-                        bad,
-                        values::unsigned,
-                    )
+                    x.disk = value(&mut self.problems, off, "emulab:xen disk", &a.value, bad, values::unsigned)
                 }
                 _ => self.sc.attrs.push(a.into_ext()),
             }
@@ -263,24 +242,10 @@ impl<'i> Ctx<'i> {
             match a.plain() {
                 Some("address") => {
                     seen_address = true;
-                    address = value(
-                        &mut self.problems,
-                        off,
-                        "ip address",
-                        &a.value,
-                        bad,
-                        values::ip,
-                    );
+                    address = value(&mut self.problems, off, "ip address", &a.value, bad, values::ip);
                 }
                 Some("netmask") => {
-                    netmask = value(
-                        &mut self.problems,
-                        off,
-                        "ip netmask",
-                        &a.value,
-                        bad,
-                        values::netmask,
-                    )
+                    netmask = value(&mut self.problems, off, "ip netmask", &a.value, bad, values::netmask)
                 }
                 Some("type") => ip_type = Some(a.value.into_owned()),
                 _ => self.sc.attrs.push(a.into_ext()),
@@ -301,12 +266,7 @@ impl<'i> Ctx<'i> {
         }
         // The schema gives <ip> only extension children; none are modelled, so none are kept.
         self.no_children(&tag, "ip")?;
-        Ok(address.map(|address| Ip {
-            address,
-            netmask,
-            ip_type,
-            ext_attrs,
-        }))
+        Ok(address.map(|address| Ip { address, netmask, ip_type, ext_attrs }))
     }
 
     fn services(&mut self, tag: Tag<'i>) -> Res<Services> {
@@ -364,14 +324,8 @@ impl<'i> Ctx<'i> {
                 Some("hostname") => l.hostname = Some(a.value.into_owned()),
                 Some("username") => l.username = Some(a.value.into_owned()),
                 Some("port") => {
-                    l.port = value(
-                        &mut self.problems,
-                        off,
-                        "login port",
-                        &a.value,
-                        ProblemKind::BadNumber,
-                        values::unsigned,
-                    )
+                    l.port =
+                        value(&mut self.problems, off, "login port", &a.value, ProblemKind::BadNumber, values::unsigned)
                 }
                 _ => self.sc.attrs.push(a.into_ext()),
             }
@@ -461,10 +415,7 @@ impl<'i> Ctx<'i> {
                         self.problem(
                             c.offset,
                             ProblemKind::UnexpectedElement,
-                            format!(
-                                "<user:services_user> may not contain <{}>",
-                                String::from_utf8_lossy(c.local())
-                            ),
+                            format!("<user:services_user> may not contain <{}>", String::from_utf8_lossy(c.local())),
                         );
                         self.skip(&c)?;
                     }
@@ -502,24 +453,14 @@ impl<'i> Ctx<'i> {
             match a.plain() {
                 Some("country") => country = Some(a.value.into_owned()),
                 Some("latitude") => {
-                    l.latitude = value(
-                        &mut self.problems,
-                        off,
-                        "location latitude",
-                        &a.value,
-                        bad,
-                        |s| values::decimal_in(s, -90.0, 90.0),
-                    )
+                    l.latitude = value(&mut self.problems, off, "location latitude", &a.value, bad, |s| {
+                        values::decimal_in(s, -90.0, 90.0)
+                    })
                 }
                 Some("longitude") => {
-                    l.longitude = value(
-                        &mut self.problems,
-                        off,
-                        "location longitude",
-                        &a.value,
-                        bad,
-                        |s| values::decimal_in(s, -180.0, 180.0),
-                    )
+                    l.longitude = value(&mut self.problems, off, "location longitude", &a.value, bad, |s| {
+                        values::decimal_in(s, -180.0, 180.0)
+                    })
                 }
                 _ => self.sc.attrs.push(a.into_ext()),
             }

@@ -58,19 +58,13 @@ impl<'i> Ctx<'i> {
         self.problem(
             c.offset,
             ProblemKind::UnexpectedElement,
-            format!(
-                "<{parent}> may not contain <{}>",
-                String::from_utf8_lossy(c.local())
-            ),
+            format!("<{parent}> may not contain <{}>", String::from_utf8_lossy(c.local())),
         );
         self.skip(&c)
     }
 
     fn op_state(&mut self, tag: Tag<'i>) -> Res<OpstateState> {
-        let mut s = OpstateState {
-            name: self.named(&tag, "opstate:state")?,
-            ..OpstateState::default()
-        };
+        let mut s = OpstateState { name: self.named(&tag, "opstate:state")?, ..OpstateState::default() };
         if tag.empty {
             return Ok(s);
         }

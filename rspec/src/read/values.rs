@@ -18,8 +18,7 @@ pub(crate) fn boolean(s: &str) -> Result<bool, String> {
 pub(crate) fn unsigned<T: FromStr + std::fmt::Display + Bounded>(s: &str) -> Result<T, String> {
     let t = s.trim();
     if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
-        t.parse::<T>()
-            .map_err(|_| format!("{t} is out of range (0..={})", T::MAX_VALUE))
+        t.parse::<T>().map_err(|_| format!("{t} is out of range (0..={})", T::MAX_VALUE))
     } else {
         Err(format!("{t:?} is not a non-negative integer"))
     }
@@ -53,9 +52,7 @@ pub(crate) fn vlantag(s: &str) -> Result<u16, String> {
 /// A finite decimal within `lo..=hi`.
 pub(crate) fn decimal_in(s: &str, lo: f64, hi: f64) -> Result<f64, String> {
     let t = s.trim();
-    let v: f64 = t
-        .parse()
-        .map_err(|_| format!("{t:?} is not a decimal number"))?;
+    let v: f64 = t.parse().map_err(|_| format!("{t:?} is not a decimal number"))?;
     if !v.is_finite() || v < lo || v > hi {
         return Err(format!("{t} is out of range ({lo}..={hi})"));
     }
@@ -92,8 +89,7 @@ pub(crate) fn netmask(s: &str) -> Result<Netmask, String> {
 /// fraction and offset). Day-of-month is checked against 31 only, as schema tools do loosely.
 pub(crate) fn is_datetime(s: &str) -> bool {
     let b = s.as_bytes();
-    let digits =
-        |r: std::ops::Range<usize>| r.clone().all(|i| b.get(i).is_some_and(u8::is_ascii_digit));
+    let digits = |r: std::ops::Range<usize>| r.clone().all(|i| b.get(i).is_some_and(u8::is_ascii_digit));
     let mut i = usize::from(b.first() == Some(&b'-'));
     let year_start = i;
     while b.get(i).is_some_and(u8::is_ascii_digit) {
@@ -116,13 +112,8 @@ pub(crate) fn is_datetime(s: &str) -> bool {
     if !ok {
         return false;
     }
-    let (month, day, hour, min, sec) = (
-        num(i + 1..i + 3),
-        num(i + 4..i + 6),
-        num(i + 7..i + 9),
-        num(i + 10..i + 12),
-        num(i + 13..i + 15),
-    );
+    let (month, day, hour, min, sec) =
+        (num(i + 1..i + 3), num(i + 4..i + 6), num(i + 7..i + 9), num(i + 10..i + 12), num(i + 13..i + 15));
     let in_range = matches!(month, Some(1..=12))
         && matches!(day, Some(1..=31))
         && matches!(hour, Some(0..=24))
@@ -163,12 +154,9 @@ mod tests {
 
     #[test]
     fn accepts_datetimes_real_tools_write() {
-        for s in [
-            "2025-01-01T12:00:00Z",
-            "2026-11-25T22:46:12+00:00",
-            "2025-01-01T12:00:00.123456Z",
-            "2025-01-01T12:00:00",
-        ] {
+        for s in
+            ["2025-01-01T12:00:00Z", "2026-11-25T22:46:12+00:00", "2025-01-01T12:00:00.123456Z", "2025-01-01T12:00:00"]
+        {
             assert!(is_datetime(s), "{s}");
         }
     }
@@ -202,9 +190,7 @@ mod tests {
     #[test]
     fn unsigned_reports_range() {
         assert_eq!(unsigned::<u16>("22"), Ok(22));
-        assert!(unsigned::<u16>("65536")
-            .unwrap_err()
-            .contains("out of range"));
+        assert!(unsigned::<u16>("65536").unwrap_err().contains("out of range"));
         assert!(unsigned::<u32>("-1").is_err());
         assert!(vlantag("4096").is_err());
         assert_eq!(vlantag(" 259 "), Ok(259));

@@ -27,11 +27,9 @@ pub fn big_advertisement(nodes: usize) -> RSpec {
             extensions: vec![emulab_el("node_type", &[("type_slots", "1")])],
             ext_attrs: vec![],
         });
-        for (st, img) in [
-            ("raw-pc", "UBUNTU22-64-STD"),
-            ("emulab-xen", "UBUNTU22-64-STD"),
-            ("emulab-docker", "docker-ubuntu22-std"),
-        ] {
+        for (st, img) in
+            [("raw-pc", "UBUNTU22-64-STD"), ("emulab-xen", "UBUNTU22-64-STD"), ("emulab-docker", "docker-ubuntu22-std")]
+        {
             n.sliver_types.push(SliverType {
                 name: st.into(),
                 disk_images: vec![DiskImage {
@@ -47,57 +45,36 @@ pub fn big_advertisement(nodes: usize) -> RSpec {
         }
         for eth in 0..2 {
             n.interfaces.push(Interface {
-                component_id: Some(format!(
-                    "urn:publicid:IDN+big.example.org+interface+{name}:eth{eth}"
-                )),
+                component_id: Some(format!("urn:publicid:IDN+big.example.org+interface+{name}:eth{eth}")),
                 ext_attrs: vec![
                     XmlAttr::new(QName::local("component_name"), format!("eth{eth}")),
-                    XmlAttr::new(
-                        QName::local("role"),
-                        if eth == 0 { "control" } else { "experimental" },
-                    ),
+                    XmlAttr::new(QName::local("role"), if eth == 0 { "control" } else { "experimental" }),
                 ],
                 ..Interface::default()
             });
         }
-        n.available = Some(Available {
-            now: i % 7 != 0,
-            ..Available::default()
-        });
+        n.available = Some(Available { now: i % 7 != 0, ..Available::default() });
         n.location = Some(Location {
             country: "US".into(),
             latitude: Some(40.768652),
             longitude: Some(-111.84581),
             ..Location::default()
         });
-        n.extensions
-            .push(emulab_el("trivial_bandwidth", &[("value", "100000")]));
+        n.extensions.push(emulab_el("trivial_bandwidth", &[("value", "100000")]));
         r.nodes.push(n);
     }
     for i in 1..nodes {
-        let a = format!(
-            "urn:publicid:IDN+big.example.org+interface+pc{}:eth1",
-            i - 1
-        );
+        let a = format!("urn:publicid:IDN+big.example.org+interface+pc{}:eth1", i - 1);
         let b = format!("urn:publicid:IDN+big.example.org+interface+pc{i}:eth1");
         r.links.push(Link {
             component_id: Some(format!("urn:publicid:IDN+big.example.org+link+link{i}")),
             component_name: Some(format!("link{i}")),
             component_managers: vec![cm.into()],
             interface_refs: vec![
-                InterfaceRef {
-                    component_id: Some(a.clone()),
-                    ..InterfaceRef::default()
-                },
-                InterfaceRef {
-                    component_id: Some(b.clone()),
-                    ..InterfaceRef::default()
-                },
+                InterfaceRef { component_id: Some(a.clone()), ..InterfaceRef::default() },
+                InterfaceRef { component_id: Some(b.clone()), ..InterfaceRef::default() },
             ],
-            link_types: vec![LinkType {
-                name: "ethernet".into(),
-                ..LinkType::default()
-            }],
+            link_types: vec![LinkType { name: "ethernet".into(), ..LinkType::default() }],
             properties: vec![LinkProperty {
                 source_id: a,
                 dest_id: b,
@@ -123,16 +100,8 @@ fn emulab_el(local: &str, attrs: &[(&str, &str)]) -> XmlElement {
 
 /// The InstaGENI opstate machine (GENI-AM-API.md section 5.1).
 pub fn standard_opstate(am: &str) -> Opstate {
-    let action = |name: &str, next: &str| OpstateAction {
-        name: name.into(),
-        next: next.into(),
-        description: None,
-    };
-    let wait = |t: &str, next: &str| OpstateWait {
-        wait_type: Some(t.into()),
-        next: next.into(),
-        description: None,
-    };
+    let action = |name: &str, next: &str| OpstateAction { name: name.into(), next: next.into(), description: None };
+    let wait = |t: &str, next: &str| OpstateWait { wait_type: Some(t.into()), next: next.into(), description: None };
     let state = |name: &str, actions: Vec<OpstateAction>, waits: Vec<OpstateWait>| OpstateState {
         name: name.into(),
         description: None,
@@ -144,34 +113,21 @@ pub fn standard_opstate(am: &str) -> Opstate {
         start: "geni_notready".into(),
         sliver_types: vec!["raw-pc".into(), "emulab-xen".into()],
         states: vec![
-            state(
-                "geni_notready",
-                vec![action("geni_start", "geni_configuring")],
-                vec![],
-            ),
+            state("geni_notready", vec![action("geni_start", "geni_configuring")], vec![]),
             state(
                 "geni_configuring",
                 vec![],
-                vec![
-                    wait("geni_success", "geni_ready"),
-                    wait("geni_failure", "geni_failed"),
-                ],
+                vec![wait("geni_success", "geni_ready"), wait("geni_failure", "geni_failed")],
             ),
             state(
                 "geni_ready",
-                vec![
-                    action("geni_restart", "geni_configuring"),
-                    action("geni_stop", "geni_stopping"),
-                ],
+                vec![action("geni_restart", "geni_configuring"), action("geni_stop", "geni_stopping")],
                 vec![],
             ),
             state(
                 "geni_stopping",
                 vec![],
-                vec![
-                    wait("geni_success", "geni_notready"),
-                    wait("geni_failure", "geni_failed"),
-                ],
+                vec![wait("geni_success", "geni_notready"), wait("geni_failure", "geni_failed")],
             ),
             state("geni_failed", vec![], vec![]),
         ],

@@ -86,12 +86,7 @@ pub fn corpus() -> Vec<(String, String)> {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "xml"))
-        .map(|p| {
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                std::fs::read_to_string(&p).unwrap(),
-            )
-        })
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(&p).unwrap()))
         .collect();
     out.sort();
     out
@@ -121,11 +116,7 @@ pub fn canonical(xml: &str) -> String {
             "<{} {}>{}{}</>",
             e.name,
             attrs.join(" "),
-            if text.is_empty() {
-                String::new()
-            } else {
-                format!("\"{text}\"")
-            },
+            if text.is_empty() { String::new() } else { format!("\"{text}\"") },
             children.join("")
         )
     }
@@ -142,31 +133,19 @@ pub fn canonical(xml: &str) -> String {
         let (res, ev) = reader.read_resolved_event().expect("well-formed");
         let res = ns(res);
         let open = |res: String, e: &quick_xml::events::BytesStart, depth: usize| {
-            let name = format!(
-                "{{{}}}{}",
-                res,
-                String::from_utf8_lossy(e.local_name().into_inner())
-            );
-            let mut el = El {
-                name,
-                ..El::default()
-            };
+            let name = format!("{{{}}}{}", res, String::from_utf8_lossy(e.local_name().into_inner()));
+            let mut el = El { name, ..El::default() };
             for a in e.attributes() {
                 let a = a.unwrap();
                 if a.key.as_namespace_binding().is_some() {
                     continue;
                 }
                 let (r, local) = reader.resolve_attribute(a.key);
-                let an = format!(
-                    "{{{}}}{}",
-                    ns(r),
-                    String::from_utf8_lossy(local.into_inner())
-                );
+                let an = format!("{{{}}}{}", ns(r), String::from_utf8_lossy(local.into_inner()));
                 if depth == 0 && an.ends_with("}schemaLocation") {
                     continue;
                 }
-                el.attrs
-                    .push(format!("{an}={:?}", a.unescape_value().unwrap()));
+                el.attrs.push(format!("{an}={:?}", a.unescape_value().unwrap()));
             }
             el
         };

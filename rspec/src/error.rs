@@ -89,6 +89,14 @@ pub enum Error {
         /// The limit.
         max: usize,
     },
+    /// The document has more than [`crate::MAX_ELEMENTS`] elements.
+    #[error("Too many elements at {position}: limit {max}")]
+    TooManyElements {
+        /// Where the limit was crossed.
+        position: Position,
+        /// The limit.
+        max: usize,
+    },
     /// The input has a `<!DOCTYPE>`; refused so no entity can be declared or expanded.
     #[error("DOCTYPE refused at {position}")]
     Doctype {

@@ -338,3 +338,16 @@ fn rejects_too_many_namespace_declarations_in_scope() {
         format!("<x:a xmlns:x=\"urn:x\"{}/><x:b xmlns:x=\"urn:x\"{}/>", decls(max / 2, "p"), decls(max / 2, "q"));
     assert!(parse(&doc(&siblings)).is_ok());
 }
+
+#[test]
+fn rejects_documents_with_too_many_elements() {
+    let max = vnsnap_rspec::MAX_ELEMENTS;
+    // The root counts, so MAX - 1 children fit and one more does not.
+    let fits = doc(&"<x:e xmlns:x=\"urn:x\"/>".repeat(max - 1));
+    assert!(parse(&fits).is_ok());
+    let over = doc(&"<x:e xmlns:x=\"urn:x\"/>".repeat(max));
+    match parse(&over) {
+        Err(Error::TooManyElements { max: m, .. }) => assert_eq!(m, max),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+}

@@ -29,7 +29,7 @@ use crate::model::{
 };
 use crate::validate::{self, Offsets};
 use crate::xml::{QName, XmlAttr, XmlChild, XmlElement};
-use crate::{MAX_DEPTH, MAX_DOCUMENT_BYTES, MAX_NAMESPACES_IN_SCOPE};
+use crate::{MAX_DEPTH, MAX_DOCUMENT_BYTES, MAX_ELEMENTS, MAX_NAMESPACES_IN_SCOPE};
 
 /// A namespace, classified without allocating for the ones the model knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,6 +168,7 @@ pub(crate) struct Ctx<'i> {
     /// The whole input, so attribute text can be sliced from it without UTF-8 re-checks.
     pub(crate) input: &'i str,
     depth: usize,
+    elements: usize,
     /// Namespace declarations made by each open element, and their sum.
     ns_decls: Vec<usize>,
     ns_in_scope: usize,
@@ -199,6 +200,7 @@ pub(crate) struct Fatal {
 pub(crate) enum FatalKind {
     Malformed(String),
     TooDeep,
+    TooManyElements,
     Doctype,
     NotRSpec(String),
 }
@@ -218,6 +220,7 @@ impl<'i> Ctx<'i> {
             reader,
             input,
             depth: 0,
+            elements: 0,
             ns_decls: Vec::new(),
             ns_in_scope: 0,
             xmlns: memchr::memmem::Finder::new(b"xmlns"),
@@ -272,6 +275,10 @@ impl<'i> Ctx<'i> {
             // text "xmlns" in the attributes may over-count, never under-count.
             let decls = match &ev {
                 Event::Start(e) | Event::Empty(e) => {
+                    self.elements += 1;
+                    if self.elements > MAX_ELEMENTS {
+                        return Err(Fatal { offset, kind: FatalKind::TooManyElements });
+                    }
                     let n = self.xmlns.find_iter(e.attributes_raw()).count();
                     if self.ns_in_scope + n > MAX_NAMESPACES_IN_SCOPE {
                         return Err(Fatal {
@@ -511,6 +518,7 @@ pub(crate) fn parse(input: &str) -> Result<RSpec, Error> {
             return Err(match f.kind {
                 FatalKind::Malformed(message) => Error::Malformed { position, message },
                 FatalKind::TooDeep => Error::TooDeep { position, max: MAX_DEPTH },
+                FatalKind::TooManyElements => Error::TooManyElements { position, max: MAX_ELEMENTS },
                 FatalKind::Doctype => Error::Doctype { position },
                 FatalKind::NotRSpec(found) => Error::NotRSpecV3 { found },
             });

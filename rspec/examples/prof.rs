@@ -21,6 +21,10 @@ fn main() {
                 let mut r = quick_xml::Reader::from_str(&xml);
                 while !matches!(r.read_event().unwrap(), Event::Eof) {}
             }
+            "nsraw" => {
+                let mut r = quick_xml::NsReader::from_str(&xml);
+                while !matches!(r.read_event().unwrap(), Event::Eof) {}
+            }
             "ns" => {
                 let mut r = quick_xml::NsReader::from_str(&xml);
                 while !matches!(r.read_resolved_event().unwrap().1, Event::Eof) {}

@@ -99,6 +99,7 @@ impl Host {
             domains: Mutex::new(BTreeMap::new()),
             next_port: AtomicU32::new(1),
         });
+        host.load_segments();
         let reattached = host.reattach()?;
         host.events
             .push(None, EventKind::AgentStarted { reattached });
@@ -655,19 +656,42 @@ impl Host {
         }
     }
 
-    /// Sets the remote peers of a segment.
+    fn segments_file(&self) -> PathBuf {
+        self.cfg.state_dir.join("segments.json")
+    }
+
+    /// Restores the tunnel peers of every segment from `segments.json`.
+    fn load_segments(&self) {
+        let Ok(bytes) = std::fs::read(self.segments_file()) else { return };
+        let Ok(map) = serde_json::from_slice::<BTreeMap<SegmentId, SegmentPeers>>(&bytes) else {
+            tracing::warn!("ignoring unreadable segments.json");
+            return;
+        };
+        for (seg, peers) in map {
+            let addrs = peers.peers.iter().filter_map(|p| p.parse().ok()).collect();
+            let _ = self.switch.set_peers(seg, addrs);
+        }
+    }
+
+    /// Sets the remote peers of a segment (persisted, so a restarted agent keeps tunnelling).
     pub fn set_segment_peers(&self, segment: SegmentId, peers: &SegmentPeers) -> Res<()> {
         let mut addrs = Vec::new();
         for p in &peers.peers {
-            addrs.push(
-                p.parse().map_err(|_| {
-                    err(ErrorKind::BadRequest, format!("peer {p:?} is not ip:port"))
-                })?,
-            );
+            addrs.push(p.parse().map_err(|_| err(ErrorKind::BadRequest, format!("peer {p:?} is not ip:port")))?);
         }
-        self.switch
-            .set_peers(segment, addrs)
-            .map_err(|e| err(ErrorKind::Internal, e.to_string()))
+        let _g = lock(&self.domains);
+        let mut map: BTreeMap<SegmentId, SegmentPeers> =
+            std::fs::read(self.segments_file()).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        if peers.peers.is_empty() {
+            map.remove(&segment);
+        } else {
+            map.insert(segment, peers.clone());
+        }
+        let tmp = self.cfg.state_dir.join("segments.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&map).unwrap_or_default())
+            .and_then(|_| std::fs::rename(&tmp, self.segments_file()))
+            .map_err(|e| err(ErrorKind::Internal, format!("saving segments: {e}")))?;
+        self.switch.set_peers(segment, addrs).map_err(|e| err(ErrorKind::Internal, e.to_string()))
     }
 }
 

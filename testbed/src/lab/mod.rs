@@ -1,0 +1,337 @@
+//! A multi-host lab on one machine: N agents, each in its own network namespace with its
+//! own address on a private bridge, sharing one cluster CA and one guest image.
+//!
+//! `Lab::up` builds everything and `Lab::down` (or dropping the `Lab`) removes everything
+//! it made: agents, their QEMUs, namespaces, the bridge and, unless kept, the files.
+
+pub mod certs;
+pub mod netns;
+
+use crate::image::{self, GuestImage};
+use certs::{ClusterCa, Identity};
+use netns::LabNet;
+use serde::{Deserialize, Serialize};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use vnsnap_proto::client::{AgentClient, TlsFiles};
+
+/// Port of every agent's API inside its namespace.
+pub const AGENT_PORT: u16 = 7443;
+/// UDP port of every agent's switch tunnel.
+pub const TUNNEL_PORT: u16 = 4790;
+
+/// How to build a lab.
+#[derive(Clone, Debug)]
+pub struct LabOptions {
+    /// Number of hosts.
+    pub hosts: usize,
+    /// Directory for the lab's files (default `<repo>/target/labs/<id>`).
+    pub dir: Option<PathBuf>,
+    /// RAM each agent may hand out.
+    pub host_memory_mib: u64,
+    /// vCPUs each agent may hand out.
+    pub host_vcpus: u32,
+    /// Keep the lab (processes and files) when the `Lab` value is dropped.
+    pub keep: bool,
+}
+
+impl Default for LabOptions {
+    fn default() -> Self {
+        LabOptions {
+            hosts: 2,
+            dir: None,
+            host_memory_mib: 4096,
+            host_vcpus: 4,
+            // For debugging a failed test: VNSNAP_KEEP_LAB=1 leaves it up.
+            keep: std::env::var_os("VNSNAP_KEEP_LAB").is_some(),
+        }
+    }
+}
+
+/// One lab host.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LabHost {
+    /// Host name (`host1`, ...).
+    pub name: String,
+    /// Its network namespace.
+    pub ns: String,
+    /// Its address.
+    pub addr: Ipv4Addr,
+    /// Its files (config, certificate, state, log).
+    pub dir: PathBuf,
+    /// Agent pid, while running.
+    pub pid: Option<u32>,
+}
+
+impl LabHost {
+    /// `ip:port` of the agent API.
+    pub fn api(&self) -> String {
+        format!("{}:{AGENT_PORT}", self.addr)
+    }
+    /// The agent's config file.
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("agent.toml")
+    }
+    /// The agent's state directory.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+}
+
+/// A running lab.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Lab {
+    /// Lab files.
+    pub dir: PathBuf,
+    /// Lab number.
+    pub id: u8,
+    /// The hosts.
+    pub hosts: Vec<LabHost>,
+    /// Cluster CA certificate.
+    pub ca: PathBuf,
+    /// Client certificate for talking to agents.
+    pub client_cert: PathBuf,
+    /// Client key.
+    pub client_key: PathBuf,
+    /// Guest kernel.
+    pub kernel: PathBuf,
+    /// Guest initrd.
+    pub initrd: PathBuf,
+    /// Guest data disk base image.
+    pub data_disk: PathBuf,
+    /// Keep everything on drop.
+    pub keep: bool,
+    #[serde(skip)]
+    downed: bool,
+}
+
+/// Path of a workspace binary: `$VNSNAP_BIN_DIR/<name>`, else next to the running
+/// executable or one level up (test binaries live in `target/<profile>/deps`).
+pub fn bin(name: &str) -> PathBuf {
+    if let Some(d) = std::env::var_os("VNSNAP_BIN_DIR") {
+        return PathBuf::from(d).join(name);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1).take(2) {
+            let p = dir.join(name);
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    image::repo_root().join("target/debug").join(name)
+}
+
+/// Builds (or takes from the cache) the guest image, building the guest program first.
+pub fn guest_image() -> anyhow::Result<GuestImage> {
+    let root = image::repo_root();
+    let guest = match std::env::var_os("VNSNAP_GUEST_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => image::build_guest_binary(&root)?,
+    };
+    Ok(image::build(&image::BuildOptions::new(&root, guest))?)
+}
+
+fn wait_port(addr: SocketAddr, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+impl Lab {
+    /// Builds and starts a lab.
+    pub fn up(opts: LabOptions) -> anyhow::Result<Lab> {
+        let image = guest_image()?;
+        let net = LabNet::claim()?;
+        let dir = opts.dir.clone().unwrap_or_else(|| image::repo_root().join("target/labs").join(net.id.to_string()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let mut lab = Lab {
+            dir: dir.clone(),
+            id: net.id,
+            hosts: Vec::new(),
+            ca: PathBuf::new(),
+            client_cert: PathBuf::new(),
+            client_key: PathBuf::new(),
+            kernel: image.kernel.clone(),
+            initrd: image.initrd.clone(),
+            data_disk: image.data_disk.clone(),
+            keep: opts.keep,
+            downed: false,
+        };
+        // From here on, a failure drops `lab`, which removes what was made.
+        let ca = ClusterCa::create(&dir)?;
+        lab.ca = ca.ca.clone();
+        let client: Identity = ca.issue(&dir, "client", "vnsnap-am", &["vnsnap-am".to_string()])?;
+        lab.client_cert = client.cert;
+        lab.client_key = client.key;
+        for n in 1..=opts.hosts {
+            net.add_host(n)?;
+            let hdir = dir.join(format!("host{n}"));
+            std::fs::create_dir_all(&hdir)?;
+            let addr = net.addr(n);
+            let id = ca.issue(&hdir, "agent", &format!("host{n}"), &[addr.to_string(), "localhost".into()])?;
+            let cfg = format!(
+                "name = \"host{n}\"\nstate_dir = \"{state}\"\nlisten = \"{addr}:{AGENT_PORT}\"\ntunnel = \"{addr}:{TUNNEL_PORT}\"\n\
+                 vcpus = {vcpus}\nmemory_mib = {mem}\n\n[tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\n[qemu]\n# These machines have no usable KVM: TCG always.\naccel = \"tcg\"\n",
+                state = hdir.join("state").display(),
+                vcpus = opts.host_vcpus,
+                mem = opts.host_memory_mib,
+                ca = lab.ca.display(),
+                cert = id.cert.display(),
+                key = id.key.display(),
+            );
+            std::fs::write(hdir.join("agent.toml"), cfg)?;
+            lab.hosts.push(LabHost { name: format!("host{n}"), ns: net.ns(n), addr, dir: hdir, pid: None });
+            lab.start_agent(n - 1)?;
+        }
+        lab.save()?;
+        Ok(lab)
+    }
+
+    /// Starts (or restarts) the agent of host `i` (0-based) and waits until it listens.
+    pub fn start_agent(&mut self, i: usize) -> anyhow::Result<()> {
+        let h = &self.hosts[i];
+        let log_path = h.dir.join("agent.log");
+        let ready_lines = |p: &Path| std::fs::read_to_string(p).map(|s| s.matches("agent ready").count()).unwrap_or(0);
+        let ready_before = ready_lines(&log_path);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(h.dir.join("agent.log"))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &h.ns, "setsid"])
+            .arg(bin("vnsnap-agent"))
+            .arg("--config")
+            .arg(h.config())
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        let pid = child.id();
+        // `ip netns exec` execs setsid which execs the agent: the pid stays the agent's.
+        std::mem::forget(child);
+        self.hosts[i].pid = Some(pid);
+        let addr: SocketAddr = self.hosts[i].api().parse()?;
+        // The agent logs "agent ready" once its listener is bound; only then is a
+        // successful connect known to reach this agent and not a dying predecessor.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while ready_lines(&log_path) <= ready_before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if !wait_port(addr, Duration::from_secs(30)) {
+            let log = std::fs::read_to_string(self.hosts[i].dir.join("agent.log")).unwrap_or_default();
+            anyhow::bail!("agent host{} did not start listening on {addr}:\n{log}", i + 1);
+        }
+        self.save()
+    }
+
+    /// Kills the agent of host `i` with SIGKILL (its QEMUs keep running).
+    pub fn kill_agent(&mut self, i: usize) {
+        if let Some(pid) = self.hosts[i].pid.take() {
+            kill(pid, libc::SIGKILL);
+            reap(pid);
+        }
+    }
+
+    /// TLS files for agent clients.
+    pub fn tls(&self) -> TlsFiles<'_> {
+        TlsFiles { ca: &self.ca, cert: &self.client_cert, key: &self.client_key }
+    }
+
+    /// A client for host `i`'s agent.
+    pub fn client(&self, i: usize) -> anyhow::Result<AgentClient> {
+        Ok(AgentClient::new(&self.hosts[i].api(), &self.tls())?)
+    }
+
+    /// Writes `lab.json` so that `vnsnap-testbed lab down` can find everything.
+    pub fn save(&self) -> anyhow::Result<()> {
+        std::fs::write(self.dir.join("lab.json"), serde_json::to_vec_pretty(self)?)?;
+        Ok(())
+    }
+
+    /// Loads a lab saved by [`Lab::save`]; it is kept on drop.
+    pub fn load(dir: &Path) -> anyhow::Result<Lab> {
+        let mut lab: Lab = serde_json::from_slice(&std::fs::read(dir.join("lab.json"))?)?;
+        lab.keep = true;
+        Ok(lab)
+    }
+
+    /// Stops everything and removes the namespaces, the bridge and (unless kept) the files.
+    pub fn down(&mut self) {
+        if self.downed {
+            return;
+        }
+        self.downed = true;
+        for i in 0..self.hosts.len() {
+            self.kill_agent(i);
+            kill_qemus(&self.hosts[i].state_dir());
+        }
+        LabNet { id: self.id }.remove(self.hosts.len().max(1));
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// Removes the lab even if it was loaded as kept (`lab down`), files included.
+    pub fn destroy(mut self) {
+        self.keep = false;
+        self.down();
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if !self.keep {
+            self.down();
+        }
+    }
+}
+
+fn kill(pid: u32, sig: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
+fn reap(pid: u32) {
+    // The agent may be our child (tests) or not (CLI): reap if we can, then wait for exit.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let mut status = 0;
+        // SAFETY: waitpid with a valid out-pointer.
+        unsafe {
+            libc::waitpid(pid as i32, &mut status, libc::WNOHANG);
+        }
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            return;
+        }
+        if std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z")) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Kills every QEMU whose pid file is under `state_dir` and whose command line names it.
+pub fn kill_qemus(state_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(state_dir.join("domains")) else { return };
+    for e in entries.flatten() {
+        let pidfile = e.path().join("qemu.pid");
+        let Some(pid) = std::fs::read_to_string(&pidfile).ok().and_then(|s| s.trim().parse::<u32>().ok()) else {
+            continue;
+        };
+        let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).contains(&e.path().display().to_string()))
+            .unwrap_or(false);
+        if ours {
+            kill(pid, libc::SIGKILL);
+        }
+    }
+}

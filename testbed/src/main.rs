@@ -1,0 +1,85 @@
+//! `vnsnap-testbed`: runs the product for real on one machine (labs, images, the test
+//! clearinghouse, benchmarks).
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use vnsnap_testbed::lab::{Lab, LabOptions};
+
+#[derive(Parser, Debug)]
+#[command(version, about = "vnsnap testbed: labs, guest images, test clearinghouse, benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Multi-host labs (agents in network namespaces).
+    Lab {
+        #[command(subcommand)]
+        cmd: LabCmd,
+    },
+    /// Guest images.
+    Image {
+        #[command(subcommand)]
+        cmd: ImageCmd,
+    },
+    /// The test GENI clearinghouse (certificates and signed credentials).
+    Ch {
+        /// Arguments passed to the clearinghouse (`ch help` lists them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum LabCmd {
+    /// Starts a lab and leaves it running; prints where it is.
+    Up {
+        /// Number of hosts.
+        #[arg(long, default_value_t = 2)]
+        hosts: usize,
+        /// Lab directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Stops a lab and removes everything it made.
+    Down {
+        /// Lab directory (as printed by `lab up`).
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ImageCmd {
+    /// Builds (or finds in the cache) the guest image and prints its paths.
+    Build,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Lab { cmd: LabCmd::Up { hosts, dir } } => {
+            let lab = Lab::up(LabOptions { hosts, dir, keep: true, ..Default::default() })?;
+            println!("lab {} up in {}", lab.id, lab.dir.display());
+            for h in &lab.hosts {
+                println!("  {}  ns {}  agent https://{}", h.name, h.ns, h.api());
+            }
+            println!("cluster CA {}, client cert {}", lab.ca.display(), lab.client_cert.display());
+            println!("stop it with: vnsnap-testbed lab down --dir {}", lab.dir.display());
+        }
+        Cmd::Lab { cmd: LabCmd::Down { dir } } => {
+            Lab::load(&dir)?.destroy();
+            println!("lab in {} removed", dir.display());
+        }
+        Cmd::Image { cmd: ImageCmd::Build } => {
+            let img = vnsnap_testbed::lab::guest_image()?;
+            println!("kernel {}\ninitrd {}\ndata disk {}", img.kernel.display(), img.initrd.display(), img.data_disk.display());
+        }
+        Cmd::Ch { args } => {
+            print!("{}", vnsnap_testbed::ch::cli(&args)?);
+        }
+    }
+    Ok(())
+}

@@ -3,8 +3,8 @@
 
 use chrono::Utc;
 use vnsnap_rspec::{
-    Available, DiskImage, HardwareType, Node, Opstate, OpstateAction, OpstateState, OpstateWait,
-    QName, RSpec, RSpecType, SliverType, XmlAttr, XmlElement, EMULAB_NS,
+    Available, DiskImage, HardwareType, Node, Opstate, OpstateAction, OpstateState, OpstateWait, QName, RSpec,
+    RSpecType, SliverType, XmlAttr, XmlElement, EMULAB_NS,
 };
 
 use crate::aggregate::allocate::{VM_TYPE, XEN_TYPE};
@@ -13,40 +13,18 @@ use crate::error::AmError;
 use crate::state::rfc3339;
 
 fn action(name: &str, next: &str, description: &str) -> OpstateAction {
-    OpstateAction {
-        name: name.into(),
-        next: next.into(),
-        description: Some(description.into()),
-    }
+    OpstateAction { name: name.into(), next: next.into(), description: Some(description.into()) }
 }
 
 fn waits(ok: &str) -> Vec<OpstateWait> {
     vec![
-        OpstateWait {
-            wait_type: Some("geni_success".into()),
-            next: ok.into(),
-            description: None,
-        },
-        OpstateWait {
-            wait_type: Some("geni_failure".into()),
-            next: "geni_failed".into(),
-            description: None,
-        },
+        OpstateWait { wait_type: Some("geni_success".into()), next: ok.into(), description: None },
+        OpstateWait { wait_type: Some("geni_failure".into()), next: "geni_failed".into(), description: None },
     ]
 }
 
-fn state(
-    name: &str,
-    actions: Vec<OpstateAction>,
-    waits: Vec<OpstateWait>,
-    d: &str,
-) -> OpstateState {
-    OpstateState {
-        name: name.into(),
-        description: Some(d.into()),
-        actions,
-        waits,
-    }
+fn state(name: &str, actions: Vec<OpstateAction>, waits: Vec<OpstateWait>, d: &str) -> OpstateState {
+    OpstateState { name: name.into(), description: Some(d.into()), actions, waits }
 }
 
 /// The operational state machine of our VM sliver types (see `aggregate::action`).
@@ -72,12 +50,7 @@ pub fn opstate(am_urn: &str) -> Opstate {
                 vec![],
                 "Running; the guest answers",
             ),
-            state(
-                "geni_stopping",
-                vec![],
-                waits("geni_notready"),
-                "Shutting down",
-            ),
+            state("geni_stopping", vec![], waits("geni_notready"), "Shutting down"),
             state(
                 "geni_failed",
                 vec![
@@ -118,32 +91,22 @@ impl Am {
             let (used_v, used_m) = live
                 .iter()
                 .filter(|s| s.host == name)
-                .fold((0u64, 0u64), |(v, m), s| {
-                    (v + u64::from(s.plan.vcpus), m + s.plan.memory_mib)
-                });
+                .fold((0u64, 0u64), |(v, m), s| (v + u64::from(s.plan.vcpus), m + s.plan.memory_mib));
             let (slots, free_mem) = match info {
                 Some(i) => {
                     let total = u64::from(i.vcpus) * u64::from(self.cfg.vm.vcpu_overcommit);
-                    (
-                        total.saturating_sub(used_v),
-                        i.memory_mib.saturating_sub(used_m),
-                    )
+                    (total.saturating_sub(used_v), i.memory_mib.saturating_sub(used_m))
                 }
                 None => (0, 0),
             };
-            let available = info.is_some()
-                && slots >= u64::from(self.cfg.vm.vcpus)
-                && free_mem >= self.cfg.vm.memory_mib;
+            let available =
+                info.is_some() && slots >= u64::from(self.cfg.vm.vcpus) && free_mem >= self.cfg.vm.memory_mib;
             if available_only && !available {
                 continue;
             }
             let mut node_type = XmlElement::new(QName::new(EMULAB_NS, "node_type"));
-            node_type
-                .attrs
-                .push(XmlAttr::new(QName::local("type_slots"), slots.to_string()));
-            node_type
-                .attrs
-                .push(XmlAttr::new(QName::local("static"), "true"));
+            node_type.attrs.push(XmlAttr::new(QName::local("type_slots"), slots.to_string()));
+            node_type.attrs.push(XmlAttr::new(QName::local("static"), "true"));
             ad.nodes.push(Node {
                 component_id: Some(self.cfg.node_urn(name)),
                 component_manager_id: Some(self.cfg.am_urn()),
@@ -151,21 +114,14 @@ impl Am {
                 exclusive: Some(false),
                 sliver_types: [VM_TYPE, XEN_TYPE]
                     .iter()
-                    .map(|t| SliverType {
-                        name: (*t).to_string(),
-                        disk_images: images.clone(),
-                        ..Default::default()
-                    })
+                    .map(|t| SliverType { name: (*t).to_string(), disk_images: images.clone(), ..Default::default() })
                     .collect(),
                 hardware_types: vec![HardwareType {
                     name: "pcvm".into(),
                     extensions: vec![node_type],
                     ext_attrs: vec![],
                 }],
-                available: Some(Available {
-                    now: available,
-                    ..Default::default()
-                }),
+                available: Some(Available { now: available, ..Default::default() }),
                 ..Default::default()
             });
         }

@@ -23,19 +23,12 @@ pub struct Agents {
 impl Agents {
     /// Clients for every agent of the configuration.
     pub fn new(cfg: &Config) -> Result<Agents, AmError> {
-        let tls = TlsFiles {
-            ca: &cfg.cluster_tls.ca,
-            cert: &cfg.cluster_tls.cert,
-            key: &cfg.cluster_tls.key,
-        };
+        let tls = TlsFiles { ca: &cfg.cluster_tls.ca, cert: &cfg.cluster_tls.cert, key: &cfg.cluster_tls.key };
         let mut clients = BTreeMap::new();
         for a in &cfg.agents {
             clients.insert(a.name.clone(), AgentClient::new(&a.address, &tls)?);
         }
-        Ok(Agents {
-            clients,
-            cache: Mutex::new(BTreeMap::new()),
-        })
+        Ok(Agents { clients, cache: Mutex::new(BTreeMap::new()) })
     }
 
     /// Host names, sorted.
@@ -45,9 +38,7 @@ impl Agents {
 
     /// The client of a host.
     pub fn client(&self, host: &str) -> Result<&AgentClient, AmError> {
-        self.clients
-            .get(host)
-            .ok_or_else(|| AmError::Internal(format!("no agent for host {host}")))
+        self.clients.get(host).ok_or_else(|| AmError::Internal(format!("no agent for host {host}")))
     }
 
     /// Facts of one host (cached for a short time).

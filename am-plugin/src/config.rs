@@ -132,11 +132,7 @@ pub struct VmDefaults {
 
 impl Default for VmDefaults {
     fn default() -> Self {
-        VmDefaults {
-            vcpus: 1,
-            memory_mib: 256,
-            vcpu_overcommit: 4,
-        }
+        VmDefaults { vcpus: 1, memory_mib: 256, vcpu_overcommit: 4 }
     }
 }
 
@@ -157,8 +153,7 @@ pub enum ConfigError {
 impl Config {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::Read(path.display().to_string(), e))?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.display().to_string(), e))?;
         Config::parse(&text, &path.display().to_string())
     }
 
@@ -166,10 +161,7 @@ impl Config {
     pub fn parse(text: &str, what: &str) -> Result<Config, ConfigError> {
         let c: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(what.into(), e))?;
         if !c.images.contains_key(&c.default_image) {
-            return Err(ConfigError::Invalid(format!(
-                "default_image {:?} is not in [images]",
-                c.default_image
-            )));
+            return Err(ConfigError::Invalid(format!("default_image {:?} is not in [images]", c.default_image)));
         }
         for a in &c.agents {
             if !vnsnap_proto::valid_name(&a.name) {
@@ -177,20 +169,14 @@ impl Config {
             }
         }
         if c.lifetimes.max_secs < c.lifetimes.default_secs {
-            return Err(ConfigError::Invalid(
-                "lifetimes.max_secs < default_secs".into(),
-            ));
+            return Err(ConfigError::Invalid("lifetimes.max_secs < default_secs".into()));
         }
         Ok(c)
     }
 
     /// `https://host:port` clients reach us at.
     pub fn base_url(&self) -> String {
-        self.public_url
-            .clone()
-            .unwrap_or_else(|| format!("https://{}", self.listen))
-            .trim_end_matches('/')
-            .to_string()
+        self.public_url.clone().unwrap_or_else(|| format!("https://{}", self.listen)).trim_end_matches('/').to_string()
     }
 
     /// The AM's own URN (`...+authority+cm`).
@@ -225,9 +211,6 @@ mod tests {
     #[test]
     fn rejects_unknown_keys() {
         let bad = format!("{EXAMPLE}\nbogus = 1\n");
-        assert!(matches!(
-            Config::parse(&bad, "x"),
-            Err(ConfigError::Parse(..))
-        ));
+        assert!(matches!(Config::parse(&bad, "x"), Err(ConfigError::Parse(..))));
     }
 }

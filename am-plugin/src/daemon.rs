@@ -25,11 +25,7 @@ fn root_files(cfg: &Config) -> anyhow::Result<Vec<PathBuf>> {
             out.push(p.clone());
         }
     }
-    anyhow::ensure!(
-        !out.is_empty(),
-        "no trust root files in {:?}",
-        cfg.trust_roots
-    );
+    anyhow::ensure!(!out.is_empty(), "no trust root files in {:?}", cfg.trust_roots);
     Ok(out)
 }
 
@@ -63,11 +59,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     println!("listening on {addr}");
     tracing::info!(%addr, "vnsnap-am listening");
     let shutdown = async {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return std::future::pending().await,
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {},
             _ = term.recv() => {},

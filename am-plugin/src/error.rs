@@ -171,10 +171,7 @@ mod tests {
     #[test]
     fn errors_become_geni_structs() {
         let v = envelope(Err(AmError::Unsupported("no".into())));
-        assert_eq!(
-            v.get("code").and_then(|c| c.get("geni_code")),
-            Some(&Value::Int(13))
-        );
+        assert_eq!(v.get("code").and_then(|c| c.get("geni_code")), Some(&Value::Int(13)));
         assert_eq!(v.get("output"), Some(&Value::str("no")));
         assert_eq!(v.get("value"), Some(&Value::str("")));
     }
@@ -183,9 +180,6 @@ mod tests {
     fn auth_errors_keep_their_code() {
         let v = envelope(Err(AmError::Auth(AuthError::NoCredential)));
         let code = AuthError::NoCredential.geni_code();
-        assert_eq!(
-            v.get("code").and_then(|c| c.get("geni_code")),
-            Some(&Value::Int(i64::from(code)))
-        );
+        assert_eq!(v.get("code").and_then(|c| c.get("geni_code")), Some(&Value::Int(i64::from(code))));
     }
 }

@@ -4,10 +4,7 @@ use clap::Parser;
 
 /// Command line.
 #[derive(Debug, Parser)]
-#[command(
-    name = "vnsnap-am",
-    about = "vnsnap GENI aggregate manager (AM API v3 + v2)"
-)]
+#[command(name = "vnsnap-am", about = "vnsnap GENI aggregate manager (AM API v3 + v2)")]
 struct Cli {
     /// TOML configuration file (see am-plugin/examples/am.toml).
     #[arg(long, short)]

@@ -39,11 +39,8 @@ impl Am {
     /// The manifest of the given slivers (and the live links of their slice).
     pub fn manifest(&self, slice: &str, slivers: &[Sliver]) -> Result<String, AmError> {
         let links = self.db.slice_links(slice)?;
-        let users: Vec<GeniUser> = self
-            .db
-            .slice(slice)?
-            .and_then(|s| serde_json::from_str(&s.users).ok())
-            .unwrap_or_default();
+        let users: Vec<GeniUser> =
+            self.db.slice(slice)?.and_then(|s| serde_json::from_str(&s.users).ok()).unwrap_or_default();
         let mut by_alloc: BTreeMap<i64, Vec<&Sliver>> = BTreeMap::new();
         for s in slivers {
             by_alloc.entry(s.allocation).or_default().push(s);
@@ -56,26 +53,16 @@ impl Am {
             let Some(text) = self.db.allocation_rspec(alloc)? else {
                 continue;
             };
-            let req = vnsnap_rspec::parse(&text).map_err(|e| {
-                AmError::Internal(format!("stored request {alloc} unreadable: {e}"))
-            })?;
-            let alloc_links: Vec<&LinkRow> =
-                links.iter().filter(|l| l.allocation == alloc).collect();
+            let req = vnsnap_rspec::parse(&text)
+                .map_err(|e| AmError::Internal(format!("stored request {alloc} unreadable: {e}")))?;
+            let alloc_links: Vec<&LinkRow> = links.iter().filter(|l| l.allocation == alloc).collect();
             self.annotate(&mut m, req, &ss, &alloc_links, &users);
         }
         Ok(m.to_xml())
     }
 
-    fn annotate(
-        &self,
-        m: &mut RSpec,
-        req: RSpec,
-        slivers: &[&Sliver],
-        links: &[&LinkRow],
-        users: &[GeniUser],
-    ) {
-        let by_client: HashMap<&str, &Sliver> =
-            slivers.iter().map(|s| (s.client_id.as_str(), *s)).collect();
+    fn annotate(&self, m: &mut RSpec, req: RSpec, slivers: &[&Sliver], links: &[&LinkRow], users: &[GeniUser]) {
+        let by_client: HashMap<&str, &Sliver> = slivers.iter().map(|s| (s.client_id.as_str(), *s)).collect();
         let mut iface_sliver: HashMap<String, String> = HashMap::new();
         for mut node in req.nodes {
             if !self.is_ours(&node) {
@@ -118,11 +105,7 @@ impl Am {
             };
             link.sliver_id = Some(row.urn.clone());
             link.vlantag = u16::try_from(row.segment).ok();
-            if !link
-                .component_managers
-                .iter()
-                .any(|c| c.eq_ignore_ascii_case(&self.cfg.am_urn()))
-            {
+            if !link.component_managers.iter().any(|c| c.eq_ignore_ascii_case(&self.cfg.am_urn())) {
                 link.component_managers.push(self.cfg.am_urn());
             }
             for r in &mut link.interface_refs {
@@ -141,10 +124,7 @@ mod tests {
 
     #[test]
     fn login_is_urn_tail() {
-        let u = GeniUser {
-            urn: "urn:publicid:IDN+geni:gpo:gcf+user+Alice".into(),
-            keys: vec![],
-        };
+        let u = GeniUser { urn: "urn:publicid:IDN+geni:gpo:gcf+user+Alice".into(), keys: vec![] };
         assert_eq!(u.login(), "alice");
     }
 }

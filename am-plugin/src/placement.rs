@@ -66,21 +66,17 @@ pub fn place(hosts: &[HostRoom], vms: &[VmRequest]) -> Result<Vec<String>, Place
     // Bound nodes first: they have no choice, so they must not lose their host to others.
     for (i, vm) in vms.iter().enumerate() {
         let Some(want) = &vm.bound_host else { continue };
-        let h = room.iter_mut().find(|h| &h.name == want).ok_or_else(|| {
-            PlacementError::UnknownHost {
-                client_id: vm.client_id.clone(),
-                host: want.clone(),
-            }
-        })?;
+        let h = room
+            .iter_mut()
+            .find(|h| &h.name == want)
+            .ok_or_else(|| PlacementError::UnknownHost { client_id: vm.client_id.clone(), host: want.clone() })?;
         if !fits(h, vm) {
             return Err(no_room(vm));
         }
         take(h, vm);
         out[i] = Some(h.name.clone());
     }
-    let mut order: Vec<usize> = (0..vms.len())
-        .filter(|&i| vms[i].bound_host.is_none())
-        .collect();
+    let mut order: Vec<usize> = (0..vms.len()).filter(|&i| vms[i].bound_host.is_none()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(vms[i].memory_mib));
     for i in order {
         let vm = &vms[i];
@@ -96,11 +92,7 @@ pub fn place(hosts: &[HostRoom], vms: &[VmRequest]) -> Result<Vec<String>, Place
 }
 
 fn no_room(vm: &VmRequest) -> PlacementError {
-    PlacementError::NoRoom {
-        client_id: vm.client_id.clone(),
-        vcpus: vm.vcpus,
-        memory_mib: vm.memory_mib,
-    }
+    PlacementError::NoRoom { client_id: vm.client_id.clone(), vcpus: vm.vcpus, memory_mib: vm.memory_mib }
 }
 
 #[cfg(test)]
@@ -108,59 +100,33 @@ mod tests {
     use super::*;
 
     fn host(name: &str, vcpus: i64, mem: i64) -> HostRoom {
-        HostRoom {
-            name: name.into(),
-            vcpus_free: vcpus,
-            memory_free: mem,
-        }
+        HostRoom { name: name.into(), vcpus_free: vcpus, memory_free: mem }
     }
 
     fn vm(id: &str, bound: Option<&str>, mem: u64) -> VmRequest {
-        VmRequest {
-            client_id: id.into(),
-            bound_host: bound.map(str::to_string),
-            vcpus: 1,
-            memory_mib: mem,
-        }
+        VmRequest { client_id: id.into(), bound_host: bound.map(str::to_string), vcpus: 1, memory_mib: mem }
     }
 
     #[test]
     fn spreads_unbound_nodes() {
         let hosts = [host("h1", 8, 1024), host("h2", 8, 1024)];
-        let got = place(
-            &hosts,
-            &[vm("a", None, 256), vm("b", None, 256), vm("c", None, 256)],
-        )
-        .unwrap();
+        let got = place(&hosts, &[vm("a", None, 256), vm("b", None, 256), vm("c", None, 256)]).unwrap();
         assert_eq!(got, ["h1", "h2", "h1"]);
     }
 
     #[test]
     fn bound_nodes_go_to_their_host() {
         let hosts = [host("h1", 8, 1024), host("h2", 8, 1024)];
-        let got = place(
-            &hosts,
-            &[vm("a", Some("h2"), 256), vm("b", Some("h2"), 256)],
-        )
-        .unwrap();
+        let got = place(&hosts, &[vm("a", Some("h2"), 256), vm("b", Some("h2"), 256)]).unwrap();
         assert_eq!(got, ["h2", "h2"]);
     }
 
     #[test]
     fn rejects_unknown_host_and_overflow() {
         let hosts = [host("h1", 1, 512)];
-        assert!(matches!(
-            place(&hosts, &[vm("a", Some("nope"), 1)]),
-            Err(PlacementError::UnknownHost { .. })
-        ));
-        assert!(matches!(
-            place(&hosts, &[vm("a", None, 256), vm("b", None, 256)]),
-            Err(PlacementError::NoRoom { .. })
-        ));
-        assert!(matches!(
-            place(&hosts, &[vm("a", None, 1024)]),
-            Err(PlacementError::NoRoom { .. })
-        ));
+        assert!(matches!(place(&hosts, &[vm("a", Some("nope"), 1)]), Err(PlacementError::UnknownHost { .. })));
+        assert!(matches!(place(&hosts, &[vm("a", None, 256), vm("b", None, 256)]), Err(PlacementError::NoRoom { .. })));
+        assert!(matches!(place(&hosts, &[vm("a", None, 1024)]), Err(PlacementError::NoRoom { .. })));
     }
 
     #[test]

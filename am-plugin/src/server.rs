@@ -70,12 +70,7 @@ impl ClientCertVerifier for GeniClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -84,18 +79,11 @@ impl ClientCertVerifier for GeniClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -115,24 +103,18 @@ pub enum TlsSetupError {
 
 /// The server TLS configuration from PEM files.
 pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsSetupError> {
-    let read =
-        |p: &Path| std::fs::read(p).map_err(|e| TlsSetupError::Read(p.display().to_string(), e));
+    let read = |p: &Path| std::fs::read(p).map_err(|e| TlsSetupError::Read(p.display().to_string(), e));
     let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &read(cert)?[..])
         .collect::<Result<_, _>>()
         .map_err(|e| TlsSetupError::Read(cert.display().to_string(), e))?;
     if certs.is_empty() {
-        return Err(TlsSetupError::Missing(
-            "certificate",
-            cert.display().to_string(),
-        ));
+        return Err(TlsSetupError::Missing("certificate", cert.display().to_string()));
     }
     let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &read(key)?[..])
         .map_err(|e| TlsSetupError::Read(key.display().to_string(), e))?
         .ok_or_else(|| TlsSetupError::Missing("private key", key.display().to_string()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = Arc::new(GeniClientVerifier {
-        provider: provider.clone(),
-    });
+    let verifier = Arc::new(GeniClientVerifier { provider: provider.clone() });
     let mut cfg = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
@@ -144,10 +126,7 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsSetup
 fn reply(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("text/xml"),
-    );
+    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/xml"));
     r
 }
 
@@ -157,25 +136,14 @@ async fn handle_http(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let Some(api) = ApiVersion::from_path(req.uri().path()) else {
-        return Ok(reply(
-            StatusCode::NOT_FOUND,
-            b"no such endpoint; use /am/3.0 or /am/2.0\n".to_vec(),
-        ));
+        return Ok(reply(StatusCode::NOT_FOUND, b"no such endpoint; use /am/3.0 or /am/2.0\n".to_vec()));
     };
     if req.method() != hyper::Method::POST {
-        return Ok(reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            b"XML-RPC needs POST\n".to_vec(),
-        ));
+        return Ok(reply(StatusCode::METHOD_NOT_ALLOWED, b"XML-RPC needs POST\n".to_vec()));
     }
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(e) => {
-            return Ok(reply(
-                StatusCode::OK,
-                xmlrpc::write_fault(-32700, &format!("request body: {e}")),
-            ))
-        }
+        Err(e) => return Ok(reply(StatusCode::OK, xmlrpc::write_fault(-32700, &format!("request body: {e}")))),
     };
     let out = match xmlrpc::parse_call(&body) {
         Err(e) => xmlrpc::write_fault(-32700, &e.to_string()),
@@ -188,12 +156,7 @@ async fn handle_http(
 }
 
 /// Serves until `shutdown` completes.
-pub async fn serve(
-    am: Arc<Am>,
-    listener: TcpListener,
-    tls: Arc<ServerConfig>,
-    shutdown: impl Future<Output = ()>,
-) {
+pub async fn serve(am: Arc<Am>, listener: TcpListener, tls: Arc<ServerConfig>, shutdown: impl Future<Output = ()>) {
     let acceptor = TlsAcceptor::from(tls);
     tokio::pin!(shutdown);
     loop {
@@ -223,19 +186,11 @@ pub async fn serve(
                     return;
                 }
             };
-            let chain: Vec<Vec<u8>> = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .map(|c| c.iter().map(|d| d.to_vec()).collect())
-                .unwrap_or_default();
+            let chain: Vec<Vec<u8>> =
+                tls.get_ref().1.peer_certificates().map(|c| c.iter().map(|d| d.to_vec()).collect()).unwrap_or_default();
             let caller = Arc::new(Caller { chain });
-            let svc =
-                hyper::service::service_fn(move |req| handle_http(am.clone(), caller.clone(), req));
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tls), svc)
-                .await
-            {
+            let svc = hyper::service::service_fn(move |req| handle_http(am.clone(), caller.clone(), req));
+            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });

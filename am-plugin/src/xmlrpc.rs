@@ -126,12 +126,8 @@ fn tokenize(body: &[u8]) -> Result<Vec<Tok>, CodecError> {
         let pos = r.buffer_position();
         let err = |e: &dyn std::fmt::Display| CodecError::Xml(pos, e.to_string());
         match r.read_event_into(&mut buf).map_err(|e| err(&e))? {
-            Event::Start(e) => out.push(Tok::Open(
-                String::from_utf8_lossy(e.local_name().as_ref()).into_owned(),
-            )),
-            Event::End(e) => out.push(Tok::Close(
-                String::from_utf8_lossy(e.local_name().as_ref()).into_owned(),
-            )),
+            Event::Start(e) => out.push(Tok::Open(String::from_utf8_lossy(e.local_name().as_ref()).into_owned())),
+            Event::End(e) => out.push(Tok::Close(String::from_utf8_lossy(e.local_name().as_ref()).into_owned())),
             Event::Text(t) => {
                 let s = t.unescape().map_err(|e| err(&e))?.into_owned();
                 push_text(&mut out, s);
@@ -181,9 +177,7 @@ impl Cur {
                 self.i += 1;
                 Ok(())
             }
-            other => Err(CodecError::Shape(format!(
-                "expected <{name}>, found {other:?}"
-            ))),
+            other => Err(CodecError::Shape(format!("expected <{name}>, found {other:?}"))),
         }
     }
 
@@ -194,9 +188,7 @@ impl Cur {
                 self.i += 1;
                 Ok(())
             }
-            other => Err(CodecError::Shape(format!(
-                "expected </{name}>, found {other:?}"
-            ))),
+            other => Err(CodecError::Shape(format!("expected </{name}>, found {other:?}"))),
         }
     }
 
@@ -220,9 +212,7 @@ impl Cur {
                 self.i += 1;
                 Ok(s)
             }
-            other => Err(CodecError::Shape(format!(
-                "expected text in <{name}>, found {other:?}"
-            ))),
+            other => Err(CodecError::Shape(format!("expected text in <{name}>, found {other:?}"))),
         }
     }
 
@@ -248,20 +238,13 @@ impl Cur {
             _ => true,
         };
         debug_assert!(typed);
-        let ty = self
-            .peek_open()
-            .ok_or_else(|| CodecError::Shape("value without type".into()))?
-            .to_string();
+        let ty = self.peek_open().ok_or_else(|| CodecError::Shape("value without type".into()))?.to_string();
         self.i += 1;
         let v = match ty.as_str() {
             "string" => Value::Str(self.text_until("string")?),
             "int" | "i4" | "i8" => {
                 let t = self.text_until(&ty)?;
-                Value::Int(
-                    t.trim()
-                        .parse()
-                        .map_err(|_| CodecError::BadScalar("int", t.clone()))?,
-                )
+                Value::Int(t.trim().parse().map_err(|_| CodecError::BadScalar("int", t.clone()))?)
             }
             "boolean" => {
                 let t = self.text_until("boolean")?;
@@ -273,11 +256,7 @@ impl Cur {
             }
             "double" => {
                 let t = self.text_until("double")?;
-                Value::Double(
-                    t.trim()
-                        .parse()
-                        .map_err(|_| CodecError::BadScalar("double", t.clone()))?,
-                )
+                Value::Double(t.trim().parse().map_err(|_| CodecError::BadScalar("double", t.clone()))?)
             }
             "dateTime.iso8601" => Value::DateTime(self.text_until(&ty)?.trim().to_string()),
             "base64" => {
@@ -286,9 +265,7 @@ impl Cur {
                 Value::Base64(
                     base64::engine::general_purpose::STANDARD
                         .decode(compact)
-                        .map_err(|_| {
-                            CodecError::BadScalar("base64", t.chars().take(40).collect())
-                        })?,
+                        .map_err(|_| CodecError::BadScalar("base64", t.chars().take(40).collect()))?,
                 )
             }
             "nil" => {
@@ -341,10 +318,7 @@ impl Cur {
 
 /// Decodes a `<methodCall>` into the method name and its parameters.
 pub fn parse_call(body: &[u8]) -> Result<(String, Vec<Value>), CodecError> {
-    let mut c = Cur {
-        toks: tokenize(body)?,
-        i: 0,
-    };
+    let mut c = Cur { toks: tokenize(body)?, i: 0 };
     c.open("methodCall")?;
     c.open("methodName")?;
     let name = c.text_until("methodName")?.trim().to_string();
@@ -355,10 +329,7 @@ pub fn parse_call(body: &[u8]) -> Result<(String, Vec<Value>), CodecError> {
 
 /// A decoded `<methodResponse>`: the value, or a fault's code and string.
 pub fn parse_response(body: &[u8]) -> Result<Result<Value, (i64, String)>, CodecError> {
-    let mut c = Cur {
-        toks: tokenize(body)?,
-        i: 0,
-    };
+    let mut c = Cur { toks: tokenize(body)?, i: 0 };
     c.open("methodResponse")?;
     if c.peek_open() == Some("fault") {
         c.i += 1;
@@ -367,11 +338,7 @@ pub fn parse_response(body: &[u8]) -> Result<Result<Value, (i64, String)>, Codec
             Some(Value::Int(i)) => *i,
             _ => 0,
         };
-        let msg = v
-            .get("faultString")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+        let msg = v.get("faultString").and_then(Value::as_str).unwrap_or_default().to_string();
         return Ok(Err((code, msg)));
     }
     let mut p = c.params()?;
@@ -398,18 +365,10 @@ fn write_value(out: &mut String, v: &Value) {
     match v {
         Value::Int(i) => {
             // The AM API's ints are i4; larger ones need the i8 extension.
-            let tag = if i32::try_from(*i).is_ok() {
-                "int"
-            } else {
-                "i8"
-            };
+            let tag = if i32::try_from(*i).is_ok() { "int" } else { "i8" };
             out.push_str(&format!("<{tag}>{i}</{tag}>"));
         }
-        Value::Bool(b) => out.push_str(if *b {
-            "<boolean>1</boolean>"
-        } else {
-            "<boolean>0</boolean>"
-        }),
+        Value::Bool(b) => out.push_str(if *b { "<boolean>1</boolean>" } else { "<boolean>0</boolean>" }),
         Value::Str(s) => {
             out.push_str("<string>");
             escape_into(out, s);
@@ -464,13 +423,7 @@ pub fn write_response(v: &Value) -> Vec<u8> {
 pub fn write_fault(code: i64, msg: &str) -> Vec<u8> {
     let mut s = String::from(DECL);
     s.push_str("<methodResponse><fault>");
-    write_value(
-        &mut s,
-        &Value::structure([
-            ("faultCode", Value::Int(code)),
-            ("faultString", Value::str(msg)),
-        ]),
-    );
+    write_value(&mut s, &Value::structure([("faultCode", Value::Int(code)), ("faultString", Value::str(msg))]));
     s.push_str("</fault></methodResponse>\n");
     s.into_bytes()
 }
@@ -519,16 +472,14 @@ mod tests {
 
     #[test]
     fn accepts_call_without_params() {
-        let (name, p) =
-            parse_call(b"<methodCall><methodName>GetVersion</methodName></methodCall>").unwrap();
+        let (name, p) = parse_call(b"<methodCall><methodName>GetVersion</methodName></methodCall>").unwrap();
         assert_eq!(name, "GetVersion");
         assert!(p.is_empty());
     }
 
     #[test]
     fn rejects_doctype() {
-        let body =
-            b"<!DOCTYPE x [<!ENTITY a 'b'>]><methodCall><methodName>x</methodName></methodCall>";
+        let body = b"<!DOCTYPE x [<!ENTITY a 'b'>]><methodCall><methodName>x</methodName></methodCall>";
         assert_eq!(parse_call(body), Err(CodecError::Doctype));
     }
 
@@ -564,8 +515,7 @@ mod tests {
         leaf.prop_recursive(4, 48, 6, |inner| {
             prop_oneof![
                 proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-                proptest::collection::btree_map("[a-z_]{1,10}", inner, 0..6)
-                    .prop_map(Value::Struct),
+                proptest::collection::btree_map("[a-z_]{1,10}", inner, 0..6).prop_map(Value::Struct),
             ]
         })
     }

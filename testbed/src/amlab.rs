@@ -133,7 +133,8 @@ impl AmLab {
     pub fn start(dir: &Path, ch: &Clearinghouse, opts: &AmLabOptions) -> Result<AmLab, AmLabError> {
         std::fs::create_dir_all(dir).map_err(io(dir.display()))?;
         let authority = "vnsnap-am.test".to_string();
-        let server = ch.issue(&format!("urn:publicid:IDN+{authority}+authority+am"), "am-server", &CertSpec::default())?;
+        let server =
+            ch.issue(&format!("urn:publicid:IDN+{authority}+authority+am"), "am-server", &CertSpec::default())?;
         let (ca, cert, key) = match &opts.cluster_tls {
             Some(t) => t.clone(),
             None => (ch.ca().cert.clone(), server.cert.clone(), server.key.clone()),
@@ -144,12 +145,7 @@ impl AmLab {
         for a in &opts.agents {
             agents.push_str(&format!("\n[[agents]]\nname = {:?}\naddress = {:?}\n", a.name, a.address));
         }
-        let disk = opts
-            .image
-            .2
-            .as_ref()
-            .map(|d| format!("disk = {}\n", q(d)))
-            .unwrap_or_default();
+        let disk = opts.image.2.as_ref().map(|d| format!("disk = {}\n", q(d))).unwrap_or_default();
         let text = format!(
             r#"listen = "127.0.0.1:{port}"
 public_url = "{base_url}"
@@ -200,21 +196,11 @@ vcpu_overcommit = 8
         );
         // TOML needs the agents array of tables after the top-level keys: replace the
         // placeholder `agents = []` when there are agents.
-        let text = if agents.is_empty() {
-            text
-        } else {
-            text.replace("agents = []\n", "") + &agents
-        };
+        let text = if agents.is_empty() { text } else { text.replace("agents = []\n", "") + &agents };
         let config = dir.join("am.toml");
         std::fs::write(&config, text).map_err(io(config.display()))?;
-        let mut lab = AmLab {
-            dir: dir.to_path_buf(),
-            child: None,
-            base_url,
-            config,
-            authority,
-            log: dir.join("am.log"),
-        };
+        let mut lab =
+            AmLab { dir: dir.to_path_buf(), child: None, base_url, config, authority, log: dir.join("am.log") };
         lab.spawn()?;
         Ok(lab)
     }
@@ -222,11 +208,8 @@ vcpu_overcommit = 8
     /// Starts the daemon (again) with the same configuration and state.
     pub fn spawn(&mut self) -> Result<(), AmLabError> {
         let bin = am_binary()?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .map_err(io(self.log.display()))?;
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(&self.log).map_err(io(self.log.display()))?;
         let mut child = Command::new(bin)
             .arg("--config")
             .arg(&self.config)
@@ -247,10 +230,7 @@ vcpu_overcommit = 8
         self.child = Some(child);
         match rx.recv_timeout(Duration::from_secs(120)) {
             Ok(()) => Ok(()),
-            Err(_) => Err(AmLabError::Start(format!(
-                "no 'listening on' within 120 s; log:\n{}",
-                self.log_tail()
-            ))),
+            Err(_) => Err(AmLabError::Start(format!("no 'listening on' within 120 s; log:\n{}", self.log_tail()))),
         }
     }
 
@@ -322,10 +302,8 @@ pub fn cred(xml: &str) -> Value {
 
 /// `{geni_rspec_version: {type: GENI, version: 3}}` plus more options.
 pub fn rspec_opts(extra: Vec<(&str, Value)>) -> Value {
-    let mut v = vec![(
-        "geni_rspec_version",
-        Value::structure([("type", Value::str("GENI")), ("version", Value::str("3"))]),
-    )];
+    let mut v =
+        vec![("geni_rspec_version", Value::structure([("type", Value::str("GENI")), ("version", Value::str("3"))]))];
     v.extend(extra);
     Value::structure(v)
 }
@@ -343,10 +321,7 @@ impl AmClient {
             .timeout(Duration::from_secs(300))
             .build()
             .map_err(|e| AmLabError::Call("client".into(), e.to_string()))?;
-        Ok(AmClient {
-            http,
-            url: url.to_string(),
-        })
+        Ok(AmClient { http, url: url.to_string() })
     }
 
     /// Calls a method; `Err` for transport errors and XML-RPC faults.
@@ -359,9 +334,7 @@ impl AmClient {
             .body(body)
             .send()
             .map_err(|e| AmLabError::Call(method.into(), format!("{e:?}")))?;
-        let bytes = resp
-            .bytes()
-            .map_err(|e| AmLabError::Call(method.into(), e.to_string()))?;
+        let bytes = resp.bytes().map_err(|e| AmLabError::Call(method.into(), e.to_string()))?;
         match xmlrpc::parse_response(&bytes) {
             Ok(Ok(v)) => Ok(v),
             Ok(Err((code, msg))) => Err(AmLabError::Call(method.into(), format!("fault {code}: {msg}"))),
@@ -426,10 +399,7 @@ pub struct TestSlice {
 impl AmTestbed {
     /// Brings up `hosts` agents and an AM configured with them.
     pub fn up(hosts: usize, opts: AmLabOptions) -> anyhow::Result<AmTestbed> {
-        let lab = crate::lab::Lab::up(crate::lab::LabOptions {
-            hosts,
-            ..Default::default()
-        })?;
+        let lab = crate::lab::Lab::up(crate::lab::LabOptions { hosts, ..Default::default() })?;
         let dir = lab.dir.join("am-testbed");
         std::fs::create_dir_all(&dir)?;
         let ch = Clearinghouse::create(&dir.join("ch"), "geni:gpo:gcf")?;
@@ -439,28 +409,13 @@ impl AmTestbed {
         let user_cred = dir.join("alice-user.cred");
         std::fs::write(&user_cred, ch.user_credential(&alice, &crate::ch::CredSpec::user_default())?)?;
         let opts = AmLabOptions {
-            agents: lab
-                .hosts
-                .iter()
-                .map(|h| AgentRef {
-                    name: h.name.clone(),
-                    address: h.api(),
-                })
-                .collect(),
+            agents: lab.hosts.iter().map(|h| AgentRef { name: h.name.clone(), address: h.api() }).collect(),
             cluster_tls: Some((lab.ca.clone(), lab.client_cert.clone(), lab.client_key.clone())),
             image: (lab.kernel.clone(), lab.initrd.clone(), Some(lab.data_disk.clone())),
             ..opts
         };
         let am = AmLab::start(&dir.join("am"), &ch, &opts)?;
-        Ok(AmTestbed {
-            am,
-            lab,
-            ch,
-            alice,
-            alice_chain,
-            user_cred,
-            dir,
-        })
+        Ok(AmTestbed { am, lab, ch, alice, alice_chain, user_cred, dir })
     }
 
     /// Creates a slice at the clearinghouse and writes Alice's slice credential.
@@ -469,11 +424,7 @@ impl AmTestbed {
         let xml = self.ch.slice_credential(&self.alice, &s, &crate::ch::CredSpec::default())?;
         let cred = self.dir.join(format!("{name}.cred"));
         std::fs::write(&cred, &xml)?;
-        Ok(TestSlice {
-            urn: s.urn,
-            cred,
-            cred_xml: xml,
-        })
+        Ok(TestSlice { urn: s.urn, cred, cred_xml: xml })
     }
 
     /// A v3 client as Alice.
@@ -503,7 +454,9 @@ pub fn three_vm_rspec(mem_mib: u64) -> String {
         s
     };
     let link = |id: &str, a: &str, b: &str| {
-        format!("  <link client_id=\"{id}\"><interface_ref client_id=\"{a}\"/><interface_ref client_id=\"{b}\"/></link>\n")
+        format!(
+            "  <link client_id=\"{id}\"><interface_ref client_id=\"{a}\"/><interface_ref client_id=\"{b}\"/></link>\n"
+        )
     };
     format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<rspec type=\"request\" xmlns=\"http://www.geni.net/resources/rspec/3\" xmlns:emulab=\"http://www.protogeni.net/resources/rspec/ext/emulab/1\">\n{}{}{}{}{}</rspec>\n",
@@ -531,9 +484,7 @@ pub fn python_env() -> anyhow::Result<PathBuf> {
         let st = Command::new("python3").arg("-m").arg("venv").arg(&env).status()?;
         anyhow::ensure!(st.success(), "python3 -m venv failed");
         // geni-lib imports six without declaring it.
-        let st = Command::new(env.join("bin/pip"))
-            .args(["install", "-q", "geni-lib", "six"])
-            .status()?;
+        let st = Command::new(env.join("bin/pip")).args(["install", "-q", "geni-lib", "six"]).status()?;
         anyhow::ensure!(st.success(), "pip install geni-lib failed");
         anyhow::ensure!(ok(&py), "geni-lib does not import");
     }

@@ -1,6 +1,6 @@
 //! vnsnap-testbed
 pub mod image;
 pub mod lab;
-pub mod lab;
 pub mod ch;
 pub mod amlab;
+pub mod bench_am;

@@ -24,15 +24,7 @@ fn env() -> Env {
     let user_cred = ch.user_credential(&alice, &CredSpec::user_default()).unwrap();
     let slice_cred = ch.slice_credential(&alice, &slice, &CredSpec::default()).unwrap();
     let am = AmLab::start(&tmp.path().join("am"), &ch, &AmLabOptions::default()).unwrap();
-    Env {
-        slice_urn: slice.urn.clone(),
-        _tmp: tmp,
-        am,
-        ch,
-        alice,
-        user_cred,
-        slice_cred,
-    }
+    Env { slice_urn: slice.urn.clone(), _tmp: tmp, am, ch, alice, user_cred, slice_cred }
 }
 
 fn code_of(v: &Value) -> i64 {
@@ -82,19 +74,14 @@ fn am_api_surface() {
     }
 
     // ListResources: user credential works, plain and compressed; no credential is refused.
-    let r = v3
-        .call("ListResources", &[Value::Array(vec![cred(&e.user_cred)]), rspec_opts(vec![])])
-        .unwrap();
+    let r = v3.call("ListResources", &[Value::Array(vec![cred(&e.user_cred)]), rspec_opts(vec![])]).unwrap();
     assert_eq!(code_of(&r), 0, "{r:?}\n{}", e.am.log_tail());
     let ad = r.get("value").and_then(Value::as_str).unwrap();
     assert!(ad.contains("rspec_opstate") && ad.contains("advertisement"), "{ad}");
     let r = v3
         .call(
             "ListResources",
-            &[
-                Value::Array(vec![cred(&e.user_cred)]),
-                rspec_opts(vec![("geni_compressed", Value::Bool(true))]),
-            ],
+            &[Value::Array(vec![cred(&e.user_cred)]), rspec_opts(vec![("geni_compressed", Value::Bool(true))])],
         )
         .unwrap();
     assert_eq!(code_of(&r), 0);
@@ -102,17 +89,12 @@ fn am_api_surface() {
     let r = v3.call("ListResources", &[Value::Array(vec![]), rspec_opts(vec![])]).unwrap();
     assert_error_struct(&r, None);
     // Missing geni_rspec_version → BADARGS; v3 geni_slice_urn → BADARGS.
-    let r = v3
-        .call("ListResources", &[Value::Array(vec![cred(&e.user_cred)]), Value::structure::<&str>([])])
-        .unwrap();
+    let r = v3.call("ListResources", &[Value::Array(vec![cred(&e.user_cred)]), Value::structure::<&str>([])]).unwrap();
     assert_error_struct(&r, Some(1));
     let r = v3
         .call(
             "ListResources",
-            &[
-                Value::Array(vec![cred(&e.user_cred)]),
-                rspec_opts(vec![("geni_slice_urn", Value::str(&e.slice_urn))]),
-            ],
+            &[Value::Array(vec![cred(&e.user_cred)]), rspec_opts(vec![("geni_slice_urn", Value::str(&e.slice_urn))])],
         )
         .unwrap();
     assert_error_struct(&r, Some(1));
@@ -138,9 +120,7 @@ fn am_api_surface() {
         assert_error_struct(&r, Some(12));
     }
     // Describe with the user credential as slice credential → refused.
-    let r = v3
-        .call("Describe", &[slice.clone(), Value::Array(vec![cred(&e.user_cred)]), rspec_opts(vec![])])
-        .unwrap();
+    let r = v3.call("Describe", &[slice.clone(), Value::Array(vec![cred(&e.user_cred)]), rspec_opts(vec![])]).unwrap();
     assert_error_struct(&r, None);
     assert_ne!(code_of(&r), 12, "must fail on authorization, not lookup: {r:?}");
     // Describe with an empty URN list, or a node URN.
@@ -176,9 +156,8 @@ fn am_api_surface() {
     }
     let req = r#"<rspec type="request" xmlns="http://www.geni.net/resources/rspec/3">
       <node client_id="vm1" exclusive="false"><sliver_type name="emulab-xen"/></node></rspec>"#;
-    let r = v3
-        .call("Allocate", &[slice_s.clone(), scred.clone(), Value::str(req), Value::structure::<&str>([])])
-        .unwrap();
+    let r =
+        v3.call("Allocate", &[slice_s.clone(), scred.clone(), Value::str(req), Value::structure::<&str>([])]).unwrap();
     assert_error_struct(&r, Some(26));
 
     // A credential from another CA.
@@ -195,7 +174,10 @@ fn am_api_surface() {
 
     // v2 on a never-created slice.
     let r = v2
-        .call("SliverStatus", &[slice_s.clone(), Value::Array(vec![Value::str(&e.slice_cred)]), Value::structure::<&str>([])])
+        .call(
+            "SliverStatus",
+            &[slice_s.clone(), Value::Array(vec![Value::str(&e.slice_cred)]), Value::structure::<&str>([])],
+        )
         .unwrap();
     assert_error_struct(&r, Some(12));
 
@@ -209,11 +191,7 @@ fn am_api_surface() {
 #[test]
 fn requires_client_certificate() {
     let e = env();
-    let http = reqwest::blocking::Client::builder()
-        .use_rustls_tls()
-        .danger_accept_invalid_certs(true)
-        .build()
-        .unwrap();
+    let http = reqwest::blocking::Client::builder().use_rustls_tls().danger_accept_invalid_certs(true).build().unwrap();
     let body = vnsnap_am::xmlrpc::write_call("GetVersion", &[]);
     let r = http.post(e.am.url_v3()).body(body).send();
     assert!(r.is_err(), "a call without a client certificate must fail: {r:?}");

@@ -30,7 +30,10 @@ async fn diagnose(tb: &AmTestbed) -> String {
     for i in 0..tb.lab.hosts.len() {
         let c = tb.lab.client(i).unwrap();
         for d in c.domains().await.unwrap_or_default() {
-            out.push_str(&format!("{} {}: {:?} guest_ready={}\n", tb.lab.hosts[i].name, d.name, d.state, d.guest_ready));
+            out.push_str(&format!(
+                "{} {}: {:?} guest_ready={}\n",
+                tb.lab.hosts[i].name, d.name, d.state, d.guest_ready
+            ));
             let con = c.console(&d.name).await.unwrap_or_default();
             let lines: Vec<&str> = con.lines().collect();
             out.push_str(&lines[lines.len().saturating_sub(15)..].join("\n"));
@@ -58,10 +61,9 @@ async fn all_pings(vms: &BTreeMap<String, (String, AgentClient)>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn geni_lib_v3_cycle_boots_and_pings() {
-    let tb = tokio::task::block_in_place(|| {
-        AmTestbed::up(2, AmLabOptions { vm_memory_mib: 128, ..Default::default() })
-    })
-    .expect("testbed up");
+    let tb =
+        tokio::task::block_in_place(|| AmTestbed::up(2, AmLabOptions { vm_memory_mib: 128, ..Default::default() }))
+            .expect("testbed up");
     let slice = tb.slice("genilib1").unwrap();
     let rspec = tb.dir.join("three.rspec");
     std::fs::write(&rspec, three_vm_rspec(128)).unwrap();
@@ -104,8 +106,7 @@ async fn geni_lib_v3_cycle_boots_and_pings() {
 
     let vms = vms(&tb, manifest).await;
     assert_eq!(vms.len(), 3, "every VM is defined on an agent");
-    let hosts: std::collections::BTreeSet<&str> =
-        vms.values().map(|(_, c)| c.base()).collect();
+    let hosts: std::collections::BTreeSet<&str> = vms.values().map(|(_, c)| c.base()).collect();
     assert_eq!(hosts.len(), 2, "the VMs are spread over both hosts");
     all_pings(&vms).await;
 

@@ -47,6 +47,10 @@ impl OpAction {
     }
 }
 
+/// How often a ready VM's domain is looked at by state refreshes (to notice a crash or a
+/// guest-initiated shutdown); booting VMs are looked at on every refresh.
+const READY_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Seconds a guest gets to shut down gracefully before it is forced off.
 const STOP_TIMEOUT_S: u64 = 5;
 
@@ -62,10 +66,8 @@ impl Am {
     ) -> Result<Outcome, AmError> {
         self.check_open(slice)?;
         let t = action.transition();
-        let offenders: Vec<String> = slivers
-            .iter()
-            .filter_map(|s| s.state.apply(t).err().map(|e| format!("{} ({})", s.urn, e)))
-            .collect();
+        let offenders: Vec<String> =
+            slivers.iter().filter_map(|s| s.state.apply(t).err().map(|e| format!("{} ({})", s.urn, e))).collect();
         if !offenders.is_empty() && !best_effort {
             return Err(AmError::Unsupported(format!(
                 "Action not allowed in the current state: {}",
@@ -112,9 +114,7 @@ impl Am {
                 }
                 OpAction::Restart => c.action(&s.domain, Action::Reboot, &req).await?,
                 OpAction::Stop => {
-                    let req = ActionRequest {
-                        timeout_s: Some(STOP_TIMEOUT_S),
-                    };
+                    let req = ActionRequest { timeout_s: Some(STOP_TIMEOUT_S) };
                     c.action(&s.domain, Action::Stop, &req).await?
                 }
             };
@@ -148,7 +148,8 @@ impl Am {
         for (i, s) in slivers.iter().enumerate() {
             let watch = s.state.alloc == Alloc::Provisioned
                 && matches!(s.state.op, Op::Configuring | Op::Ready)
-                && !self.is_inflight(&s.urn);
+                && !self.is_inflight(&s.urn)
+                && (s.state.op == Op::Configuring || self.due(&s.urn, READY_RECHECK));
             if !watch {
                 continue;
             }
@@ -173,11 +174,7 @@ impl Am {
                 continue;
             }
             if let Ok(next) = s.state.apply(event) {
-                let err = if event == Transition::Fail {
-                    "The VM crashed".to_string()
-                } else {
-                    String::new()
-                };
+                let err = if event == Transition::Fail { "The VM crashed".to_string() } else { String::new() };
                 if self.db.set_state(&s.urn, next, &err).is_ok() {
                     s.state = next;
                     s.error = err;

@@ -33,9 +33,7 @@ struct Wanted<'a> {
 impl Am {
     /// Whether a request node is for this aggregate (no CM, or ours).
     pub fn is_ours(&self, node: &Node) -> bool {
-        node.component_manager_id
-            .as_deref()
-            .is_none_or(|cm| cm.eq_ignore_ascii_case(&self.cfg.am_urn()))
+        node.component_manager_id.as_deref().is_none_or(|cm| cm.eq_ignore_ascii_case(&self.cfg.am_urn()))
     }
 
     /// The catalog image a `disk_image name` designates (a catalog name or an image URN).
@@ -54,10 +52,7 @@ impl Am {
     }
 
     fn wanted<'a>(&self, node: &'a Node) -> Result<Wanted<'a>, AmError> {
-        let client_id = node
-            .client_id
-            .clone()
-            .ok_or_else(|| AmError::BadArgs("node without client_id".into()))?;
+        let client_id = node.client_id.clone().ok_or_else(|| AmError::BadArgs("node without client_id".into()))?;
         let st = node.sliver_type();
         let type_name = st.map(|s| s.name.as_str()).unwrap_or(VM_TYPE);
         if type_name != VM_TYPE && type_name != XEN_TYPE {
@@ -65,19 +60,10 @@ impl Am {
                 "Node {client_id}: sliver type {type_name} is not offered (use {VM_TYPE} or {XEN_TYPE})"
             )));
         }
-        let image = self.image_of(
-            st.and_then(|s| s.disk_images.first())
-                .map(|d| d.name.as_str()),
-        )?;
+        let image = self.image_of(st.and_then(|s| s.disk_images.first()).map(|d| d.name.as_str()))?;
         let xen = st.and_then(|s| s.xen.as_ref());
-        let vcpus = xen
-            .and_then(|x| x.cores)
-            .filter(|&c| c > 0)
-            .unwrap_or(self.cfg.vm.vcpus);
-        let memory_mib = xen
-            .and_then(|x| x.ram)
-            .filter(|&r| r > 0)
-            .unwrap_or(self.cfg.vm.memory_mib);
+        let vcpus = xen.and_then(|x| x.cores).filter(|&c| c > 0).unwrap_or(self.cfg.vm.vcpus);
+        let memory_mib = xen.and_then(|x| x.ram).filter(|&r| r > 0).unwrap_or(self.cfg.vm.memory_mib);
         let bound = match (&node.component_id, &node.component_name) {
             (Some(id), _) => Some(id.rsplit('+').next().unwrap_or(id).to_string()),
             (None, Some(name)) => Some(name.clone()),
@@ -86,13 +72,7 @@ impl Am {
         Ok(Wanted {
             node,
             client_id,
-            plan: VmPlan {
-                vcpus,
-                memory_mib,
-                image,
-                sliver_type: type_name.to_string(),
-                nics: Vec::new(),
-            },
+            plan: VmPlan { vcpus, memory_mib, image, sliver_type: type_name.to_string(), nics: Vec::new() },
             bound,
         })
     }
@@ -130,43 +110,29 @@ impl Am {
         if rspec_text.trim().is_empty() {
             return Err(AmError::BadArgs("Empty request RSpec".into()));
         }
-        let rspec = vnsnap_rspec::parse(rspec_text)
-            .map_err(|e| AmError::BadArgs(format!("Bad request RSpec: {e}")))?;
+        let rspec = vnsnap_rspec::parse(rspec_text).map_err(|e| AmError::BadArgs(format!("Bad request RSpec: {e}")))?;
         if rspec.rspec_type != RSpecType::Request {
-            return Err(AmError::BadArgs(format!(
-                "RSpec type is {}, not request",
-                rspec.rspec_type.as_str()
-            )));
+            return Err(AmError::BadArgs(format!("RSpec type is {}, not request", rspec.rspec_type.as_str())));
         }
         let mut wanted = Vec::new();
         for n in rspec.nodes.iter().filter(|n| self.is_ours(n)) {
             wanted.push(self.wanted(n)?);
         }
         if wanted.is_empty() {
-            return Err(AmError::BadArgs(
-                "The request has no node for this aggregate".into(),
-            ));
+            return Err(AmError::BadArgs("The request has no node for this aggregate".into()));
         }
         let existing = self.db.slice_slivers(slice)?;
         for w in &wanted {
             if existing.iter().any(|s| s.client_id == w.client_id) {
-                return Err(AmError::AlreadyExists(format!(
-                    "Slice {slice} already has a node {}",
-                    w.client_id
-                )));
+                return Err(AmError::AlreadyExists(format!("Slice {slice} already has a node {}", w.client_id)));
             }
         }
         if wanted.iter().filter(|w| !w.client_id.is_empty()).count()
-            != wanted
-                .iter()
-                .map(|w| w.client_id.as_str())
-                .collect::<std::collections::HashSet<_>>()
-                .len()
+            != wanted.iter().map(|w| w.client_id.as_str()).collect::<std::collections::HashSet<_>>().len()
         {
             return Err(AmError::BadArgs("Duplicate node client_id".into()));
         }
-        let expires = (Utc::now() + Duration::seconds(self.cfg.lifetimes.allocation_timeout_secs))
-            .min(cred_expires);
+        let expires = (Utc::now() + Duration::seconds(self.cfg.lifetimes.allocation_timeout_secs)).min(cred_expires);
 
         // Placement and the insert happen under one lock so no two requests share room.
         let _guard = self.alloc_lock.lock().await;
@@ -181,9 +147,7 @@ impl Am {
             })
             .collect();
         let hosts = place(&rooms, &reqs).map_err(|e| AmError::InsufficientNodes(e.to_string()))?;
-        let slivers = self
-            .db
-            .with_tx(|c| self.record(c, slice, rspec_text, &rspec, &mut wanted, &hosts, expires))?;
+        let slivers = self.db.with_tx(|c| self.record(c, slice, rspec_text, &rspec, &mut wanted, &hosts, expires))?;
         self.agents.invalidate();
         Ok(slivers)
     }
@@ -211,14 +175,7 @@ impl Am {
                 .interface_refs
                 .iter()
                 .filter_map(|r| r.client_id.as_deref())
-                .filter(|i| {
-                    wanted.iter().any(|w| {
-                        w.node
-                            .interfaces
-                            .iter()
-                            .any(|x| x.client_id.as_deref() == Some(*i))
-                    })
-                })
+                .filter(|i| wanted.iter().any(|w| w.node.interfaces.iter().any(|x| x.client_id.as_deref() == Some(*i))))
                 .collect();
             if mine.is_empty() {
                 continue;
@@ -273,9 +230,7 @@ impl Am {
                 client_id: w.client_id.clone(),
                 host: host.clone(),
                 domain: format!("vm-{}", id.simple()),
-                state: SliverState::NEW
-                    .apply(Transition::Allocate)
-                    .map_err(|e| AmError::Internal(e.to_string()))?,
+                state: SliverState::NEW.apply(Transition::Allocate).map_err(|e| AmError::Internal(e.to_string()))?,
                 expires,
                 error: String::new(),
                 plan: w.plan.clone(),
@@ -290,8 +245,7 @@ impl Am {
 /// The smallest segment id no live link uses.
 fn free_segment(c: &Connection) -> Result<u32, AmError> {
     let mut st = c.prepare_cached("SELECT segment FROM links WHERE alive = 1")?;
-    let used: std::collections::HashSet<i64> =
-        st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    let used: std::collections::HashSet<i64> = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
     (FIRST_SEGMENT..=LAST_SEGMENT)
         .find(|s| !used.contains(s))
         .map(|s| s as u32)
@@ -301,12 +255,7 @@ fn free_segment(c: &Connection) -> Result<u32, AmError> {
 /// A locally administered unicast MAC from a counter: `02:76:6e:xx:xx:xx` ("vn").
 pub fn mac_for(n: i64) -> String {
     let n = (n as u64) & 0xff_ffff;
-    format!(
-        "02:76:6e:{:02x}:{:02x}:{:02x}",
-        (n >> 16) & 0xff,
-        (n >> 8) & 0xff,
-        n & 0xff
-    )
+    format!("02:76:6e:{:02x}:{:02x}:{:02x}", (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff)
 }
 
 #[cfg(test)]

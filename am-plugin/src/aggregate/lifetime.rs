@@ -18,12 +18,7 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>, AmError> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }
-    for f in [
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M:%S",
-        "%Y-%m-%d %H:%M:%S",
-    ] {
+    for f in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"] {
         if let Ok(t) = NaiveDateTime::parse_from_str(s, f) {
             return Ok(t.and_utc());
         }
@@ -117,11 +112,7 @@ impl Am {
                 continue;
             }
             let req = ActionRequest { timeout_s: Some(5) };
-            let r = self
-                .agents
-                .client(&s.host)?
-                .action(&s.domain, Action::Stop, &req)
-                .await;
+            let r = self.agents.client(&s.host)?.action(&s.domain, Action::Stop, &req).await;
             if let Err(e) = r {
                 tracing::warn!(sliver = %s.urn, error = %e, "shutdown stop failed");
             }
@@ -202,20 +193,14 @@ impl Am {
                 }
             }
         }
-        let owned: BTreeSet<&str> = live
-            .iter()
-            .filter(|s| s.state.alloc == Alloc::Provisioned)
-            .map(|s| s.domain.as_str())
-            .collect();
+        let owned: BTreeSet<&str> =
+            live.iter().filter(|s| s.state.alloc == Alloc::Provisioned).map(|s| s.domain.as_str()).collect();
         for host in self.agents.names() {
             let Ok(domains) = self.agents.client(host)?.domains().await else {
                 continue;
             };
             for d in domains {
-                if d.name.starts_with("vm-")
-                    && d.name.len() == 35
-                    && !owned.contains(d.name.as_str())
-                {
+                if d.name.starts_with("vm-") && d.name.len() == 35 && !owned.contains(d.name.as_str()) {
                     tracing::info!(host, domain = %d.name, "destroying orphan domain");
                     let _ = self.agents.destroy(host, &d.name).await;
                 }

@@ -10,8 +10,9 @@ pub mod allocate;
 pub mod lifetime;
 pub mod provision;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::agents::Agents;
 use crate::auth::{Authorized, Authorizer, CallContext, CredentialInput, Method};
@@ -44,6 +45,8 @@ pub struct Am {
     busy: Mutex<HashSet<String>>,
     /// Slivers with an agent action in flight; state refresh leaves them alone.
     inflight: Mutex<HashSet<String>>,
+    /// When each ready sliver's domain was last looked at (see `action::READY_RECHECK`).
+    checked: Mutex<HashMap<String, Instant>>,
 }
 
 /// URN kinds a v3 `urns` argument may hold.
@@ -66,6 +69,7 @@ impl Am {
             alloc_lock: tokio::sync::Mutex::new(()),
             busy: Mutex::new(HashSet::new()),
             inflight: Mutex::new(HashSet::new()),
+            checked: Mutex::new(HashMap::new()),
         }
     }
 
@@ -90,15 +94,11 @@ impl Am {
     /// The slice a v3 `urns` argument designates, checked for shape only: one slice URN, or
     /// sliver URNs of one slice. Unknown slivers are SEARCHFAILED.
     pub fn target_slice(&self, urns: &[String]) -> Result<String, AmError> {
-        let first = urns
-            .first()
-            .ok_or_else(|| AmError::BadArgs("urns is empty".into()))?;
+        let first = urns.first().ok_or_else(|| AmError::BadArgs("urns is empty".into()))?;
         match urn_type(first) {
             Some("slice") => {
                 if urns.len() > 1 {
-                    return Err(AmError::BadArgs(
-                        "give one slice URN, or sliver URNs of one slice".into(),
-                    ));
+                    return Err(AmError::BadArgs("give one slice URN, or sliver URNs of one slice".into()));
                 }
                 Ok(first.clone())
             }
@@ -106,27 +106,18 @@ impl Am {
                 let mut slice: Option<String> = None;
                 for u in urns {
                     if urn_type(u) != Some("sliver") {
-                        return Err(AmError::BadArgs(format!(
-                            "{u}: do not mix slice and sliver URNs"
-                        )));
+                        return Err(AmError::BadArgs(format!("{u}: do not mix slice and sliver URNs")));
                     }
-                    let s = self
-                        .db
-                        .sliver(u)?
-                        .ok_or_else(|| AmError::SearchFailed(format!("No such sliver {u}")))?;
+                    let s = self.db.sliver(u)?.ok_or_else(|| AmError::SearchFailed(format!("No such sliver {u}")))?;
                     match &slice {
                         None => slice = Some(s.slice_urn),
                         Some(x) if x.eq_ignore_ascii_case(&s.slice_urn) => {}
-                        Some(_) => {
-                            return Err(AmError::BadArgs("slivers of several slices".into()))
-                        }
+                        Some(_) => return Err(AmError::BadArgs("slivers of several slices".into())),
                     }
                 }
                 Ok(slice.unwrap_or_default())
             }
-            _ => Err(AmError::BadArgs(format!(
-                "{first} is neither a slice nor a sliver URN"
-            ))),
+            _ => Err(AmError::BadArgs(format!("{first} is neither a slice nor a sliver URN"))),
         }
     }
 
@@ -136,9 +127,7 @@ impl Am {
         let live = self.db.slice_slivers(slice)?;
         if urns.len() == 1 && urn_type(&urns[0]) == Some("slice") {
             if live.is_empty() {
-                return Err(AmError::SearchFailed(format!(
-                    "Slice {slice} has no resources here"
-                )));
+                return Err(AmError::SearchFailed(format!("Slice {slice} has no resources here")));
             }
             return Ok(live);
         }
@@ -155,9 +144,7 @@ impl Am {
     /// Refuses changes to a shut-down or busy slice.
     pub fn check_open(&self, slice: &str) -> Result<(), AmError> {
         if self.is_busy(slice) {
-            return Err(AmError::Busy(format!(
-                "Slice {slice} is busy (snapshot in progress); try again"
-            )));
+            return Err(AmError::Busy(format!("Slice {slice} is busy (snapshot in progress); try again")));
         }
         if self.db.slice(slice)?.is_some_and(|s| s.shutdown) {
             return Err(AmError::Refused(format!("Slice {slice} is shut down")));
@@ -167,10 +154,7 @@ impl Am {
 
     /// Whether a long operation holds the slice.
     pub fn is_busy(&self, slice: &str) -> bool {
-        self.busy
-            .lock()
-            .map(|b| b.contains(&slice.to_ascii_lowercase()))
-            .unwrap_or(false)
+        self.busy.lock().map(|b| b.contains(&slice.to_ascii_lowercase())).unwrap_or(false)
     }
 
     /// Marks a slice busy (true) or free (false); for the snapshot coordinator.
@@ -195,19 +179,28 @@ impl Am {
     }
 
     fn is_inflight(&self, sliver: &str) -> bool {
-        self.inflight
-            .lock()
-            .map(|f| f.contains(sliver))
-            .unwrap_or(false)
+        self.inflight.lock().map(|f| f.contains(sliver)).unwrap_or(false)
+    }
+
+    /// Whether a ready sliver's domain is due for another look (and marks it looked at).
+    fn due(&self, sliver: &str, every: Duration) -> bool {
+        let Ok(mut m) = self.checked.lock() else { return true };
+        let now = Instant::now();
+        match m.get(sliver) {
+            Some(t) if now.duration_since(*t) < every => false,
+            _ => {
+                if m.len() > 100_000 {
+                    m.clear();
+                }
+                m.insert(sliver.to_string(), now);
+                true
+            }
+        }
     }
 
     /// The sliver URN for a fresh name.
     pub fn sliver_urn(&self, id: &uuid::Uuid) -> String {
-        format!(
-            "urn:publicid:IDN+{}+sliver+{}",
-            self.cfg.authority,
-            id.simple()
-        )
+        format!("urn:publicid:IDN+{}+sliver+{}", self.cfg.authority, id.simple())
     }
 }
 
@@ -217,10 +210,7 @@ mod tests {
 
     #[test]
     fn urn_types() {
-        assert_eq!(
-            urn_type("urn:publicid:IDN+geni:gpo:gcf+slice+snap1"),
-            Some("slice")
-        );
+        assert_eq!(urn_type("urn:publicid:IDN+geni:gpo:gcf+slice+snap1"), Some("slice"));
         assert_eq!(urn_type("urn:publicid:IDN+am+sliver+abc"), Some("sliver"));
         assert_eq!(urn_type("urn:publicid:IDN+am+node"), None);
         assert_eq!(urn_type("bogus"), None);

@@ -15,10 +15,11 @@ pub type Outcome = Vec<(Sliver, Option<String>)>;
 impl Am {
     /// The domain an agent should run for a sliver.
     pub fn domain_spec(&self, s: &Sliver) -> Result<DomainSpec, AmError> {
-        let img =
-            self.cfg.images.get(&s.plan.image).ok_or_else(|| {
-                AmError::Internal(format!("image {} left the catalog", s.plan.image))
-            })?;
+        let img = self
+            .cfg
+            .images
+            .get(&s.plan.image)
+            .ok_or_else(|| AmError::Internal(format!("image {} left the catalog", s.plan.image)))?;
         let hostname: String = s
             .client_id
             .to_ascii_lowercase()
@@ -30,30 +31,13 @@ impl Am {
             name: s.domain.clone(),
             vcpus: s.plan.vcpus,
             memory_mib: s.plan.memory_mib,
-            boot: Boot::Kernel {
-                kernel: img.kernel.clone(),
-                initrd: img.initrd.clone(),
-                cmdline: img.cmdline.clone(),
-            },
-            disks: img
-                .disk
-                .iter()
-                .map(|d| DiskSpec {
-                    base: d.clone(),
-                    size_mib: None,
-                })
-                .collect(),
+            boot: Boot::Kernel { kernel: img.kernel.clone(), initrd: img.initrd.clone(), cmdline: img.cmdline.clone() },
+            disks: img.disk.iter().map(|d| DiskSpec { base: d.clone(), size_mib: None }).collect(),
             nics: s
                 .plan
                 .nics
                 .iter()
-                .filter_map(|n| {
-                    n.segment.map(|segment| NicSpec {
-                        mac: n.mac.clone(),
-                        segment,
-                        ips: n.ips.clone(),
-                    })
-                })
+                .filter_map(|n| n.segment.map(|segment| NicSpec { mac: n.mac.clone(), segment, ips: n.ips.clone() }))
                 .collect(),
             hostname: Some(hostname),
             autostart: false,
@@ -65,8 +49,7 @@ impl Am {
     pub fn grant_expiry(&self, asked: Option<DateTime<Utc>>, cred: DateTime<Utc>) -> DateTime<Utc> {
         let now = Utc::now();
         let want = asked.unwrap_or(now + Duration::seconds(self.cfg.lifetimes.default_secs));
-        want.min(now + Duration::seconds(self.cfg.lifetimes.max_secs))
-            .min(cred)
+        want.min(now + Duration::seconds(self.cfg.lifetimes.max_secs)).min(cred)
     }
 
     /// Provision allocated slivers. Without `best_effort` it is all-or-nothing: on a failure
@@ -79,16 +62,10 @@ impl Am {
         best_effort: bool,
     ) -> Result<Outcome, AmError> {
         self.check_open(slice)?;
-        let offenders: Vec<&str> = slivers
-            .iter()
-            .filter(|s| s.state.alloc != Alloc::Allocated)
-            .map(|s| s.urn.as_str())
-            .collect();
+        let offenders: Vec<&str> =
+            slivers.iter().filter(|s| s.state.alloc != Alloc::Allocated).map(|s| s.urn.as_str()).collect();
         if !offenders.is_empty() && !best_effort {
-            return Err(AmError::Unsupported(format!(
-                "Not in geni_allocated: {}",
-                offenders.join(", ")
-            )));
+            return Err(AmError::Unsupported(format!("Not in geni_allocated: {}", offenders.join(", "))));
         }
         let mut set = tokio::task::JoinSet::new();
         let mut out: Outcome = Vec::new();
@@ -127,17 +104,11 @@ impl Am {
                     tracing::warn!(sliver = %s.urn, error = %e, "undo of define failed");
                 }
             }
-            let msgs: Vec<String> = failed
-                .iter()
-                .map(|(s, e)| format!("{}: {e}", s.client_id))
-                .collect();
+            let msgs: Vec<String> = failed.iter().map(|(s, e)| format!("{}: {e}", s.client_id)).collect();
             return Err(AmError::Agent(msgs.join("; ")));
         }
         for mut s in defined {
-            s.state = s
-                .state
-                .apply(Transition::Provision)
-                .map_err(|e| AmError::Internal(e.to_string()))?;
+            s.state = s.state.apply(Transition::Provision).map_err(|e| AmError::Internal(e.to_string()))?;
             s.expires = expires;
             self.db.set_state(&s.urn, s.state, "")?;
             self.db.set_expires(&s.urn, expires)?;
@@ -155,10 +126,7 @@ impl Am {
     pub async fn wire_segments(&self, slice: &str) -> Result<(), AmError> {
         let slivers = self.db.slice_slivers(slice)?;
         let mut hosts_of: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
-        for s in slivers
-            .iter()
-            .filter(|s| s.state.alloc == Alloc::Provisioned)
-        {
+        for s in slivers.iter().filter(|s| s.state.alloc == Alloc::Provisioned) {
             for n in &s.plan.nics {
                 if let Some(seg) = n.segment {
                     hosts_of.entry(seg).or_default().insert(s.host.clone());
@@ -171,10 +139,7 @@ impl Am {
                 for other in hosts.iter().filter(|o| *o != h) {
                     peers.push(self.agents.host(other).await?.tunnel);
                 }
-                self.agents
-                    .client(h)?
-                    .set_segment_peers(seg, &SegmentPeers { peers })
-                    .await?;
+                self.agents.client(h)?.set_segment_peers(seg, &SegmentPeers { peers }).await?;
             }
         }
         Ok(())

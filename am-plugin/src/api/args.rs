@@ -21,9 +21,7 @@ pub struct Options(pub BTreeMap<String, Value>);
 
 impl Args {
     fn get(&self, i: usize, what: &str) -> Result<&Value, AmError> {
-        self.0
-            .get(i)
-            .ok_or_else(|| AmError::BadArgs(format!("Missing argument {} ({what})", i + 1)))
+        self.0.get(i).ok_or_else(|| AmError::BadArgs(format!("Missing argument {} ({what})", i + 1)))
     }
 
     /// A string argument (base64 holding UTF-8 is accepted too).
@@ -40,9 +38,7 @@ impl Args {
             Value::Array(items) => items
                 .iter()
                 .map(|v| {
-                    v.as_str()
-                        .map(str::to_string)
-                        .ok_or_else(|| AmError::BadArgs(format!("{what} must hold strings")))
+                    v.as_str().map(str::to_string).ok_or_else(|| AmError::BadArgs(format!("{what} must hold strings")))
                 })
                 .collect(),
             v => v
@@ -62,28 +58,17 @@ impl Args {
             .iter()
             .map(|v| match v {
                 Value::Str(s) => Ok(CredentialInput::bare(s.clone())),
-                Value::Base64(b) => Ok(CredentialInput::bare(
-                    String::from_utf8_lossy(b).into_owned(),
-                )),
+                Value::Base64(b) => Ok(CredentialInput::bare(String::from_utf8_lossy(b).into_owned())),
                 Value::Struct(m) => {
-                    let text = |k: &str| {
-                        m.get(k)
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_string()
-                    };
+                    let text = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
                     let (t, ver) = (text("geni_type"), text("geni_version"));
                     match m.get("geni_value") {
                         Some(Value::Base64(b)) => Ok(CredentialInput::bytes(&t, &ver, b.clone())),
                         Some(Value::Str(s)) => Ok(CredentialInput::text(&t, &ver, s.clone())),
-                        _ => Err(AmError::BadArgs(
-                            "credential struct without geni_value".into(),
-                        )),
+                        _ => Err(AmError::BadArgs("credential struct without geni_value".into())),
                     }
                 }
-                _ => Err(AmError::BadArgs(
-                    "a credential must be a string or a struct".into(),
-                )),
+                _ => Err(AmError::BadArgs("a credential must be a string or a struct".into())),
             })
             .collect()
     }
@@ -132,13 +117,9 @@ impl Options {
         if t.eq_ignore_ascii_case("geni") && ver == "3" {
             Ok(())
         } else if v.as_struct().is_none() {
-            Err(AmError::BadArgs(
-                "geni_rspec_version must be a struct {type, version}".into(),
-            ))
+            Err(AmError::BadArgs("geni_rspec_version must be a struct {type, version}".into()))
         } else {
-            Err(AmError::BadVersion(format!(
-                "RSpec version {t} {ver} is not supported (GENI 3 only)"
-            )))
+            Err(AmError::BadVersion(format!("RSpec version {t} {ver} is not supported (GENI 3 only)")))
         }
     }
 
@@ -153,9 +134,7 @@ impl Options {
 
 /// Decodes a `[{urn, keys[]}]` list (v3 option, v2 argument).
 pub fn users_from(v: &Value) -> Result<Vec<GeniUser>, AmError> {
-    let items = v
-        .as_array()
-        .ok_or_else(|| AmError::BadArgs("geni_users must be a list".into()))?;
+    let items = v.as_array().ok_or_else(|| AmError::BadArgs("geni_users must be a list".into()))?;
     items
         .iter()
         .map(|u| {
@@ -165,16 +144,10 @@ pub fn users_from(v: &Value) -> Result<Vec<GeniUser>, AmError> {
                 .ok_or_else(|| AmError::BadArgs("geni_users entry without urn".into()))?;
             let keys = match u.get("keys") {
                 None => Vec::new(),
-                Some(Value::Array(ks)) => ks
-                    .iter()
-                    .filter_map(|k| k.as_str().map(str::to_string))
-                    .collect(),
+                Some(Value::Array(ks)) => ks.iter().filter_map(|k| k.as_str().map(str::to_string)).collect(),
                 Some(k) => k.as_str().map(|s| vec![s.to_string()]).unwrap_or_default(),
             };
-            Ok(GeniUser {
-                urn: urn.to_string(),
-                keys,
-            })
+            Ok(GeniUser { urn: urn.to_string(), keys })
         })
         .collect()
 }
@@ -224,10 +197,7 @@ mod tests {
         assert!(Options(m.clone()).require_rspec_version().is_ok());
         m.insert(
             "geni_rspec_version".to_string(),
-            Value::structure([
-                ("type", Value::str("ProtoGENI")),
-                ("version", Value::str("2")),
-            ]),
+            Value::structure([("type", Value::str("ProtoGENI")), ("version", Value::str("2"))]),
         );
         assert_eq!(Options(m).require_rspec_version().unwrap_err().code(), 4);
     }
@@ -239,10 +209,7 @@ mod tests {
             Value::structure([
                 ("geni_type", Value::str("geni_sfa")),
                 ("geni_version", Value::str("3")),
-                (
-                    "geni_value",
-                    Value::Base64(b"<signed-credential/>".to_vec()),
-                ),
+                ("geni_value", Value::Base64(b"<signed-credential/>".to_vec())),
             ]),
         ])]);
         let c = a.credentials(0).unwrap();

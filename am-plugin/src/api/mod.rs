@@ -125,12 +125,8 @@ pub async fn handle(
     name: &str,
     params: Vec<Value>,
 ) -> Result<Value, (i64, String)> {
-    let verb = Verb::parse(api, name).ok_or_else(|| {
-        (
-            -32601,
-            format!("Method {name} not supported on AM API v{}", api.number()),
-        )
-    })?;
+    let verb = Verb::parse(api, name)
+        .ok_or_else(|| (-32601, format!("Method {name} not supported on AM API v{}", api.number())))?;
     let a = Args(params);
     use Verb::*;
     let result: Result<Value, AmError> = match verb {
@@ -149,10 +145,9 @@ pub async fn handle(
         SliverStatus => v2::sliver_status(am, caller, &a).await,
         RenewSliver => v2::renew_sliver(am, caller, &a).await,
         DeleteSliver => v2::delete_sliver(am, caller, &a).await,
-        ListSnapshots | DescribeSnapshot | DeleteSnapshot | CreateImage | ListImages
-        | DeleteImage => Err(AmError::Unsupported(format!(
-            "{name} is not implemented yet"
-        ))),
+        ListSnapshots | DescribeSnapshot | DeleteSnapshot | CreateImage | ListImages | DeleteImage => {
+            Err(AmError::Unsupported(format!("{name} is not implemented yet")))
+        }
     };
     if let Err(e) = &result {
         tracing::info!(method = name, code = e.code(), error = %e, "call failed");
@@ -173,20 +168,11 @@ mod tests {
 
     #[test]
     fn verbs_belong_to_their_endpoint() {
-        assert_eq!(
-            Verb::parse(ApiVersion::V3, "Allocate"),
-            Some(Verb::Allocate)
-        );
+        assert_eq!(Verb::parse(ApiVersion::V3, "Allocate"), Some(Verb::Allocate));
         assert_eq!(Verb::parse(ApiVersion::V2, "Allocate"), None);
-        assert_eq!(
-            Verb::parse(ApiVersion::V2, "CreateSliver"),
-            Some(Verb::CreateSliver)
-        );
+        assert_eq!(Verb::parse(ApiVersion::V2, "CreateSliver"), Some(Verb::CreateSliver));
         assert_eq!(Verb::parse(ApiVersion::V3, "CreateSliver"), None);
-        assert_eq!(
-            Verb::parse(ApiVersion::V3, "GetVersion"),
-            Some(Verb::GetVersion)
-        );
+        assert_eq!(Verb::parse(ApiVersion::V3, "GetVersion"), Some(Verb::GetVersion));
         assert_eq!(Verb::parse(ApiVersion::V3, "Bogus"), None);
     }
 

@@ -17,14 +17,7 @@ pub async fn list_resources(am: &Arc<Am>, caller: &Caller, a: &Args) -> Result<V
     let creds = a.credentials(0)?;
     let opts = a.options(1)?;
     let slice = opts.string("geni_slice_urn");
-    am.authorize(
-        caller,
-        creds,
-        opts.speaking_for(),
-        slice.as_deref(),
-        Method::ListResources,
-    )
-    .await?;
+    am.authorize(caller, creds, opts.speaking_for(), slice.as_deref(), Method::ListResources).await?;
     opts.require_rspec_version()?;
     let text = match slice {
         Some(slice) => {
@@ -51,9 +44,7 @@ async fn on_slice(
     if !slice.contains("+slice+") {
         return Err(AmError::BadArgs(format!("{slice} is not a slice URN")));
     }
-    let who = am
-        .authorize(caller, creds, opts.speaking_for(), Some(&slice), method)
-        .await?;
+    let who = am.authorize(caller, creds, opts.speaking_for(), Some(&slice), method).await?;
     Ok((slice, who, opts))
 }
 
@@ -67,14 +58,11 @@ pub async fn create_sliver(am: &Arc<Am>, caller: &Caller, a: &Args) -> Result<Va
         _ => Vec::new(),
     };
     if !am.db.slice_slivers(&slice)?.is_empty() {
-        return Err(AmError::AlreadyExists(format!(
-            "Slice {slice} already has slivers here"
-        )));
+        return Err(AmError::AlreadyExists(format!("Slice {slice} already has slivers here")));
     }
     let slivers = am.allocate(&slice, &rspec, who.expires).await?;
     if !users.is_empty() {
-        am.db
-            .set_users(&slice, &serde_json::to_string(&users).unwrap_or_default())?;
+        am.db.set_users(&slice, &serde_json::to_string(&users).unwrap_or_default())?;
     }
     let expires = am.grant_expiry(None, who.expires);
     let provisioned = match am.provision(&slice, slivers.clone(), expires, false).await {
@@ -85,9 +73,7 @@ pub async fn create_sliver(am: &Arc<Am>, caller: &Caller, a: &Args) -> Result<Va
             return Err(e);
         }
     };
-    let started = am
-        .perform(&slice, provisioned, OpAction::Start, false)
-        .await?;
+    let started = am.perform(&slice, provisioned, OpAction::Start, false).await?;
     let slivers: Vec<_> = started.into_iter().map(|(s, _)| s).collect();
     Ok(Value::Str(am.manifest(&slice, &slivers)?))
 }
@@ -132,14 +118,7 @@ pub async fn renew_sliver(am: &Arc<Am>, caller: &Caller, a: &Args) -> Result<Val
     let want = parse_time(&a.string(2, "expiration_time")?)?;
     let (slice, who, opts) = on_slice(am, caller, a, 3, Method::RenewSliver).await?;
     let slivers = am.slivers_of(&slice, std::slice::from_ref(&slice))?;
-    am.renew(
-        &slice,
-        slivers,
-        want,
-        who.expires,
-        opts.flag("geni_extend_alap"),
-    )
-    .await?;
+    am.renew(&slice, slivers, want, who.expires, opts.flag("geni_extend_alap")).await?;
     Ok(Value::Bool(true))
 }
 

@@ -25,11 +25,7 @@ pub fn sliver_value(s: &Sliver, error: Option<&str>) -> Value {
 }
 
 fn sliver_list(out: &[(Sliver, Option<String>)]) -> Value {
-    Value::Array(
-        out.iter()
-            .map(|(s, e)| sliver_value(s, e.as_deref()))
-            .collect(),
-    )
+    Value::Array(out.iter().map(|(s, e)| sliver_value(s, e.as_deref())).collect())
 }
 
 /// Authorizes a call on `urns` (index 0) with credentials at index 1 and options at `opt_i`;
@@ -40,22 +36,12 @@ async fn on_urns(
     a: &Args,
     opt_i: usize,
     method: Method,
-) -> Result<
-    (
-        String,
-        Vec<String>,
-        crate::auth::Authorized,
-        super::args::Options,
-    ),
-    AmError,
-> {
+) -> Result<(String, Vec<String>, crate::auth::Authorized, super::args::Options), AmError> {
     let urns = a.strings(0, "urns")?;
     let creds = a.credentials(1)?;
     let opts = a.options(opt_i)?;
     let slice = am.target_slice(&urns)?;
-    let who = am
-        .authorize(caller, creds, opts.speaking_for(), Some(&slice), method)
-        .await?;
+    let who = am.authorize(caller, creds, opts.speaking_for(), Some(&slice), method).await?;
     Ok((slice, urns, who, opts))
 }
 
@@ -63,18 +49,9 @@ async fn on_urns(
 pub async fn list_resources(am: &Arc<Am>, caller: &Caller, a: &Args) -> Result<Value, AmError> {
     let creds = a.credentials(0)?;
     let opts = a.options(1)?;
-    am.authorize(
-        caller,
-        creds,
-        opts.speaking_for(),
-        None,
-        Method::ListResources,
-    )
-    .await?;
+    am.authorize(caller, creds, opts.speaking_for(), None, Method::ListResources).await?;
     if opts.0.contains_key("geni_slice_urn") {
-        return Err(AmError::BadArgs(
-            "geni_slice_urn is not part of AM API v3: use Describe instead".into(),
-        ));
+        return Err(AmError::BadArgs("geni_slice_urn is not part of AM API v3: use Describe instead".into()));
     }
     opts.require_rspec_version()?;
     let ad = am.advertisement(opts.flag("geni_available")).await?;
@@ -91,10 +68,7 @@ pub async fn describe(am: &Arc<Am>, caller: &Caller, a: &Args) -> Result<Value, 
     Ok(Value::structure([
         ("geni_rspec", maybe_compress(&opts, manifest)),
         ("geni_urn", Value::str(&slice)),
-        (
-            "geni_slivers",
-            Value::Array(slivers.iter().map(|s| sliver_value(s, None)).collect()),
-        ),
+        ("geni_slivers", Value::Array(slivers.iter().map(|s| sliver_value(s, None)).collect())),
     ]))
 }
 
@@ -107,23 +81,12 @@ pub async fn allocate(am: &Arc<Am>, caller: &Caller, a: &Args) -> Result<Value, 
     if !slice.contains("+slice+") {
         return Err(AmError::BadArgs(format!("{slice} is not a slice URN")));
     }
-    let who = am
-        .authorize(
-            caller,
-            creds,
-            opts.speaking_for(),
-            Some(&slice),
-            Method::Allocate,
-        )
-        .await?;
+    let who = am.authorize(caller, creds, opts.speaking_for(), Some(&slice), Method::Allocate).await?;
     let slivers = am.allocate(&slice, &rspec, who.expires).await?;
     let manifest = am.manifest(&slice, &slivers)?;
     Ok(Value::structure([
         ("geni_rspec", Value::Str(manifest)),
-        (
-            "geni_slivers",
-            Value::Array(slivers.iter().map(|s| sliver_value(s, None)).collect()),
-        ),
+        ("geni_slivers", Value::Array(slivers.iter().map(|s| sliver_value(s, None)).collect())),
     ]))
 }
 
@@ -132,34 +95,23 @@ pub async fn provision(am: &Arc<Am>, caller: &Caller, a: &Args) -> Result<Value,
     let (slice, urns, who, opts) = on_urns(am, caller, a, 2, Method::Provision).await?;
     opts.require_rspec_version()?;
     let users = opts.users()?;
-    let end = opts
-        .string("geni_end_time")
-        .map(|t| parse_time(&t))
-        .transpose()?;
+    let end = opts.string("geni_end_time").map(|t| parse_time(&t)).transpose()?;
     let mut slivers = am.slivers_of(&slice, &urns)?;
     // With a slice URN, Provision applies to the allocated slivers only.
     if urns.len() == 1 && urns[0] == slice {
         slivers.retain(|s| s.state.alloc == crate::state::Alloc::Allocated);
         if slivers.is_empty() {
-            return Err(AmError::Unsupported(format!(
-                "Slice {slice} has no geni_allocated sliver to provision"
-            )));
+            return Err(AmError::Unsupported(format!("Slice {slice} has no geni_allocated sliver to provision")));
         }
     }
     if !users.is_empty() {
-        am.db
-            .set_users(&slice, &serde_json::to_string(&users).unwrap_or_default())?;
+        am.db.set_users(&slice, &serde_json::to_string(&users).unwrap_or_default())?;
     }
     let expires = am.grant_expiry(end, who.expires);
-    let out = am
-        .provision(&slice, slivers, expires, opts.flag("geni_best_effort"))
-        .await?;
+    let out = am.provision(&slice, slivers, expires, opts.flag("geni_best_effort")).await?;
     let slivers: Vec<Sliver> = out.iter().map(|(s, _)| s.clone()).collect();
     let manifest = am.manifest(&slice, &slivers)?;
-    Ok(Value::structure([
-        ("geni_rspec", Value::Str(manifest)),
-        ("geni_slivers", sliver_list(&out)),
-    ]))
+    Ok(Value::structure([("geni_rspec", Value::Str(manifest)), ("geni_slivers", sliver_list(&out))]))
 }
 
 /// Status(urns, credentials, options) → {geni_urn, geni_slivers}.
@@ -169,10 +121,7 @@ pub async fn status(am: &Arc<Am>, caller: &Caller, a: &Args) -> Result<Value, Am
     am.refresh(&mut slivers).await;
     Ok(Value::structure([
         ("geni_urn", Value::str(&slice)),
-        (
-            "geni_slivers",
-            Value::Array(slivers.iter().map(|s| sliver_value(s, None)).collect()),
-        ),
+        ("geni_slivers", Value::Array(slivers.iter().map(|s| sliver_value(s, None)).collect())),
     ]))
 }
 
@@ -180,12 +129,9 @@ pub async fn status(am: &Arc<Am>, caller: &Caller, a: &Args) -> Result<Value, Am
 pub async fn perform(am: &Arc<Am>, caller: &Caller, a: &Args) -> Result<Value, AmError> {
     // The action is checked before anything else: an empty or unknown one never acts.
     let action = OpAction::parse(&a.string(2, "action")?)?;
-    let (slice, urns, _, opts) =
-        on_urns(am, caller, a, 3, Method::PerformOperationalAction).await?;
+    let (slice, urns, _, opts) = on_urns(am, caller, a, 3, Method::PerformOperationalAction).await?;
     let slivers = am.slivers_of(&slice, &urns)?;
-    let out = am
-        .perform(&slice, slivers, action, opts.flag("geni_best_effort"))
-        .await?;
+    let out = am.perform(&slice, slivers, action, opts.flag("geni_best_effort")).await?;
     Ok(sliver_list(&out))
 }
 
@@ -194,15 +140,7 @@ pub async fn renew(am: &Arc<Am>, caller: &Caller, a: &Args) -> Result<Value, AmE
     let want = parse_time(&a.string(2, "expiration_time")?)?;
     let (slice, urns, who, opts) = on_urns(am, caller, a, 3, Method::Renew).await?;
     let slivers = am.slivers_of(&slice, &urns)?;
-    let out = am
-        .renew(
-            &slice,
-            slivers,
-            want,
-            who.expires,
-            opts.flag("geni_extend_alap"),
-        )
-        .await?;
+    let out = am.renew(&slice, slivers, want, who.expires, opts.flag("geni_extend_alap")).await?;
     Ok(sliver_list(&out))
 }
 
@@ -219,14 +157,7 @@ pub async fn shutdown(am: &Arc<Am>, caller: &Caller, a: &Args) -> Result<Value, 
     let slice = a.string(0, "slice_urn")?;
     let creds = a.credentials(1)?;
     let opts = a.options(2)?;
-    am.authorize(
-        caller,
-        creds,
-        opts.speaking_for(),
-        Some(&slice),
-        Method::Shutdown,
-    )
-    .await?;
+    am.authorize(caller, creds, opts.speaking_for(), Some(&slice), Method::Shutdown).await?;
     am.shutdown(&slice).await?;
     Ok(Value::Bool(true))
 }

@@ -11,18 +11,12 @@ fn rspec_version(schema: &str, extensions: &[&str]) -> Value {
         ("version", Value::str("3")),
         ("schema", Value::str(schema)),
         ("namespace", Value::str(GENI_V3_NS)),
-        (
-            "extensions",
-            Value::Array(extensions.iter().map(|e| Value::str(*e)).collect()),
-        ),
+        ("extensions", Value::Array(extensions.iter().map(|e| Value::str(*e)).collect())),
     ])
 }
 
 fn cred_type(t: &str, v: &str) -> Value {
-    Value::structure([
-        ("geni_type", Value::str(t)),
-        ("geni_version", Value::str(v)),
-    ])
+    Value::structure([("geni_type", Value::str(t)), ("geni_version", Value::str(v))])
 }
 
 /// The `value` of GetVersion.
@@ -39,10 +33,7 @@ pub fn get_version(am: &Am, api: ApiVersion) -> Value {
         ),
         (
             "geni_request_rspec_versions",
-            Value::Array(vec![rspec_version(
-                "http://www.geni.net/resources/rspec/3/request.xsd",
-                &[EMULAB_NS],
-            )]),
+            Value::Array(vec![rspec_version("http://www.geni.net/resources/rspec/3/request.xsd", &[EMULAB_NS])]),
         ),
         (
             "geni_ad_rspec_versions",
@@ -53,11 +44,7 @@ pub fn get_version(am: &Am, api: ApiVersion) -> Value {
         ),
         (
             "geni_credential_types",
-            Value::Array(vec![
-                cred_type("geni_sfa", "3"),
-                cred_type("geni_sfa", "2"),
-                cred_type("geni_abac", "1"),
-            ]),
+            Value::Array(vec![cred_type("geni_sfa", "3"), cred_type("geni_sfa", "2"), cred_type("geni_abac", "1")]),
         ),
         // Real test suites type-check this as an int 0/1, not a boolean.
         ("geni_single_allocation", Value::Int(0)),

@@ -145,11 +145,7 @@ CREATE TABLE IF NOT EXISTS links (
 
 fn sliver_from_row(r: &Row<'_>) -> rusqlite::Result<Sliver> {
     let bad = |i, what: &str| {
-        rusqlite::Error::FromSqlConversionFailure(
-            i,
-            rusqlite::types::Type::Text,
-            format!("bad {what}").into(),
-        )
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, format!("bad {what}").into())
     };
     let alloc: String = r.get(6)?;
     let op: String = r.get(7)?;
@@ -166,16 +162,13 @@ fn sliver_from_row(r: &Row<'_>) -> rusqlite::Result<Sliver> {
             alloc: Alloc::from_geni(&alloc).ok_or_else(|| bad(6, "alloc"))?,
             op: Op::from_geni(&op).ok_or_else(|| bad(7, "op"))?,
         },
-        expires: DateTime::parse_from_rfc3339(&expires)
-            .map_err(|_| bad(8, "expires"))?
-            .with_timezone(&Utc),
+        expires: DateTime::parse_from_rfc3339(&expires).map_err(|_| bad(8, "expires"))?.with_timezone(&Utc),
         error: r.get(9)?,
         plan: serde_json::from_str(&plan).map_err(|_| bad(10, "plan"))?,
     })
 }
 
-const SLIVER_COLS: &str =
-    "urn, slice_urn, allocation, client_id, host, domain, alloc, op, expires, error, plan";
+const SLIVER_COLS: &str = "urn, slice_urn, allocation, client_id, host, domain, alloc, op, expires, error, plan";
 
 fn link_from_row(r: &Row<'_>) -> rusqlite::Result<LinkRow> {
     Ok(LinkRow {
@@ -195,21 +188,13 @@ pub fn next_counter(c: &Connection, name: &str, start: i64) -> rusqlite::Result<
          ON CONFLICT(name) DO UPDATE SET value = value + 1",
         params![name, start],
     )?;
-    c.query_row("SELECT value FROM counters WHERE name = ?1", [name], |r| {
-        r.get(0)
-    })
+    c.query_row("SELECT value FROM counters WHERE name = ?1", [name], |r| r.get(0))
 }
 
 /// Inserts a request RSpec and returns the allocation id.
 pub fn insert_allocation(c: &Connection, slice: &str, rspec: &str) -> rusqlite::Result<i64> {
-    c.execute(
-        "INSERT INTO slices(urn) VALUES(?1) ON CONFLICT(urn) DO NOTHING",
-        [slice],
-    )?;
-    c.execute(
-        "INSERT INTO allocations(slice_urn, rspec) VALUES(?1, ?2)",
-        params![slice, rspec],
-    )?;
+    c.execute("INSERT INTO slices(urn) VALUES(?1) ON CONFLICT(urn) DO NOTHING", [slice])?;
+    c.execute("INSERT INTO allocations(slice_urn, rspec) VALUES(?1, ?2)", params![slice, rspec])?;
     Ok(c.last_insert_rowid())
 }
 
@@ -240,14 +225,7 @@ pub fn insert_link(c: &Connection, l: &LinkRow) -> rusqlite::Result<()> {
     c.execute(
         "INSERT INTO links(urn, slice_urn, allocation, client_id, segment, alive)
          VALUES(?1,?2,?3,?4,?5,?6)",
-        params![
-            l.urn,
-            l.slice_urn,
-            l.allocation,
-            l.client_id,
-            l.segment,
-            l.alive
-        ],
+        params![l.urn, l.slice_urn, l.allocation, l.client_id, l.segment, l.alive],
     )?;
     Ok(())
 }
@@ -255,14 +233,11 @@ pub fn insert_link(c: &Connection, l: &LinkRow) -> rusqlite::Result<()> {
 impl Db {
     /// Opens (creating if needed) the database in `dir`.
     pub fn open(dir: &Path) -> rusqlite::Result<Db> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        std::fs::create_dir_all(dir).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         let conn = Connection::open(dir.join("am.sqlite"))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Db {
-            conn: Mutex::new(conn),
-        })
+        Ok(Db { conn: Mutex::new(conn) })
     }
 
     /// The connection (held briefly; never across an await).
@@ -271,10 +246,7 @@ impl Db {
     }
 
     /// Runs `f` in a transaction, committing if it returns `Ok`.
-    pub fn with_tx<T, E: From<rusqlite::Error>>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T, E>,
-    ) -> Result<T, E> {
+    pub fn with_tx<T, E: From<rusqlite::Error>>(&self, f: impl FnOnce(&Connection) -> Result<T, E>) -> Result<T, E> {
         let mut c = self.conn();
         let tx = c.transaction()?;
         let out = f(&tx)?;
@@ -285,11 +257,7 @@ impl Db {
     /// One sliver by URN, whatever its state.
     pub fn sliver(&self, urn: &str) -> rusqlite::Result<Option<Sliver>> {
         self.conn()
-            .query_row(
-                &format!("SELECT {SLIVER_COLS} FROM slivers WHERE urn = ?1"),
-                [urn],
-                sliver_from_row,
-            )
+            .query_row(&format!("SELECT {SLIVER_COLS} FROM slivers WHERE urn = ?1"), [urn], sliver_from_row)
             .optional()
     }
 
@@ -336,24 +304,18 @@ impl Db {
 
     /// Saves a sliver's expiry.
     pub fn set_expires(&self, urn: &str, t: DateTime<Utc>) -> rusqlite::Result<()> {
-        self.conn().execute(
-            "UPDATE slivers SET expires = ?2 WHERE urn = ?1",
-            params![urn, rfc3339(t)],
-        )?;
+        self.conn().execute("UPDATE slivers SET expires = ?2 WHERE urn = ?1", params![urn, rfc3339(t)])?;
         Ok(())
     }
 
     /// Marks the links of a slice dead once no live sliver uses them.
     pub fn release_unused_links(&self, slice: &str) -> rusqlite::Result<()> {
         let live = self.slice_slivers(slice)?;
-        let used: std::collections::HashSet<u32> = live
-            .iter()
-            .flat_map(|s| s.plan.nics.iter().filter_map(|n| n.segment))
-            .collect();
+        let used: std::collections::HashSet<u32> =
+            live.iter().flat_map(|s| s.plan.nics.iter().filter_map(|n| n.segment)).collect();
         for l in self.slice_links(slice)? {
             if !used.contains(&l.segment) {
-                self.conn()
-                    .execute("UPDATE links SET alive = 0 WHERE urn = ?1", [&l.urn])?;
+                self.conn().execute("UPDATE links SET alive = 0 WHERE urn = ?1", [&l.urn])?;
             }
         }
         Ok(())
@@ -361,36 +323,21 @@ impl Db {
 
     /// The request RSpec of an allocation.
     pub fn allocation_rspec(&self, id: i64) -> rusqlite::Result<Option<String>> {
-        self.conn()
-            .query_row("SELECT rspec FROM allocations WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .optional()
+        self.conn().query_row("SELECT rspec FROM allocations WHERE id = ?1", [id], |r| r.get(0)).optional()
     }
 
     /// A slice row.
     pub fn slice(&self, urn: &str) -> rusqlite::Result<Option<SliceRow>> {
         self.conn()
-            .query_row(
-                "SELECT urn, shutdown, users FROM slices WHERE urn = ?1",
-                [urn],
-                |r| {
-                    Ok(SliceRow {
-                        urn: r.get(0)?,
-                        shutdown: r.get(1)?,
-                        users: r.get(2)?,
-                    })
-                },
-            )
+            .query_row("SELECT urn, shutdown, users FROM slices WHERE urn = ?1", [urn], |r| {
+                Ok(SliceRow { urn: r.get(0)?, shutdown: r.get(1)?, users: r.get(2)? })
+            })
             .optional()
     }
 
     /// Stores the slice's `geni_users` (JSON).
     pub fn set_users(&self, urn: &str, users_json: &str) -> rusqlite::Result<()> {
-        self.conn().execute(
-            "UPDATE slices SET users = ?2 WHERE urn = ?1",
-            params![urn, users_json],
-        )?;
+        self.conn().execute("UPDATE slices SET users = ?2 WHERE urn = ?1", params![urn, users_json])?;
         Ok(())
     }
 
@@ -407,8 +354,7 @@ impl Db {
     /// Forgets a slice's shutdown flag and users once it has no live sliver.
     pub fn forget_slice_if_empty(&self, urn: &str) -> rusqlite::Result<()> {
         if self.slice_slivers(urn)?.is_empty() {
-            self.conn()
-                .execute("DELETE FROM slices WHERE urn = ?1 AND shutdown = 0", [urn])?;
+            self.conn().execute("DELETE FROM slices WHERE urn = ?1 AND shutdown = 0", [urn])?;
         }
         Ok(())
     }
@@ -428,9 +374,7 @@ mod tests {
             host: "host1".into(),
             domain: "vm-x".into(),
             state: SliverState::NEW.apply(Transition::Allocate).unwrap(),
-            expires: DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z")
-                .unwrap()
-                .with_timezone(&Utc),
+            expires: DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z").unwrap().with_timezone(&Utc),
             error: String::new(),
             plan: VmPlan {
                 vcpus: 1,
@@ -459,11 +403,7 @@ mod tests {
         let db = Db::open(dir.path()).unwrap();
         let s = db.sliver("urn:a").unwrap().unwrap();
         assert_eq!(s, sample("urn:a", "urn:s"));
-        assert_eq!(
-            db.slice_slivers("URN:S").unwrap().len(),
-            1,
-            "slice URNs ignore case"
-        );
+        assert_eq!(db.slice_slivers("URN:S").unwrap().len(), 1, "slice URNs ignore case");
         let c = db.conn();
         assert_eq!(next_counter(&c, "seg", 100).unwrap(), 102);
     }

@@ -76,10 +76,7 @@ pub struct InvalidTransition {
 
 impl SliverState {
     /// A sliver that does not exist (yet).
-    pub const NEW: SliverState = SliverState {
-        alloc: Alloc::Unallocated,
-        op: Op::PendingAllocation,
-    };
+    pub const NEW: SliverState = SliverState { alloc: Alloc::Unallocated, op: Op::PendingAllocation };
 
     /// The one transition function: the next state, or why the event is not allowed now.
     pub fn apply(self, event: Transition) -> Result<SliverState, InvalidTransition> {
@@ -89,18 +86,14 @@ impl SliverState {
         match (self.alloc, self.op, event) {
             (Unallocated, _, Transition::Allocate) => next(Allocated, PendingAllocation),
             (Allocated, _, Transition::Provision) => next(Provisioned, NotReady),
-            (Allocated | Provisioned, _, Transition::Release) => {
-                next(Unallocated, PendingAllocation)
-            }
+            (Allocated | Provisioned, _, Transition::Release) => next(Unallocated, PendingAllocation),
             (Provisioned, NotReady | Failed, Transition::Start) => next(Provisioned, Configuring),
             (Provisioned, Ready | Failed, Transition::Restart) => next(Provisioned, Configuring),
             (Provisioned, Ready | Configuring, Transition::Stop) => next(Provisioned, Stopping),
             (Provisioned, Configuring, Transition::GuestReady) => next(Provisioned, Ready),
             (Provisioned, Stopping, Transition::Stopped) => next(Provisioned, NotReady),
             (Provisioned, _, Transition::Fail) => next(Provisioned, Failed),
-            (Provisioned, _, Transition::Observed(op)) if op != PendingAllocation => {
-                next(Provisioned, op)
-            }
+            (Provisioned, _, Transition::Observed(op)) if op != PendingAllocation => next(Provisioned, op),
             _ => Err(InvalidTransition { from: self, event }),
         }
     }
@@ -118,9 +111,7 @@ impl Alloc {
 
     /// From the GENI name (as stored in SQLite).
     pub fn from_geni(s: &str) -> Option<Alloc> {
-        [Alloc::Unallocated, Alloc::Allocated, Alloc::Provisioned]
-            .into_iter()
-            .find(|a| a.geni() == s)
+        [Alloc::Unallocated, Alloc::Allocated, Alloc::Provisioned].into_iter().find(|a| a.geni() == s)
     }
 }
 
@@ -139,16 +130,9 @@ impl Op {
 
     /// From the GENI name (as stored in SQLite).
     pub fn from_geni(s: &str) -> Option<Op> {
-        [
-            Op::PendingAllocation,
-            Op::NotReady,
-            Op::Configuring,
-            Op::Ready,
-            Op::Stopping,
-            Op::Failed,
-        ]
-        .into_iter()
-        .find(|o| o.geni() == s)
+        [Op::PendingAllocation, Op::NotReady, Op::Configuring, Op::Ready, Op::Stopping, Op::Failed]
+            .into_iter()
+            .find(|o| o.geni() == s)
     }
 
     /// The v2 `geni_status` word for this state.
@@ -190,10 +174,7 @@ mod tests {
 
     #[test]
     fn rejects_restart_when_not_ready_and_double_release() {
-        let s = SliverState {
-            alloc: Alloc::Provisioned,
-            op: Op::NotReady,
-        };
+        let s = SliverState { alloc: Alloc::Provisioned, op: Op::NotReady };
         assert!(s.apply(Transition::Restart).is_err());
         assert!(SliverState::NEW.apply(Transition::Release).is_err());
     }

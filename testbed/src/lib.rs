@@ -4,3 +4,4 @@ pub mod lab;
 pub mod ch;
 pub mod amlab;
 pub mod bench_am;
+pub mod checker;

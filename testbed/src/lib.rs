@@ -5,3 +5,5 @@ pub mod ch;
 pub mod amlab;
 pub mod bench_am;
 pub mod checker;
+pub mod bench;
+pub mod demo;

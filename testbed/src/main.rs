@@ -30,6 +30,34 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The main job: a 2-host lab with 3 VMs that ping each other, then a summary.
+    Demo {
+        /// Leave the lab running at the end.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        cmd: BenchCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCmd {
+    /// TCP throughput and UDP frames/s between VMs: through the switch (one host, across
+    /// hosts) and over a direct `-netdev dgram` link (baseline).
+    Net {
+        /// Where to write the JSON results.
+        #[arg(long, default_value = "target/bench/net.json")]
+        out: PathBuf,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        /// Repetitions of each measurement (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -79,6 +107,10 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Ch { args } => {
             print!("{}", vnsnap_testbed::ch::cli(&args)?);
+        }
+        Cmd::Demo { keep } => vnsnap_testbed::demo::run(&vnsnap_testbed::demo::DemoOptions { keep })?,
+        Cmd::Bench { cmd: BenchCmd::Net { out, secs, reps } } => {
+            vnsnap_testbed::bench::net::run(&vnsnap_testbed::bench::net::NetOptions { out, secs, reps })?;
         }
     }
     Ok(())

@@ -1,0 +1,3 @@
+//! Benchmarks run by `vnsnap-testbed bench ...`; each writes JSON under `target/bench/`.
+
+pub mod net;

@@ -1,0 +1,244 @@
+//! Issue "Agent and lab", acceptance 4: bad input to a real lab agent gets a clear error
+//! with the right HTTP status, and nothing is left behind — no stray QEMU, no domain
+//! directory, socket or file in the agent's state dir, no extra switch port, no change
+//! to the domain list or the host's free memory.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use vnsnap_proto::client::AgentClient;
+use vnsnap_proto::*;
+use vnsnap_testbed::lab::certs::ClusterCa;
+use vnsnap_testbed::lab::{Lab, LabOptions};
+
+/// Everything a failed request must not change.
+#[derive(Debug, PartialEq)]
+struct Footprint {
+    domains: Vec<String>,
+    switch_ports: Vec<u32>,
+    free_memory_mib: u64,
+    files: BTreeSet<PathBuf>,
+    qemus: BTreeSet<u32>,
+}
+
+/// Every path under `dir`, relative to it.
+fn tree(dir: &Path) -> BTreeSet<PathBuf> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p.clone());
+            }
+            out.insert(p.strip_prefix(dir).unwrap().to_path_buf());
+        }
+    }
+    out
+}
+
+/// Pids of live processes whose command line names `state_dir` (the agent's QEMUs).
+fn qemus_of(state_dir: &Path) -> BTreeSet<u32> {
+    let needle = state_dir.display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(&needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+async fn footprint(c: &AgentClient, state_dir: &Path) -> Footprint {
+    Footprint {
+        domains: c.domains().await.unwrap().into_iter().map(|d| d.name).collect(),
+        switch_ports: c.switch().await.unwrap().ports.iter().map(|p| p.port).collect(),
+        free_memory_mib: c.host().await.unwrap().free_memory_mib,
+        files: tree(state_dir),
+        qemus: qemus_of(state_dir),
+    }
+}
+
+/// A reqwest client presenting `cert`/`key` (if any) and trusting the lab's cluster CA.
+fn raw_client(lab: &Lab, ident: Option<(&Path, &Path)>) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&lab.ca).unwrap()).unwrap();
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .timeout(std::time::Duration::from_secs(10));
+    if let Some((cert, key)) = ident {
+        let mut pem = std::fs::read(cert).unwrap();
+        pem.push(b'\n');
+        pem.extend(std::fs::read(key).unwrap());
+        b = b.identity(reqwest::Identity::from_pem(&pem).unwrap());
+    }
+    b.build().unwrap()
+}
+
+/// Sends a raw request; returns the status and the decoded error body.
+async fn raw(http: &reqwest::Client, method: reqwest::Method, url: &str, body: &str) -> (u16, ApiError) {
+    let resp = http
+        .request(method, url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("send");
+    let status = resp.status().as_u16();
+    let bytes = resp.bytes().await.unwrap();
+    let err: ApiError = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("error body is not an ApiError ({e}): {}", String::from_utf8_lossy(&bytes)));
+    (status, err)
+}
+
+fn spec_json(lab: &Lab, name: &str) -> serde_json::Value {
+    serde_json::to_value(vm_spec(lab, name, 64, &[("52:54:00:00:07:01", 7, "10.77.0.1/24")])).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_errors_and_leaves_nothing_behind() {
+    let lab = tokio::task::block_in_place(|| {
+        Lab::up(LabOptions { hosts: 1, host_memory_mib: 1024, host_vcpus: 2, ..Default::default() })
+    })
+    .expect("lab up");
+    let state = lab.hosts[0].state_dir();
+    let c = lab.client(0).unwrap();
+    let base = c.base().to_string();
+    // One good domain, so that there is a name to collide with and a port to keep.
+    c.define(&vm_spec(&lab, "keep", 64, &[("52:54:00:00:07:99", 7, "10.77.0.99/24")])).await.unwrap();
+    let before = footprint(&c, &state).await;
+    assert_eq!(before.domains, vec!["keep".to_string()]);
+    assert_eq!(before.switch_ports.len(), 1);
+    let http = raw_client(&lab, Some((&lab.client_cert, &lab.client_key)));
+    let post = reqwest::Method::POST;
+
+    // Unknown JSON fields: in a domain spec, nested in its boot section, in an action
+    // request and in segment peers.
+    let mut v = spec_json(&lab, "unknown-field");
+    v["colour"] = "blue".into();
+    let (s, e) = raw(&http, post.clone(), &format!("{base}/domains"), &v.to_string()).await;
+    assert_eq!((s, e.kind), (400, ErrorKind::BadRequest), "{e:?}");
+    assert!(e.message.contains("unknown field") && e.message.contains("colour"), "{e:?}");
+    let mut v = spec_json(&lab, "unknown-field");
+    v["boot"]["kernal"] = "/x".into();
+    let (s, e) = raw(&http, post.clone(), &format!("{base}/domains"), &v.to_string()).await;
+    assert_eq!(s, 400, "{e:?}");
+    assert!(e.message.contains("kernal"), "{e:?}");
+    let (s, e) = raw(&http, post.clone(), &format!("{base}/domains/keep/stop"), r#"{"timeout":1}"#).await;
+    assert_eq!(s, 400, "{e:?}");
+    let (s, e) = raw(&http, reqwest::Method::PUT, &format!("{base}/segments/7"), r#"{"peers":[],"extra":1}"#).await;
+    assert_eq!(s, 400, "{e:?}");
+    assert_eq!(footprint(&c, &state).await, before, "after unknown fields");
+
+    // Malformed JSON, a wrong type, a non-numeric query.
+    for body in [r#"{"name": "broken", "vcpus": 1,"#, "not json at all", "", r#"{"name":"x","vcpus":"one"}"#] {
+        let (s, e) = raw(&http, post.clone(), &format!("{base}/domains"), body).await;
+        assert_eq!((s, e.kind), (400, ErrorKind::BadRequest), "{body:?}: {e:?}");
+        assert!(e.message.starts_with("Invalid request body"), "{e:?}");
+    }
+    let (s, _) = raw(&http, reqwest::Method::GET, &format!("{base}/events?after=abc"), "").await;
+    assert_eq!(s, 400);
+    assert_eq!(footprint(&c, &state).await, before, "after malformed JSON");
+
+    // An unknown domain, for every verb that names one; an unknown action or route.
+    let e = c.domain("nope").await.unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::NotFound), "{e:?}");
+    for a in [Action::Start, Action::Stop, Action::Reboot, Action::Pause, Action::Resume] {
+        let e = c.action("nope", a, &ActionRequest::default()).await.unwrap_err();
+        assert_eq!(e.kind(), Some(ErrorKind::NotFound), "{a:?}: {e:?}");
+    }
+    assert_eq!(c.destroy("nope").await.unwrap_err().kind(), Some(ErrorKind::NotFound));
+    let e = c.guest("nope", &serde_json::json!({"op": "hello"})).await.unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::NotFound));
+    let (s, _) = raw(&http, post.clone(), &format!("{base}/domains/keep/explode"), "").await;
+    assert_eq!(s, 404);
+    let (s, _) = raw(&http, reqwest::Method::GET, &format!("{base}/no/such/route"), "").await;
+    assert_eq!(s, 404);
+    assert_eq!(footprint(&c, &state).await, before, "after unknown domains");
+
+    // A duplicate domain name.
+    let e = c.define(&vm_spec(&lab, "keep", 64, &[("52:54:00:00:07:02", 7, "10.77.0.2/24")])).await.unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::Conflict), "{e:?}");
+    assert!(e.to_string().contains("refused"), "{e}");
+    assert_eq!(footprint(&c, &state).await, before, "after a duplicate name");
+
+    // Names that would escape the state dir never become paths.
+    for name in ["../escape", "a/b", "UPPER", ""] {
+        let mut v = spec_json(&lab, "x");
+        v["name"] = name.into();
+        let (s, e) = raw(&http, post.clone(), &format!("{base}/domains"), &v.to_string()).await;
+        assert_eq!(s, 400, "{name:?}: {e:?}");
+    }
+    assert_eq!(footprint(&c, &state).await, before, "after bad names");
+
+    // Clients without a valid certificate: none at all, and one from another CA. The
+    // agent refuses the TLS handshake and goes on serving good clients.
+    let other = tempfile::tempdir().unwrap();
+    let other_ca = ClusterCa::create(other.path()).unwrap();
+    let rogue = other_ca.issue(other.path(), "rogue", "vnsnap-am", &["vnsnap-am".to_string()]).unwrap();
+    for (what, client) in
+        [("no certificate", raw_client(&lab, None)), ("other CA", raw_client(&lab, Some((&rogue.cert, &rogue.key))))]
+    {
+        let r = client.get(format!("{base}/domains")).send().await;
+        assert!(r.is_err(), "{what}: expected the TLS handshake to be refused, got {r:?}");
+    }
+    assert_eq!(footprint(&c, &state).await, before, "after rogue clients");
+
+    // Specs QEMU cannot start. A kernel that does not exist: refused before anything is made.
+    let mut spec = vm_spec(&lab, "nokernel", 64, &[("52:54:00:00:07:03", 7, "10.77.0.3/24")]);
+    spec.boot = Boot::Kernel { kernel: "/nonexistent/vmlinuz".into(), initrd: None, cmdline: String::new() };
+    let e = c.define(&spec).await.unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::BadRequest), "{e:?}");
+    assert!(format!("{e:?}").contains("/nonexistent/vmlinuz"), "{e:?}");
+    assert_eq!(footprint(&c, &state).await, before, "after a bad kernel path");
+
+    // More RAM than the host has left: 507.
+    let e = c.define(&vm_spec(&lab, "huge", 1024, &[("52:54:00:00:07:04", 7, "10.77.0.4/24")])).await.unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::Capacity), "{e:?}");
+    let (s, _) = raw(&http, post.clone(), &format!("{base}/domains"), &{
+        let mut v = spec_json(&lab, "huge");
+        v["memory_mib"] = 1_000_000.into();
+        v.to_string()
+    })
+    .await;
+    assert_eq!(s, 507);
+    assert_eq!(footprint(&c, &state).await, before, "after RAM over capacity");
+
+    // A kernel file that exists but is garbage: the agent defines the domain (overlay,
+    // switch port), QEMU itself refuses to start it, and everything is rolled back.
+    let garbage = lab.dir.join("garbage-vmlinuz");
+    std::fs::write(&garbage, (0..256 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect::<Vec<_>>())
+        .unwrap();
+    let mut spec = vm_spec(&lab, "garbage", 64, &[("52:54:00:00:07:05", 7, "10.77.0.5/24")]);
+    if let Boot::Kernel { kernel, .. } = &mut spec.boot {
+        *kernel = garbage.display().to_string();
+    }
+    spec.autostart = true;
+    let seq = c.events(0, 0).await.unwrap().last().map(|e| e.seq).unwrap_or(0);
+    let e = c.define(&spec).await.unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::BadRequest), "{e:?}");
+    let msg = match &e {
+        vnsnap_proto::client::ClientError::Api(_, a) => a.message.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(!msg.trim().is_empty(), "the error must say why QEMU failed: {e:?}");
+    eprintln!("garbage kernel refused with: {msg}");
+    assert_eq!(c.domain("garbage").await.unwrap_err().kind(), Some(ErrorKind::NotFound));
+    // The agent reports what it undid.
+    let evs = c.events(seq, 0).await.unwrap();
+    assert!(evs.iter().any(|e| e.domain.as_deref() == Some("garbage") && e.kind == EventKind::Destroyed), "{evs:?}");
+    assert_eq!(footprint(&c, &state).await, before, "after a kernel QEMU cannot boot");
+
+    // The agent still works: the kept domain can be destroyed, and then nothing is left.
+    c.destroy("keep").await.unwrap();
+    let after = footprint(&c, &state).await;
+    assert!(after.domains.is_empty() && after.switch_ports.is_empty(), "{after:?}");
+    assert!(!after.files.iter().any(|p| p.starts_with("domains/keep")), "{after:?}");
+    drop(lab);
+}

@@ -1,10 +1,9 @@
-//! A test slice on a lab (3 VMs, 2 hosts, 2 segments) and slice snapshot/restore driven
-//! straight through the agents (prepare -> cut in parallel -> save -> commit, abort on any
-//! failure; restore prepare on all hosts -> resume on all hosts, abort on any failure).
+//! A test slice on a lab (3 VMs, 2 hosts, 2 segments) and slice snapshot/restore through
+//! the AM's coordinator called directly against the lab's agents.
 
 use super::VmRef;
 use anyhow::{anyhow, bail, Context};
-use std::collections::BTreeMap;
+use vnsnap_am::snapshot::coordinator::{self, HostPart, RestorePart, RestoreResult, SliceSnapshot, VmCut};
 use std::time::{Duration, Instant};
 use vnsnap_proto::client::AgentClient;
 use vnsnap_proto::*;
@@ -117,168 +116,86 @@ pub async fn next_epoch(slice: &Slice) -> anyhow::Result<u64> {
     Ok(max + 1)
 }
 
-/// A committed slice snapshot.
+/// A committed slice snapshot (the coordinator's result plus the host indexes, in the
+/// coordinator's host order).
 #[derive(Clone, Debug)]
 pub struct Taken {
     /// Snapshot id.
     pub id: String,
     /// Its epoch.
     pub epoch: u64,
-    /// Cut replies per host index.
-    pub cuts: BTreeMap<usize, CutReply>,
-    /// Commit replies per host index.
-    pub commits: BTreeMap<usize, CommitReply>,
-    /// Time of the cut phase (all hosts), ms.
-    pub cut_ms: u64,
-    /// Time from the end of the cut until every host saved, ms.
-    pub save_ms: u64,
-    /// prepare..commit, ms.
-    pub total_ms: u64,
+    /// Host index of each entry of `snap.hosts`.
+    pub hosts: Vec<usize>,
+    /// What the coordinator returned.
+    pub snap: SliceSnapshot,
 }
 
 impl Taken {
-    /// Every domain cut.
-    pub fn domain_cuts(&self) -> Vec<&DomainCut> {
-        self.cuts.values().flat_map(|c| c.cuts.iter()).collect()
+    /// Every VM's cut, ordered by cut instant.
+    pub fn domain_cuts(&self) -> &[VmCut] {
+        &self.snap.cuts
     }
     /// Last cut instant minus first, ms.
     pub fn skew_ms(&self) -> f64 {
-        let c = self.domain_cuts();
-        let lo = c.iter().map(|d| d.cut_at_ns).min().unwrap_or(0);
-        let hi = c.iter().map(|d| d.cut_at_ns).max().unwrap_or(0);
-        (hi - lo) as f64 / 1e6
+        self.snap.skew_ns as f64 / 1e6
     }
     /// Bytes of all image files (memory, disks, channel logs).
     pub fn image_bytes(&self) -> u64 {
-        self.commits
-            .values()
-            .flat_map(|c| c.domains.iter())
-            .map(|d| d.memory.bytes + d.disks.iter().map(|f| f.bytes).sum::<u64>() + d.channel_logs.iter().map(|f| f.bytes).sum::<u64>())
-            .sum()
+        self.snap.image_bytes
     }
     /// Bytes of the memory images only.
     pub fn memory_bytes(&self) -> u64 {
-        self.commits.values().flat_map(|c| c.domains.iter()).map(|d| d.memory.bytes).sum()
+        self.snap.hosts.iter().flat_map(|c| c.domains.iter()).map(|d| d.memory.bytes).sum()
     }
     /// (held, recorded, dropped) frames summed over hosts.
     pub fn frames(&self) -> (u64, u64, u64) {
-        self.commits.values().fold((0, 0, 0), |a, c| (a.0 + c.held_frames, a.1 + c.recorded_frames, a.2 + c.dropped_frames))
+        let f = self.snap.frames;
+        (f.held, f.recorded, f.dropped)
+    }
+    /// The commit reply of host index `h`.
+    pub fn commit_of(&self, h: usize) -> Option<&CommitReply> {
+        self.hosts.iter().position(|&x| x == h).map(|i| &self.snap.hosts[i])
     }
 }
 
-async fn abort_all(slice: &Slice, id: &str, hosts: &[usize]) {
-    for &h in hosts {
-        let _ = slice.clients[h].snapshot_abort(id).await;
-    }
-}
-
-/// Snapshots the slice through the agents: prepare on every host, cut on every host in
-/// parallel, wait for every save, commit. Any failure before commit aborts every host.
-pub async fn snapshot(slice: &Slice, id: &str, epoch: u64, req: &CutRequest, save_timeout: Duration) -> anyhow::Result<Taken> {
+fn parts(slice: &Slice) -> (Vec<usize>, Vec<HostPart>) {
     let hosts = slice.hosts();
-    let t0 = Instant::now();
-    let r = snapshot_inner(slice, id, epoch, req, save_timeout, &hosts, t0).await;
-    if r.is_err() {
-        abort_all(slice, id, &hosts).await;
-    }
-    r
+    let parts = hosts
+        .iter()
+        .map(|&h| HostPart { client: slice.clients[h].clone(), host: format!("host{}", h + 1), domains: slice.names_on(h) })
+        .collect();
+    (hosts, parts)
 }
 
-async fn snapshot_inner(
-    slice: &Slice,
-    id: &str,
-    epoch: u64,
-    req: &CutRequest,
-    save_timeout: Duration,
-    hosts: &[usize],
-    t0: Instant,
-) -> anyhow::Result<Taken> {
-    for &h in hosts {
-        slice.clients[h]
-            .snapshot_prepare(&PrepareRequest { snapshot: id.into(), epoch, domains: slice.names_on(h) })
-            .await
-            .with_context(|| format!("prepare on host {h}"))?;
-    }
-    let tc = Instant::now();
-    let mut set = tokio::task::JoinSet::new();
-    for &h in hosts {
-        let (c, id, req) = (slice.clients[h].clone(), id.to_string(), req.clone());
-        set.spawn(async move { (h, c.snapshot_cut(&id, &req).await) });
-    }
-    let mut cuts = BTreeMap::new();
-    let mut first_err = None;
-    while let Some(r) = set.join_next().await {
-        let (h, r) = r?;
-        match r {
-            Ok(c) => {
-                cuts.insert(h, c);
-            }
-            Err(e) => {
-                first_err.get_or_insert_with(|| anyhow!("cut on host {h}: {e:#}"));
-            }
-        }
-    }
-    if let Some(e) = first_err {
-        return Err(e);
-    }
-    let cut_ms = tc.elapsed().as_millis() as u64;
-    let ts = Instant::now();
-    let deadline = ts + save_timeout;
-    for &h in hosts {
-        loop {
-            let st = slice.clients[h].snapshot_status(id).await.with_context(|| format!("status on host {h}"))?;
-            match st.phase {
-                SavePhase::Saved | SavePhase::Committed => break,
-                SavePhase::Failed => bail!("save on host {h} failed: {}", st.error.unwrap_or_default()),
-                _ => {}
-            }
-            if Instant::now() > deadline {
-                bail!("save on host {h} not done within {save_timeout:?} ({} of {} bytes)", st.bytes_written, st.bytes_total);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    let save_ms = ts.elapsed().as_millis() as u64;
-    let mut commits = BTreeMap::new();
-    for &h in hosts {
-        commits.insert(h, slice.clients[h].snapshot_commit(id).await.with_context(|| format!("commit on host {h}"))?);
-    }
-    Ok(Taken { id: id.into(), epoch, cuts, commits, cut_ms, save_ms, total_ms: t0.elapsed().as_millis() as u64 })
+/// Snapshots the slice with `vnsnap_am::snapshot::coordinator::snapshot_slice` (prepare,
+/// parallel cut, save, commit; abort everywhere on failure).
+pub async fn snapshot(slice: &Slice, id: &str, epoch: u64, req: &CutRequest) -> anyhow::Result<Taken> {
+    let (hosts, parts) = parts(slice);
+    let snap = coordinator::snapshot_slice(&parts, id, epoch, req, |_| {}).await.map_err(|e| anyhow!("snapshot {id}: {e}"))?;
+    Ok(Taken { id: id.into(), epoch, hosts, snap })
 }
 
-/// Restores a committed snapshot on the hosts it was taken on: prepare everywhere, then
-/// resume everywhere; a failed prepare aborts every host. Returns (prepare ms, total ms).
-pub async fn restore(slice: &Slice, snap: &Taken, restore_id: &str) -> anyhow::Result<(u64, u64)> {
-    let t0 = Instant::now();
-    let hosts: Vec<usize> = snap.commits.keys().copied().collect();
-    let mut set = tokio::task::JoinSet::new();
-    for &h in &hosts {
-        let c = slice.clients[h].clone();
-        let req = RestoreRequest { restore: restore_id.into(), snapshot: snap.id.clone(), domains: snap.commits[&h].domains.clone() };
-        set.spawn(async move { (h, c.restore_prepare(&req).await) });
+/// Restores a committed snapshot on the hosts it was taken on with
+/// `coordinator::restore_slice` (prepare everywhere, all-or-nothing, then resume everywhere).
+pub async fn restore(slice: &Slice, snap: &Taken, restore_id: &str) -> anyhow::Result<RestoreResult> {
+    let parts: Vec<RestorePart> = snap
+        .hosts
+        .iter()
+        .zip(&snap.snap.hosts)
+        .map(|(&h, c)| RestorePart {
+            client: slice.clients[h].clone(),
+            host: format!("host{}", h + 1),
+            snapshot_id: snap.id.clone(),
+            domains: c.domains.clone(),
+        })
+        .collect();
+    coordinator::restore_slice(&parts, restore_id, |_| {}).await.map_err(|e| anyhow!("restore of {}: {e}", snap.id))
+}
+
+/// Deletes a snapshot on every host it was taken on.
+pub async fn delete(slice: &Slice, snap: &Taken) -> anyhow::Result<()> {
+    for &h in &snap.hosts {
+        slice.clients[h].snapshot_delete(&snap.id).await.with_context(|| format!("delete {} on host {h}", snap.id))?;
     }
-    let mut err = None;
-    while let Some(r) = set.join_next().await {
-        let (h, r) = r?;
-        if let Err(e) = r {
-            err.get_or_insert_with(|| anyhow!("restore prepare on host {h}: {e:#}"));
-        }
-    }
-    if let Some(e) = err {
-        for &h in &hosts {
-            let _ = slice.clients[h].restore_abort(restore_id).await;
-        }
-        return Err(e);
-    }
-    let prep = t0.elapsed().as_millis() as u64;
-    let mut set = tokio::task::JoinSet::new();
-    for &h in &hosts {
-        let (c, id) = (slice.clients[h].clone(), restore_id.to_string());
-        set.spawn(async move { (h, c.restore_resume(&id).await) });
-    }
-    while let Some(r) = set.join_next().await {
-        let (h, r) = r?;
-        r.with_context(|| format!("restore resume on host {h}"))?;
-    }
-    Ok((prep, t0.elapsed().as_millis() as u64))
+    Ok(())
 }

@@ -23,6 +23,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -174,8 +175,8 @@ impl DirectVm {
         let nic = NicConfig { mac: mac.into(), addrs: vec![ip.into()] };
         let append = format!("{} panic=-1 quiet", image::kernel_cmdline(name, &[nic]));
         let ctl = dir.join("ctl.sock");
-        let child = Command::new("qemu-system-x86_64")
-            .args(["-name", &format!("vnsnap-bench-{name}")])
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args(["-name", &format!("vnsnap-bench-{name}")])
             .args(["-machine", "q35", "-accel", "tcg,thread=multi", "-cpu", "max"])
             .args(["-smp", "1", "-m", &format!("{VM_MIB}M")])
             .args(["-nodefaults", "-no-user-config", "-display", "none", "-vga", "none"])
@@ -202,8 +203,16 @@ impl DirectVm {
             .args(["-device", &format!("virtio-net-pci,netdev=net0,mac={mac},id=nic0")])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(dir.join("qemu.err"))?))
-            .spawn()?;
+            .stderr(Stdio::from(std::fs::File::create(dir.join("qemu.err"))?));
+        // SAFETY: prctl(2) is async-signal-safe and touches no memory of ours. If the bench
+        // is killed, its baseline QEMUs die with it instead of lingering.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn()?;
         Ok(DirectVm { child, dir: dir.to_path_buf(), conn: Mutex::new(None) })
     }
 
@@ -271,8 +280,18 @@ struct Link<'a> {
 }
 
 /// One timed TCP transfer of `blocks` blocks; returns (bytes, seconds).
+///
+/// The receiver's `nc` reads its stdin from a long `sleep`: busybox `nc` closes the
+/// connection when its stdin ends, which with `</dev/null` would cut the transfer short.
+/// The receiver counts what arrived (`wc -c`), so a short transfer is an error, not a
+/// spectacular throughput.
 fn tcp_once(rt: &Runtime, p: &Link<'_>, port: u16, blocks: u64, timeout: Duration) -> anyhow::Result<(u64, f64)> {
-    p.rx.sh(rt, &format!("nc -l -p {port} </dev/null >/dev/null 2>&1 &"), Duration::from_secs(10))?;
+    let count = format!("/tmp/bench-rx-{port}");
+    p.rx.sh(
+        rt,
+        &format!("rm -f {count}; (sleep 3600 | nc -l -p {port} | wc -c > {count}.tmp; mv {count}.tmp {count}) </dev/null >/dev/null 2>&1 &"),
+        Duration::from_secs(10),
+    )?;
     std::thread::sleep(Duration::from_millis(300));
     let script = format!(
         "read a x </proc/uptime; dd if=/dev/zero bs={BLOCK} count={blocks} 2>/dev/null | nc {} {port}; s=$?; \
@@ -283,17 +302,31 @@ fn tcp_once(rt: &Runtime, p: &Link<'_>, port: u16, blocks: u64, timeout: Duratio
     let out = r.get("stdout").and_then(Value::as_str).unwrap_or("");
     let f: Vec<&str> = out.split_whitespace().collect();
     let parse = |i: usize| f.get(i).and_then(|s| s.parse::<f64>().ok());
-    match (parse(0), parse(1), f.get(2)) {
-        (Some(a), Some(b), Some(&"0")) if b > a => Ok((blocks * BLOCK, b - a)),
-        _ => anyhow::bail!("{}: TCP transfer failed: {r}", p.name),
+    let (Some(a), Some(b), Some(&"0")) = (parse(0), parse(1), f.get(2)) else {
+        anyhow::bail!("{}: TCP transfer failed: {r}", p.name);
+    };
+    // The receiver writes its count once the sender's close reached it.
+    let want = blocks * BLOCK;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = p.rx.sh(rt, &format!("cat {count} 2>/dev/null; true"), Duration::from_secs(10))?;
+        let got = r.get("stdout").and_then(Value::as_str).unwrap_or("").trim().parse::<u64>().ok();
+        match got {
+            Some(n) if n == want => break,
+            Some(n) => anyhow::bail!("{}: receiver got {n} of {want} bytes", p.name),
+            None if Instant::now() > deadline => anyhow::bail!("{}: receiver never reported its byte count", p.name),
+            None => std::thread::sleep(Duration::from_millis(200)),
+        }
     }
+    // /proc/uptime has 10 ms resolution; the calibration run keeps transfers long.
+    Ok((want, (b - a).max(0.01)))
 }
 
 /// Calibrates, then measures TCP throughput in Mbit/s.
 fn tcp(rt: &Runtime, p: &Link<'_>, port: u16, secs: u64) -> anyhow::Result<f64> {
-    let (bytes, s) = tcp_once(rt, p, port, 160, Duration::from_secs(60))?;
+    let (bytes, s) = tcp_once(rt, p, port, 320, Duration::from_secs(60))?;
     let rate = bytes as f64 / s.max(0.01);
-    let blocks = ((rate * secs as f64) / BLOCK as f64).clamp(160.0, 1_000_000.0) as u64;
+    let blocks = ((rate * secs as f64) / BLOCK as f64).clamp(320.0, 200_000.0) as u64;
     let (bytes, s) = tcp_once(rt, p, port + 1, blocks, Duration::from_secs(secs * 6 + 30))?;
     Ok(bytes as f64 * 8.0 / s / 1e6)
 }

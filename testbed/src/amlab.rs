@@ -399,7 +399,14 @@ pub struct TestSlice {
 impl AmTestbed {
     /// Brings up `hosts` agents and an AM configured with them.
     pub fn up(hosts: usize, opts: AmLabOptions) -> anyhow::Result<AmTestbed> {
-        let lab = crate::lab::Lab::up(crate::lab::LabOptions { hosts, ..Default::default() })?;
+        // A directory of our own: the default `target/labs/<id>` can be removed by another
+        // process's lab teardown racing with our claim of the same id.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let lab_dir = crate::image::repo_root().join("target/amlabs").join(format!("{}-{nanos}", std::process::id()));
+        let lab = crate::lab::Lab::up(crate::lab::LabOptions { hosts, dir: Some(lab_dir), ..Default::default() })?;
         let dir = lab.dir.join("am-testbed");
         std::fs::create_dir_all(&dir)?;
         let ch = Clearinghouse::create(&dir.join("ch"), "geni:gpo:gcf")?;

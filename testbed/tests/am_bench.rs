@@ -23,3 +23,19 @@ fn bench_am_short() {
         assert_eq!(c["errors"], 0, "{c}");
     }
 }
+
+/// The full benchmark (20 s per cell, concurrency 1/16/64): `cargo test -p vnsnap-testbed
+/// --test am_bench -- --ignored --nocapture`. Writes `target/bench/am.json`.
+#[test]
+#[ignore]
+fn bench_am_full() {
+    let report = bench_am(&BenchAmOptions::default()).expect("bench runs");
+    let status16 = report["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["method"] == "Status" && c["concurrency"] == 16)
+        .cloned()
+        .unwrap();
+    println!("Status @16: {status16}");
+}

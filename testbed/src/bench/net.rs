@@ -286,10 +286,12 @@ struct Link<'a> {
 /// The receiver counts what arrived (`wc -c`), so a short transfer is an error, not a
 /// spectacular throughput.
 fn tcp_once(rt: &Runtime, p: &Link<'_>, port: u16, blocks: u64, timeout: Duration) -> anyhow::Result<(u64, f64)> {
-    let count = format!("/tmp/bench-rx-{port}");
+    let count = format!("/run/bench-rx-{port}");
     p.rx.sh(
         rt,
-        &format!("rm -f {count}; (sleep 3600 | nc -l -p {port} | wc -c > {count}.tmp; mv {count}.tmp {count}) </dev/null >/dev/null 2>&1 &"),
+        // wc writes the count only when nc ended, i.e. the sender closed; the sleep stays behind
+        // (the pipeline's stdin) until it ends by itself.
+        &format!("rm -f {count}; sleep 900 </dev/null 2>/dev/null | nc -l -p {port} 2>/dev/null | wc -c > {count} 2>/dev/null &"),
         Duration::from_secs(10),
     )?;
     std::thread::sleep(Duration::from_millis(300));

@@ -58,6 +58,25 @@ fn lifetimes_and_state_rules() {
     assert_eq!(code(&r), 0, "{r:?}");
     let ids = sliver_urns(&r);
     assert_eq!(ids.len(), 2);
+    // The manifest and the advertisement validate against the GENI v3 schemas.
+    let manifest = r.get("value").unwrap().get("geni_rspec").and_then(Value::as_str).unwrap().to_string();
+    let ucred = std::fs::read_to_string(&tb.user_cred).unwrap();
+    let ad = c.call("ListResources", &[Value::Array(vec![cred(&ucred)]), rspec_opts(vec![])]).unwrap();
+    let ad = ad.get("value").and_then(Value::as_str).unwrap().to_string();
+    for (kind, doc) in [("manifest", &manifest), ("advertisement", &ad)] {
+        let f = tb.dir.join(format!("{kind}.xml"));
+        std::fs::write(&f, doc).unwrap();
+        let schema = vnsnap_testbed::image::repo_root().join(format!("rspec/tests/schemas/{kind}-all.xsd"));
+        let out = std::process::Command::new("xmllint")
+            .arg("--noout")
+            .arg("--nonet")
+            .arg("--schema")
+            .arg(&schema)
+            .arg(&f)
+            .output()
+            .expect("xmllint runs");
+        assert!(out.status.success(), "{kind} does not validate: {}\n{doc}", String::from_utf8_lossy(&out.stderr));
+    }
     // Same client_ids again in the slice: ALREADYEXISTS.
     let r = c.call("Allocate", &[Value::str(&s2.urn), cr2.clone(), Value::str(TWO_VMS), empty()]).unwrap();
     assert_eq!(code(&r), 17, "{r:?}");

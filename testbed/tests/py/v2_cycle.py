@@ -15,7 +15,7 @@ def main():
     p.add_argument("--slice", required=True)
     p.add_argument("--rspec", required=True)
     p.add_argument("--user-urn", default="")
-    p.add_argument("--timeout", type=float, default=150)
+    p.add_argument("--timeout", type=float, default=300)
     p.add_argument("--keep", action="store_true", help="stop after ready (no delete)")
     a = p.parse_args()
     ctx = ssl.create_default_context()

@@ -48,7 +48,7 @@ def main():
     p.add_argument("--slice", required=True)
     p.add_argument("--rspec")
     p.add_argument("--user-urn", default="")
-    p.add_argument("--timeout", type=float, default=150)
+    p.add_argument("--timeout", type=float, default=300)
     a = p.parse_args()
     tls = (a.cert, a.key)
     scred = [Cred(a.slice_cred)]

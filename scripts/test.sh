@@ -19,9 +19,21 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 START=$SECONDS
+FAILED=()
 step() {
   echo
   echo "=== test: $* ($((SECONDS - START)) s elapsed)"
+}
+# Runs a check; a failure is recorded and the remaining checks still run, so one run
+# reports every problem. Setup and build failures stop the run (nothing else could work).
+check() {
+  local name="$1"
+  shift
+  step "$name"
+  if ! "$@"; then
+    echo "=== test: FAILED: $name"
+    FAILED+=("$name")
+  fi
 }
 
 step "setup (packages, guest kernel)"
@@ -43,15 +55,16 @@ step "build guest image (static guest program, initramfs, data disk)"
 target/debug/vnsnap-testbed image build
 
 if [ -z "${VNSNAP_SKIP_LINT:-}" ]; then
-  step "cargo fmt --check"
-  cargo fmt --all --check
-  step "cargo clippy"
-  cargo clippy --workspace --all-targets -- -D warnings
+  check "cargo fmt --check" cargo fmt --all --check
+  check "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 fi
 
-step "cargo test"
 # System tests find vnsnap-agent and vnsnap-am next to their own executable's parent
-# directory (target/debug), built above.
-cargo test --workspace -- --test-threads="${VNSNAP_TEST_THREADS:-1}"
+# directory (target/debug), built above. --no-fail-fast: every test binary runs.
+check "cargo test" cargo test --workspace --no-fail-fast -- --test-threads="${VNSNAP_TEST_THREADS:-1}"
 
+if ((${#FAILED[@]})); then
+  step "FAILED: ${FAILED[*]} (after $((SECONDS - START)) s)"
+  exit 1
+fi
 step "all passed in $((SECONDS - START)) s"

@@ -56,10 +56,7 @@ pub struct QemuConfig {
 
 impl Default for QemuConfig {
     fn default() -> Self {
-        QemuConfig {
-            binary: default_qemu(),
-            accel: default_accel(),
-        }
+        QemuConfig { binary: default_qemu(), accel: default_accel() }
     }
 }
 
@@ -84,10 +81,7 @@ pub struct SwitchSettings {
 
 impl Default for SwitchSettings {
     fn default() -> Self {
-        SwitchSettings {
-            hold_bound_bytes: default_hold_bound(),
-            hold_deadline_ms: default_hold_deadline(),
-        }
+        SwitchSettings { hold_bound_bytes: default_hold_bound(), hold_deadline_ms: default_hold_deadline() }
     }
 }
 
@@ -101,8 +95,7 @@ fn default_hold_deadline() -> u64 {
 impl Config {
     /// Reads and parses a config file.
     pub fn load(path: &std::path::Path) -> anyhow::Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 }

@@ -18,19 +18,11 @@ pub struct EventLog {
 impl EventLog {
     /// Appends an event and wakes waiters.
     pub fn push(&self, domain: Option<&str>, kind: EventKind) {
-        let time_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let time_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
         {
             let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
             g.0 += 1;
-            let ev = Event {
-                seq: g.0,
-                time_ms,
-                domain: domain.map(str::to_string),
-                kind,
-            };
+            let ev = Event { seq: g.0, time_ms, domain: domain.map(str::to_string), kind };
             tracing::info!(seq = ev.seq, domain = ?ev.domain, kind = ?ev.kind, "event");
             g.1.push_back(ev);
             if g.1.len() > KEEP {

@@ -19,21 +19,13 @@ impl GuestConn {
     pub fn connect(path: &Path) -> std::io::Result<GuestConn> {
         let writer = UnixStream::connect(path)?;
         let reader = BufReader::new(writer.try_clone()?);
-        Ok(GuestConn {
-            reader,
-            writer,
-            next_id: 1,
-        })
+        Ok(GuestConn { reader, writer, next_id: 1 })
     }
 
     /// Sends one request and reads its reply within `timeout`. Each request carries a
     /// fresh `id` that the guest echoes, so a late reply to an earlier, timed-out request
     /// is skipped rather than taken for this one's.
-    pub fn call(
-        &mut self,
-        req: &serde_json::Value,
-        timeout: Duration,
-    ) -> std::io::Result<serde_json::Value> {
+    pub fn call(&mut self, req: &serde_json::Value, timeout: Duration) -> std::io::Result<serde_json::Value> {
         let id = self.next_id;
         self.next_id += 1;
         let mut req = req.clone();
@@ -48,10 +40,7 @@ impl GuestConn {
         loop {
             let mut reply = String::new();
             if self.reader.read_line(&mut reply)? == 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "guest channel closed",
-                ));
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "guest channel closed"));
             }
             let v: serde_json::Value = match serde_json::from_str(&reply) {
                 Ok(v) => v,
@@ -61,10 +50,7 @@ impl GuestConn {
                 return Ok(v);
             }
             if std::time::Instant::now() > deadline {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "no reply from guest",
-                ));
+                return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no reply from guest"));
             }
         }
     }

@@ -22,10 +22,7 @@ pub type Res<T> = Result<T, ApiError>;
 
 /// Builds an [`ApiError`].
 pub fn err(kind: ErrorKind, message: impl Into<String>) -> ApiError {
-    ApiError {
-        kind,
-        message: message.into(),
-    }
+    ApiError { kind, message: message.into() }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -48,8 +45,7 @@ pub struct Dom {
 impl Dom {
     /// Saves the record.
     pub fn persist(&self, rec: &DomainRecord) -> Res<()> {
-        save_record(&self.dir, rec)
-            .map_err(|e| err(ErrorKind::Internal, format!("saving domain record: {e}")))
+        save_record(&self.dir, rec).map_err(|e| err(ErrorKind::Internal, format!("saving domain record: {e}")))
     }
 }
 
@@ -63,51 +59,110 @@ pub struct Host {
     pub switch: Switch,
     /// Lifecycle events.
     pub events: EventLog,
+    /// Snapshots and restores in progress on this host.
+    pub local: crate::snapshot::Registry,
     domains: Mutex<BTreeMap<String, Arc<Dom>>>,
     next_port: AtomicU32,
 }
 
 impl std::fmt::Debug for Host {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Host")
-            .field("name", &self.cfg.name)
-            .finish()
+        f.debug_struct("Host").field("name", &self.cfg.name).finish()
     }
 }
 
 /// Picks a free UDP port on 127.0.0.1 for QEMU's side of a dgram pair.
 fn free_udp_port() -> Res<u16> {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0")
-        .map_err(|e| err(ErrorKind::Internal, format!("udp port: {e}")))?;
-    s.local_addr()
-        .map(|a| a.port())
-        .map_err(|e| err(ErrorKind::Internal, e.to_string()))
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| err(ErrorKind::Internal, format!("udp port: {e}")))?;
+    s.local_addr().map(|a| a.port()).map_err(|e| err(ErrorKind::Internal, e.to_string()))
 }
 
 impl Host {
     /// Opens the state directory, re-attaches to running domains and restores switch ports.
     pub fn open(cfg: Config, switch: Switch) -> anyhow::Result<Arc<Host>> {
-        let driver: Arc<dyn Driver> =
-            Arc::new(QemuDriver::new(cfg.qemu.binary.clone(), &cfg.qemu.accel));
+        let driver: Arc<dyn Driver> = Arc::new(QemuDriver::new(cfg.qemu.binary.clone(), &cfg.qemu.accel));
         std::fs::create_dir_all(cfg.state_dir.join("domains"))?;
         std::fs::create_dir_all(cfg.state_dir.join("snapshots"))?;
+        std::fs::create_dir_all(cfg.state_dir.join("layers"))?;
         let host = Arc::new(Host {
             cfg,
             driver,
             switch,
             events: EventLog::default(),
+            local: crate::snapshot::Registry::default(),
             domains: Mutex::new(BTreeMap::new()),
             next_port: AtomicU32::new(1),
         });
         host.load_segments();
         let reattached = host.reattach()?;
-        host.events
-            .push(None, EventKind::AgentStarted { reattached });
+        crate::snapshot::clean_uncommitted(&host);
+        host.events.push(None, EventKind::AgentStarted { reattached });
         Ok(host)
     }
 
     fn domains_dir(&self) -> PathBuf {
         self.cfg.state_dir.join("domains")
+    }
+
+    /// Directory of disk layers. Layers live outside domain directories because a frozen
+    /// layer may outlive its domain: it is the disk of every snapshot that names it.
+    pub fn layers_dir(&self) -> PathBuf {
+        self.cfg.state_dir.join("layers")
+    }
+
+    /// A fresh, unused path for a new top layer of disk `i` of `domain`.
+    pub fn new_layer(&self, domain: &str, i: usize) -> PathBuf {
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        self.layers_dir().join(format!("{domain}-d{i}-{}.qcow2", &tag[..12]))
+    }
+
+    /// Registers a domain record created by a restore.
+    pub fn insert_domain(&self, dir: DomainDir, rec: DomainRecord) -> Arc<Dom> {
+        let name = rec.spec.name.clone();
+        let dom = Arc::new(Dom {
+            dir,
+            rec: Mutex::new(rec),
+            op: Mutex::new(()),
+            guest: Mutex::new(None),
+            guest_ready: AtomicBool::new(false),
+        });
+        lock(&self.domains).insert(name, dom.clone());
+        dom
+    }
+
+    /// Removes a domain (QEMU, ports, directory) but not its disk layers.
+    pub fn forget_domain(&self, dom: &Dom) {
+        self.remove_everything(dom);
+    }
+
+    /// Takes a fresh switch port for a NIC.
+    pub fn add_port(&self, domain: &str, nic: &NicSpec, epoch: u64, stale_below: u64) -> Res<PortRecord> {
+        let port = self.next_port.fetch_add(1, Ordering::SeqCst);
+        let qemu_udp = free_udp_port()?;
+        let addr = self
+            .switch
+            .add_port(PortSpec {
+                port,
+                domain: domain.to_string(),
+                segment: nic.segment,
+                mac: parse_mac(&nic.mac).unwrap_or_default(),
+                bind_port: 0,
+                qemu: ([127, 0, 0, 1], qemu_udp).into(),
+                epoch,
+                stale_below,
+            })
+            .map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
+        Ok(PortRecord { port, switch_udp: addr.port(), qemu_udp, epoch, stale_below })
+    }
+
+    /// A domain's directory for `name`.
+    pub fn domain_dir(&self, name: &str) -> DomainDir {
+        DomainDir(self.domains_dir().join(name))
+    }
+
+    /// Every domain lock, in name order, for operations that must see no cut in progress.
+    pub fn all_doms_sorted(&self) -> Vec<Arc<Dom>> {
+        self.all()
     }
 
     /// Loads every persisted domain: re-creates its switch ports on the same UDP ports
@@ -119,10 +174,7 @@ impl Host {
         for entry in entries {
             let dir = DomainDir(entry.path());
             let Ok(mut rec) = load_record(&dir) else {
-                tracing::warn!(
-                    "ignoring {}: no readable domain.json",
-                    entry.path().display()
-                );
+                tracing::warn!("ignoring {}: no readable domain.json", entry.path().display());
                 continue;
             };
             for (nic, p) in rec.spec.nics.iter().zip(&rec.ports) {
@@ -135,13 +187,10 @@ impl Host {
                     bind_port: p.switch_udp,
                     qemu: ([127, 0, 0, 1], p.qemu_udp).into(),
                     epoch: p.epoch,
+                    stale_below: p.stale_below,
                 };
                 if let Err(e) = self.switch.add_port(spec) {
-                    tracing::error!(
-                        "domain {}: cannot restore switch port {}: {e}",
-                        rec.spec.name,
-                        p.port
-                    );
+                    tracing::error!("domain {}: cannot restore switch port {}: {e}", rec.spec.name, p.port);
                 }
             }
             let alive = self.driver.running_pid(&dir).is_some();
@@ -150,9 +199,7 @@ impl Host {
                     Ok(true) => DomainState::Paused,
                     _ => DomainState::Running,
                 },
-                (false, DomainState::Running | DomainState::Paused) if !rec.stop_requested => {
-                    DomainState::Crashed
-                }
+                (false, DomainState::Running | DomainState::Paused) if !rec.stop_requested => DomainState::Crashed,
                 (false, DomainState::Running | DomainState::Paused) => DomainState::Stopped,
                 (false, s) => s,
             };
@@ -175,10 +222,7 @@ impl Host {
 
     /// Looks a domain up.
     pub fn get(&self, name: &str) -> Res<Arc<Dom>> {
-        lock(&self.domains)
-            .get(name)
-            .cloned()
-            .ok_or_else(|| err(ErrorKind::NotFound, format!("No domain {name:?}")))
+        lock(&self.domains).get(name).cloned().ok_or_else(|| err(ErrorKind::NotFound, format!("No domain {name:?}")))
     }
 
     /// All domains, by name.
@@ -203,12 +247,7 @@ impl Host {
                 .nics
                 .iter()
                 .zip(&rec.ports)
-                .map(|(n, p)| PortInfo {
-                    port: p.port,
-                    mac: n.mac.clone(),
-                    segment: n.segment,
-                    epoch: p.epoch,
-                })
+                .map(|(n, p)| PortInfo { port: p.port, mac: n.mac.clone(), segment: n.segment, epoch: p.epoch })
                 .collect(),
             guest_ready: dom.guest_ready.load(Ordering::SeqCst),
         }
@@ -233,16 +272,10 @@ impl Host {
     fn validate(&self, spec: &DomainSpec) -> Res<()> {
         let mut problems = Vec::new();
         if !valid_name(&spec.name) {
-            problems.push(format!(
-                "name {:?} must be 1-63 characters of [a-z0-9-]",
-                spec.name
-            ));
+            problems.push(format!("name {:?} must be 1-63 characters of [a-z0-9-]", spec.name));
         }
         if spec.vcpus == 0 || spec.vcpus > self.cfg.vcpus {
-            problems.push(format!(
-                "vcpus {} must be 1..={}",
-                spec.vcpus, self.cfg.vcpus
-            ));
+            problems.push(format!("vcpus {} must be 1..={}", spec.vcpus, self.cfg.vcpus));
         }
         if spec.memory_mib < 16 {
             problems.push(format!("memory_mib {} is below 16", spec.memory_mib));
@@ -250,9 +283,7 @@ impl Host {
         let file_ok = |p: &str| Path::new(p).is_absolute() && Path::new(p).is_file();
         if let Boot::Kernel { kernel, initrd, .. } = &spec.boot {
             if !file_ok(kernel) {
-                problems.push(format!(
-                    "kernel {kernel:?} is not an existing absolute path"
-                ));
+                problems.push(format!("kernel {kernel:?} is not an existing absolute path"));
             }
             if let Some(i) = initrd.as_ref().filter(|i| !file_ok(i)) {
                 problems.push(format!("initrd {i:?} is not an existing absolute path"));
@@ -260,10 +291,7 @@ impl Host {
         }
         for d in &spec.disks {
             if !file_ok(&d.base) {
-                problems.push(format!(
-                    "disk base {:?} is not an existing absolute path",
-                    d.base
-                ));
+                problems.push(format!("disk base {:?} is not an existing absolute path", d.base));
             }
         }
         let mut macs = std::collections::HashSet::new();
@@ -280,9 +308,7 @@ impl Host {
         }
         if let Some(h) = &spec.hostname {
             if !valid_name(h) {
-                problems.push(format!(
-                    "hostname {h:?} must be 1-63 characters of [a-z0-9-]"
-                ));
+                problems.push(format!("hostname {h:?} must be 1-63 characters of [a-z0-9-]"));
             }
         }
         if !problems.is_empty() {
@@ -299,10 +325,7 @@ impl Host {
         let dom = {
             let mut doms = lock(&self.domains);
             if doms.contains_key(&spec.name) {
-                return Err(err(
-                    ErrorKind::Conflict,
-                    format!("Domain {:?} exists", spec.name),
-                ));
+                return Err(err(ErrorKind::Conflict, format!("Domain {:?} exists", spec.name)));
             }
             let used: u64 = doms.values().map(|d| lock(&d.rec).spec.memory_mib).sum();
             if used + spec.memory_mib > self.cfg.memory_mib {
@@ -322,6 +345,8 @@ impl Host {
                 state: DomainState::Defined,
                 disks: Vec::new(),
                 stop_requested: false,
+                chains: Vec::new(),
+                disk_nodes: Vec::new(),
             };
             // Reserve the name (and the memory) before the slow part, under the map lock.
             let dom = Arc::new(Dom {
@@ -338,6 +363,7 @@ impl Host {
             Ok(()) => {}
             Err(e) => {
                 self.remove_everything(&dom);
+                crate::snapshot::collect_layers(self);
                 return Err(e);
             }
         }
@@ -345,6 +371,7 @@ impl Host {
         if spec.autostart {
             if let Err(e) = self.start(&spec.name) {
                 self.remove_everything(&dom);
+                crate::snapshot::collect_layers(self);
                 self.events.push(Some(&spec.name), EventKind::Destroyed);
                 return Err(e);
             }
@@ -353,37 +380,20 @@ impl Host {
     }
 
     fn create_files(&self, dom: &Dom, spec: &DomainSpec) -> Res<()> {
-        let internal =
-            |what: &str, e: std::io::Error| err(ErrorKind::Internal, format!("{what}: {e}"));
+        let internal = |what: &str, e: std::io::Error| err(ErrorKind::Internal, format!("{what}: {e}"));
         std::fs::create_dir_all(dom.dir.path()).map_err(|e| internal("creating domain dir", e))?;
         let mut rec = lock(&dom.rec);
         for (i, d) in spec.disks.iter().enumerate() {
-            let overlay = dom.dir.path().join(format!("disk{i}.qcow2"));
+            let overlay = self.new_layer(&spec.name, i);
             create_overlay(Path::new(&d.base), &overlay, d.size_mib)
                 .map_err(|e| err(ErrorKind::BadRequest, e.to_string()))?;
+            rec.chains.push(vec![overlay.clone()]);
             rec.disks.push(overlay);
         }
+        rec.disk_nodes = rec.initial_nodes();
         for nic in &spec.nics {
-            let port = self.next_port.fetch_add(1, Ordering::SeqCst);
-            let qemu_udp = free_udp_port()?;
-            let addr = self
-                .switch
-                .add_port(PortSpec {
-                    port,
-                    domain: spec.name.clone(),
-                    segment: nic.segment,
-                    mac: parse_mac(&nic.mac).unwrap_or_default(),
-                    bind_port: 0,
-                    qemu: ([127, 0, 0, 1], qemu_udp).into(),
-                    epoch: 0,
-                })
-                .map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
-            rec.ports.push(PortRecord {
-                port,
-                switch_udp: addr.port(),
-                qemu_udp,
-                epoch: 0,
-            });
+            let p = self.add_port(&spec.name, nic, 0, 0)?;
+            rec.ports.push(p);
         }
         dom.persist(&rec)
     }
@@ -396,7 +406,12 @@ impl Host {
             let _ = self.switch.remove_port(p.port);
         }
         let _ = std::fs::remove_dir_all(dom.dir.path());
-        lock(&self.domains).remove(&rec.spec.name);
+        let mut doms = lock(&self.domains);
+        // Only remove the map entry if it is still this domain (a restore may have
+        // registered a new one under the same name).
+        if doms.get(&rec.spec.name).is_some_and(|d| std::ptr::eq(d.as_ref(), dom)) {
+            doms.remove(&rec.spec.name);
+        }
     }
 
     /// Starts a defined or stopped domain.
@@ -413,9 +428,8 @@ impl Host {
                 }
                 DomainState::Defined | DomainState::Stopped | DomainState::Crashed => {}
             }
-            self.driver
-                .start(&dom.dir, &rec, false)
-                .map_err(|e| err(ErrorKind::BadRequest, e.to_string()))?;
+            self.driver.start(&dom.dir, &rec, false).map_err(|e| err(ErrorKind::BadRequest, e.to_string()))?;
+            rec.disk_nodes = rec.initial_nodes();
             rec.state = DomainState::Running;
             rec.stop_requested = false;
             dom.guest_ready.store(false, Ordering::SeqCst);
@@ -437,12 +451,7 @@ impl Host {
                 .nics
                 .iter()
                 .zip(&rec.ports)
-                .map(|(n, p)| PortInfo {
-                    port: p.port,
-                    mac: n.mac.clone(),
-                    segment: n.segment,
-                    epoch: p.epoch,
-                })
+                .map(|(n, p)| PortInfo { port: p.port, mac: n.mac.clone(), segment: n.segment, epoch: p.epoch })
                 .collect(),
             guest_ready: dom.guest_ready.load(Ordering::SeqCst),
         }
@@ -455,27 +464,20 @@ impl Host {
         {
             let mut rec = lock(&dom.rec);
             if !matches!(rec.state, DomainState::Running | DomainState::Paused) {
-                return Err(err(
-                    ErrorKind::Conflict,
-                    format!("Domain {name:?} is not running"),
-                ));
+                return Err(err(ErrorKind::Conflict, format!("Domain {name:?} is not running")));
             }
             rec.stop_requested = true;
             dom.persist(&rec)?;
         }
         let graceful = self.driver.shutdown(&dom.dir).is_ok() && {
             let deadline = std::time::Instant::now() + timeout;
-            while std::time::Instant::now() < deadline
-                && self.driver.running_pid(&dom.dir).is_some()
-            {
+            while std::time::Instant::now() < deadline && self.driver.running_pid(&dom.dir).is_some() {
                 std::thread::sleep(Duration::from_millis(50));
             }
             self.driver.running_pid(&dom.dir).is_none()
         };
         if !graceful {
-            self.driver
-                .kill(&dom.dir)
-                .map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
+            self.driver.kill(&dom.dir).map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
         }
         {
             let mut rec = lock(&dom.rec);
@@ -493,14 +495,9 @@ impl Host {
         let dom = self.get(name)?;
         let _op = lock(&dom.op);
         if lock(&dom.rec).state != DomainState::Running {
-            return Err(err(
-                ErrorKind::Conflict,
-                format!("Domain {name:?} is not running"),
-            ));
+            return Err(err(ErrorKind::Conflict, format!("Domain {name:?} is not running")));
         }
-        self.driver
-            .reboot(&dom.dir)
-            .map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
+        self.driver.reboot(&dom.dir).map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
         dom.guest_ready.store(false, Ordering::SeqCst);
         *lock(&dom.guest) = None;
         self.events.push(Some(name), EventKind::Rebooted);
@@ -513,14 +510,9 @@ impl Host {
         let _op = lock(&dom.op);
         let mut rec = lock(&dom.rec);
         if rec.state != DomainState::Running {
-            return Err(err(
-                ErrorKind::Conflict,
-                format!("Domain {name:?} is not running"),
-            ));
+            return Err(err(ErrorKind::Conflict, format!("Domain {name:?} is not running")));
         }
-        self.driver
-            .set_paused(&dom.dir, true)
-            .map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
+        self.driver.set_paused(&dom.dir, true).map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
         rec.state = DomainState::Paused;
         dom.persist(&rec)?;
         drop(rec);
@@ -538,14 +530,9 @@ impl Host {
     fn resume_locked(&self, dom: &Dom) -> Res<DomainInfo> {
         let mut rec = lock(&dom.rec);
         if rec.state != DomainState::Paused {
-            return Err(err(
-                ErrorKind::Conflict,
-                format!("Domain {:?} is not paused", rec.spec.name),
-            ));
+            return Err(err(ErrorKind::Conflict, format!("Domain {:?} is not paused", rec.spec.name)));
         }
-        self.driver
-            .set_paused(&dom.dir, false)
-            .map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
+        self.driver.set_paused(&dom.dir, false).map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
         rec.state = DomainState::Running;
         dom.persist(&rec)?;
         let name = rec.spec.name.clone();
@@ -558,11 +545,11 @@ impl Host {
     pub fn destroy(&self, name: &str) -> Res<()> {
         let dom = self.get(name)?;
         let _op = lock(&dom.op);
-        self.driver
-            .kill(&dom.dir)
-            .map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
+        self.driver.kill(&dom.dir).map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
         self.remove_everything(&dom);
+        drop(_op);
         self.events.push(Some(name), EventKind::Destroyed);
+        crate::snapshot::collect_layers(self);
         Ok(())
     }
 
@@ -575,21 +562,12 @@ impl Host {
     }
 
     /// One request to the guest's control channel (reconnecting once if the channel broke).
-    pub fn guest_call(
-        &self,
-        name: &str,
-        req: &serde_json::Value,
-        timeout: Duration,
-    ) -> Res<serde_json::Value> {
+    pub fn guest_call(&self, name: &str, req: &serde_json::Value, timeout: Duration) -> Res<serde_json::Value> {
         let dom = self.get(name)?;
         if !matches!(lock(&dom.rec).state, DomainState::Running) {
-            return Err(err(
-                ErrorKind::Conflict,
-                format!("Domain {name:?} is not running"),
-            ));
+            return Err(err(ErrorKind::Conflict, format!("Domain {name:?} is not running")));
         }
-        self.guest_call_dom(&dom, req, timeout)
-            .map_err(|e| err(ErrorKind::Internal, format!("guest channel: {e}")))
+        self.guest_call_dom(&dom, req, timeout).map_err(|e| err(ErrorKind::Internal, format!("guest channel: {e}")))
     }
 
     fn guest_call_dom(
@@ -634,9 +612,7 @@ impl Host {
                     EventKind::Stopped
                 } else {
                     rec.state = DomainState::Crashed;
-                    EventKind::Crashed {
-                        detail: "QEMU exited without a stop request".into(),
-                    }
+                    EventKind::Crashed { detail: "QEMU exited without a stop request".into() }
                 };
                 let _ = dom.persist(&rec);
                 drop(rec);

@@ -1,36 +1,671 @@
-//! Local snapshot executor (prepare / cut / save / commit / abort).
+//! The local half of a slice snapshot: prepare, cut, save, commit, abort, delete.
+//!
+//! The coordinator (in the AM) drives every host through the same phases; this module
+//! executes them for the domains of one host. A snapshot's files live in
+//! `<state>/snapshots/<id>/`; `host.json` is written there last, at commit, and is the
+//! only proof that the host's part is complete (a directory without it is garbage).
+//! Disk layers frozen by a cut stay in `<state>/layers/` and are shared with the live
+//! domain (they are its backing chain) and with later snapshots; they are deleted only
+//! when nothing references them any more ([`collect_layers`]).
 
-use crate::host::{err, Host, Res};
+use crate::domain::qemu::persist;
+use crate::domain::qemu::qmp::Session;
+use crate::domain::DomainRecord;
+use crate::host::{err, Dom, Host, Res};
+use crate::switch::forward::AheadPolicy;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use vnsnap_proto::*;
 
-fn unavailable<T>() -> Res<T> {
-    Err(err(
-        ErrorKind::Internal,
-        "snapshots are not available in this build yet",
-    ))
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Prepare.
-pub fn prepare(_h: &Host, _r: PrepareRequest) -> Res<PrepareReply> {
-    unavailable()
+/// Snapshots and restores in progress on this host.
+#[derive(Debug, Default)]
+pub struct Registry {
+    snaps: Mutex<HashMap<String, Arc<LocalSnap>>>,
+    pub(crate) restores: Mutex<HashMap<String, Arc<crate::restore::LocalRestore>>>,
 }
-/// Cut.
-pub fn cut(_h: &Host, _id: &str, _r: CutRequest) -> Res<CutReply> {
-    unavailable()
+
+/// What the host keeps of a committed snapshot (`host.json`).
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct HostRecord {
+    /// The reply given at commit.
+    pub commit: CommitReply,
+    /// Per domain, per disk: the frozen chain (top first) the snapshot's disks need.
+    pub chains: BTreeMap<String, Vec<Vec<PathBuf>>>,
 }
-/// Status.
-pub fn status(_h: &Host, _id: &str) -> Res<SaveStatus> {
-    unavailable()
+
+type Saver = JoinHandle<Result<ImageFile, String>>;
+
+struct DomainPart {
+    spec: DomainSpec,
+    ports: Vec<u32>,
+    epochs: Vec<u64>,
+    frozen: Vec<PathBuf>,
+    chains: Vec<Vec<PathBuf>>,
+    cut: DomainCut,
+    memory: Option<ImageFile>,
 }
-/// Commit.
-pub fn commit(_h: &Host, _id: &str) -> Res<CommitReply> {
-    unavailable()
+
+struct SnapState {
+    phase: SavePhase,
+    cut_started: bool,
+    savers: Vec<(String, Saver)>,
+    parts: BTreeMap<String, DomainPart>,
+    error: Option<String>,
+    counters_before: (u64, u64, u64),
 }
-/// Abort.
-pub fn abort(_h: &Host, _id: &str) -> Res<()> {
-    unavailable()
+
+/// One snapshot on this host.
+pub struct LocalSnap {
+    id: String,
+    epoch: u64,
+    dir: PathBuf,
+    domains: Vec<String>,
+    bytes_total: u64,
+    progress: Arc<AtomicU64>,
+    st: Mutex<SnapState>,
 }
-/// Delete.
-pub fn delete(_h: &Host, _id: &str) -> Res<()> {
-    unavailable()
+
+impl std::fmt::Debug for LocalSnap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalSnap").field("id", &self.id).field("epoch", &self.epoch).finish()
+    }
+}
+
+/// Directory of snapshot `id`.
+pub fn snap_dir(h: &Host, id: &str) -> PathBuf {
+    h.cfg.state_dir.join("snapshots").join(id)
+}
+
+fn valid_id(id: &str) -> Res<()> {
+    if valid_name(id) {
+        Ok(())
+    } else {
+        Err(err(ErrorKind::BadRequest, format!("Snapshot id {id:?} must be 1-63 characters of [a-z0-9-]")))
+    }
+}
+
+fn get(h: &Host, id: &str) -> Res<Arc<LocalSnap>> {
+    lock(&h.local.snaps)
+        .get(id)
+        .cloned()
+        .ok_or_else(|| err(ErrorKind::NotFound, format!("No snapshot {id:?} in progress")))
+}
+
+fn port_counters(h: &Host, ports: &HashSet<u32>) -> (u64, u64, u64) {
+    let stats = h.switch.stats().unwrap_or_default();
+    stats
+        .ports
+        .iter()
+        .filter(|p| ports.contains(&p.port))
+        .fold((0, 0, 0), |a, p| (a.0 + p.held_frames, a.1 + p.recorded_frames, a.2 + p.dropped_frames))
+}
+
+/// Prepare: checks every domain can be snapshotted and that there is room; changes nothing
+/// but creating the (empty) snapshot directory.
+pub fn prepare(h: &Host, r: PrepareRequest) -> Res<PrepareReply> {
+    valid_id(&r.snapshot)?;
+    let dir = snap_dir(h, &r.snapshot);
+    if lock(&h.local.snaps).contains_key(&r.snapshot) || dir.exists() {
+        return Err(err(ErrorKind::Conflict, format!("Snapshot {:?} exists", r.snapshot)));
+    }
+    if r.domains.is_empty() {
+        return Err(err(ErrorKind::BadRequest, "No domains to snapshot"));
+    }
+    let mut problems = Vec::new();
+    let mut bytes = 0u64;
+    for name in &r.domains {
+        let Ok(dom) = h.get(name) else {
+            problems.push(format!("no domain {name:?}"));
+            continue;
+        };
+        let rec = lock(&dom.rec);
+        if rec.state != DomainState::Running {
+            problems.push(format!("domain {name:?} is {:?}, not running", rec.state));
+        }
+        if let Some(p) = rec.ports.iter().find(|p| p.epoch >= r.epoch) {
+            problems.push(format!("domain {name:?} port {} is already at epoch {} >= {}", p.port, p.epoch, r.epoch));
+        }
+        bytes += rec.spec.memory_mib << 20;
+    }
+    if !problems.is_empty() {
+        return Err(err(ErrorKind::Conflict, format!("Cannot snapshot: {}", problems.join("; "))));
+    }
+    let free = free_bytes(&h.cfg.state_dir);
+    // Memory images are at most the guest RAM plus device state; leave 10 % slack.
+    let need = bytes + bytes / 10;
+    if free < need {
+        return Err(err(ErrorKind::Capacity, format!("Need {need} bytes for images, {free} free")));
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| err(ErrorKind::Internal, format!("creating {}: {e}", dir.display())))?;
+    let snap = Arc::new(LocalSnap {
+        id: r.snapshot.clone(),
+        epoch: r.epoch,
+        dir,
+        domains: r.domains.clone(),
+        bytes_total: bytes,
+        progress: Arc::new(AtomicU64::new(0)),
+        st: Mutex::new(SnapState {
+            phase: SavePhase::Prepared,
+            cut_started: false,
+            savers: Vec::new(),
+            parts: BTreeMap::new(),
+            error: None,
+            counters_before: (0, 0, 0),
+        }),
+    });
+    lock(&h.local.snaps).insert(r.snapshot, snap);
+    Ok(PrepareReply { bytes_estimate: need })
+}
+
+fn free_bytes(path: &Path) -> u64 {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return 0 };
+    // SAFETY: statvfs with a valid NUL-terminated path and an out-pointer to zeroed memory.
+    unsafe {
+        let mut s: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut s) != 0 {
+            return 0;
+        }
+        s.f_bavail as u64 * s.f_frsize as u64
+    }
+}
+
+/// Cut: every domain of the snapshot, in parallel. Returns when all run again.
+pub fn cut(h: &Arc<Host>, id: &str, req: CutRequest) -> Res<CutReply> {
+    let snap = get(h, id)?;
+    {
+        let mut st = lock(&snap.st);
+        if st.phase != SavePhase::Prepared || st.cut_started {
+            return Err(err(ErrorKind::Conflict, format!("Snapshot {id:?} is {:?}, not prepared", st.phase)));
+        }
+        st.cut_started = true;
+        let ports: HashSet<u32> = snap
+            .domains
+            .iter()
+            .filter_map(|d| h.get(d).ok())
+            .flat_map(|d| lock(&d.rec).ports.iter().map(|p| p.port).collect::<Vec<_>>())
+            .collect();
+        st.counters_before = port_counters(h, &ports);
+    }
+    let deadline = Duration::from_millis(req.deadline_ms.unwrap_or(60_000));
+    let threads: Vec<_> = snap
+        .domains
+        .iter()
+        .map(|name| {
+            let (h, snap, name) = (h.clone(), snap.clone(), name.clone());
+            let stagger = req.stagger_ms.get(&name).copied().unwrap_or(0);
+            let mode = req.mode;
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(stagger));
+                let r = cut_one(&h, &snap, &name, mode, deadline);
+                (name, r)
+            })
+        })
+        .collect();
+    let mut cuts = Vec::new();
+    let mut failures = Vec::new();
+    for t in threads {
+        match t.join() {
+            Ok((_, Ok(c))) => cuts.push(c),
+            Ok((name, Err(e))) => failures.push(format!("{name}: {}", e.message)),
+            Err(_) => failures.push("cut thread panicked".into()),
+        }
+    }
+    if !failures.is_empty() {
+        let msg = format!("Cut failed: {}", failures.join("; "));
+        lock(&snap.st).error = Some(msg.clone());
+        let _ = abort(h, id);
+        return Err(err(ErrorKind::Internal, msg));
+    }
+    lock(&snap.st).phase = SavePhase::Saving;
+    Ok(CutReply { cuts })
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}
+
+/// The cut of one domain. The order is the algorithm (ARCHITECTURE.md 5.1):
+/// 1. `stop`: from here the guest can neither send nor receive;
+/// 2. switch: drain what the VM sent before the pause with the old epoch, then advance the
+///    port's epoch and start its channel log (doing it the other way round would colour
+///    pre-cut frames as post-cut);
+/// 3. disks: one transaction snapshots them all at this instant;
+/// 4. memory: background-snapshot migration, which saves device state, write-protects RAM
+///    and resumes the guest; RAM is streamed while it runs.
+///
+/// The baselines reorder this: `StopCopy` keeps the guest paused until the whole image is
+/// written; `PrecopyDrop` lets QEMU pick the cut at the end of a live pre-copy and drops
+/// post-cut frames instead of holding them.
+fn cut_one(h: &Host, snap: &LocalSnap, name: &str, mode: CutMode, deadline: Duration) -> Res<DomainCut> {
+    let dom = h.get(name)?;
+    let _op = lock(&dom.op);
+    let rec = lock(&dom.rec).clone();
+    if rec.state != DomainState::Running {
+        return Err(err(ErrorKind::Conflict, format!("domain {name:?} is not running")));
+    }
+    let internal = |e: crate::domain::DriverError| err(ErrorKind::Internal, e.to_string());
+    let ddir = snap.dir.join(name);
+    std::fs::create_dir_all(&ddir).map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
+    let sock = ddir.join("mig.sock");
+    let listener =
+        UnixListener::bind(&sock).map_err(|e| err(ErrorKind::Internal, format!("binding {}: {e}", sock.display())))?;
+    let out = ddir.join("memory.bin");
+    let progress = snap.progress.clone();
+    let saver: Saver =
+        std::thread::spawn(move || persist::receive_image(listener, &out, progress).map_err(|e| e.to_string()));
+
+    let mut s = Session::connect(&dom.dir.qmp()).map_err(internal)?;
+    let background = matches!(mode, CutMode::Consistent | CutMode::Naive);
+    persist::arm(&mut s, background).map_err(internal)?;
+    let new_files: Vec<PathBuf> = (0..rec.disks.len()).map(|i| h.new_layer(name, i)).collect();
+    let new_nodes: Vec<String> = (0..rec.disks.len()).map(|i| format!("d{i}e{}", snap.epoch)).collect();
+    let colour = |policy: AheadPolicy, record: bool| -> Res<()> {
+        for p in &rec.ports {
+            h.switch.cut(p.port, snap.epoch, policy, record).map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
+        }
+        Ok(())
+    };
+
+    let result: Res<(Instant, u128, Option<u64>)> = (|| match mode {
+        CutMode::Consistent | CutMode::Naive => {
+            let t0 = Instant::now();
+            let at = now_ns();
+            s.run(&qapi::qmp::stop {}).map_err(internal)?;
+            if mode == CutMode::Consistent {
+                colour(AheadPolicy::Hold, true)?;
+            }
+            persist::snapshot_disks(&mut s, &rec.disk_nodes, &new_files, &new_nodes).map_err(internal)?;
+            persist::start_migration(&mut s, &sock).map_err(internal)?;
+            if !persist::wait_running(&mut s, deadline).map_err(internal)? {
+                return Err(err(ErrorKind::Internal, "guest did not resume after the snapshot setup"));
+            }
+            Ok((t0, at, None))
+        }
+        CutMode::StopCopy => {
+            let t0 = Instant::now();
+            let at = now_ns();
+            s.run(&qapi::qmp::stop {}).map_err(internal)?;
+            colour(AheadPolicy::Hold, true)?;
+            persist::snapshot_disks(&mut s, &rec.disk_nodes, &new_files, &new_nodes).map_err(internal)?;
+            persist::start_migration(&mut s, &sock).map_err(internal)?;
+            let downtime = persist::wait_migration(&mut s, Duration::from_secs(600)).map_err(internal)?;
+            s.run(&qapi::qmp::cont {}).map_err(internal)?;
+            Ok((t0, at, Some(downtime)))
+        }
+        CutMode::PrecopyDrop => {
+            persist::start_migration(&mut s, &sock).map_err(internal)?;
+            if !persist::wait_paused(&mut s, Duration::from_secs(600)).map_err(internal)? {
+                return Err(err(ErrorKind::Internal, "pre-copy did not converge"));
+            }
+            let t0 = Instant::now();
+            let at = now_ns();
+            colour(AheadPolicy::Drop, false)?;
+            let downtime = persist::wait_migration(&mut s, Duration::from_secs(60)).map_err(internal)?;
+            persist::snapshot_disks(&mut s, &rec.disk_nodes, &new_files, &new_nodes).map_err(internal)?;
+            s.run(&qapi::qmp::cont {}).map_err(internal)?;
+            Ok((t0, at, Some(downtime)))
+        }
+    })();
+    let (t0, cut_at_ns, qemu_downtime_ms) = match result {
+        Ok(x) => x,
+        Err(e) => {
+            // Never leave the guest paused: resume it whatever happened above.
+            let _ = s.run(&qapi::qmp::migrate_cancel {});
+            let _ = s.run(&qapi::qmp::cont {});
+            let _ = std::os::unix::net::UnixStream::connect(&sock); // unblock the saver
+            let _ = saver.join();
+            return Err(e);
+        }
+    };
+    let pause_us = t0.elapsed().as_micros() as u64;
+
+    // The guest runs again; record the new disk chain and the port epochs.
+    let cut = DomainCut { domain: name.to_string(), cut_at_ns, pause_us, qemu_downtime_ms };
+    let mut new_rec: DomainRecord = rec.clone();
+    let disks_changed = !rec.disks.is_empty();
+    if disks_changed {
+        new_rec.disks = new_files.clone();
+        new_rec.disk_nodes = new_nodes;
+        new_rec.chains = rec
+            .chains
+            .iter()
+            .zip(&new_files)
+            .map(|(c, f)| std::iter::once(f.clone()).chain(c.iter().cloned()).collect())
+            .collect();
+    }
+    if matches!(mode, CutMode::Consistent | CutMode::StopCopy | CutMode::PrecopyDrop) {
+        for p in &mut new_rec.ports {
+            p.epoch = p.epoch.max(snap.epoch);
+        }
+    }
+    {
+        let mut live = lock(&dom.rec);
+        live.disks = new_rec.disks.clone();
+        live.disk_nodes = new_rec.disk_nodes.clone();
+        live.chains = new_rec.chains.clone();
+        live.ports = new_rec.ports.clone();
+        dom.persist(&live)?;
+    }
+    let part = DomainPart {
+        spec: rec.spec.clone(),
+        ports: rec.ports.iter().map(|p| p.port).collect(),
+        epochs: new_rec.ports.iter().map(|p| p.epoch).collect(),
+        frozen: rec.disks.clone(),
+        chains: rec.chains.clone(),
+        cut: cut.clone(),
+        memory: None,
+    };
+    let mut st = lock(&snap.st);
+    st.parts.insert(name.to_string(), part);
+    st.savers.push((name.to_string(), saver));
+    drop(st);
+    h.events.push(Some(name), EventKind::SnapshotCut { snapshot: snap.id.clone() });
+    Ok(cut)
+}
+
+/// Save progress; moves to `Saved` (or `Failed`) once every image is written.
+pub fn status(h: &Host, id: &str) -> Res<SaveStatus> {
+    let snap = match get(h, id) {
+        Ok(s) => s,
+        Err(e) => {
+            if snap_dir(h, id).join("host.json").is_file() {
+                return Ok(SaveStatus { phase: SavePhase::Committed, bytes_written: 0, bytes_total: 0, error: None });
+            }
+            return Err(e);
+        }
+    };
+    let mut st = lock(&snap.st);
+    if st.phase == SavePhase::Saving && st.savers.iter().all(|(_, t)| t.is_finished()) {
+        let savers = std::mem::take(&mut st.savers);
+        let mut errors = Vec::new();
+        for (name, t) in savers {
+            match t.join() {
+                Ok(Ok(img)) => {
+                    if let Some(p) = st.parts.get_mut(&name) {
+                        p.memory = Some(img);
+                    }
+                }
+                Ok(Err(e)) => errors.push(format!("{name}: {e}")),
+                Err(_) => errors.push(format!("{name}: saver panicked")),
+            }
+        }
+        // QEMU's own view: the migration must have completed, and it knows the downtime.
+        for name in &snap.domains {
+            let Ok(dom) = h.get(name) else { continue };
+            match Session::connect(&dom.dir.qmp()).and_then(|mut s| persist::migration_result(&mut s)) {
+                Ok(Some(d)) => {
+                    if let Some(p) = st.parts.get_mut(name) {
+                        p.cut.qemu_downtime_ms.get_or_insert(d);
+                    }
+                }
+                Ok(None) => errors.push(format!("{name}: migration not completed")),
+                Err(e) => errors.push(format!("{name}: {e}")),
+            }
+        }
+        if errors.is_empty() {
+            st.phase = SavePhase::Saved;
+        } else {
+            st.phase = SavePhase::Failed;
+            st.error = Some(errors.join("; "));
+        }
+    }
+    Ok(SaveStatus {
+        phase: st.phase,
+        bytes_written: snap.progress.load(Ordering::Relaxed),
+        bytes_total: snap.bytes_total,
+        error: st.error.clone(),
+    })
+}
+
+fn write_log(path: &Path, frames: &[Vec<u8>]) -> std::io::Result<ImageFile> {
+    let mut buf = Vec::new();
+    for f in frames {
+        buf.extend_from_slice(&(f.len() as u32).to_be_bytes());
+        buf.extend_from_slice(f);
+    }
+    std::fs::write(path, &buf)?;
+    std::fs::File::open(path)?.sync_all()?;
+    Ok(ImageFile {
+        path: path.display().to_string(),
+        bytes: buf.len() as u64,
+        blake3: blake3::hash(&buf).to_hex().to_string(),
+    })
+}
+
+/// Reads a channel log written at commit.
+pub fn read_log(path: &Path) -> std::io::Result<Vec<Vec<u8>>> {
+    let buf = std::fs::read(path)?;
+    let mut frames = Vec::new();
+    let mut i = 0;
+    while i + 4 <= buf.len() {
+        let n = u32::from_be_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]) as usize;
+        i += 4;
+        if i + n > buf.len() {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "truncated channel log"));
+        }
+        frames.push(buf[i..i + n].to_vec());
+        i += n;
+    }
+    Ok(frames)
+}
+
+/// Hash of a frozen layer, cached beside it (frozen layers never change).
+pub fn layer_hash(path: &Path) -> std::io::Result<ImageFile> {
+    let side = path.with_extension("qcow2.blake3");
+    let meta = std::fs::metadata(path)?;
+    if let Ok(text) = std::fs::read_to_string(&side) {
+        if let Some((len, hash)) = text.trim().split_once(' ') {
+            if len.parse::<u64>().ok() == Some(meta.len()) {
+                return Ok(ImageFile { path: path.display().to_string(), bytes: meta.len(), blake3: hash.to_string() });
+            }
+        }
+    }
+    let (bytes, hash) = persist::hash_file(path)?;
+    std::fs::write(&side, format!("{bytes} {hash}\n"))?;
+    Ok(ImageFile { path: path.display().to_string(), bytes, blake3: hash })
+}
+
+/// Commit: channel logs written, every file checksummed, `host.json` made durable.
+pub fn commit(h: &Host, id: &str) -> Res<CommitReply> {
+    let snap = get(h, id)?;
+    let mut st = lock(&snap.st);
+    if st.phase != SavePhase::Saved {
+        return Err(err(ErrorKind::Conflict, format!("Snapshot {id:?} is {:?}, not saved", st.phase)));
+    }
+    let internal = |what: &str, e: std::io::Error| err(ErrorKind::Internal, format!("{what}: {e}"));
+    let mut domains = Vec::new();
+    let mut chains = BTreeMap::new();
+    let mut ports = HashSet::new();
+    for (name, part) in st.parts.iter() {
+        let mut logs = Vec::new();
+        for (i, port) in part.ports.iter().enumerate() {
+            ports.insert(*port);
+            let frames = h.switch.take_log(*port).unwrap_or_default();
+            logs.push(
+                write_log(&snap.dir.join(name).join(format!("nic{i}.log")), &frames)
+                    .map_err(|e| internal("channel log", e))?,
+            );
+        }
+        let disks = part
+            .frozen
+            .iter()
+            .map(|p| layer_hash(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| internal("disk layer", e))?;
+        let memory = part.memory.clone().ok_or_else(|| err(ErrorKind::Internal, format!("{name}: no memory image")))?;
+        domains.push(DomainImage {
+            domain: name.clone(),
+            spec: part.spec.clone(),
+            memory,
+            disks,
+            channel_logs: logs,
+            epochs: part.epochs.clone(),
+            cut: part.cut.clone(),
+        });
+        chains.insert(name.clone(), part.chains.clone());
+    }
+    let after = port_counters(h, &ports);
+    let before = st.counters_before;
+    let reply = CommitReply {
+        host: h.cfg.name.clone(),
+        dir: snap.dir.display().to_string(),
+        domains,
+        held_frames: after.0.saturating_sub(before.0),
+        recorded_frames: after.1.saturating_sub(before.1),
+        dropped_frames: after.2.saturating_sub(before.2),
+    };
+    let record = HostRecord { commit: reply.clone(), chains };
+    let tmp = snap.dir.join("host.json.tmp");
+    let bytes = serde_json::to_vec_pretty(&record).map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
+    std::fs::write(&tmp, bytes).map_err(|e| internal("host.json", e))?;
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| internal("host.json", e))?;
+    std::fs::rename(&tmp, snap.dir.join("host.json")).map_err(|e| internal("host.json", e))?;
+    std::fs::File::open(&snap.dir).and_then(|f| f.sync_all()).map_err(|e| internal("snapshot dir", e))?;
+    for name in st.parts.keys() {
+        let _ = std::fs::remove_file(snap.dir.join(name).join("mig.sock"));
+    }
+    st.phase = SavePhase::Committed;
+    drop(st);
+    lock(&h.local.snaps).remove(id);
+    Ok(reply)
+}
+
+/// Abort: every participating port moves to the snapshot's epoch (holds released, logs
+/// dropped), running migrations are cancelled, partial files deleted. The guests keep
+/// running. Unknown ids are accepted (the abort may follow an agent restart).
+pub fn abort(h: &Host, id: &str) -> Res<()> {
+    let Ok(snap) = get(h, id) else {
+        if !snap_dir(h, id).join("host.json").is_file() {
+            let _ = std::fs::remove_dir_all(snap_dir(h, id));
+        }
+        return Ok(());
+    };
+    for name in &snap.domains {
+        let Ok(dom) = h.get(name) else { continue };
+        let mut rec = lock(&dom.rec);
+        for p in &mut rec.ports {
+            let _ = h.switch.set_epoch(p.port, snap.epoch);
+            p.epoch = p.epoch.max(snap.epoch);
+        }
+        let _ = dom.persist(&rec);
+        drop(rec);
+        if let Ok(mut s) = Session::connect(&dom.dir.qmp()) {
+            let _ = s.run(&qapi::qmp::migrate_cancel {});
+            if let Ok(false) = s.running() {
+                let _ = s.run(&qapi::qmp::cont {});
+            }
+        }
+    }
+    let savers = {
+        let mut st = lock(&snap.st);
+        st.phase = SavePhase::Failed;
+        std::mem::take(&mut st.savers)
+    };
+    for (_, t) in savers {
+        let _ = t.join();
+    }
+    let _ = std::fs::remove_dir_all(&snap.dir);
+    lock(&h.local.snaps).remove(id);
+    Ok(())
+}
+
+/// Delete: a committed (or failed) snapshot's files, then layers nothing references.
+pub fn delete(h: &Host, id: &str) -> Res<()> {
+    valid_id(id)?;
+    if lock(&h.local.snaps).contains_key(id) {
+        abort(h, id)?;
+    }
+    let dir = snap_dir(h, id);
+    if !dir.exists() {
+        return Err(err(ErrorKind::NotFound, format!("No snapshot {id:?}")));
+    }
+    std::fs::remove_dir_all(&dir).map_err(|e| err(ErrorKind::Internal, format!("removing {}: {e}", dir.display())))?;
+    collect_layers(h);
+    Ok(())
+}
+
+/// Committed snapshots' records on this host.
+pub fn committed(h: &Host) -> Vec<HostRecord> {
+    let Ok(entries) = std::fs::read_dir(h.cfg.state_dir.join("snapshots")) else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("host.json")).ok())
+        .filter_map(|b| serde_json::from_slice(&b).ok())
+        .collect()
+}
+
+/// Deletes layer files that no live domain and no committed snapshot references. Runs
+/// with every domain's operation lock held, so no cut can create a layer meanwhile.
+pub fn collect_layers(h: &Host) {
+    let doms: Vec<Arc<Dom>> = h.all_doms_sorted();
+    let _guards: Vec<_> = doms.iter().map(|d| lock(&d.op)).collect();
+    if !lock(&h.local.snaps).is_empty() || !lock(&h.local.restores).is_empty() {
+        return; // Something is in flight; collect next time.
+    }
+    let mut keep: HashSet<PathBuf> = HashSet::new();
+    for d in &doms {
+        for c in &lock(&d.rec).chains {
+            keep.extend(c.iter().cloned());
+        }
+    }
+    for r in committed(h) {
+        for chains in r.chains.values() {
+            for c in chains {
+                keep.extend(c.iter().cloned());
+            }
+        }
+    }
+    let Ok(entries) = std::fs::read_dir(h.layers_dir()) else { return };
+    for e in entries.flatten() {
+        let p = e.path();
+        let layer = if p.extension().is_some_and(|x| x == "blake3") { p.with_extension("") } else { p.clone() };
+        if !keep.contains(&layer) {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+}
+
+/// At start-up: a snapshot directory without `host.json` belongs to a snapshot that was
+/// never committed (the agent died mid-way): delete it.
+pub fn clean_uncommitted(h: &Host) {
+    let Ok(entries) = std::fs::read_dir(h.cfg.state_dir.join("snapshots")) else { return };
+    for e in entries.flatten() {
+        if !e.path().join("host.json").is_file() {
+            tracing::warn!("removing uncommitted snapshot {}", e.path().display());
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_log_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("l");
+        let frames = vec![vec![1u8; 60], vec![], vec![2u8; 1514]];
+        let img = write_log(&p, &frames).unwrap();
+        assert_eq!(img.bytes, 60 + 1514 + 12);
+        assert_eq!(read_log(&p).unwrap(), frames);
+    }
+
+    #[test]
+    fn rejects_truncated_channel_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("l");
+        std::fs::write(&p, [0, 0, 0, 9, 1, 2]).unwrap();
+        assert!(read_log(&p).is_err());
+    }
 }

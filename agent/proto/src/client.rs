@@ -56,8 +56,7 @@ pub struct TlsFiles<'a> {
 impl AgentClient {
     /// A client for the agent at `addr` (`host:port`).
     pub fn new(addr: &str, tls: &TlsFiles<'_>) -> Result<Self, ClientError> {
-        let read =
-            |p: &Path| std::fs::read(p).map_err(|e| ClientError::Files(p.display().to_string(), e));
+        let read = |p: &Path| std::fs::read(p).map_err(|e| ClientError::Files(p.display().to_string(), e));
         let ca = reqwest::Certificate::from_pem(&read(tls.ca)?).map_err(ClientError::Tls)?;
         let mut ident = read(tls.cert)?;
         ident.extend_from_slice(b"\n");
@@ -72,10 +71,7 @@ impl AgentClient {
             .timeout(Duration::from_secs(600))
             .build()
             .map_err(ClientError::Tls)?;
-        Ok(AgentClient {
-            base: format!("https://{addr}{API_PREFIX}"),
-            http,
-        })
+        Ok(AgentClient { base: format!("https://{addr}{API_PREFIX}"), http })
     }
 
     /// Base URL of the agent API.
@@ -83,19 +79,10 @@ impl AgentClient {
         &self.base
     }
 
-    async fn call<T: DeserializeOwned>(
-        &self,
-        req: reqwest::RequestBuilder,
-    ) -> Result<T, ClientError> {
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| ClientError::Transport(self.base.clone(), e))?;
+    async fn call<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, ClientError> {
+        let resp = req.send().await.map_err(|e| ClientError::Transport(self.base.clone(), e))?;
         let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| ClientError::Transport(self.base.clone(), e))?;
+        let bytes = resp.bytes().await.map_err(|e| ClientError::Transport(self.base.clone(), e))?;
         if !status.is_success() {
             let err = serde_json::from_slice::<ApiError>(&bytes).unwrap_or_else(|_| ApiError {
                 kind: ErrorKind::Internal,
@@ -103,8 +90,7 @@ impl AgentClient {
             });
             return Err(ClientError::Api(self.base.clone(), err));
         }
-        serde_json::from_slice(&bytes)
-            .map_err(|e| ClientError::Decode(self.base.clone(), e.to_string()))
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(self.base.clone(), e.to_string()))
     }
 
     fn url(&self, path: &str) -> String {
@@ -123,38 +109,24 @@ impl AgentClient {
 
     /// `GET /domains/{name}`.
     pub async fn domain(&self, name: &str) -> Result<DomainInfo, ClientError> {
-        self.call(self.http.get(self.url(&format!("/domains/{name}"))))
-            .await
+        self.call(self.http.get(self.url(&format!("/domains/{name}")))).await
     }
 
     /// `POST /domains`.
     pub async fn define(&self, spec: &DomainSpec) -> Result<DomainInfo, ClientError> {
-        self.call(self.http.post(self.url("/domains")).json(spec))
-            .await
+        self.call(self.http.post(self.url("/domains")).json(spec)).await
     }
 
     /// `POST /domains/{name}/{action}`.
-    pub async fn action(
-        &self,
-        name: &str,
-        action: Action,
-        req: &ActionRequest,
-    ) -> Result<DomainInfo, ClientError> {
+    pub async fn action(&self, name: &str, action: Action, req: &ActionRequest) -> Result<DomainInfo, ClientError> {
         let a = serde_json::to_value(action).unwrap_or_default();
         let a = a.as_str().unwrap_or("start");
-        self.call(
-            self.http
-                .post(self.url(&format!("/domains/{name}/{a}")))
-                .json(req),
-        )
-        .await
+        self.call(self.http.post(self.url(&format!("/domains/{name}/{a}"))).json(req)).await
     }
 
     /// `DELETE /domains/{name}`.
     pub async fn destroy(&self, name: &str) -> Result<(), ClientError> {
-        let _: serde_json::Value = self
-            .call(self.http.delete(self.url(&format!("/domains/{name}"))))
-            .await?;
+        let _: serde_json::Value = self.call(self.http.delete(self.url(&format!("/domains/{name}")))).await?;
         Ok(())
     }
 
@@ -166,47 +138,23 @@ impl AgentClient {
             .send()
             .await
             .map_err(|e| ClientError::Transport(self.base.clone(), e))?;
-        resp.text()
-            .await
-            .map_err(|e| ClientError::Transport(self.base.clone(), e))
+        resp.text().await.map_err(|e| ClientError::Transport(self.base.clone(), e))
     }
 
     /// `POST /domains/{name}/guest`: one request to the guest's control channel.
-    pub async fn guest(
-        &self,
-        name: &str,
-        request: &serde_json::Value,
-    ) -> Result<serde_json::Value, ClientError> {
-        self.call(
-            self.http
-                .post(self.url(&format!("/domains/{name}/guest")))
-                .json(request),
-        )
-        .await
+    pub async fn guest(&self, name: &str, request: &serde_json::Value) -> Result<serde_json::Value, ClientError> {
+        self.call(self.http.post(self.url(&format!("/domains/{name}/guest"))).json(request)).await
     }
 
     /// `GET /events?after=N&wait_ms=M` (long poll).
     pub async fn events(&self, after: u64, wait_ms: u64) -> Result<Vec<Event>, ClientError> {
-        self.call(
-            self.http
-                .get(self.url(&format!("/events?after={after}&wait_ms={wait_ms}"))),
-        )
-        .await
+        self.call(self.http.get(self.url(&format!("/events?after={after}&wait_ms={wait_ms}")))).await
     }
 
     /// `PUT /segments/{id}`.
-    pub async fn set_segment_peers(
-        &self,
-        segment: SegmentId,
-        peers: &SegmentPeers,
-    ) -> Result<(), ClientError> {
-        let _: serde_json::Value = self
-            .call(
-                self.http
-                    .put(self.url(&format!("/segments/{segment}")))
-                    .json(peers),
-            )
-            .await?;
+    pub async fn set_segment_peers(&self, segment: SegmentId, peers: &SegmentPeers) -> Result<(), ClientError> {
+        let _: serde_json::Value =
+            self.call(self.http.put(self.url(&format!("/segments/{segment}"))).json(peers)).await?;
         Ok(())
     }
 
@@ -216,69 +164,50 @@ impl AgentClient {
     }
 
     /// `POST /snapshots/prepare`.
-    pub async fn snapshot_prepare(
-        &self,
-        req: &PrepareRequest,
-    ) -> Result<PrepareReply, ClientError> {
-        self.call(self.http.post(self.url("/snapshots/prepare")).json(req))
-            .await
+    pub async fn snapshot_prepare(&self, req: &PrepareRequest) -> Result<PrepareReply, ClientError> {
+        self.call(self.http.post(self.url("/snapshots/prepare")).json(req)).await
     }
 
     /// `POST /snapshots/{id}/cut`.
     pub async fn snapshot_cut(&self, id: &str, req: &CutRequest) -> Result<CutReply, ClientError> {
-        self.call(
-            self.http
-                .post(self.url(&format!("/snapshots/{id}/cut")))
-                .json(req),
-        )
-        .await
+        self.call(self.http.post(self.url(&format!("/snapshots/{id}/cut"))).json(req)).await
     }
 
     /// `GET /snapshots/{id}`.
     pub async fn snapshot_status(&self, id: &str) -> Result<SaveStatus, ClientError> {
-        self.call(self.http.get(self.url(&format!("/snapshots/{id}"))))
-            .await
+        self.call(self.http.get(self.url(&format!("/snapshots/{id}")))).await
     }
 
     /// `POST /snapshots/{id}/commit`.
     pub async fn snapshot_commit(&self, id: &str) -> Result<CommitReply, ClientError> {
-        self.call(self.http.post(self.url(&format!("/snapshots/{id}/commit"))))
-            .await
+        self.call(self.http.post(self.url(&format!("/snapshots/{id}/commit")))).await
     }
 
     /// `POST /snapshots/{id}/abort`.
     pub async fn snapshot_abort(&self, id: &str) -> Result<(), ClientError> {
-        let _: serde_json::Value = self
-            .call(self.http.post(self.url(&format!("/snapshots/{id}/abort"))))
-            .await?;
+        let _: serde_json::Value = self.call(self.http.post(self.url(&format!("/snapshots/{id}/abort")))).await?;
         Ok(())
     }
 
     /// `DELETE /snapshots/{id}`.
     pub async fn snapshot_delete(&self, id: &str) -> Result<(), ClientError> {
-        let _: serde_json::Value = self
-            .call(self.http.delete(self.url(&format!("/snapshots/{id}"))))
-            .await?;
+        let _: serde_json::Value = self.call(self.http.delete(self.url(&format!("/snapshots/{id}")))).await?;
         Ok(())
     }
 
     /// `POST /restores/prepare`.
     pub async fn restore_prepare(&self, req: &RestoreRequest) -> Result<RestoreReply, ClientError> {
-        self.call(self.http.post(self.url("/restores/prepare")).json(req))
-            .await
+        self.call(self.http.post(self.url("/restores/prepare")).json(req)).await
     }
 
     /// `POST /restores/{id}/resume`.
     pub async fn restore_resume(&self, id: &str) -> Result<RestoreReply, ClientError> {
-        self.call(self.http.post(self.url(&format!("/restores/{id}/resume"))))
-            .await
+        self.call(self.http.post(self.url(&format!("/restores/{id}/resume")))).await
     }
 
     /// `POST /restores/{id}/abort`.
     pub async fn restore_abort(&self, id: &str) -> Result<(), ClientError> {
-        let _: serde_json::Value = self
-            .call(self.http.post(self.url(&format!("/restores/{id}/abort"))))
-            .await?;
+        let _: serde_json::Value = self.call(self.http.post(self.url(&format!("/restores/{id}/abort")))).await?;
         Ok(())
     }
 }

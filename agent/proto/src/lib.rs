@@ -52,9 +52,7 @@ pub type SegmentId = u32;
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
 }
 
@@ -306,6 +304,9 @@ pub struct PortStats {
     pub recorded_frames: u64,
     /// Frames dropped (hold bound or deadline hit, or socket error).
     pub dropped_frames: u64,
+    /// Frames from a previous incarnation of a restored VM, dropped.
+    #[serde(default)]
+    pub stale_frames: u64,
 }
 
 /// Counters of one tunnel peer.
@@ -493,6 +494,12 @@ pub struct RestoreRequest {
     pub snapshot: String,
     /// Domains to restore, as committed.
     pub domains: Vec<DomainImage>,
+    /// The epoch every restored port starts at: the same on every host of the slice and
+    /// above every epoch the slice's ports have used. Frames of older epochs reaching a
+    /// restored port come from the VMs' previous incarnation and are dropped (counted as
+    /// stale). 0 keeps the snapshot's own epochs and filters nothing.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// Reply to restore prepare/resume.

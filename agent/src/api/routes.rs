@@ -65,20 +65,17 @@ pub enum Reply {
 }
 
 fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Res<T> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| err(ErrorKind::BadRequest, format!("Invalid request body: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| err(ErrorKind::BadRequest, format!("Invalid request body: {e}")))
 }
 
 fn query(q: Option<&str>, key: &str) -> Res<Option<u64>> {
     for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         if k == key {
-            return v.parse().map(Some).map_err(|_| {
-                err(
-                    ErrorKind::BadRequest,
-                    format!("Query {key}={v:?} is not a number"),
-                )
-            });
+            return v
+                .parse()
+                .map(Some)
+                .map_err(|_| err(ErrorKind::BadRequest, format!("Query {key}={v:?} is not a number")));
         }
     }
     Ok(None)
@@ -86,9 +83,7 @@ fn query(q: Option<&str>, key: &str) -> Res<Option<u64>> {
 
 /// Parses method, path, query and body into a [`Request`].
 pub fn parse(method: &str, path: &str, q: Option<&str>, b: &[u8]) -> Res<Request> {
-    let rest = path
-        .strip_prefix(API_PREFIX)
-        .ok_or_else(|| err(ErrorKind::NotFound, format!("No route {path}")))?;
+    let rest = path.strip_prefix(API_PREFIX).ok_or_else(|| err(ErrorKind::NotFound, format!("No route {path}")))?;
     let parts: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let not_found = || err(ErrorKind::NotFound, format!("No route {method} {path}"));
     Ok(match (method, parts.as_slice()) {
@@ -100,14 +95,9 @@ pub fn parse(method: &str, path: &str, q: Option<&str>, b: &[u8]) -> Res<Request
         ("GET", ["domains", n, "console"]) => Request::Console(n.to_string()),
         ("POST", ["domains", n, "guest"]) => Request::Guest(n.to_string(), body(b)?),
         ("POST", ["domains", n, a]) => {
-            let action: Action =
-                serde_json::from_value(serde_json::Value::String(a.to_string()))
-                    .map_err(|_| err(ErrorKind::NotFound, format!("No action {a:?}")))?;
-            let req = if b.is_empty() {
-                ActionRequest::default()
-            } else {
-                body(b)?
-            };
+            let action: Action = serde_json::from_value(serde_json::Value::String(a.to_string()))
+                .map_err(|_| err(ErrorKind::NotFound, format!("No action {a:?}")))?;
+            let req = if b.is_empty() { ActionRequest::default() } else { body(b)? };
             Request::Act(n.to_string(), action, req)
         }
         ("GET", ["events"]) => Request::Events {
@@ -115,24 +105,15 @@ pub fn parse(method: &str, path: &str, q: Option<&str>, b: &[u8]) -> Res<Request
             wait_ms: query(q, "wait_ms")?.unwrap_or(0).min(60_000),
         },
         ("PUT", ["segments", id]) => {
-            let id = id.parse().map_err(|_| {
-                err(
-                    ErrorKind::BadRequest,
-                    format!("Segment id {id:?} is not a number"),
-                )
-            })?;
+            let id =
+                id.parse().map_err(|_| err(ErrorKind::BadRequest, format!("Segment id {id:?} is not a number")))?;
             Request::SetPeers(id, body(b)?)
         }
         ("GET", ["switch"]) => Request::Switch,
         ("POST", ["snapshots", "prepare"]) => Request::SnapPrepare(body(b)?),
-        ("POST", ["snapshots", id, "cut"]) => Request::SnapCut(
-            id.to_string(),
-            if b.is_empty() {
-                CutRequest::default()
-            } else {
-                body(b)?
-            },
-        ),
+        ("POST", ["snapshots", id, "cut"]) => {
+            Request::SnapCut(id.to_string(), if b.is_empty() { CutRequest::default() } else { body(b)? })
+        }
         ("GET", ["snapshots", id]) => Request::SnapStatus(id.to_string()),
         ("POST", ["snapshots", id, "commit"]) => Request::SnapCommit(id.to_string()),
         ("POST", ["snapshots", id, "abort"]) => Request::SnapAbort(id.to_string()),
@@ -145,9 +126,7 @@ pub fn parse(method: &str, path: &str, q: Option<&str>, b: &[u8]) -> Res<Request
 }
 
 fn json<T: serde::Serialize>(v: T) -> Res<Reply> {
-    serde_json::to_value(v)
-        .map(Reply::Json)
-        .map_err(|e| err(ErrorKind::Internal, e.to_string()))
+    serde_json::to_value(v).map(Reply::Json).map_err(|e| err(ErrorKind::Internal, e.to_string()))
 }
 
 fn empty() -> Res<Reply> {
@@ -156,9 +135,7 @@ fn empty() -> Res<Reply> {
 
 /// Runs a blocking host operation on the blocking pool.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Res<T> + Send + 'static) -> Res<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| err(ErrorKind::Internal, format!("task failed: {e}")))?
+    tokio::task::spawn_blocking(f).await.map_err(|e| err(ErrorKind::Internal, format!("task failed: {e}")))?
 }
 
 /// Executes a request: the one dispatch point of the agent.
@@ -186,23 +163,13 @@ pub async fn dispatch(host: Arc<Host>, req: Request) -> Res<Reply> {
             empty()
         }
         Request::Console(n) => Ok(Reply::Text(blocking(move || h.console(&n)).await?)),
-        Request::Guest(n, v) => {
-            json(blocking(move || h.guest_call(&n, &v, Duration::from_secs(120))).await?)
-        }
-        Request::Events { after, wait_ms } => json(
-            host.events
-                .wait_after(after, Duration::from_millis(wait_ms))
-                .await,
-        ),
+        Request::Guest(n, v) => json(blocking(move || h.guest_call(&n, &v, Duration::from_secs(120))).await?),
+        Request::Events { after, wait_ms } => json(host.events.wait_after(after, Duration::from_millis(wait_ms)).await),
         Request::SetPeers(id, peers) => {
             blocking(move || h.set_segment_peers(id, &peers)).await?;
             empty()
         }
-        Request::Switch => json(
-            host.switch
-                .stats()
-                .map_err(|e| err(ErrorKind::Internal, e.to_string()))?,
-        ),
+        Request::Switch => json(host.switch.stats().map_err(|e| err(ErrorKind::Internal, e.to_string()))?),
         Request::SnapPrepare(r) => json(blocking(move || crate::snapshot::prepare(&h, r)).await?),
         Request::SnapCut(id, r) => json(blocking(move || crate::snapshot::cut(&h, &id, r)).await?),
         Request::SnapStatus(id) => json(blocking(move || crate::snapshot::status(&h, &id)).await?),
@@ -216,9 +183,7 @@ pub async fn dispatch(host: Arc<Host>, req: Request) -> Res<Reply> {
             empty()
         }
         Request::RestorePrepare(r) => json(blocking(move || crate::restore::prepare(&h, r)).await?),
-        Request::RestoreResume(id) => {
-            json(blocking(move || crate::restore::resume(&h, &id)).await?)
-        }
+        Request::RestoreResume(id) => json(blocking(move || crate::restore::resume(&h, &id)).await?),
         Request::RestoreAbort(id) => {
             blocking(move || crate::restore::abort(&h, &id)).await?;
             empty()
@@ -232,45 +197,23 @@ mod tests {
 
     #[test]
     fn parses_routes() {
-        assert!(matches!(
-            parse("GET", "/v1/host", None, b""),
-            Ok(Request::HostInfo)
-        ));
-        assert!(matches!(
-            parse("POST", "/v1/domains/a/stop", None, b""),
-            Ok(Request::Act(_, Action::Stop, _))
-        ));
+        assert!(matches!(parse("GET", "/v1/host", None, b""), Ok(Request::HostInfo)));
+        assert!(matches!(parse("POST", "/v1/domains/a/stop", None, b""), Ok(Request::Act(_, Action::Stop, _))));
         assert!(matches!(
             parse("GET", "/v1/events", Some("after=3&wait_ms=10"), b""),
-            Ok(Request::Events {
-                after: 3,
-                wait_ms: 10
-            })
+            Ok(Request::Events { after: 3, wait_ms: 10 })
         ));
     }
 
     #[test]
     fn rejects_unknown_routes_and_actions() {
-        assert_eq!(
-            parse("GET", "/v2/host", None, b"").unwrap_err().kind,
-            ErrorKind::NotFound
-        );
-        assert_eq!(
-            parse("POST", "/v1/domains/a/explode", None, b"")
-                .unwrap_err()
-                .kind,
-            ErrorKind::NotFound
-        );
+        assert_eq!(parse("GET", "/v2/host", None, b"").unwrap_err().kind, ErrorKind::NotFound);
+        assert_eq!(parse("POST", "/v1/domains/a/explode", None, b"").unwrap_err().kind, ErrorKind::NotFound);
     }
 
     #[test]
     fn rejects_malformed_and_unknown_fields() {
-        assert_eq!(
-            parse("POST", "/v1/domains", None, b"{not json")
-                .unwrap_err()
-                .kind,
-            ErrorKind::BadRequest
-        );
+        assert_eq!(parse("POST", "/v1/domains", None, b"{not json").unwrap_err().kind, ErrorKind::BadRequest);
         let e = parse(
             "POST",
             "/v1/domains",

@@ -20,18 +20,15 @@ use vnsnap_proto::{ApiError, ErrorKind};
 const MAX_BODY: usize = 16 << 20;
 
 fn read_certs(path: &std::path::Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let mut r = std::io::BufReader::new(
-        std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
-    );
+    let mut r =
+        std::io::BufReader::new(std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?);
     Ok(rustls_pemfile::certs(&mut r).collect::<Result<Vec<_>, _>>()?)
 }
 
 fn read_key(path: &std::path::Path) -> anyhow::Result<PrivateKeyDer<'static>> {
-    let mut r = std::io::BufReader::new(
-        std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
-    );
-    rustls_pemfile::private_key(&mut r)?
-        .ok_or_else(|| anyhow::anyhow!("{}: no private key", path.display()))
+    let mut r =
+        std::io::BufReader::new(std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?);
+    rustls_pemfile::private_key(&mut r)?.ok_or_else(|| anyhow::anyhow!("{}: no private key", path.display()))
 }
 
 /// Builds the TLS acceptor: our certificate, and clients must present one signed by the CA.
@@ -41,8 +38,7 @@ pub fn acceptor(tls: &TlsConfig) -> anyhow::Result<TlsAcceptor> {
     for c in read_certs(&tls.ca)? {
         roots.add(c)?;
     }
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?;
     let cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
@@ -61,27 +57,17 @@ fn respond(status: StatusCode, ctype: &str, body: Vec<u8>) -> Response<Full<Byte
 
 fn error_response(e: &ApiError) -> Response<Full<Bytes>> {
     let status = StatusCode::from_u16(e.kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    respond(
-        status,
-        "application/json",
-        serde_json::to_vec(e).unwrap_or_default(),
-    )
+    respond(status, "application/json", serde_json::to_vec(e).unwrap_or_default())
 }
 
-async fn handle(
-    host: Arc<Host>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+async fn handle(host: Arc<Host>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);
     let bytes = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
-            return Ok(error_response(&ApiError {
-                kind: ErrorKind::BadRequest,
-                message: format!("Request body: {e}"),
-            }))
+            return Ok(error_response(&ApiError { kind: ErrorKind::BadRequest, message: format!("Request body: {e}") }))
         }
     };
     let result = match parse(&method, &path, query.as_deref(), &bytes) {
@@ -89,11 +75,7 @@ async fn handle(
         Err(e) => Err(e),
     };
     Ok(match result {
-        Ok(Reply::Json(v)) => respond(
-            StatusCode::OK,
-            "application/json",
-            serde_json::to_vec(&v).unwrap_or_default(),
-        ),
+        Ok(Reply::Json(v)) => respond(StatusCode::OK, "application/json", serde_json::to_vec(&v).unwrap_or_default()),
         Ok(Reply::Text(t)) => respond(StatusCode::OK, "text/plain; charset=utf-8", t.into_bytes()),
         Err(e) => {
             tracing::warn!(%method, %path, error = %e.message, "request failed");
@@ -117,9 +99,7 @@ pub async fn serve(host: Arc<Host>, listener: TcpListener, tls: TlsAcceptor) -> 
                 }
             };
             let svc = service_fn(move |req| handle(host.clone(), req));
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await
+            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await
             {
                 tracing::debug!(%peer, "connection ended: {e}");
             }

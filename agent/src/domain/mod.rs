@@ -22,6 +22,9 @@ pub struct PortRecord {
     pub qemu_udp: u16,
     /// Epoch of the port.
     pub epoch: u64,
+    /// Frames below this epoch are stale (see the switch's `PortSpec`).
+    #[serde(default)]
+    pub stale_below: u64,
 }
 
 /// Everything the agent persists about a domain.
@@ -38,6 +41,20 @@ pub struct DomainRecord {
     /// A stop was requested (so an exit is `Stopped`, not `Crashed`).
     #[serde(default)]
     pub stop_requested: bool,
+    /// Per disk, every layer file of its chain, top first, excluding the base image.
+    /// Layers below the top are frozen (each is the disk of some snapshot).
+    #[serde(default)]
+    pub chains: Vec<Vec<PathBuf>>,
+    /// Per disk, the QEMU block node name of the active layer.
+    #[serde(default)]
+    pub disk_nodes: Vec<String>,
+}
+
+impl DomainRecord {
+    /// Node names of the disks right after QEMU started from the command line.
+    pub fn initial_nodes(&self) -> Vec<String> {
+        (0..self.disks.len()).map(|i| format!("disk{i}")).collect()
+    }
 }
 
 /// Domain driver failures.
@@ -97,12 +114,7 @@ pub trait Driver: Send + Sync {
     fn name(&self) -> &'static str;
     /// Starts the domain; returns its pid. `incoming` starts it paused waiting for a
     /// migration stream (restore).
-    fn start(
-        &self,
-        dir: &DomainDir,
-        rec: &DomainRecord,
-        incoming: bool,
-    ) -> Result<u32, DriverError>;
+    fn start(&self, dir: &DomainDir, rec: &DomainRecord, incoming: bool) -> Result<u32, DriverError>;
     /// Pid of the running domain process, if it is alive and really ours.
     fn running_pid(&self, dir: &DomainDir) -> Option<u32>;
     /// Asks the guest to power off.
@@ -120,10 +132,7 @@ pub trait Driver: Send + Sync {
 /// Persists a record atomically (write to a temp file, then rename).
 pub fn save_record(dir: &DomainDir, rec: &DomainRecord) -> std::io::Result<()> {
     let tmp = dir.path().join("domain.json.tmp");
-    std::fs::write(
-        &tmp,
-        serde_json::to_vec_pretty(rec).map_err(std::io::Error::other)?,
-    )?;
+    std::fs::write(&tmp, serde_json::to_vec_pretty(rec).map_err(std::io::Error::other)?)?;
     std::fs::rename(tmp, dir.record())
 }
 

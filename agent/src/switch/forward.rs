@@ -64,17 +64,13 @@ impl MacTable {
 
     /// Where `mac` is, if known and not aged out at `now`.
     pub fn lookup(&self, mac: &Mac, now: Instant) -> Option<Location> {
-        self.entries
-            .get(mac)
-            .filter(|(_, seen)| now.saturating_duration_since(*seen) < MAC_AGEING)
-            .map(|(loc, _)| *loc)
+        self.entries.get(mac).filter(|(_, seen)| now.saturating_duration_since(*seen) < MAC_AGEING).map(|(loc, _)| *loc)
     }
 
     /// Removes aged entries and entries pointing at `port` if given.
     pub fn expire(&mut self, now: Instant, removed_port: Option<u32>) {
         self.entries.retain(|_, (loc, seen)| {
-            now.saturating_duration_since(*seen) < MAC_AGEING
-                && Some(*loc) != removed_port.map(Location::Port)
+            now.saturating_duration_since(*seen) < MAC_AGEING && Some(*loc) != removed_port.map(Location::Port)
         });
     }
 
@@ -179,10 +175,7 @@ mod tests {
         let now = Instant::now();
         assert_eq!(route(&t, &BCAST, Ingress::Port(1), now), Route::Flood);
         assert_eq!(route(&t, &B, Ingress::Port(1), now), Route::Flood);
-        assert_eq!(
-            route(&t, &[0x33, 0x33, 0, 0, 0, 1], Ingress::Port(1), now),
-            Route::Flood
-        );
+        assert_eq!(route(&t, &[0x33, 0x33, 0, 0, 0, 1], Ingress::Port(1), now), Route::Flood);
     }
 
     #[test]
@@ -191,18 +184,9 @@ mod tests {
         let now = Instant::now();
         t.learn(A, Location::Port(1), now);
         t.learn(B, Location::Remote(peer()), now);
-        assert_eq!(
-            route(&t, &A, Ingress::Port(2), now),
-            Route::Unicast(Location::Port(1))
-        );
-        assert_eq!(
-            route(&t, &B, Ingress::Port(1), now),
-            Route::Unicast(Location::Remote(peer()))
-        );
-        assert_eq!(
-            route(&t, &A, Ingress::Tunnel(peer()), now),
-            Route::Unicast(Location::Port(1))
-        );
+        assert_eq!(route(&t, &A, Ingress::Port(2), now), Route::Unicast(Location::Port(1)));
+        assert_eq!(route(&t, &B, Ingress::Port(1), now), Route::Unicast(Location::Remote(peer())));
+        assert_eq!(route(&t, &A, Ingress::Tunnel(peer()), now), Route::Unicast(Location::Port(1)));
     }
 
     #[test]
@@ -212,15 +196,7 @@ mod tests {
         t.learn(A, Location::Port(1), now);
         t.learn(B, Location::Remote(peer()), now);
         assert_eq!(route(&t, &A, Ingress::Port(1), now), Route::Drop);
-        assert_eq!(
-            route(
-                &t,
-                &B,
-                Ingress::Tunnel("10.0.0.8:4790".parse().unwrap()),
-                now
-            ),
-            Route::Drop
-        );
+        assert_eq!(route(&t, &B, Ingress::Tunnel("10.0.0.8:4790".parse().unwrap()), now), Route::Drop);
     }
 
     #[test]

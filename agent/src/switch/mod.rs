@@ -57,6 +57,9 @@ pub struct PortSpec {
     pub qemu: SocketAddr,
     /// Initial epoch.
     pub epoch: u64,
+    /// Frames of epochs below this are dropped as stale (a restored port's previous
+    /// incarnation); 0 for none.
+    pub stale_below: u64,
 }
 
 /// Result of cutting a port.
@@ -88,13 +91,7 @@ enum Ctl {
     AddPort(PortSpec, Reply<SocketAddr>),
     RemovePort(u32, Reply<()>),
     SetPeers(u32, Vec<SocketAddr>, Reply<()>),
-    Cut {
-        port: u32,
-        epoch: u64,
-        policy: AheadPolicy,
-        record: bool,
-        reply: Reply<CutDone>,
-    },
+    Cut { port: u32, epoch: u64, policy: AheadPolicy, record: bool, reply: Reply<CutDone> },
     SetEpoch(u32, u64, Reply<CutDone>),
     TakeLog(u32, Reply<Vec<Vec<u8>>>),
     Inject(u32, Vec<Vec<u8>>, Reply<()>),
@@ -112,9 +109,7 @@ pub struct Switch {
 
 impl std::fmt::Debug for Switch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Switch")
-            .field("tunnel", &self.tunnel)
-            .finish()
+        f.debug_struct("Switch").field("tunnel", &self.tunnel).finish()
     }
 }
 
@@ -122,13 +117,9 @@ impl Switch {
     /// Binds the tunnel socket and starts the switch thread.
     pub fn start(cfg: SwitchConfig) -> Result<(Switch, JoinHandle<()>), SwitchError> {
         let poll = Poll::new().map_err(|e| SwitchError::Io("poll", e))?;
-        let waker =
-            Arc::new(Waker::new(poll.registry(), WAKER).map_err(|e| SwitchError::Io("waker", e))?);
-        let mut tunnel =
-            UdpSocket::bind(cfg.tunnel).map_err(|e| SwitchError::Io("bind tunnel", e))?;
-        let tunnel_addr = tunnel
-            .local_addr()
-            .map_err(|e| SwitchError::Io("tunnel addr", e))?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(|e| SwitchError::Io("waker", e))?);
+        let mut tunnel = UdpSocket::bind(cfg.tunnel).map_err(|e| SwitchError::Io("bind tunnel", e))?;
+        let tunnel_addr = tunnel.local_addr().map_err(|e| SwitchError::Io("tunnel addr", e))?;
         poll.registry()
             .register(&mut tunnel, TUNNEL, Interest::READABLE)
             .map_err(|e| SwitchError::Io("register tunnel", e))?;
@@ -149,14 +140,7 @@ impl Switch {
             .name("vswitch".into())
             .spawn(move || core.run())
             .map_err(|e| SwitchError::Io("spawn", e))?;
-        Ok((
-            Switch {
-                tx,
-                waker,
-                tunnel: tunnel_addr,
-            },
-            handle,
-        ))
+        Ok((Switch { tx, waker, tunnel: tunnel_addr }, handle))
     }
 
     /// The tunnel endpoint other hosts send to.
@@ -192,20 +176,8 @@ impl Switch {
     /// port's epoch; (3) start recording frames of older epochs into the port's channel
     /// log if `record`; (4) release held frames that are no longer ahead. Reversing (1)
     /// and (2) would colour pre-cut frames as post-cut and lose them from the snapshot.
-    pub fn cut(
-        &self,
-        port: u32,
-        epoch: u64,
-        policy: AheadPolicy,
-        record: bool,
-    ) -> Result<CutDone, SwitchError> {
-        self.ask(|r| Ctl::Cut {
-            port,
-            epoch,
-            policy,
-            record,
-            reply: r,
-        })
+    pub fn cut(&self, port: u32, epoch: u64, policy: AheadPolicy, record: bool) -> Result<CutDone, SwitchError> {
+        self.ask(|r| Ctl::Cut { port, epoch, policy, record, reply: r })
     }
 
     /// Moves a port to `epoch` without a snapshot (abort path): releases holds, no log.
@@ -259,13 +231,8 @@ impl Core {
         let mut events = Events::with_capacity(256);
         let mut last_expire = Instant::now();
         loop {
-            let timeout = self
-                .next_deadline()
-                .map(|d| d.saturating_duration_since(Instant::now()));
-            if let Err(e) = self
-                .poll
-                .poll(&mut events, timeout.or(Some(Duration::from_secs(10))))
-            {
+            let timeout = self.next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
+            if let Err(e) = self.poll.poll(&mut events, timeout.or(Some(Duration::from_secs(10)))) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -324,34 +291,23 @@ impl Core {
             }
             Ctl::SetPeers(seg, peers, r) => {
                 for p in &peers {
-                    self.tunnels.entry(*p).or_insert_with(|| TunnelStats {
-                        peer: p.to_string(),
-                        ..Default::default()
-                    });
+                    self.tunnels.entry(*p).or_insert_with(|| TunnelStats { peer: p.to_string(), ..Default::default() });
                 }
                 self.segments.entry(seg).or_default().peers = peers;
                 let _ = r.send(Ok(()));
             }
-            Ctl::Cut {
-                port,
-                epoch,
-                policy,
-                record,
-                reply,
-            } => {
+            Ctl::Cut { port, epoch, policy, record, reply } => {
                 let res = self.cut(port, epoch, policy, record);
                 let _ = reply.send(res);
             }
             Ctl::SetEpoch(port, epoch, r) => {
-                let res = self
-                    .cut(port, epoch, AheadPolicy::Hold, false)
-                    .map(|mut d| {
-                        if let Some(p) = self.ports.get_mut(&port) {
-                            p.log = None;
-                        }
-                        d.drained = 0;
-                        d
-                    });
+                let res = self.cut(port, epoch, AheadPolicy::Hold, false).map(|mut d| {
+                    if let Some(p) = self.ports.get_mut(&port) {
+                        p.log = None;
+                    }
+                    d.drained = 0;
+                    d
+                });
                 let _ = r.send(res);
             }
             Ctl::TakeLog(port, r) => {
@@ -384,41 +340,21 @@ impl Core {
 
     fn add_port(&mut self, spec: PortSpec) -> Result<SocketAddr, SwitchError> {
         if self.ports.contains_key(&spec.port) {
-            return Err(SwitchError::Io(
-                "add port",
-                io::Error::new(io::ErrorKind::AlreadyExists, "port exists"),
-            ));
+            return Err(SwitchError::Io("add port", io::Error::new(io::ErrorKind::AlreadyExists, "port exists")));
         }
         let bind: SocketAddr = SocketAddr::from(([127, 0, 0, 1], spec.bind_port));
         let mut sock = UdpSocket::bind(bind).map_err(|e| SwitchError::Io("bind port", e))?;
-        let addr = sock
-            .local_addr()
-            .map_err(|e| SwitchError::Io("port addr", e))?;
+        let addr = sock.local_addr().map_err(|e| SwitchError::Io("port addr", e))?;
         self.poll
             .registry()
-            .register(
-                &mut sock,
-                Token(PORT_BASE + spec.port as usize),
-                Interest::READABLE,
-            )
+            .register(&mut sock, Token(PORT_BASE + spec.port as usize), Interest::READABLE)
             .map_err(|e| SwitchError::Io("register port", e))?;
-        self.segments.entry(spec.segment).or_default().table.learn(
-            spec.mac,
-            Location::Port(spec.port),
-            Instant::now(),
-        );
-        self.ports
-            .insert(spec.port, Port::new(spec, sock, &self.cfg));
+        self.segments.entry(spec.segment).or_default().table.learn(spec.mac, Location::Port(spec.port), Instant::now());
+        self.ports.insert(spec.port, Port::new(spec, sock, &self.cfg));
         Ok(addr)
     }
 
-    fn cut(
-        &mut self,
-        id: u32,
-        epoch: u64,
-        policy: AheadPolicy,
-        record: bool,
-    ) -> Result<CutDone, SwitchError> {
+    fn cut(&mut self, id: u32, epoch: u64, policy: AheadPolicy, record: bool) -> Result<CutDone, SwitchError> {
         if !self.ports.contains_key(&id) {
             return Err(SwitchError::NoPort(id));
         }
@@ -466,12 +402,7 @@ impl Core {
             };
             let buf = std::mem::take(&mut self.buf);
             match tunnel::decode(&buf[..len]) {
-                Ok((h, frame))
-                    if self
-                        .segments
-                        .get(&h.segment)
-                        .is_some_and(|s| s.peers.contains(&from)) =>
-                {
+                Ok((h, frame)) if self.segments.get(&h.segment).is_some_and(|s| s.peers.contains(&from)) => {
                     if let Some(t) = self.tunnels.get_mut(&from) {
                         t.rx_frames += 1;
                         t.rx_bytes += frame.len() as u64;
@@ -505,15 +436,7 @@ impl Core {
                 }
             }
             Route::Unicast(Location::Remote(a)) => {
-                send_tunnel(
-                    &self.tunnel,
-                    &mut self.out,
-                    &mut self.tunnels,
-                    a,
-                    segment,
-                    epoch,
-                    frame,
-                );
+                send_tunnel(&self.tunnel, &mut self.out, &mut self.tunnels, a, segment, epoch, frame);
             }
             Route::Flood => {
                 for (id, port) in self.ports.iter_mut() {
@@ -523,15 +446,7 @@ impl Core {
                 }
                 if matches!(ingress, Ingress::Port(_)) {
                     for a in seg.peers.clone() {
-                        send_tunnel(
-                            &self.tunnel,
-                            &mut self.out,
-                            &mut self.tunnels,
-                            a,
-                            segment,
-                            epoch,
-                            frame,
-                        );
+                        send_tunnel(&self.tunnel, &mut self.out, &mut self.tunnels, a, segment, epoch, frame);
                     }
                 }
             }
@@ -543,11 +458,7 @@ impl Core {
         ports.sort_by_key(|p| p.port);
         let mut tunnels: Vec<_> = self.tunnels.values().cloned().collect();
         tunnels.sort_by(|a, b| a.peer.cmp(&b.peer));
-        SwitchStats {
-            ports,
-            tunnels,
-            tunnel_rejected: self.tunnel_rejected,
-        }
+        SwitchStats { ports, tunnels, tunnel_rejected: self.tunnel_rejected }
     }
 }
 
@@ -567,10 +478,7 @@ fn send_tunnel(
     tunnel::encode(tunnel::Header { segment, epoch }, out);
     out[tunnel::HEADER_LEN..n].copy_from_slice(frame);
     if sock.send_to(&out[..n], to).is_ok() {
-        let t = stats.entry(to).or_insert_with(|| TunnelStats {
-            peer: to.to_string(),
-            ..Default::default()
-        });
+        let t = stats.entry(to).or_insert_with(|| TunnelStats { peer: to.to_string(), ..Default::default() });
         t.tx_frames += 1;
         t.tx_bytes += frame.len() as u64;
     }

@@ -24,6 +24,7 @@ pub(super) struct Port {
     /// Frames of older epochs delivered since the port's cut (the channel state).
     pub log: Option<Vec<Vec<u8>>>,
     pub stats: PortStats,
+    stale_below: u64,
     hold: VecDeque<Held>,
     hold_bytes: usize,
     hold_bound: usize,
@@ -46,6 +47,7 @@ impl Port {
                 epoch: spec.epoch,
                 ..Default::default()
             },
+            stale_below: spec.stale_below,
             hold: VecDeque::new(),
             hold_bytes: 0,
             hold_bound: cfg.hold_bound,
@@ -55,6 +57,10 @@ impl Port {
 
     /// Delivers a frame of `epoch` to the VM, or holds, records or drops it (section 5.2).
     pub fn deliver(&mut self, frame: &[u8], epoch: u64, now: Instant) {
+        if epoch < self.stale_below {
+            self.stats.stale_frames += 1;
+            return;
+        }
         match forward::colour(epoch, self.epoch) {
             Colour::Current => self.send_to_vm(frame),
             Colour::Behind => {
@@ -67,11 +73,7 @@ impl Port {
             Colour::Ahead => {
                 if forward::admit_hold(self.policy, self.hold_bytes, frame.len(), self.hold_bound) {
                     self.hold_bytes += frame.len();
-                    self.hold.push_back(Held {
-                        frame: frame.to_vec(),
-                        epoch,
-                        deadline: now + self.hold_deadline,
-                    });
+                    self.hold.push_back(Held { frame: frame.to_vec(), epoch, deadline: now + self.hold_deadline });
                     self.stats.held_frames += 1;
                 } else {
                     self.stats.dropped_frames += 1;

@@ -71,21 +71,9 @@ mod tests {
     #[test]
     fn round_trips() {
         let mut buf = vec![0u8; HEADER_LEN + 60];
-        encode(
-            Header {
-                segment: 7,
-                epoch: 1 << 40,
-            },
-            &mut buf,
-        );
+        encode(Header { segment: 7, epoch: 1 << 40 }, &mut buf);
         let (h, f) = decode(&buf).unwrap();
-        assert_eq!(
-            h,
-            Header {
-                segment: 7,
-                epoch: 1 << 40
-            }
-        );
+        assert_eq!(h, Header { segment: 7, epoch: 1 << 40 });
         assert_eq!(f.len(), 60);
     }
 
@@ -94,13 +82,7 @@ mod tests {
         assert_eq!(decode(&[0u8; 10]), Err(TunnelError::Short(10)));
         let mut buf = vec![0u8; 64];
         assert_eq!(decode(&buf), Err(TunnelError::Magic));
-        encode(
-            Header {
-                segment: 1,
-                epoch: 0,
-            },
-            &mut buf,
-        );
+        encode(Header { segment: 1, epoch: 0 }, &mut buf);
         buf[2] = 9;
         assert_eq!(decode(&buf), Err(TunnelError::Version(9, 0)));
     }

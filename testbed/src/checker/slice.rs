@@ -178,6 +178,7 @@ pub async fn snapshot(slice: &Slice, id: &str, epoch: u64, req: &CutRequest) -> 
 /// Restores a committed snapshot on the hosts it was taken on with
 /// `coordinator::restore_slice` (prepare everywhere, all-or-nothing, then resume everywhere).
 pub async fn restore(slice: &Slice, snap: &Taken, restore_id: &str) -> anyhow::Result<RestoreResult> {
+    let epoch = next_epoch(slice).await?;
     let parts: Vec<RestorePart> = snap
         .hosts
         .iter()
@@ -187,6 +188,7 @@ pub async fn restore(slice: &Slice, snap: &Taken, restore_id: &str) -> anyhow::R
             host: format!("host{}", h + 1),
             snapshot_id: snap.id.clone(),
             domains: c.domains.clone(),
+            epoch,
         })
         .collect();
     coordinator::restore_slice(&parts, restore_id, |_| {}).await.map_err(|e| anyhow!("restore of {}: {e}", snap.id))

@@ -70,6 +70,7 @@ pub async fn wait_ready(client: &AgentClient, names: &[&str], timeout: Duration)
 
 /// Pings `dst` from `vm` through the guest's control channel; returns replies received.
 pub async fn ping(client: &AgentClient, vm: &str, dst: &str) -> u64 {
-    let r: Value = client.guest(vm, &json!({"op": "ping", "dst": dst, "count": 3, "timeout_ms": 8000})).await.expect("guest");
+    let r: Value =
+        client.guest(vm, &json!({"op": "ping", "dst": dst, "count": 3, "timeout_ms": 8000})).await.expect("guest");
     r.get("received").and_then(Value::as_u64).unwrap_or(0)
 }

@@ -25,11 +25,7 @@ impl QemuDriver {
     pub fn new(binary: PathBuf, accel: &str) -> QemuDriver {
         let accel = match accel {
             "auto" => {
-                let kvm = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open("/dev/kvm")
-                    .is_ok();
+                let kvm = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
                 if kvm { "kvm" } else { "tcg" }.to_string()
             }
             other => other.to_string(),
@@ -43,58 +39,19 @@ impl QemuDriver {
         let spec = &rec.spec;
         let mut a: Vec<String> = Vec::new();
         let mut push = |s: &[&str]| a.extend(s.iter().map(|x| x.to_string()));
-        let accel = if self.accel == "tcg" {
-            "tcg,thread=multi".to_string()
-        } else {
-            self.accel.clone()
-        };
-        push(&[
-            "-name",
-            &format!("vnsnap-{},process=vnsnap-{}", spec.name, spec.name),
-        ]);
+        let accel = if self.accel == "tcg" { "tcg,thread=multi".to_string() } else { self.accel.clone() };
+        push(&["-name", &format!("vnsnap-{},process=vnsnap-{}", spec.name, spec.name)]);
         push(&["-machine", "q35", "-accel", &accel, "-cpu", "max"]);
-        push(&[
-            "-smp",
-            &spec.vcpus.to_string(),
-            "-m",
-            &format!("{}M", spec.memory_mib),
-        ]);
-        push(&[
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-vga",
-            "none",
-        ]);
-        push(&[
-            "-chardev",
-            &format!(
-                "socket,id=qmp,path={},server=on,wait=off",
-                dir.qmp().display()
-            ),
-        ]);
+        push(&["-smp", &spec.vcpus.to_string(), "-m", &format!("{}M", spec.memory_mib)]);
+        push(&["-nodefaults", "-no-user-config", "-display", "none", "-vga", "none"]);
+        push(&["-chardev", &format!("socket,id=qmp,path={},server=on,wait=off", dir.qmp().display())]);
         push(&["-mon", "chardev=qmp,mode=control"]);
-        push(&[
-            "-chardev",
-            &format!("file,id=con,path={},append=on", dir.console().display()),
-        ]);
+        push(&["-chardev", &format!("file,id=con,path={},append=on", dir.console().display())]);
         push(&["-serial", "chardev:con"]);
         push(&["-device", "virtio-serial-pci,id=vser"]);
-        push(&[
-            "-chardev",
-            &format!(
-                "socket,id=ctl,path={},server=on,wait=off",
-                dir.ctl().display()
-            ),
-        ]);
+        push(&["-chardev", &format!("socket,id=ctl,path={},server=on,wait=off", dir.ctl().display())]);
         push(&["-device", "virtserialport,chardev=ctl,name=vnsnap.ctl"]);
-        if let Boot::Kernel {
-            kernel,
-            initrd,
-            cmdline,
-        } = &spec.boot
-        {
+        if let Boot::Kernel { kernel, initrd, cmdline } = &spec.boot {
             push(&["-kernel", kernel]);
             if let Some(i) = initrd {
                 push(&["-initrd", i]);
@@ -102,23 +59,10 @@ impl QemuDriver {
             push(&["-append", &kernel_cmdline(rec, cmdline)]);
         }
         for (i, disk) in rec.disks.iter().enumerate() {
-            push(&[
-                "-blockdev",
-                &format!("driver=file,filename={},node-name=file{i}", disk.display()),
-            ]);
-            push(&[
-                "-blockdev",
-                &format!("driver=qcow2,file=file{i},node-name=disk{i}"),
-            ]);
-            let boot = if i == 0 && matches!(spec.boot, Boot::Disk) {
-                ",bootindex=0"
-            } else {
-                ""
-            };
-            push(&[
-                "-device",
-                &format!("virtio-blk-pci,drive=disk{i},id=vd{i}{boot}"),
-            ]);
+            push(&["-blockdev", &format!("driver=file,filename={},node-name=file{i}", disk.display())]);
+            push(&["-blockdev", &format!("driver=qcow2,file=file{i},node-name=disk{i}")]);
+            let boot = if i == 0 && matches!(spec.boot, Boot::Disk) { ",bootindex=0" } else { "" };
+            push(&["-device", &format!("virtio-blk-pci,drive=disk{i},id=vd{i}{boot}")]);
         }
         for (i, (nic, port)) in spec.nics.iter().zip(&rec.ports).enumerate() {
             push(&[
@@ -128,19 +72,12 @@ impl QemuDriver {
                     port.qemu_udp, port.switch_udp
                 ),
             ]);
-            push(&[
-                "-device",
-                &format!("virtio-net-pci,netdev=net{i},mac={},id=nic{i}", nic.mac),
-            ]);
+            push(&["-device", &format!("virtio-net-pci,netdev=net{i},mac={},id=nic{i}", nic.mac)]);
         }
         if incoming {
             push(&["-incoming", "defer", "-S"]);
         }
-        push(&[
-            "-pidfile",
-            &dir.pidfile().display().to_string(),
-            "-daemonize",
-        ]);
+        push(&["-pidfile", &dir.pidfile().display().to_string(), "-daemonize"]);
         a
     }
 
@@ -157,17 +94,9 @@ pub fn kernel_cmdline(rec: &DomainRecord, extra: &str) -> String {
         c.push(' ');
         c.push_str(extra);
     }
-    c.push_str(&format!(
-        " vnsnap.hostname={}",
-        rec.spec.hostname.as_deref().unwrap_or(&rec.spec.name)
-    ));
-    let nets: Vec<String> = rec
-        .spec
-        .nics
-        .iter()
-        .filter(|n| !n.ips.is_empty())
-        .map(|n| format!("{}={}", n.mac, n.ips.join("+")))
-        .collect();
+    c.push_str(&format!(" vnsnap.hostname={}", rec.spec.hostname.as_deref().unwrap_or(&rec.spec.name)));
+    let nets: Vec<String> =
+        rec.spec.nics.iter().filter(|n| !n.ips.is_empty()).map(|n| format!("{}={}", n.mac, n.ips.join("+"))).collect();
     if !nets.is_empty() {
         c.push_str(&format!(" vnsnap.net={}", nets.join(",")));
     }
@@ -177,11 +106,7 @@ pub fn kernel_cmdline(rec: &DomainRecord, extra: &str) -> String {
 /// Reads a pid file and checks that the process is alive and is the QEMU of `dir`
 /// (its command line names our QMP socket), so a recycled pid is never mistaken for it.
 pub fn live_pid(dir: &DomainDir) -> Option<u32> {
-    let pid: u32 = std::fs::read_to_string(dir.pidfile())
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
+    let pid: u32 = std::fs::read_to_string(dir.pidfile()).ok()?.trim().parse().ok()?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let needle = dir.qmp().display().to_string();
     let cmd = String::from_utf8_lossy(&cmdline);
@@ -205,12 +130,7 @@ impl Driver for QemuDriver {
         "qemu"
     }
 
-    fn start(
-        &self,
-        dir: &DomainDir,
-        rec: &DomainRecord,
-        incoming: bool,
-    ) -> Result<u32, DriverError> {
+    fn start(&self, dir: &DomainDir, rec: &DomainRecord, incoming: bool) -> Result<u32, DriverError> {
         let _ = std::fs::remove_file(dir.pidfile());
         let _ = std::fs::remove_file(dir.qmp());
         let _ = std::fs::remove_file(dir.ctl());
@@ -222,11 +142,7 @@ impl Driver for QemuDriver {
             .map_err(|e| DriverError::Io(format!("spawning {}", self.binary.display()), e))?;
         if !out.status.success() {
             let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            return Err(DriverError::Start(if msg.is_empty() {
-                format!("exit {}", out.status)
-            } else {
-                msg
-            }));
+            return Err(DriverError::Start(if msg.is_empty() { format!("exit {}", out.status) } else { msg }));
         }
         live_pid(dir).ok_or_else(|| DriverError::Start("QEMU exited right after starting".into()))
     }
@@ -281,26 +197,16 @@ impl Driver for QemuDriver {
 }
 
 /// Creates a qcow2 overlay at `overlay` over `base` (format detected from its header).
-pub fn create_overlay(
-    base: &Path,
-    overlay: &Path,
-    size_mib: Option<u64>,
-) -> Result<(), DriverError> {
+pub fn create_overlay(base: &Path, overlay: &Path, size_mib: Option<u64>) -> Result<(), DriverError> {
     let fmt = image_format(base)?;
     let mut cmd = Command::new("qemu-img");
-    cmd.args(["create", "-q", "-f", "qcow2", "-F", fmt, "-b"])
-        .arg(base)
-        .arg(overlay);
+    cmd.args(["create", "-q", "-f", "qcow2", "-F", fmt, "-b"]).arg(base).arg(overlay);
     if let Some(s) = size_mib {
         cmd.arg(format!("{s}M"));
     }
-    let out = cmd
-        .output()
-        .map_err(|e| DriverError::Io("running qemu-img".into(), e))?;
+    let out = cmd.output().map_err(|e| DriverError::Io("running qemu-img".into(), e))?;
     if !out.status.success() {
-        return Err(DriverError::Image(
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ));
+        return Err(DriverError::Image(String::from_utf8_lossy(&out.stderr).trim().to_string()));
     }
     Ok(())
 }
@@ -308,15 +214,8 @@ pub fn create_overlay(
 /// `qcow2` if the file starts with the qcow2 magic, else `raw`.
 pub fn image_format(path: &Path) -> Result<&'static str, DriverError> {
     use std::io::Read;
-    let mut f = std::fs::File::open(path)
-        .map_err(|e| DriverError::Io(format!("opening {}", path.display()), e))?;
+    let mut f = std::fs::File::open(path).map_err(|e| DriverError::Io(format!("opening {}", path.display()), e))?;
     let mut magic = [0u8; 4];
-    let n = f
-        .read(&mut magic)
-        .map_err(|e| DriverError::Io(format!("reading {}", path.display()), e))?;
-    Ok(if n == 4 && magic == *b"QFI\xfb" {
-        "qcow2"
-    } else {
-        "raw"
-    })
+    let n = f.read(&mut magic).map_err(|e| DriverError::Io(format!("reading {}", path.display()), e))?;
+    Ok(if n == 4 && magic == *b"QFI\xfb" { "qcow2" } else { "raw" })
 }

@@ -20,20 +20,16 @@ impl Session {
     pub fn connect(path: &Path) -> Result<Session, DriverError> {
         let io = |what: &str, e| DriverError::Io(format!("QMP {what} {}", path.display()), e);
         let sock = UnixStream::connect(path).map_err(|e| io("connect", e))?;
-        sock.set_read_timeout(Some(Duration::from_secs(60)))
-            .map_err(|e| io("timeout", e))?;
+        sock.set_read_timeout(Some(Duration::from_secs(60))).map_err(|e| io("timeout", e))?;
         let read = sock.try_clone().map_err(|e| io("clone", e))?;
         let mut qmp = Qmp::new(qapi::Stream::new(BufReader::new(read), sock));
-        qmp.handshake()
-            .map_err(|e| DriverError::Monitor("qmp_capabilities", e.to_string()))?;
+        qmp.handshake().map_err(|e| DriverError::Monitor("qmp_capabilities", e.to_string()))?;
         Ok(Session { qmp })
     }
 
     /// Runs one command.
     pub fn run<C: Command>(&mut self, cmd: &C) -> Result<C::Ok, DriverError> {
-        self.qmp
-            .execute(cmd)
-            .map_err(|e| DriverError::Monitor(C::NAME, e.to_string()))
+        self.qmp.execute(cmd).map_err(|e| DriverError::Monitor(C::NAME, e.to_string()))
     }
 
     /// True if the guest's vCPUs are running.

@@ -131,6 +131,14 @@ async fn rounds(
             .await
             .unwrap_or_else(|e| panic!("round {round}: restore: {e:#}"));
         let restore_ms = restored.total_ms;
+        let logs: Vec<String> = snap
+            .snap
+            .hosts
+            .iter()
+            .flat_map(|c| c.domains.iter())
+            .map(|d| format!("{}: {:?}", d.domain, d.channel_logs.iter().map(|f| f.bytes).collect::<Vec<_>>()))
+            .collect();
+        eprintln!("  channel log bytes {}", logs.join(", "));
         slice::wait_guests(s, Duration::from_secs(60)).await.expect("guests after restore");
         let r = w.check().await;
         eprintln!(

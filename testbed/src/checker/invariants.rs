@@ -210,6 +210,34 @@ pub fn disk_coherence(vm: &str, disk: &Value) -> Vec<String> {
     v
 }
 
+/// The disk counter file must count up by one per line: a jump means the memory counter
+/// was ahead of the disk at a cut (memory saved after the disk), a repeat or regression
+/// means the disk was ahead of memory. `text` is the file's tail; its first line may be
+/// cut by `tail`-ing at a byte offset and its last line may be half-written, so both
+/// are ignored unless complete.
+pub fn disk_file_contiguous(vm: &str, text: &str) -> Vec<String> {
+    let complete = match text.rfind('\n') {
+        Some(i) => &text[..i],
+        None => return Vec::new(),
+    };
+    let nums: Vec<Option<u64>> = complete.lines().map(|l| l.trim().parse().ok()).collect();
+    let mut v = Vec::new();
+    for w in nums.windows(2) {
+        if let [Some(a), Some(b)] = w {
+            if *b != a + 1 {
+                v.push(format!(
+                    "disk {vm}: the counter file goes from {a} to {b} (a cut saw memory and disk at different instants)"
+                ));
+            }
+        }
+    }
+    if nums.iter().skip(1).any(Option::is_none) {
+        v.push(format!("disk {vm}: the counter file has lines that are not numbers"));
+    }
+    v.truncate(5);
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,6 +301,15 @@ mod tests {
         let f = udp_streams(&recv, &ok, &ip_of);
         assert_eq!(f.duplicates, 4);
         assert!(f.violations[0].contains("a -> b"), "{f:?}");
+    }
+
+    #[test]
+    fn disk_file_rules() {
+        assert!(disk_file_contiguous("a", "4\n5\n6\n7").is_empty());
+        assert!(disk_file_contiguous("a", "4\n5\n6\n").is_empty());
+        assert_eq!(disk_file_contiguous("a", "4\n5\n9\n10\n").len(), 1);
+        assert_eq!(disk_file_contiguous("a", "4\n5\n5\n6\n").len(), 1);
+        assert!(disk_file_contiguous("a", "").is_empty());
     }
 
     #[test]

@@ -313,6 +313,13 @@ impl Workloads {
                 rep.violations.push(format!("udp stream into {vm} made no progress ({r1} datagrams received)"));
             }
             rep.violations.extend(invariants::disk_coherence(&vm, &st["disk"]));
+            if let Some(path) = st.pointer("/disk/path").and_then(Value::as_str) {
+                let req = json!({"op": "exec", "argv": ["tail", "-n", "2000", path], "timeout_ms": 5000});
+                match guest(&self.clients[self.vms[i].host], &vm, req).await {
+                    Ok(r) => rep.violations.extend(invariants::disk_file_contiguous(&vm, r["stdout"].as_str().unwrap_or(""))),
+                    Err(e) => rep.violations.push(format!("disk {vm}: reading the counter file: {e:#}")),
+                }
+            }
             if let Some(c) = st.pointer("/disk/counter").and_then(Value::as_u64) {
                 rep.disk_counters.insert(vm.clone(), c);
             }

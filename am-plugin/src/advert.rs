@@ -23,6 +23,19 @@ fn waits(ok: &str) -> Vec<OpstateWait> {
     ]
 }
 
+/// A snapshot or restore ends in `geni_ready` either way (a failure leaves the VMs running
+/// and says why in `geni_error`).
+fn snapshot_waits() -> Vec<OpstateWait> {
+    vec![
+        OpstateWait { wait_type: Some("geni_success".into()), next: "geni_ready".into(), description: None },
+        OpstateWait {
+            wait_type: Some("geni_failure".into()),
+            next: "geni_ready".into(),
+            description: Some("See geni_error".into()),
+        },
+    ]
+}
+
 fn state(name: &str, actions: Vec<OpstateAction>, waits: Vec<OpstateWait>, d: &str) -> OpstateState {
     OpstateState { name: name.into(), description: Some(d.into()), actions, waits }
 }
@@ -46,9 +59,32 @@ pub fn opstate(am_urn: &str) -> Opstate {
                 vec![
                     action("geni_restart", "geni_configuring", "Reboot the VM"),
                     action("geni_stop", "geni_stopping", "Shut the VM down"),
+                    action(
+                        "vnsnap_snapshot",
+                        "vnsnap_snapshotting",
+                        "Consistent live snapshot of the whole slice (VMs pause for milliseconds). \
+                         Option vnsnap_snapshot_name (required, 1-64 of A-Z a-z 0-9 _ -).",
+                    ),
+                    action(
+                        "vnsnap_restore",
+                        "vnsnap_restoring",
+                        "Restore the whole slice to a snapshot. Option vnsnap_snapshot_urn (required).",
+                    ),
                 ],
                 vec![],
                 "Running; the guest answers",
+            ),
+            state(
+                "vnsnap_snapshotting",
+                vec![],
+                snapshot_waits(),
+                "Slice snapshot in progress (VMs keep running); progress in geni_resource_status",
+            ),
+            state(
+                "vnsnap_restoring",
+                vec![],
+                snapshot_waits(),
+                "Slice restore in progress; progress in geni_resource_status",
             ),
             state("geni_stopping", vec![], waits("geni_notready"), "Shutting down"),
             state(
@@ -56,6 +92,7 @@ pub fn opstate(am_urn: &str) -> Opstate {
                 vec![
                     action("geni_start", "geni_configuring", "Boot the VM again"),
                     action("geni_restart", "geni_configuring", "Reboot the VM"),
+                    action("vnsnap_restore", "vnsnap_restoring", "Restore the whole slice to a snapshot"),
                 ],
                 vec![],
                 "The VM crashed or an agent call failed; see geni_error",

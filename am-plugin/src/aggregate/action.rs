@@ -22,6 +22,10 @@ pub enum OpAction {
     Stop,
     /// `geni_restart`: reboot.
     Restart,
+    /// `vnsnap_snapshot`: consistent live snapshot of the whole slice (`crate::snapshot`).
+    Snapshot,
+    /// `vnsnap_restore`: restore the whole slice to a snapshot (`crate::snapshot`).
+    Restore,
 }
 
 impl OpAction {
@@ -32,8 +36,11 @@ impl OpAction {
             "geni_start" => Ok(OpAction::Start),
             "geni_stop" => Ok(OpAction::Stop),
             "geni_restart" => Ok(OpAction::Restart),
+            "vnsnap_snapshot" => Ok(OpAction::Snapshot),
+            "vnsnap_restore" => Ok(OpAction::Restore),
             other => Err(AmError::Unsupported(format!(
-                "Unsupported operational action {other:?} (supported: geni_start, geni_stop, geni_restart)"
+                "Unsupported operational action {other:?} (supported: geni_start, geni_stop, geni_restart, \
+                 vnsnap_snapshot, vnsnap_restore)"
             ))),
         }
     }
@@ -43,6 +50,8 @@ impl OpAction {
             OpAction::Start => Transition::Start,
             OpAction::Stop => Transition::Stop,
             OpAction::Restart => Transition::Restart,
+            OpAction::Snapshot => Transition::SnapshotBegin,
+            OpAction::Restore => Transition::RestoreBegin,
         }
     }
 }
@@ -65,6 +74,9 @@ impl Am {
         best_effort: bool,
     ) -> Result<Outcome, AmError> {
         self.check_open(slice)?;
+        if matches!(action, OpAction::Snapshot | OpAction::Restore) {
+            return Err(AmError::Internal("snapshot actions run through crate::snapshot::perform".into()));
+        }
         let t = action.transition();
         let offenders: Vec<String> =
             slivers.iter().filter_map(|s| s.state.apply(t).err().map(|e| format!("{} ({})", s.urn, e))).collect();
@@ -116,6 +128,9 @@ impl Am {
                 OpAction::Stop => {
                     let req = ActionRequest { timeout_s: Some(STOP_TIMEOUT_S) };
                     c.action(&s.domain, Action::Stop, &req).await?
+                }
+                OpAction::Snapshot | OpAction::Restore => {
+                    return Err(AmError::Internal("snapshot actions are not domain actions".into()))
                 }
             };
             Ok::<(), AmError>(())

@@ -47,6 +47,8 @@ pub struct Am {
     inflight: Mutex<HashSet<String>>,
     /// When each ready sliver's domain was last looked at (see `action::READY_RECHECK`).
     checked: Mutex<HashMap<String, Instant>>,
+    /// Running slice snapshots and restores, with their progress (`crate::snapshot`).
+    pub snapshot_jobs: crate::snapshot::Jobs,
 }
 
 /// URN kinds a v3 `urns` argument may hold.
@@ -70,6 +72,7 @@ impl Am {
             busy: Mutex::new(HashSet::new()),
             inflight: Mutex::new(HashSet::new()),
             checked: Mutex::new(HashMap::new()),
+            snapshot_jobs: crate::snapshot::Jobs::default(),
         }
     }
 

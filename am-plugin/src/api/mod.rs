@@ -71,11 +71,11 @@ pub enum Verb {
     RenewSliver,
     /// DeleteSliver (v2).
     DeleteSliver,
-    /// Snapshot extension (to come): ListSnapshots.
+    /// Snapshot extension: ListSnapshots (v2, v3).
     ListSnapshots,
-    /// Snapshot extension (to come): DescribeSnapshot.
+    /// Snapshot extension: DescribeSnapshot (v2, v3).
     DescribeSnapshot,
-    /// Snapshot extension (to come): DeleteSnapshot.
+    /// Snapshot extension: DeleteSnapshot (v2, v3).
     DeleteSnapshot,
     /// ProtoGENI image extension (to come): CreateImage.
     CreateImage,
@@ -145,9 +145,10 @@ pub async fn handle(
         SliverStatus => v2::sliver_status(am, caller, &a).await,
         RenewSliver => v2::renew_sliver(am, caller, &a).await,
         DeleteSliver => v2::delete_sliver(am, caller, &a).await,
-        ListSnapshots | DescribeSnapshot | DeleteSnapshot | CreateImage | ListImages | DeleteImage => {
-            Err(AmError::Unsupported(format!("{name} is not implemented yet")))
-        }
+        ListSnapshots => crate::snapshot::api::list_snapshots(am, caller, &a).await,
+        DescribeSnapshot => crate::snapshot::api::describe_snapshot(am, caller, &a).await,
+        DeleteSnapshot => crate::snapshot::api::delete_snapshot(am, caller, &a).await,
+        CreateImage | ListImages | DeleteImage => Err(AmError::Unsupported(format!("{name} is not implemented yet"))),
     };
     if let Err(e) = &result {
         tracing::info!(method = name, code = e.code(), error = %e, "call failed");
@@ -174,6 +175,11 @@ mod tests {
         assert_eq!(Verb::parse(ApiVersion::V3, "CreateSliver"), None);
         assert_eq!(Verb::parse(ApiVersion::V3, "GetVersion"), Some(Verb::GetVersion));
         assert_eq!(Verb::parse(ApiVersion::V3, "Bogus"), None);
+        for api in [ApiVersion::V2, ApiVersion::V3] {
+            assert_eq!(Verb::parse(api, "ListSnapshots"), Some(Verb::ListSnapshots));
+            assert_eq!(Verb::parse(api, "DescribeSnapshot"), Some(Verb::DescribeSnapshot));
+            assert_eq!(Verb::parse(api, "DeleteSnapshot"), Some(Verb::DeleteSnapshot));
+        }
     }
 
     #[test]

@@ -119,9 +119,10 @@ pub async fn status(am: &Arc<Am>, caller: &Caller, a: &Args) -> Result<Value, Am
     let (slice, urns, _, _) = on_urns(am, caller, a, 2, Method::Status).await?;
     let mut slivers = am.slivers_of(&slice, &urns)?;
     am.refresh(&mut slivers).await;
+    // With snapshot progress (geni_resource_status) while a snapshot or restore runs.
     Ok(Value::structure([
         ("geni_urn", Value::str(&slice)),
-        ("geni_slivers", Value::Array(slivers.iter().map(|s| sliver_value(s, None)).collect())),
+        ("geni_slivers", Value::Array(slivers.iter().map(|s| crate::snapshot::sliver_value(am, s)).collect())),
     ]))
 }
 
@@ -129,8 +130,11 @@ pub async fn status(am: &Arc<Am>, caller: &Caller, a: &Args) -> Result<Value, Am
 pub async fn perform(am: &Arc<Am>, caller: &Caller, a: &Args) -> Result<Value, AmError> {
     // The action is checked before anything else: an empty or unknown one never acts.
     let action = OpAction::parse(&a.string(2, "action")?)?;
-    let (slice, urns, _, opts) = on_urns(am, caller, a, 3, Method::PerformOperationalAction).await?;
+    let (slice, urns, who, opts) = on_urns(am, caller, a, 3, Method::PerformOperationalAction).await?;
     let slivers = am.slivers_of(&slice, &urns)?;
+    if matches!(action, OpAction::Snapshot | OpAction::Restore) {
+        return crate::snapshot::perform(am, &slice, action, &opts, &who).await;
+    }
     let out = am.perform(&slice, slivers, action, opts.flag("geni_best_effort")).await?;
     Ok(sliver_list(&out))
 }

@@ -237,6 +237,7 @@ impl Db {
         let conn = Connection::open(dir.join("am.sqlite"))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        crate::snapshot::catalog::init(&conn)?;
         Ok(Db { conn: Mutex::new(conn) })
     }
 

@@ -28,6 +28,10 @@ pub enum Op {
     Stopping,
     /// Something failed; see the sliver's error.
     Failed,
+    /// A slice snapshot runs (`vnsnap_snapshot`); the VM keeps running. Back to ready.
+    Snapshotting,
+    /// A slice restore runs (`vnsnap_restore`). Back to ready.
+    Restoring,
 }
 
 /// Something that happens to a sliver.
@@ -53,6 +57,12 @@ pub enum Transition {
     Fail,
     /// A resync after an AM restart observed the domain in this state.
     Observed(Op),
+    /// `vnsnap_snapshot` began (running VMs only).
+    SnapshotBegin,
+    /// `vnsnap_restore` began (VMs not in a transition).
+    RestoreBegin,
+    /// The snapshot or restore ended, well or not: the VMs run (see the sliver's error).
+    SnapshotDone,
 }
 
 /// Both states of a sliver.
@@ -92,6 +102,9 @@ impl SliverState {
             (Provisioned, Ready | Configuring, Transition::Stop) => next(Provisioned, Stopping),
             (Provisioned, Configuring, Transition::GuestReady) => next(Provisioned, Ready),
             (Provisioned, Stopping, Transition::Stopped) => next(Provisioned, NotReady),
+            (Provisioned, Ready, Transition::SnapshotBegin) => next(Provisioned, Snapshotting),
+            (Provisioned, Ready | NotReady | Failed, Transition::RestoreBegin) => next(Provisioned, Restoring),
+            (Provisioned, Snapshotting | Restoring, Transition::SnapshotDone) => next(Provisioned, Ready),
             (Provisioned, _, Transition::Fail) => next(Provisioned, Failed),
             (Provisioned, _, Transition::Observed(op)) if op != PendingAllocation => next(Provisioned, op),
             _ => Err(InvalidTransition { from: self, event }),
@@ -125,22 +138,34 @@ impl Op {
             Op::Ready => "geni_ready",
             Op::Stopping => "geni_stopping",
             Op::Failed => "geni_failed",
+            Op::Snapshotting => "vnsnap_snapshotting",
+            Op::Restoring => "vnsnap_restoring",
         }
     }
 
     /// From the GENI name (as stored in SQLite).
     pub fn from_geni(s: &str) -> Option<Op> {
-        [Op::PendingAllocation, Op::NotReady, Op::Configuring, Op::Ready, Op::Stopping, Op::Failed]
-            .into_iter()
-            .find(|o| o.geni() == s)
+        [
+            Op::PendingAllocation,
+            Op::NotReady,
+            Op::Configuring,
+            Op::Ready,
+            Op::Stopping,
+            Op::Failed,
+            Op::Snapshotting,
+            Op::Restoring,
+        ]
+        .into_iter()
+        .find(|o| o.geni() == s)
     }
 
     /// The v2 `geni_status` word for this state.
     pub fn v2_status(self) -> &'static str {
         match self {
-            Op::Ready => "ready",
+            // The VMs keep running through a snapshot.
+            Op::Ready | Op::Snapshotting => "ready",
             Op::Failed => "failed",
-            Op::PendingAllocation | Op::NotReady | Op::Configuring | Op::Stopping => "configuring",
+            Op::PendingAllocation | Op::NotReady | Op::Configuring | Op::Stopping | Op::Restoring => "configuring",
         }
     }
 }
@@ -180,11 +205,26 @@ mod tests {
     }
 
     #[test]
+    fn snapshot_only_from_ready_and_back_to_ready() {
+        let ready = SliverState { alloc: Alloc::Provisioned, op: Op::Ready };
+        let s = ready.apply(Transition::SnapshotBegin).unwrap();
+        assert_eq!(s.op, Op::Snapshotting);
+        assert!(s.apply(Transition::Start).is_err() && s.apply(Transition::SnapshotBegin).is_err());
+        assert_eq!(s.apply(Transition::SnapshotDone).unwrap(), ready);
+        let booting = SliverState { alloc: Alloc::Provisioned, op: Op::Configuring };
+        assert!(booting.apply(Transition::SnapshotBegin).is_err());
+        assert!(booting.apply(Transition::RestoreBegin).is_err());
+        let stopped = SliverState { alloc: Alloc::Provisioned, op: Op::NotReady };
+        assert_eq!(stopped.apply(Transition::RestoreBegin).unwrap().op, Op::Restoring);
+        assert!(ready.apply(Transition::SnapshotDone).is_err());
+    }
+
+    #[test]
     fn names_round_trip() {
         for a in [Alloc::Unallocated, Alloc::Allocated, Alloc::Provisioned] {
             assert_eq!(Alloc::from_geni(a.geni()), Some(a));
         }
-        for o in [Op::NotReady, Op::Ready, Op::Failed, Op::Stopping] {
+        for o in [Op::NotReady, Op::Ready, Op::Failed, Op::Stopping, Op::Snapshotting, Op::Restoring] {
             assert_eq!(Op::from_geni(o.geni()), Some(o));
         }
     }

@@ -58,6 +58,28 @@ enum BenchCmd {
         #[arg(long, default_value_t = 3)]
         reps: usize,
     },
+    /// Slice snapshot cost on a 3-VM slice: pause, guest stall, skew, sizes, frames, TCP
+    /// timeouts, save throughput vs raw disk; `--compare` adds stop-copy and precopy-drop.
+    Snapshot {
+        /// Also run the stop-copy and precopy-drop baselines.
+        #[arg(long)]
+        compare: bool,
+        /// Where to write the JSON results.
+        #[arg(long, default_value = "target/bench/snapshot.json")]
+        out: PathBuf,
+        /// Guest RAM per VM (MiB).
+        #[arg(long, default_value_t = 256)]
+        vm_mib: u64,
+        /// Memory dirtier per VM (MiB; 0 = off).
+        #[arg(long, default_value_t = 64)]
+        dirty_mib: u64,
+        /// Memory dirtier rate (MiB/s; 0 = unlimited).
+        #[arg(long, default_value_t = 32)]
+        dirty_rate: u64,
+        /// Snapshots per mode.
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -111,6 +133,10 @@ fn main() -> anyhow::Result<()> {
         Cmd::Demo { keep } => vnsnap_testbed::demo::run(&vnsnap_testbed::demo::DemoOptions { keep })?,
         Cmd::Bench { cmd: BenchCmd::Net { out, secs, reps } } => {
             vnsnap_testbed::bench::net::run(&vnsnap_testbed::bench::net::NetOptions { out, secs, reps })?;
+        }
+        Cmd::Bench { cmd: BenchCmd::Snapshot { compare, out, vm_mib, dirty_mib, dirty_rate, reps } } => {
+            use vnsnap_testbed::bench::snapshot::{run, SnapshotBenchOptions};
+            run(&SnapshotBenchOptions { out, compare, vm_mib, dirty_mib, dirty_rate, reps, ..Default::default() })?;
         }
     }
     Ok(())

@@ -1,3 +1,4 @@
 //! Benchmarks run by `vnsnap-testbed bench ...`; each writes JSON under `target/bench/`.
 
 pub mod net;
+pub mod snapshot;

@@ -541,6 +541,175 @@ mod tests {
         assert!(j.begin("urn:publicid:IDN+ch+slice+a", job()));
     }
 
+    /// An AM with no agent at all and one provisioned, ready sliver on "host1", so that every
+    /// agent call of a snapshot fails: enough to drive the POA path, the lock and the
+    /// failure handling without VMs.
+    fn am_without_agents() -> (Arc<Am>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = crate::config::Config::parse(include_str!("../../examples/am.toml"), "example").unwrap();
+        cfg.agents.clear();
+        cfg.state_dir = dir.path().to_path_buf();
+        let ca = rcgen::generate_simple_self_signed(vec!["ca.test".to_string()]).unwrap();
+        let roots = crate::auth::TrustRoots::from_pem(ca.cert.pem().as_bytes()).unwrap();
+        let auth = Arc::new(crate::auth::Authorizer::new(roots));
+        let db = crate::state::Db::open(dir.path()).unwrap();
+        let agents = crate::agents::Agents::new(&cfg).unwrap();
+        let am = Arc::new(Am::new(cfg, db, agents, auth));
+        am.db
+            .with_tx(|c| {
+                crate::state::db::insert_allocation(c, SLICE, "<rspec/>")?;
+                crate::state::db::insert_sliver(c, &sliver("urn:publicid:IDN+vnsnap.example+sliver+a", Op::Ready))
+            })
+            .unwrap();
+        (am, dir)
+    }
+
+    const SLICE: &str = "urn:publicid:IDN+ch.test+slice+exp1";
+
+    fn who() -> Authorized {
+        Authorized {
+            caller_urn: "urn:publicid:IDN+ch.test+user+alice".into(),
+            user_urn: "urn:publicid:IDN+ch.test+user+alice".into(),
+            speaks_for: false,
+            expires: Utc::now() + chrono::Duration::hours(1),
+            credential: None,
+        }
+    }
+
+    fn opts(k: &str, v: &str) -> Options {
+        Options([(k.to_string(), Value::str(v))].into_iter().collect())
+    }
+
+    fn sliver(urn: &str, op: Op) -> Sliver {
+        Sliver {
+            urn: urn.into(),
+            slice_urn: SLICE.into(),
+            allocation: 1,
+            client_id: "n".into(),
+            host: "host1".into(),
+            domain: "vm-d".into(),
+            state: crate::state::SliverState { alloc: Alloc::Provisioned, op },
+            expires: Utc::now() + chrono::Duration::hours(1),
+            error: String::new(),
+            plan: crate::state::VmPlan {
+                vcpus: 1,
+                memory_mib: 64,
+                image: "vnsnap-guest".into(),
+                sliver_type: "vnsnap-vm".into(),
+                nics: vec![],
+            },
+        }
+    }
+
+    #[test]
+    fn rejects_bad_or_missing_snapshot_names() {
+        let (am, _dir) = am_without_agents();
+        for o in [Options::default(), opts(OPT_NAME, ""), opts(OPT_NAME, "no spaces"), opts(OPT_NAME, &"x".repeat(65))]
+        {
+            assert_eq!(start_snapshot(&am, SLICE, &o, &who()).unwrap_err().code(), 1);
+        }
+        assert!(catalog::of_slice(&am.db.conn(), SLICE).unwrap().is_empty(), "nothing recorded");
+    }
+
+    #[test]
+    fn held_slice_answers_busy_to_changes() {
+        let (am, _dir) = am_without_agents();
+        let lock = SliceLock::take(&am, SLICE, job()).unwrap();
+        assert_eq!(am.check_open(SLICE).unwrap_err().code(), 14);
+        assert_eq!(SliceLock::take(&am, SLICE, job()).err().map(|e| e.code()), Some(14));
+        assert_eq!(start_snapshot(&am, SLICE, &opts(OPT_NAME, "x"), &who()).unwrap_err().code(), 14);
+        assert!(am.check_open("urn:publicid:IDN+ch.test+slice+other").is_ok(), "other slices are free");
+        drop(lock);
+        assert!(am.check_open(SLICE).is_ok());
+        assert!(am.snapshot_jobs.get(SLICE).is_none());
+    }
+
+    #[test]
+    fn restore_needs_a_complete_snapshot_of_this_slice() {
+        let (am, _dir) = am_without_agents();
+        assert_eq!(start_restore(&am, SLICE, &Options::default()).unwrap_err().code(), 1);
+        let unknown = opts(OPT_URN, "urn:publicid:IDN+vnsnap.example+snapshot+exp1-x-00000000");
+        assert_eq!(start_restore(&am, SLICE, &unknown).unwrap_err().code(), 12);
+        let e = Entry {
+            id: "0f8c2a4e-1b2c-4d5e-8f90-123456789abc".into(),
+            urn: "urn:publicid:IDN+vnsnap.example+snapshot+exp1-ck-0f8c2a4e".into(),
+            slice_urn: SLICE.into(),
+            name: "ck".into(),
+            owner: "o".into(),
+            state: EntryState::Pending,
+            created: rfc3339(Utc::now()),
+            manifest: String::new(),
+            bytes: 0,
+            error: String::new(),
+            hosts: vec![],
+        };
+        catalog::insert_pending(&am.db.conn(), &e).unwrap();
+        assert_eq!(start_restore(&am, SLICE, &opts(OPT_URN, &e.urn)).unwrap_err().code(), 1, "pending");
+        assert_eq!(
+            start_restore(&am, "urn:publicid:IDN+ch.test+slice+other", &opts(OPT_URN, &e.urn)).unwrap_err().code(),
+            12,
+            "another slice's snapshot is not found"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn failed_snapshot_ends_ready_with_the_error_and_a_failed_entry() {
+        let (am, _dir) = am_without_agents();
+        let v = start_snapshot(&am, SLICE, &opts(OPT_NAME, "before-risky-step"), &who()).unwrap();
+        // The task has not run yet (single-threaded runtime): the POA reply and Status show
+        // the transition state with progress, and the slice is locked.
+        let first = &v.as_array().unwrap()[0];
+        assert_eq!(first.get("geni_operational_status"), Some(&Value::str("vnsnap_snapshotting")));
+        assert_eq!(first.get("geni_resource_status"), Some(&Value::str("preparing")));
+        assert_eq!(am.check_open(SLICE).unwrap_err().code(), 14);
+        assert_eq!(
+            start_snapshot(&am, SLICE, &opts(OPT_NAME, "other"), &who()).unwrap_err().code(),
+            14,
+            "one snapshot at a time"
+        );
+        for _ in 0..200 {
+            if am.snapshot_jobs.get(SLICE).is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(am.check_open(SLICE).is_ok(), "lock released");
+        let s = am.db.slice_slivers(SLICE).unwrap().remove(0);
+        assert_eq!(s.state.op, Op::Ready);
+        assert!(s.error.contains("before-risky-step") && s.error.contains("host1"), "{}", s.error);
+        let entries = catalog::of_slice(&am.db.conn(), SLICE).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].state, EntryState::Failed);
+        assert_eq!(entries[0].owner, who().user_urn);
+        // A failed name can be used again.
+        assert!(start_snapshot(&am, SLICE, &opts(OPT_NAME, "before-risky-step"), &who()).is_ok());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn recovery_fails_pending_entries_and_frees_slivers() {
+        let (am, _dir) = am_without_agents();
+        let s = am.db.slice_slivers(SLICE).unwrap().remove(0);
+        am.db.set_state(&s.urn, s.state.apply(Transition::SnapshotBegin).unwrap(), "").unwrap();
+        let e = Entry {
+            id: "0f8c2a4e-1b2c-4d5e-8f90-123456789abc".into(),
+            urn: "urn:x".into(),
+            slice_urn: SLICE.into(),
+            name: "ck".into(),
+            owner: "o".into(),
+            state: EntryState::Pending,
+            created: rfc3339(Utc::now()),
+            manifest: String::new(),
+            bytes: 0,
+            error: String::new(),
+            hosts: vec![HostDomains { host: "host1".into(), domains: vec!["vm-d".into()] }],
+        };
+        catalog::insert_pending(&am.db.conn(), &e).unwrap();
+        recover(&am).await;
+        assert_eq!(catalog::get(&am.db.conn(), &e.id).unwrap().unwrap().state, EntryState::Failed);
+        let s = am.db.slice_slivers(SLICE).unwrap().remove(0);
+        assert_eq!(s.state.op, Op::Ready);
+    }
+
     #[test]
     fn restore_refusal_puts_slivers_back() {
         let s = |urn: &str| Sliver {

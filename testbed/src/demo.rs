@@ -117,7 +117,13 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<()> {
         println!("  {}: namespace {}, agent https://{}", h.name, h.ns, h.api());
     }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let result = rt.block_on(scenario(&lab));
+    // Ctrl-C ends the scenario early but still removes the lab (dropped below).
+    let result = rt.block_on(async {
+        tokio::select! {
+            r = scenario(&lab) => r,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        }
+    });
     match &result {
         Ok(()) => println!("\ndemo: ok in {:.1} s (lab up {:.1} s)", t0.elapsed().as_secs_f64(), t_lab.as_secs_f64()),
         Err(e) => println!("\ndemo: FAILED: {e:#}"),

@@ -214,3 +214,23 @@ pub fn bench_am(opts: &BenchAmOptions) -> anyhow::Result<serde_json::Value> {
     println!("report: {}", opts.out.display());
     Ok(report)
 }
+
+/// `vnsnap-testbed bench am [--secs N] [--conc 1,16,64] [--hosts N] [--out PATH]`: parses the
+/// arguments after `am`, runs [`bench_am`] (which prints the table) and returns the report.
+pub fn cli(args: &[String]) -> anyhow::Result<serde_json::Value> {
+    let mut o = BenchAmOptions::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || it.next().ok_or_else(|| anyhow::anyhow!("{a} needs a value"));
+        match a.as_str() {
+            "--secs" => o.duration = Duration::from_secs_f64(val()?.parse()?),
+            "--conc" => {
+                o.concurrency = val()?.split(',').map(str::parse).collect::<Result<_, _>>()?;
+            }
+            "--hosts" => o.hosts = val()?.parse()?,
+            "--out" => o.out = PathBuf::from(val()?),
+            other => anyhow::bail!("unknown argument {other} (use --secs, --conc, --hosts, --out)"),
+        }
+    }
+    bench_am(&o)
+}

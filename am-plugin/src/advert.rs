@@ -49,7 +49,10 @@ pub fn opstate(am_urn: &str) -> Opstate {
         states: vec![
             state(
                 "geni_notready",
-                vec![action("geni_start", "geni_configuring", "Boot the VM")],
+                vec![
+                    action("geni_start", "geni_configuring", "Boot the VM"),
+                    action("vnsnap_restore", "vnsnap_restoring", "Restore the whole slice to a snapshot"),
+                ],
                 vec![],
                 "Defined, not running",
             ),

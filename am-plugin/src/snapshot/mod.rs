@@ -711,6 +711,31 @@ mod tests {
     }
 
     #[test]
+    fn opstate_advertises_both_actions_and_their_states() {
+        let o = crate::advert::opstate("urn:publicid:IDN+am+authority+cm");
+        let state = |n: &str| o.states.iter().find(|s| s.name == n);
+        let ready = state("geni_ready").unwrap();
+        let next_of = |a: &str| ready.actions.iter().find(|x| x.name == a).map(|x| x.next.as_str());
+        assert_eq!(next_of("vnsnap_snapshot"), Some("vnsnap_snapshotting"));
+        assert_eq!(next_of("vnsnap_restore"), Some("vnsnap_restoring"));
+        for t in ["vnsnap_snapshotting", "vnsnap_restoring"] {
+            let s = state(t).unwrap();
+            assert!(s.actions.is_empty());
+            assert!(s.waits.iter().all(|w| w.next == "geni_ready"), "{t} returns to geni_ready");
+        }
+        // Every state an action or wait leads to is defined, and names follow the GENI rule.
+        for s in &o.states {
+            assert!(s.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+            for n in s.actions.iter().map(|a| &a.next).chain(s.waits.iter().map(|w| &w.next)) {
+                assert!(state(n).is_some(), "{n} undefined");
+            }
+        }
+        // The action names parse to the snapshot actions.
+        assert_eq!(OpAction::parse("vnsnap_snapshot").unwrap(), OpAction::Snapshot);
+        assert_eq!(OpAction::parse("vnsnap_restore").unwrap(), OpAction::Restore);
+    }
+
+    #[test]
     fn restore_refusal_puts_slivers_back() {
         let s = |urn: &str| Sliver {
             urn: urn.into(),

@@ -152,13 +152,25 @@ async fn snapshot_faults() {
         ["checksum", "blake3", "corrupt", "mismatch", "hash"].iter().any(|k| lower.contains(k)),
         "the error should say the image is corrupt: {msg}"
     );
-    assert_eq!(pids(&s).await, before, "the slice must be left as it was");
-    assert!(before.values().all(|(_, st)| *st == DomainState::Running), "{before:?}");
-    let rep = w.check().await;
-    assert!(rep.is_ok(), "after the refused restore: {rep}");
+    // Failures of this part are collected (and asserted at the end) so that the other
+    // parts still run: a damaged slice is brought back by restoring A once repaired.
+    let mut failures = Vec::new();
+    let after = pids(&s).await;
+    if after != before {
+        failures.push(format!("refused restore changed the slice: before {before:?}, after {after:?}"));
+    } else {
+        let rep = w.check().await;
+        if !rep.is_ok() {
+            failures.push(format!("after the refused restore: {rep}"));
+        }
+    }
     bytes[off] ^= 0xff;
     std::fs::write(&img, &bytes).unwrap();
-    eprintln!("part 1 (corrupt image) ok in {:?}", t.elapsed());
+    if failures.is_empty() {
+        eprintln!("part 1 (corrupt image) ok in {:?}", t.elapsed());
+    } else {
+        eprintln!("part 1 (corrupt image) FAILED: {failures:?}");
+    }
 
     // 2. One snapshot restored twice (A, repaired).
     let t = Instant::now();
@@ -243,5 +255,6 @@ async fn snapshot_faults() {
     eprintln!("after the failed snapshot: {rep}");
     assert!(rep.is_ok(), "{rep}");
     eprintln!("part 4 (agent killed during save) ok in {:?}; total {:?}", t.elapsed(), t0.elapsed());
+    assert!(failures.is_empty(), "{failures:#?}");
     tokio::task::block_in_place(|| lab.down());
 }

@@ -158,6 +158,21 @@ impl Taken {
     }
 }
 
+/// An error with all its sources, `a: b: c`.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
 fn parts(slice: &Slice) -> (Vec<usize>, Vec<HostPart>) {
     let hosts = slice.hosts();
     let parts = hosts
@@ -171,7 +186,7 @@ fn parts(slice: &Slice) -> (Vec<usize>, Vec<HostPart>) {
 /// parallel cut, save, commit; abort everywhere on failure).
 pub async fn snapshot(slice: &Slice, id: &str, epoch: u64, req: &CutRequest) -> anyhow::Result<Taken> {
     let (hosts, parts) = parts(slice);
-    let snap = coordinator::snapshot_slice(&parts, id, epoch, req, |_| {}).await.map_err(|e| anyhow!("snapshot {id}: {e}"))?;
+    let snap = coordinator::snapshot_slice(&parts, id, epoch, req, |_| {}).await.map_err(|e| anyhow!("snapshot {id}: {}", chain(&e)))?;
     Ok(Taken { id: id.into(), epoch, hosts, snap })
 }
 
@@ -191,7 +206,7 @@ pub async fn restore(slice: &Slice, snap: &Taken, restore_id: &str) -> anyhow::R
             epoch,
         })
         .collect();
-    coordinator::restore_slice(&parts, restore_id, |_| {}).await.map_err(|e| anyhow!("restore of {}: {e}", snap.id))
+    coordinator::restore_slice(&parts, restore_id, |_| {}).await.map_err(|e| anyhow!("restore of {}: {}", snap.id, chain(&e)))
 }
 
 /// Deletes a snapshot on every host it was taken on.

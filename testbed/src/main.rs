@@ -80,6 +80,18 @@ enum BenchCmd {
         #[arg(long, default_value_t = 3)]
         reps: usize,
     },
+    /// Slice restore time vs image bytes and the disk's read bandwidth (3-VM slice).
+    Restore {
+        /// Where to write the JSON results.
+        #[arg(long, default_value = "target/bench/restore.json")]
+        out: PathBuf,
+        /// Guest RAM per VM (MiB).
+        #[arg(long, default_value_t = 256)]
+        vm_mib: u64,
+        /// Restores of the snapshot.
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -137,6 +149,10 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench { cmd: BenchCmd::Snapshot { compare, out, vm_mib, dirty_mib, dirty_rate, reps } } => {
             use vnsnap_testbed::bench::snapshot::{run, SnapshotBenchOptions};
             run(&SnapshotBenchOptions { out, compare, vm_mib, dirty_mib, dirty_rate, reps, ..Default::default() })?;
+        }
+        Cmd::Bench { cmd: BenchCmd::Restore { out, vm_mib, reps } } => {
+            use vnsnap_testbed::bench::restore::{run, RestoreBenchOptions};
+            run(&RestoreBenchOptions { out, vm_mib, reps })?;
         }
     }
     Ok(())

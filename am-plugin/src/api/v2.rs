@@ -85,7 +85,8 @@ pub async fn sliver_status(am: &Arc<Am>, caller: &Caller, a: &Args) -> Result<Va
     am.refresh(&mut slivers).await;
     let overall = if slivers.iter().any(|s| s.state.op == Op::Failed) {
         "failed"
-    } else if slivers.iter().all(|s| s.state.op == Op::Ready) {
+    } else if slivers.iter().all(|s| s.state.op.v2_status() == "ready") {
+        // (A slice being snapshotted is ready too: its VMs keep running.)
         "ready"
     } else {
         "configuring"

@@ -68,7 +68,7 @@ pub async fn describe(am: &Arc<Am>, caller: &Caller, a: &Args) -> Result<Value, 
     Ok(Value::structure([
         ("geni_rspec", maybe_compress(&opts, manifest)),
         ("geni_urn", Value::str(&slice)),
-        ("geni_slivers", Value::Array(slivers.iter().map(|s| sliver_value(s, None)).collect())),
+        ("geni_slivers", Value::Array(slivers.iter().map(|s| crate::snapshot::sliver_value(am, s)).collect())),
     ]))
 }
 

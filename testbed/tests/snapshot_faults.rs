@@ -17,7 +17,7 @@ use vnsnap_proto::client::{AgentClient, ClientError};
 use vnsnap_proto::*;
 use vnsnap_testbed::checker::slice::{self, Slice, Taken};
 use vnsnap_testbed::checker::{Workloads, WorkloadOptions};
-use vnsnap_testbed::lab::{Lab, LabOptions};
+use vnsnap_testbed::lab::Lab;
 
 /// Bytes of the regular files under `dir` (allocated blocks, so sparse files count as
 /// what they take on disk).
@@ -121,7 +121,7 @@ impl SnapshotAgent for KillOnSave {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn snapshot_faults() {
     let t0 = Instant::now();
-    let mut lab = tokio::task::block_in_place(|| Lab::up(LabOptions { hosts: 2, ..Default::default() })).expect("lab up");
+    let mut lab = tokio::task::block_in_place(|| Lab::up(slice::lab_options())).expect("lab up");
     let mut s = slice::three_vm_slice(&lab, 128).await.expect("slice");
     let mut w = Workloads::start(&s.clients, &s.vms, WorkloadOptions { mem_mib: Some(32), mem_rate_mib_s: 50, ..Default::default() })
         .await

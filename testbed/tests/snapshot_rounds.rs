@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use vnsnap_proto::*;
 use vnsnap_testbed::checker::slice::{self, Slice};
 use vnsnap_testbed::checker::{Workloads, WorkloadOptions};
-use vnsnap_testbed::lab::{Lab, LabOptions};
+use vnsnap_testbed::lab::Lab;
 
 /// xorshift64*: enough randomness for timings, reproducible from the seed.
 struct Rng(u64);
@@ -33,7 +33,7 @@ impl Rng {
 }
 
 async fn lab_slice(mem: u64) -> (Lab, Slice) {
-    let lab = tokio::task::block_in_place(|| Lab::up(LabOptions { hosts: 2, ..Default::default() })).expect("lab up");
+    let lab = tokio::task::block_in_place(|| Lab::up(slice::lab_options())).expect("lab up");
     let s = slice::three_vm_slice(&lab, mem).await.expect("slice up");
     (lab, s)
 }

@@ -21,7 +21,7 @@
 
 use crate::checker::slice::{self, Slice, Taken};
 use crate::checker::{WorkloadOptions, Workloads};
-use crate::lab::{Lab, LabOptions};
+use crate::lab::Lab;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -225,7 +225,7 @@ pub struct Bed {
 /// Starts a 2-host lab with the 3-VM slice and the workloads (ring, UDP streams, disk
 /// counters, memory dirtier, stall meters).
 pub async fn bed(vm_mib: u64, dirty_mib: u64, dirty_rate: u64) -> anyhow::Result<Bed> {
-    let lab = tokio::task::block_in_place(|| Lab::up(LabOptions { hosts: 2, ..Default::default() }))?;
+    let lab = tokio::task::block_in_place(|| Lab::up(slice::lab_options()))?;
     let slice = slice::three_vm_slice(&lab, vm_mib).await?;
     let work = Workloads::start(
         &slice.clients,

@@ -15,6 +15,15 @@ pub const L0: SegmentId = 100;
 /// Segment L1 of the test slice (vm2, vm3).
 pub const L1: SegmentId = 101;
 
+/// Options for a 2-host lab in a directory of its own (`target/snaplabs/<pid>-<ns>`): the
+/// default `target/labs/<id>` can be removed by another process's lab teardown racing with
+/// our claim of the same id.
+pub fn lab_options() -> crate::lab::LabOptions {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
+    let dir = crate::image::repo_root().join("target/snaplabs").join(format!("{}-{nanos}", std::process::id()));
+    crate::lab::LabOptions { hosts: 2, dir: Some(dir), ..Default::default() }
+}
+
 /// A domain spec booting the lab's guest image with the given NICs `(mac, segment, ip/prefix)`.
 pub fn vm_spec(lab: &Lab, name: &str, mem: u64, nics: &[(&str, SegmentId, &str)]) -> DomainSpec {
     DomainSpec {

@@ -15,12 +15,12 @@ pub const L0: SegmentId = 100;
 /// Segment L1 of the test slice (vm2, vm3).
 pub const L1: SegmentId = 101;
 
-/// Options for a 2-host lab in a directory of its own (`target/snaplabs/<pid>-<ns>`): the
-/// default `target/labs/<id>` can be removed by another process's lab teardown racing with
-/// our claim of the same id.
+/// Options for a 2-host lab in a directory of its own (`/tmp/vsl-<pid>-<n>`): the default
+/// `target/labs/<id>` can be removed by another process's lab teardown racing with our
+/// claim of the same id. Short, because agents bind unix sockets below it (108 bytes).
 pub fn lab_options() -> crate::lab::LabOptions {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
-    let dir = crate::image::repo_root().join("target/snaplabs").join(format!("{}-{nanos}", std::process::id()));
+    let dir = std::path::PathBuf::from(format!("/tmp/vsl-{}-{}", std::process::id(), nanos % 1_000_000));
     crate::lab::LabOptions { hosts: 2, dir: Some(dir), ..Default::default() }
 }
 

@@ -80,7 +80,8 @@ fn free_udp_port() -> Res<u16> {
 impl Host {
     /// Opens the state directory, re-attaches to running domains and restores switch ports.
     pub fn open(cfg: Config, switch: Switch) -> anyhow::Result<Arc<Host>> {
-        let driver: Arc<dyn Driver> = Arc::new(QemuDriver::new(cfg.qemu.binary.clone(), &cfg.qemu.accel));
+        let driver: Arc<dyn Driver> =
+            Arc::new(QemuDriver::new(cfg.qemu.binary.clone(), &cfg.qemu.accel, cfg.qemu.disk_flush));
         std::fs::create_dir_all(cfg.state_dir.join("domains"))?;
         std::fs::create_dir_all(cfg.state_dir.join("snapshots"))?;
         std::fs::create_dir_all(cfg.state_dir.join("layers"))?;

@@ -72,6 +72,8 @@ pub struct LocalSnap {
     domains: Vec<String>,
     bytes_total: u64,
     progress: Arc<AtomicU64>,
+    /// Per domain, the overlays made at prepare that the guests write to after the cut.
+    layers: HashMap<String, Vec<PathBuf>>,
     st: Mutex<SnapState>,
 }
 
@@ -146,6 +148,19 @@ pub fn prepare(h: &Host, r: PrepareRequest) -> Res<PrepareReply> {
     if free < need {
         return Err(err(ErrorKind::Capacity, format!("Need {need} bytes for images, {free} free")));
     }
+    // The overlays the guests will write to after the cut are made now, while they run.
+    let mut layers = HashMap::new();
+    for name in &r.domains {
+        let dom = h.get(name)?;
+        let tops = lock(&dom.rec).disks.clone();
+        let mut made = Vec::new();
+        for (i, top) in tops.iter().enumerate() {
+            let new = h.new_layer(name, i);
+            crate::domain::qemu::create_overlay_live(top, &new).map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
+            made.push(new);
+        }
+        layers.insert(name.clone(), made);
+    }
     std::fs::create_dir_all(&dir).map_err(|e| err(ErrorKind::Internal, format!("creating {}: {e}", dir.display())))?;
     let snap = Arc::new(LocalSnap {
         id: r.snapshot.clone(),
@@ -154,6 +169,7 @@ pub fn prepare(h: &Host, r: PrepareRequest) -> Res<PrepareReply> {
         domains: r.domains.clone(),
         bytes_total: bytes,
         progress: Arc::new(AtomicU64::new(0)),
+        layers,
         st: Mutex::new(SnapState {
             phase: SavePhase::Prepared,
             cut_started: false,
@@ -267,7 +283,10 @@ fn cut_one(h: &Host, snap: &LocalSnap, name: &str, mode: CutMode, deadline: Dura
     let mut s = Session::connect(&dom.dir.qmp()).map_err(internal)?;
     let background = matches!(mode, CutMode::Consistent | CutMode::Naive);
     persist::arm(&mut s, background).map_err(internal)?;
-    let new_files: Vec<PathBuf> = (0..rec.disks.len()).map(|i| h.new_layer(name, i)).collect();
+    let new_files: Vec<PathBuf> = snap.layers.get(name).cloned().unwrap_or_default();
+    if new_files.len() != rec.disks.len() {
+        return Err(err(ErrorKind::Conflict, format!("domain {name:?} disks changed since prepare")));
+    }
     let new_nodes: Vec<String> = (0..rec.disks.len()).map(|i| format!("d{i}e{}", snap.epoch)).collect();
     let colour = |policy: AheadPolicy, record: bool| -> Res<()> {
         for p in &rec.ports {
@@ -281,14 +300,27 @@ fn cut_one(h: &Host, snap: &LocalSnap, name: &str, mode: CutMode, deadline: Dura
             let t0 = Instant::now();
             let at = now_ns();
             s.run(&qapi::qmp::stop {}).map_err(internal)?;
+            let t_stop = t0.elapsed();
             if mode == CutMode::Consistent {
                 colour(AheadPolicy::Hold, true)?;
             }
+            let t_switch = t0.elapsed();
             persist::snapshot_disks(&mut s, &rec.disk_nodes, &new_files, &new_nodes).map_err(internal)?;
+            let t_disk = t0.elapsed();
             persist::start_migration(&mut s, &sock).map_err(internal)?;
+            let t_mig = t0.elapsed();
             if !persist::wait_running(&mut s, deadline).map_err(internal)? {
                 return Err(err(ErrorKind::Internal, "guest did not resume after the snapshot setup"));
             }
+            tracing::info!(
+                domain = name,
+                stop_us = t_stop.as_micros() as u64,
+                switch_us = t_switch.as_micros() as u64,
+                disk_us = t_disk.as_micros() as u64,
+                migrate_us = t_mig.as_micros() as u64,
+                resumed_us = t0.elapsed().as_micros() as u64,
+                "cut timings (cumulative)"
+            );
             Ok((t0, at, None))
         }
         CutMode::StopCopy => {
@@ -496,10 +528,11 @@ pub fn commit(h: &Host, id: &str) -> Res<CommitReply> {
                     .map_err(|e| internal("channel log", e))?,
             );
         }
+        // Frozen layers never change again; make them durable before the host says done.
         let disks = part
             .frozen
             .iter()
-            .map(|p| layer_hash(p))
+            .map(|p| std::fs::File::open(p).and_then(|f| f.sync_all()).and_then(|_| layer_hash(p)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| internal("disk layer", e))?;
         let memory = part.memory.clone().ok_or_else(|| err(ErrorKind::Internal, format!("{name}: no memory image")))?;

@@ -35,6 +35,8 @@ pub struct LabOptions {
     pub host_vcpus: u32,
     /// Keep the lab (processes and files) when the `Lab` value is dropped.
     pub keep: bool,
+    /// Agents forward guest disk flushes to the host (see the agent's `qemu.disk_flush`).
+    pub disk_flush: bool,
 }
 
 impl Default for LabOptions {
@@ -46,6 +48,7 @@ impl Default for LabOptions {
             host_vcpus: 4,
             // For debugging a failed test: VNSNAP_KEEP_LAB=1 leaves it up.
             keep: std::env::var_os("VNSNAP_KEEP_LAB").is_some(),
+            disk_flush: false,
         }
     }
 }
@@ -180,13 +183,14 @@ impl Lab {
             let id = ca.issue(&hdir, "agent", &format!("host{n}"), &[addr.to_string(), "localhost".into()])?;
             let cfg = format!(
                 "name = \"host{n}\"\nstate_dir = \"{state}\"\nlisten = \"{addr}:{AGENT_PORT}\"\ntunnel = \"{addr}:{TUNNEL_PORT}\"\n\
-                 vcpus = {vcpus}\nmemory_mib = {mem}\n\n[tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\n[qemu]\n# These machines have no usable KVM: TCG always.\naccel = \"tcg\"\n",
+                 vcpus = {vcpus}\nmemory_mib = {mem}\n\n[tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\n[qemu]\n# These machines have no usable KVM: TCG always.\naccel = \"tcg\"\ndisk_flush = {flush}\n",
                 state = hdir.join("state").display(),
                 vcpus = opts.host_vcpus,
                 mem = opts.host_memory_mib,
                 ca = lab.ca.display(),
                 cert = id.cert.display(),
                 key = id.key.display(),
+                flush = opts.disk_flush,
             );
             std::fs::write(hdir.join("agent.toml"), cfg)?;
             lab.hosts.push(LabHost { name: format!("host{n}"), ns: net.ns(n), addr, dir: hdir, pid: None });

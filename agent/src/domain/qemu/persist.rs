@@ -34,8 +34,9 @@ pub fn arm(s: &mut Session, background: bool) -> Result<(), DriverError> {
 }
 
 /// Snapshots every disk in one transaction: each active qcow2 node (`nodes[i]`) becomes
-/// read-only and the guest goes on writing to a new overlay `new_files[i]` whose node is
-/// named `new_nodes[i]`. One transaction, so all disks are cut at the same instant.
+/// read-only and the guest goes on writing to the overlay `new_files[i]` (made beforehand
+/// by `create_overlay_live`, so nothing is created during the pause), whose node is named
+/// `new_nodes[i]`. One transaction, so all disks are cut at the same instant.
 pub fn snapshot_disks(
     s: &mut Session,
     nodes: &[String],
@@ -56,7 +57,7 @@ pub fn snapshot_disks(
                 snapshot_file: file.display().to_string(),
                 snapshot_node_name: Some(new.clone()),
                 format: Some("qcow2".into()),
-                mode: Some(q::NewImageMode::absolute_paths),
+                mode: Some(q::NewImageMode::existing),
             })
         })
         .collect();

@@ -400,12 +400,11 @@ impl AmTestbed {
     /// Brings up `hosts` agents and an AM configured with them.
     pub fn up(hosts: usize, opts: AmLabOptions) -> anyhow::Result<AmTestbed> {
         // A directory of our own: the default `target/labs/<id>` can be removed by another
-        // process's lab teardown racing with our claim of the same id.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let lab_dir = crate::image::repo_root().join("target/amlabs").join(format!("{}-{nanos}", std::process::id()));
+        // process's lab teardown racing with our claim of the same id. Short, because QEMU's
+        // unix socket paths under it must stay below 108 bytes.
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let lab_dir = PathBuf::from(format!("/tmp/vam-{}-{n}", std::process::id()));
         let lab = crate::lab::Lab::up(crate::lab::LabOptions { hosts, dir: Some(lab_dir), ..Default::default() })?;
         let dir = lab.dir.join("am-testbed");
         std::fs::create_dir_all(&dir)?;

@@ -1,9 +1,9 @@
 //! vnsnap-testbed
+pub mod amlab;
+pub mod bench;
+pub mod bench_am;
+pub mod ch;
+pub mod checker;
+pub mod demo;
 pub mod image;
 pub mod lab;
-pub mod ch;
-pub mod amlab;
-pub mod bench_am;
-pub mod checker;
-pub mod bench;
-pub mod demo;

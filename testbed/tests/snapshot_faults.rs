@@ -236,7 +236,20 @@ async fn snapshot_faults() {
     for d in s.clients[0].domains().await.unwrap() {
         assert_eq!(d.state, DomainState::Running, "{d:?}");
     }
-    tokio::task::block_in_place(|| lab.start_agent(1)).expect("restart agent");
+    let tr = Instant::now();
+    if let Err(e) = tokio::task::block_in_place(|| lab.start_agent(1)) {
+        let e = format!("{e:#}");
+        failures.push(format!("restarted agent not listening within the lab's 30 s: {}", e.lines().next().unwrap_or("")));
+        // It may only be slow: wait for it, to check the rest.
+        loop {
+            if lab.client(1).unwrap().host().await.is_ok() {
+                break;
+            }
+            assert!(tr.elapsed() < Duration::from_secs(240), "restarted agent never answered: {e}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    eprintln!("agent restarted and answering after {:?}", tr.elapsed());
     s.clients[1] = lab.client(1).unwrap();
     w.set_clients(&s.clients);
     slice::wait_guests(&s, Duration::from_secs(60)).await.expect("guests after agent restart");

@@ -281,12 +281,15 @@ pub enum SnapshotError {
     #[error("The slice has no VM to snapshot")]
     Empty,
     /// An agent call failed.
-    #[error("{op} on host {host} failed: {source}")]
+    #[error("{op} on host {host} failed: {detail}")]
     Agent {
         /// The call (`prepare`, `cut`, `status`, `commit`).
         op: &'static str,
         /// Host.
         host: String,
+        /// The error and its whole source chain, for the experimenter (`geni_error`): the
+        /// client error alone says only "refused", the agent's reason is in its source.
+        detail: String,
         /// The agent's error.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
@@ -321,10 +324,12 @@ pub enum RestoreError {
     #[error("The snapshot has no VM to restore")]
     Empty,
     /// Prepare failed on a host; every prepared host was undone and nothing changed.
-    #[error("Restore refused by host {host}: {source}")]
+    #[error("Restore refused by host {host}: {detail}")]
     Prepare {
         /// Host.
         host: String,
+        /// The error and its source chain (the agent's reason, e.g. a checksum mismatch).
+        detail: String,
         /// The agent's error.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
@@ -376,8 +381,23 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// An error with its source chain, `outer: inner: innermost`.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let m = s.to_string();
+        if !msg.contains(&m) {
+            msg.push_str(": ");
+            msg.push_str(&m);
+        }
+        src = s.source();
+    }
+    msg
+}
+
 fn agent_err<E: std::error::Error + Send + Sync + 'static>(op: &'static str, host: &str, e: E) -> SnapshotError {
-    SnapshotError::Agent { op, host: host.to_string(), source: Box::new(e) }
+    SnapshotError::Agent { op, host: host.to_string(), detail: error_chain(&e), source: Box::new(e) }
 }
 
 /// Runs `call` on every host at once (one task each, so that a slow host never delays the
@@ -645,7 +665,7 @@ pub async fn delete_snapshot<C: SnapshotAgent>(
             }
             let r = match c.snapshot_delete(&id).await {
                 Err(e) if C::is_not_found(&e) => Ok(()),
-                r => r.map_err(|e| e.to_string()),
+                r => r.map_err(|e| error_chain(&e)),
             };
             (host, r)
         });
@@ -729,7 +749,11 @@ pub async fn restore_slice<C: SnapshotAgent>(
         match j {
             Ok((i, Ok(_))) => prepared.push(i),
             Ok((i, Err(e))) => {
-                first_err.get_or_insert(RestoreError::Prepare { host: parts[i].host.clone(), source: Box::new(e) });
+                first_err.get_or_insert(RestoreError::Prepare {
+                    host: parts[i].host.clone(),
+                    detail: error_chain(&e),
+                    source: Box::new(e),
+                });
             }
             Err(e) => {
                 first_err.get_or_insert(RestoreError::Task(e.to_string()));
@@ -768,7 +792,7 @@ pub async fn restore_slice<C: SnapshotAgent>(
             Ok((host, Ok(r))) => {
                 domains.insert(host, r.domains);
             }
-            Ok((host, Err(e))) => failed.push((host, e.to_string())),
+            Ok((host, Err(e))) => failed.push((host, error_chain(&e))),
             Err(e) => failed.push((String::new(), e.to_string())),
         }
     }

@@ -41,8 +41,9 @@ use manifest::{Manifest, ManifestContext, VmEntry};
 pub const OPT_NAME: &str = "vnsnap_snapshot_name";
 /// POA option naming the snapshot to restore.
 pub const OPT_URN: &str = "vnsnap_snapshot_urn";
-/// Deadline the agents get for cutting every VM of a host (ms).
-const CUT_DEADLINE_MS: u64 = 5_000;
+/// Deadline the agents get for cutting every VM of a host (ms). A safety bound, not the
+/// pause (milliseconds): a cut is QMP round trips, which take seconds on a loaded TCG host.
+const CUT_DEADLINE_MS: u64 = 30_000;
 /// Bound on the clean-up of interrupted snapshots at start-up.
 const RECOVER_TIMEOUT: Duration = Duration::from_secs(60);
 

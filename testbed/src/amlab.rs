@@ -3,7 +3,8 @@
 //! [`AmLab::start`] writes a configuration (agents, cluster TLS, image catalog, a server
 //! certificate issued by the test clearinghouse, the clearinghouse CA as GENI trust root),
 //! starts the daemon, waits until it prints `listening on`, and kills it on drop.
-//! [`AmClient`] is a small XML-RPC-over-mTLS client with the codec of the AM itself.
+//! [`AmClient`] is the AM's own XML-RPC-over-mTLS client ([`vnsnap_am::client`]) presenting a
+//! test identity.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
-use vnsnap_am::xmlrpc::{self, Value};
+use vnsnap_am::xmlrpc::Value;
 
 use crate::ch::{CertSpec, Clearinghouse, Identity};
 
@@ -94,28 +95,30 @@ pub struct AmLab {
     pub log: PathBuf,
 }
 
-/// The vnsnap-am binary: `$VNSNAP_AM_BIN`, else `target/debug/vnsnap-am` (built once).
+/// The vnsnap-am binary: `$VNSNAP_AM_BIN`, else `target/debug/vnsnap-am` as built by
+/// `cargo build` (or `cargo test`, which builds workspace binaries). Only a missing binary is
+/// built here: a nested `cargo build` can wait forever on the build-directory lock that a
+/// running `cargo test` holds.
 pub fn am_binary() -> Result<PathBuf, AmLabError> {
     if let Some(p) = std::env::var_os("VNSNAP_AM_BIN") {
         return Ok(PathBuf::from(p));
     }
-    let root = crate::image::repo_root();
+    let p = crate::lab::bin("vnsnap-am");
+    if p.is_file() {
+        return Ok(p);
+    }
     static BUILD: Once = Once::new();
     BUILD.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let _ = Command::new(cargo)
             .args(["build", "-q", "-p", "vnsnap-am", "--bin", "vnsnap-am"])
-            .current_dir(&root)
+            .current_dir(crate::image::repo_root())
             .status();
     });
-    let p = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
-        .join("debug/vnsnap-am");
-    if p.exists() {
+    if p.is_file() {
         Ok(p)
     } else {
-        Err(AmLabError::Start(format!("{} missing", p.display())))
+        Err(AmLabError::Start(format!("{} missing (cargo build -p vnsnap-am)", p.display())))
     }
 }
 
@@ -279,8 +282,7 @@ impl Drop for AmLab {
 /// An XML-RPC client presenting a GENI identity's certificate chain.
 #[derive(Debug, Clone)]
 pub struct AmClient {
-    http: reqwest::blocking::Client,
-    url: String,
+    inner: vnsnap_am::client::XmlRpcClient,
 }
 
 /// The TLS identity PEM (chain + key) of a CH identity.
@@ -311,35 +313,14 @@ pub fn rspec_opts(extra: Vec<(&str, Value)>) -> Value {
 impl AmClient {
     /// A client for `url` authenticating as `id`.
     pub fn new(url: &str, id: &Identity) -> Result<AmClient, AmLabError> {
-        let identity = reqwest::Identity::from_pem(&identity_pem(id)?)
-            .map_err(|e| AmLabError::Call("identity".into(), e.to_string()))?;
-        let http = reqwest::blocking::Client::builder()
-            .use_rustls_tls()
-            .identity(identity)
-            // Like omni: the AM's server certificate is not checked.
-            .danger_accept_invalid_certs(true)
-            .timeout(Duration::from_secs(300))
-            .build()
+        let inner = vnsnap_am::client::XmlRpcClient::new(url, &identity_pem(id)?, Duration::from_secs(300))
             .map_err(|e| AmLabError::Call("client".into(), e.to_string()))?;
-        Ok(AmClient { http, url: url.to_string() })
+        Ok(AmClient { inner })
     }
 
     /// Calls a method; `Err` for transport errors and XML-RPC faults.
     pub fn call(&self, method: &str, params: &[Value]) -> Result<Value, AmLabError> {
-        let body = xmlrpc::write_call(method, params);
-        let resp = self
-            .http
-            .post(&self.url)
-            .header("Content-Type", "text/xml")
-            .body(body)
-            .send()
-            .map_err(|e| AmLabError::Call(method.into(), format!("{e:?}")))?;
-        let bytes = resp.bytes().map_err(|e| AmLabError::Call(method.into(), e.to_string()))?;
-        match xmlrpc::parse_response(&bytes) {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err((code, msg))) => Err(AmLabError::Call(method.into(), format!("fault {code}: {msg}"))),
-            Err(e) => Err(AmLabError::Call(method.into(), e.to_string())),
-        }
+        self.inner.call(method, params).map_err(|e| AmLabError::Call(method.into(), e.to_string()))
     }
 }
 

@@ -10,6 +10,8 @@ pub mod agents;
 pub mod aggregate;
 pub mod api;
 pub mod auth;
+pub mod cli;
+pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod error;

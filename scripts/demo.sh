@@ -16,5 +16,5 @@ fi
 
 scripts/setup.sh
 echo "demo: building (release)"
-cargo build --release -p vnsnap-agent -p vnsnap-testbed
+cargo build --release -p vnsnap-agent -p vnsnap-am -p vnsnap-testbed
 exec target/release/vnsnap-testbed demo "$@"

@@ -83,6 +83,17 @@ impl std::fmt::Debug for LocalSnap {
     }
 }
 
+/// A unix socket path for `long` that fits the 108-byte `sun_path` limit whatever the
+/// state directory: a hash of the long path under the system's temporary directory.
+pub fn short_socket_path(long: &Path) -> PathBuf {
+    let dir = std::env::temp_dir().join("vnsnap-sock");
+    let _ = std::fs::create_dir_all(&dir);
+    let h = blake3::hash(long.as_os_str().as_encoded_bytes()).to_hex();
+    let p = dir.join(format!("{}.sock", &h[..24]));
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
 /// Directory of snapshot `id`.
 pub fn snap_dir(h: &Host, id: &str) -> PathBuf {
     h.cfg.state_dir.join("snapshots").join(id)
@@ -272,7 +283,7 @@ fn cut_one(h: &Host, snap: &LocalSnap, name: &str, mode: CutMode, deadline: Dura
     let internal = |e: crate::domain::DriverError| err(ErrorKind::Internal, e.to_string());
     let ddir = snap.dir.join(name);
     std::fs::create_dir_all(&ddir).map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
-    let sock = ddir.join("mig.sock");
+    let sock = short_socket_path(&ddir.join("mig.sock"));
     let listener =
         UnixListener::bind(&sock).map_err(|e| err(ErrorKind::Internal, format!("binding {}: {e}", sock.display())))?;
     let out = ddir.join("memory.bin");
@@ -565,7 +576,7 @@ pub fn commit(h: &Host, id: &str) -> Res<CommitReply> {
     std::fs::rename(&tmp, snap.dir.join("host.json")).map_err(|e| internal("host.json", e))?;
     std::fs::File::open(&snap.dir).and_then(|f| f.sync_all()).map_err(|e| internal("snapshot dir", e))?;
     for name in st.parts.keys() {
-        let _ = std::fs::remove_file(snap.dir.join(name).join("mig.sock"));
+        let _ = std::fs::remove_file(short_socket_path(&snap.dir.join(name).join("mig.sock")));
     }
     st.phase = SavePhase::Committed;
     drop(st);

@@ -9,9 +9,7 @@ use std::sync::OnceLock;
 use base64::Engine as _;
 use chrono::{Duration, Utc};
 use vnsnap_am::auth::{AuthError, Authorizer, CallContext, CredentialInput, Method, TrustRoots};
-use vnsnap_testbed::ch::{
-    delegate, speaks_for, CertSpec, Clearinghouse, CredSpec, Digest, Identity, KeyInfoMode,
-};
+use vnsnap_testbed::ch::{delegate, speaks_for, CertSpec, Clearinghouse, CredSpec, Digest, Identity, KeyInfoMode};
 
 /// The shared world: one trusted CH, one untrusted CH with the same authority name, and a few
 /// principals. Tests issue what else they need.
@@ -66,8 +64,7 @@ fn slice_cred(spec: &CredSpec) -> String {
 /// Authorize `cred` for alice on the slice with `method`.
 fn as_alice(cred: &str, method: Method) -> Result<vnsnap_am::auth::Authorized, AuthError> {
     let w = world();
-    w.auth
-        .authorize(&ctx(&w.alice), &[sfa(cred)], Some(&w.slice.urn), method)
+    w.auth.authorize(&ctx(&w.alice), &[sfa(cred)], Some(&w.slice.urn), method)
 }
 
 fn code(r: &Result<vnsnap_am::auth::Authorized, AuthError>) -> i32 {
@@ -96,40 +93,25 @@ fn accepts_sha256_slice_credential() {
 fn accepts_sha1_credential_and_sha1_certificates() {
     let w = world();
     let carol = w.ch.user("carol", &CertSpec::default().sha1()).unwrap();
-    let slice =
-        w.ch.slice(Some("proj"), "sha1s", &CertSpec::default().sha1())
-            .unwrap();
-    let cred =
-        w.ch.slice_credential(&carol, &slice, &CredSpec::default().digest(Digest::Sha1))
-            .unwrap();
+    let slice = w.ch.slice(Some("proj"), "sha1s", &CertSpec::default().sha1()).unwrap();
+    let cred = w.ch.slice_credential(&carol, &slice, &CredSpec::default().digest(Digest::Sha1)).unwrap();
     assert!(cred.contains("xmldsig#rsa-sha1"));
-    let r = w.auth.authorize(
-        &ctx(&carol),
-        &[sfa(&cred)],
-        Some(&slice.urn),
-        Method::Describe,
-    );
+    let r = w.auth.authorize(&ctx(&carol), &[sfa(&cred)], Some(&slice.urn), Method::Describe);
     assert_eq!(r.unwrap().user_urn, carol.urn);
 }
 
 #[test]
 fn accepts_user_credential_for_list_resources() {
     let w = world();
-    let cred =
-        w.ch.user_credential(&w.alice, &CredSpec::user_default())
-            .unwrap();
-    let r = w
-        .auth
-        .authorize(&ctx(&w.alice), &[sfa(&cred)], None, Method::ListResources);
+    let cred = w.ch.user_credential(&w.alice, &CredSpec::user_default()).unwrap();
+    let r = w.auth.authorize(&ctx(&w.alice), &[sfa(&cred)], None, Method::ListResources);
     assert_eq!(r.unwrap().credential.unwrap().target_urn, w.alice.urn);
 }
 
 #[test]
 fn get_version_needs_no_credential() {
     let w = world();
-    let r = w
-        .auth
-        .authorize(&ctx(&w.bob), &[], None, Method::GetVersion);
+    let r = w.auth.authorize(&ctx(&w.bob), &[], None, Method::GetVersion);
     assert_eq!(r.unwrap().caller_urn, w.bob.urn);
 }
 
@@ -144,9 +126,7 @@ fn accepts_base64_geni_value() {
         CredentialInput::bytes("geni_sfa", "3", cred.clone().into_bytes()),
         CredentialInput::bytes("geni_sfa", "3", b64.clone().into_bytes()),
     ] {
-        let r = w
-            .auth
-            .authorize(&ctx(&w.alice), &[input], Some(&w.slice.urn), Method::Status);
+        let r = w.auth.authorize(&ctx(&w.alice), &[input], Some(&w.slice.urn), Method::Status);
         assert!(r.is_ok(), "{r:?}");
     }
 }
@@ -155,12 +135,7 @@ fn accepts_base64_geni_value() {
 fn accepts_bare_string_credential() {
     let w = world();
     let cred = slice_cred(&CredSpec::default());
-    let r = w.auth.authorize(
-        &ctx(&w.alice),
-        &[CredentialInput::bare(cred)],
-        Some(&w.slice.urn),
-        Method::DeleteSliver,
-    );
+    let r = w.auth.authorize(&ctx(&w.alice), &[CredentialInput::bare(cred)], Some(&w.slice.urn), Method::DeleteSliver);
     assert!(r.is_ok(), "{r:?}");
 }
 
@@ -170,21 +145,11 @@ fn skips_unknown_credential_types() {
     let cred = slice_cred(&CredSpec::default());
     let broken = CredentialInput::text("geni_sfaBROKEN", "3", cred.clone());
     // Alone it leaves no usable credential: FORBIDDEN.
-    let r = w.auth.authorize(
-        &ctx(&w.alice),
-        std::slice::from_ref(&broken),
-        Some(&w.slice.urn),
-        Method::Status,
-    );
+    let r = w.auth.authorize(&ctx(&w.alice), std::slice::from_ref(&broken), Some(&w.slice.urn), Method::Status);
     assert_eq!(r, Err(AuthError::NoCredential));
     assert_eq!(code(&r), 3);
     // Next to a good one it is skipped.
-    let r = w.auth.authorize(
-        &ctx(&w.alice),
-        &[broken, sfa(&cred)],
-        Some(&w.slice.urn),
-        Method::Status,
-    );
+    let r = w.auth.authorize(&ctx(&w.alice), &[broken, sfa(&cred)], Some(&w.slice.urn), Method::Status);
     assert!(r.is_ok(), "{r:?}");
 }
 
@@ -193,9 +158,7 @@ fn skips_unknown_credential_types() {
 #[test]
 fn rejects_list_resources_without_credential() {
     let w = world();
-    let r = w
-        .auth
-        .authorize(&ctx(&w.alice), &[], None, Method::ListResources);
+    let r = w.auth.authorize(&ctx(&w.alice), &[], None, Method::ListResources);
     assert_eq!(r, Err(AuthError::NoCredential));
     assert_eq!(code(&r), 3);
 }
@@ -203,9 +166,7 @@ fn rejects_list_resources_without_credential() {
 #[test]
 fn rejects_missing_client_certificate() {
     let w = world();
-    let r = w
-        .auth
-        .authorize(&CallContext::default(), &[], None, Method::GetVersion);
+    let r = w.auth.authorize(&CallContext::default(), &[], None, Method::GetVersion);
     assert_eq!(r, Err(AuthError::NoClientCertificate));
     assert_eq!(code(&r), 3);
 }
@@ -244,15 +205,9 @@ fn rejects_entity_bomb() {
 
 #[test]
 fn rejects_oversized_credential() {
-    let big = format!(
-        "<signed-credential>{}</signed-credential>",
-        " ".repeat(300 * 1024)
-    );
+    let big = format!("<signed-credential>{}</signed-credential>", " ".repeat(300 * 1024));
     let r = as_alice(&big, Method::Describe);
-    assert!(
-        matches!(r, Err(AuthError::CredentialTooLarge { .. })),
-        "{r:?}"
-    );
+    assert!(matches!(r, Err(AuthError::CredentialTooLarge { .. })), "{r:?}");
     assert_eq!(code(&r), 1);
 }
 
@@ -262,10 +217,7 @@ fn rejects_oversized_credential() {
 fn rejects_expired_credential() {
     let cred = slice_cred(&CredSpec::default().expires(Utc::now() - Duration::hours(1)));
     let r = as_alice(&cred, Method::Describe);
-    assert!(
-        matches!(r, Err(AuthError::CredentialExpired { .. })),
-        "{r:?}"
-    );
+    assert!(matches!(r, Err(AuthError::CredentialExpired { .. })), "{r:?}");
     assert_eq!(code(&r), 15);
 }
 
@@ -275,14 +227,9 @@ fn rejects_credential_with_expired_owner_certificate() {
     // Same URN as alice, but a certificate that expired yesterday embedded as owner_gid.
     let old_alice = w.ch.user("alice", &CertSpec::expired()).unwrap();
     assert_eq!(old_alice.urn, w.alice.urn);
-    let cred =
-        w.ch.slice_credential(&old_alice, &w.slice, &CredSpec::default())
-            .unwrap();
+    let cred = w.ch.slice_credential(&old_alice, &w.slice, &CredSpec::default()).unwrap();
     let r = as_alice(&cred, Method::Describe);
-    assert!(
-        matches!(r, Err(AuthError::CertificateExpired { .. })),
-        "{r:?}"
-    );
+    assert!(matches!(r, Err(AuthError::CertificateExpired { .. })), "{r:?}");
     assert_eq!(code(&r), 15);
 }
 
@@ -291,32 +238,17 @@ fn rejects_caller_with_expired_certificate() {
     let w = world();
     let old = w.ch.user("dave", &CertSpec::expired()).unwrap();
     let r = w.auth.authorize(&ctx(&old), &[], None, Method::GetVersion);
-    assert!(
-        matches!(r, Err(AuthError::CertificateExpired { .. })),
-        "{r:?}"
-    );
+    assert!(matches!(r, Err(AuthError::CertificateExpired { .. })), "{r:?}");
     assert_eq!(code(&r), 15);
 }
 
 #[test]
 fn rejects_not_yet_valid_certificate() {
     let w = world();
-    let future_slice =
-        w.ch.slice(Some("proj"), "future", &CertSpec::not_yet_valid())
-            .unwrap();
-    let cred =
-        w.ch.slice_credential(&w.alice, &future_slice, &CredSpec::default())
-            .unwrap();
-    let r = w.auth.authorize(
-        &ctx(&w.alice),
-        &[sfa(&cred)],
-        Some(&future_slice.urn),
-        Method::Describe,
-    );
-    assert!(
-        matches!(r, Err(AuthError::CertificateNotYetValid { .. })),
-        "{r:?}"
-    );
+    let future_slice = w.ch.slice(Some("proj"), "future", &CertSpec::not_yet_valid()).unwrap();
+    let cred = w.ch.slice_credential(&w.alice, &future_slice, &CredSpec::default()).unwrap();
+    let r = w.auth.authorize(&ctx(&w.alice), &[sfa(&cred)], Some(&future_slice.urn), Method::Describe);
+    assert!(matches!(r, Err(AuthError::CertificateNotYetValid { .. })), "{r:?}");
     assert_eq!(code(&r), 3);
 }
 
@@ -336,10 +268,7 @@ fn rejects_tampered_privilege() {
 fn rejects_signer_not_chained_to_trust_root() {
     let w = world();
     // The untrusted CH's CA signs a credential about trusted alice and the trusted slice.
-    let cred = w
-        .evil
-        .credential_signed_by(w.evil.ca(), &w.alice, &w.slice, &CredSpec::default())
-        .unwrap();
+    let cred = w.evil.credential_signed_by(w.evil.ca(), &w.alice, &w.slice, &CredSpec::default()).unwrap();
     let r = as_alice(&cred, Method::Describe);
     assert!(matches!(r, Err(AuthError::SignerUntrusted(_))), "{r:?}");
     assert_eq!(code(&r), 3);
@@ -349,13 +278,9 @@ fn rejects_signer_not_chained_to_trust_root() {
 fn rejects_keyvalue_only_signature() {
     let w = world();
     let mallory = w.evil.user("mallory", &CertSpec::default()).unwrap();
-    let cred =
-        w.ch.credential_signed_by(
-            &mallory,
-            &w.alice,
-            &w.slice,
-            &CredSpec::default().key_info(KeyInfoMode::KeyValueOnly),
-        )
+    let cred = w
+        .ch
+        .credential_signed_by(&mallory, &w.alice, &w.slice, &CredSpec::default().key_info(KeyInfoMode::KeyValueOnly))
         .unwrap();
     assert!(!cred.contains("X509Certificate"));
     let r = as_alice(&cred, Method::Allocate);
@@ -367,9 +292,7 @@ fn rejects_keyvalue_only_signature() {
 fn rejects_untrusted_x509_signer_that_plain_xmlsec1_accepts() {
     let w = world();
     let mallory = w.evil.user("mallory", &CertSpec::default()).unwrap();
-    let cred =
-        w.ch.credential_signed_by(&mallory, &w.alice, &w.slice, &CredSpec::default())
-            .unwrap();
+    let cred = w.ch.credential_signed_by(&mallory, &w.alice, &w.slice, &CredSpec::default()).unwrap();
     // The trap: xmlsec1 without --enabled-key-data x509 falls back to the KeyValue and says OK.
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("c.xml");
@@ -380,10 +303,7 @@ fn rejects_untrusted_x509_signer_that_plain_xmlsec1_accepts() {
         .arg(&f)
         .output()
         .unwrap();
-    assert!(
-        plain.status.success(),
-        "expected the KeyValue fallback to fool plain xmlsec1"
-    );
+    assert!(plain.status.success(), "expected the KeyValue fallback to fool plain xmlsec1");
     let r = as_alice(&cred, Method::Allocate);
     assert!(matches!(r, Err(AuthError::SignerUntrusted(_))), "{r:?}");
     assert_eq!(code(&r), 3);
@@ -402,12 +322,8 @@ fn rejects_trusted_certificate_with_signature_by_another_key() {
         cert: w.alice.cert.clone(),
         issuers: w.alice.issuers.clone(),
     };
-    let cred =
-        w.ch.credential_signed_by(&forger, &w.alice, &w.alice, &CredSpec::default())
-            .unwrap();
-    let r = w
-        .auth
-        .authorize(&ctx(&w.alice), &[sfa(&cred)], None, Method::ListResources);
+    let cred = w.ch.credential_signed_by(&forger, &w.alice, &w.alice, &CredSpec::default()).unwrap();
+    let r = w.auth.authorize(&ctx(&w.alice), &[sfa(&cred)], None, Method::ListResources);
     assert!(matches!(r, Err(AuthError::SignatureInvalid(_))), "{r:?}");
     assert_eq!(code(&r), 3);
 }
@@ -417,16 +333,8 @@ fn rejects_caller_from_untrusted_ca() {
     let w = world();
     let eve = w.evil.user("alice", &CertSpec::default()).unwrap();
     let cred = slice_cred(&CredSpec::default());
-    let r = w.auth.authorize(
-        &ctx(&eve),
-        &[sfa(&cred)],
-        Some(&w.slice.urn),
-        Method::Describe,
-    );
-    assert!(
-        matches!(r, Err(AuthError::UntrustedCertificate(_))),
-        "{r:?}"
-    );
+    let r = w.auth.authorize(&ctx(&eve), &[sfa(&cred)], Some(&w.slice.urn), Method::Describe);
+    assert!(matches!(r, Err(AuthError::UntrustedCertificate(_))), "{r:?}");
     assert_eq!(code(&r), 3);
 }
 
@@ -434,14 +342,9 @@ fn rejects_caller_from_untrusted_ca() {
 fn rejects_root_credential_signed_by_non_authority() {
     let w = world();
     // Bob is trusted but is no authority over the slice and did not issue its certificate.
-    let cred =
-        w.ch.credential_signed_by(&w.bob, &w.alice, &w.slice, &CredSpec::default())
-            .unwrap();
+    let cred = w.ch.credential_signed_by(&w.bob, &w.alice, &w.slice, &CredSpec::default()).unwrap();
     let r = as_alice(&cred, Method::Describe);
-    assert!(
-        matches!(r, Err(AuthError::IssuerNotAuthority { .. })),
-        "{r:?}"
-    );
+    assert!(matches!(r, Err(AuthError::IssuerNotAuthority { .. })), "{r:?}");
     assert_eq!(code(&r), 3);
 }
 
@@ -449,14 +352,9 @@ fn rejects_root_credential_signed_by_non_authority() {
 fn accepts_chain_through_sub_authority() {
     let w = world();
     let sa = w.ch.sub_authority("sub", &CertSpec::default()).unwrap();
-    let frank =
-        w.ch.issue_by(
-            &sa,
-            "urn:publicid:IDN+vnsnap-test.example:sub+user+frank",
-            "user-frank",
-            false,
-            &CertSpec::default(),
-        )
+    let frank = w
+        .ch
+        .issue_by(&sa, "urn:publicid:IDN+vnsnap-test.example:sub+user+frank", "user-frank", false, &CertSpec::default())
         .unwrap();
     let slice =
         w.ch.issue_by(
@@ -468,15 +366,8 @@ fn accepts_chain_through_sub_authority() {
         )
         .unwrap();
     assert_eq!(frank.chain_der().unwrap().len(), 3);
-    let cred =
-        w.ch.credential_signed_by(&sa, &frank, &slice, &CredSpec::default())
-            .unwrap();
-    let r = w.auth.authorize(
-        &ctx(&frank),
-        &[sfa(&cred)],
-        Some(&slice.urn),
-        Method::Provision,
-    );
+    let cred = w.ch.credential_signed_by(&sa, &frank, &slice, &CredSpec::default()).unwrap();
+    let r = w.auth.authorize(&ctx(&frank), &[sfa(&cred)], Some(&slice.urn), Method::Provision);
     assert_eq!(r.unwrap().user_urn, frank.urn);
 }
 
@@ -485,22 +376,12 @@ fn rejects_issuer_outside_its_namespace() {
     let w = world();
     let sa = w.ch.sub_authority("narrow", &CertSpec::default()).unwrap();
     // A sub-authority of vnsnap-test.example:narrow cannot vouch for vnsnap-test.example users.
-    let mallory =
-        w.ch.issue_by(
-            &sa,
-            "urn:publicid:IDN+vnsnap-test.example+user+alice",
-            "user-fakealice",
-            false,
-            &CertSpec::default(),
-        )
+    let mallory = w
+        .ch
+        .issue_by(&sa, "urn:publicid:IDN+vnsnap-test.example+user+alice", "user-fakealice", false, &CertSpec::default())
         .unwrap();
-    let r = w
-        .auth
-        .authorize(&ctx(&mallory), &[], None, Method::GetVersion);
-    assert!(
-        matches!(r, Err(AuthError::NamespaceViolation { .. })),
-        "{r:?}"
-    );
+    let r = w.auth.authorize(&ctx(&mallory), &[], None, Method::GetVersion);
+    assert!(matches!(r, Err(AuthError::NamespaceViolation { .. })), "{r:?}");
     assert_eq!(code(&r), 3);
 }
 
@@ -518,34 +399,18 @@ fn rejects_certificate_issued_by_non_ca() {
         )
         .unwrap();
     let r = w.auth.authorize(&ctx(&bobs), &[], None, Method::GetVersion);
-    assert!(
-        matches!(r, Err(AuthError::NamespaceViolation { .. })),
-        "{r:?}"
-    );
+    assert!(matches!(r, Err(AuthError::NamespaceViolation { .. })), "{r:?}");
 }
 
 #[test]
 fn rejects_delegation_with_expired_parent() {
     let w = world();
     let parent = slice_cred(&CredSpec::default().expires(Utc::now() - Duration::minutes(1)));
-    let child = delegate(
-        &parent,
-        &w.alice,
-        &w.bob,
-        &w.slice,
-        &CredSpec::default().expires(Utc::now() + Duration::days(1)),
-    )
-    .unwrap();
-    let r = w.auth.authorize(
-        &ctx(&w.bob),
-        &[sfa(&child)],
-        Some(&w.slice.urn),
-        Method::Describe,
-    );
-    assert!(
-        matches!(r, Err(AuthError::CredentialExpired { .. })),
-        "{r:?}"
-    );
+    let child =
+        delegate(&parent, &w.alice, &w.bob, &w.slice, &CredSpec::default().expires(Utc::now() + Duration::days(1)))
+            .unwrap();
+    let r = w.auth.authorize(&ctx(&w.bob), &[sfa(&child)], Some(&w.slice.urn), Method::Describe);
+    assert!(matches!(r, Err(AuthError::CredentialExpired { .. })), "{r:?}");
     assert_eq!(code(&r), 15);
 }
 
@@ -555,12 +420,7 @@ fn rejects_delegation_with_expired_parent() {
 fn rejects_credential_owned_by_someone_else() {
     let w = world();
     let cred = slice_cred(&CredSpec::default());
-    let r = w.auth.authorize(
-        &ctx(&w.bob),
-        &[sfa(&cred)],
-        Some(&w.slice.urn),
-        Method::Describe,
-    );
+    let r = w.auth.authorize(&ctx(&w.bob), &[sfa(&cred)], Some(&w.slice.urn), Method::Describe);
     assert!(matches!(r, Err(AuthError::OwnerMismatch { .. })), "{r:?}");
     assert_eq!(code(&r), 3);
 }
@@ -569,28 +429,15 @@ fn rejects_credential_owned_by_someone_else() {
 fn rejects_wrong_target_slice() {
     let w = world();
     let cred = slice_cred(&CredSpec::default());
-    let r = w.auth.authorize(
-        &ctx(&w.alice),
-        &[sfa(&cred)],
-        Some(&w.other_slice.urn),
-        Method::Describe,
-    );
-    assert_eq!(
-        r,
-        Err(AuthError::TargetMismatch {
-            expected: w.other_slice.urn.clone(),
-            found: w.slice.urn.clone()
-        })
-    );
+    let r = w.auth.authorize(&ctx(&w.alice), &[sfa(&cred)], Some(&w.other_slice.urn), Method::Describe);
+    assert_eq!(r, Err(AuthError::TargetMismatch { expected: w.other_slice.urn.clone(), found: w.slice.urn.clone() }));
     assert_eq!(code(&r), 3);
 }
 
 #[test]
 fn rejects_user_credential_as_slice_credential() {
     let w = world();
-    let cred =
-        w.ch.user_credential(&w.alice, &CredSpec::user_default())
-            .unwrap();
+    let cred = w.ch.user_credential(&w.alice, &CredSpec::user_default()).unwrap();
     let r = as_alice(&cred, Method::Describe);
     assert!(matches!(r, Err(AuthError::TargetMismatch { .. })), "{r:?}");
     assert_eq!(code(&r), 3);
@@ -601,10 +448,7 @@ fn rejects_missing_privilege() {
     let cred = slice_cred(&CredSpec::default().privileges(&[("getsliceresources", false)]));
     assert!(as_alice(&cred, Method::Status).is_ok());
     let r = as_alice(&cred, Method::Allocate);
-    assert!(
-        matches!(r, Err(AuthError::InsufficientPrivileges { .. })),
-        "{r:?}"
-    );
+    assert!(matches!(r, Err(AuthError::InsufficientPrivileges { .. })), "{r:?}");
     assert_eq!(code(&r), 3);
 }
 
@@ -619,53 +463,25 @@ fn accepts_valid_delegation_with_narrowed_privileges() {
         &w.alice,
         &w.bob,
         &w.slice,
-        &CredSpec::default()
-            .privileges(&[("getsliceresources", false)])
-            .expires(Utc::now() + Duration::days(2)),
+        &CredSpec::default().privileges(&[("getsliceresources", false)]).expires(Utc::now() + Duration::days(2)),
     )
     .unwrap();
-    let ok = w
-        .auth
-        .authorize(
-            &ctx(&w.bob),
-            &[sfa(&child)],
-            Some(&w.slice.urn),
-            Method::Describe,
-        )
-        .unwrap();
+    let ok = w.auth.authorize(&ctx(&w.bob), &[sfa(&child)], Some(&w.slice.urn), Method::Describe).unwrap();
     assert!(ok.credential.as_ref().unwrap().delegated);
     assert_eq!(ok.user_urn, w.bob.urn);
     // The narrowed credential does not allow Allocate.
-    let r = w.auth.authorize(
-        &ctx(&w.bob),
-        &[sfa(&child)],
-        Some(&w.slice.urn),
-        Method::Allocate,
-    );
-    assert!(
-        matches!(r, Err(AuthError::InsufficientPrivileges { .. })),
-        "{r:?}"
-    );
+    let r = w.auth.authorize(&ctx(&w.bob), &[sfa(&child)], Some(&w.slice.urn), Method::Allocate);
+    assert!(matches!(r, Err(AuthError::InsufficientPrivileges { .. })), "{r:?}");
 }
 
 #[test]
 fn rejects_delegation_widening_privileges() {
     let w = world();
     let parent = slice_cred(&CredSpec::default().privileges(&[("getsliceresources", true)]));
-    let child = delegate(
-        &parent,
-        &w.alice,
-        &w.bob,
-        &w.slice,
-        &CredSpec::default().expires(Utc::now() + Duration::days(1)),
-    )
-    .unwrap();
-    let r = w.auth.authorize(
-        &ctx(&w.bob),
-        &[sfa(&child)],
-        Some(&w.slice.urn),
-        Method::Allocate,
-    );
+    let child =
+        delegate(&parent, &w.alice, &w.bob, &w.slice, &CredSpec::default().expires(Utc::now() + Duration::days(1)))
+            .unwrap();
+    let r = w.auth.authorize(&ctx(&w.bob), &[sfa(&child)], Some(&w.slice.urn), Method::Allocate);
     assert!(matches!(r, Err(AuthError::DelegationInvalid(_))), "{r:?}");
     assert_eq!(code(&r), 3);
 }
@@ -679,17 +495,10 @@ fn rejects_delegation_of_non_delegable_privilege() {
         &w.alice,
         &w.bob,
         &w.slice,
-        &CredSpec::default()
-            .privileges(&[("getsliceresources", false)])
-            .expires(Utc::now() + Duration::days(1)),
+        &CredSpec::default().privileges(&[("getsliceresources", false)]).expires(Utc::now() + Duration::days(1)),
     )
     .unwrap();
-    let r = w.auth.authorize(
-        &ctx(&w.bob),
-        &[sfa(&child)],
-        Some(&w.slice.urn),
-        Method::Describe,
-    );
+    let r = w.auth.authorize(&ctx(&w.bob), &[sfa(&child)], Some(&w.slice.urn), Method::Describe);
     assert!(matches!(r, Err(AuthError::DelegationInvalid(_))), "{r:?}");
 }
 
@@ -697,20 +506,10 @@ fn rejects_delegation_of_non_delegable_privilege() {
 fn rejects_delegation_outliving_parent() {
     let w = world();
     let parent = slice_cred(&CredSpec::default().expires(Utc::now() + Duration::days(5)));
-    let child = delegate(
-        &parent,
-        &w.alice,
-        &w.bob,
-        &w.slice,
-        &CredSpec::default().expires(Utc::now() + Duration::days(10)),
-    )
-    .unwrap();
-    let r = w.auth.authorize(
-        &ctx(&w.bob),
-        &[sfa(&child)],
-        Some(&w.slice.urn),
-        Method::Describe,
-    );
+    let child =
+        delegate(&parent, &w.alice, &w.bob, &w.slice, &CredSpec::default().expires(Utc::now() + Duration::days(10)))
+            .unwrap();
+    let r = w.auth.authorize(&ctx(&w.bob), &[sfa(&child)], Some(&w.slice.urn), Method::Describe);
     assert!(matches!(r, Err(AuthError::DelegationInvalid(_))), "{r:?}");
     assert_eq!(code(&r), 3);
 }
@@ -720,20 +519,10 @@ fn rejects_delegation_signed_by_someone_other_than_parent_owner() {
     let w = world();
     let parent = slice_cred(&CredSpec::default());
     // Bob delegates alice's credential to himself.
-    let child = delegate(
-        &parent,
-        &w.bob,
-        &w.bob,
-        &w.slice,
-        &CredSpec::default().expires(Utc::now() + Duration::days(1)),
-    )
-    .unwrap();
-    let r = w.auth.authorize(
-        &ctx(&w.bob),
-        &[sfa(&child)],
-        Some(&w.slice.urn),
-        Method::Describe,
-    );
+    let child =
+        delegate(&parent, &w.bob, &w.bob, &w.slice, &CredSpec::default().expires(Utc::now() + Duration::days(1)))
+            .unwrap();
+    let r = w.auth.authorize(&ctx(&w.bob), &[sfa(&child)], Some(&w.slice.urn), Method::Describe);
     assert!(matches!(r, Err(AuthError::DelegationInvalid(_))), "{r:?}");
 }
 
@@ -755,46 +544,24 @@ fn portal() -> &'static Identity {
 #[test]
 fn accepts_speaks_for() {
     let w = world();
-    let sf = speaks_for(
-        &w.alice,
-        portal(),
-        Utc::now() + Duration::days(1),
-        Digest::Sha256,
-    )
-    .unwrap();
+    let sf = speaks_for(&w.alice, portal(), Utc::now() + Duration::days(1), Digest::Sha256).unwrap();
     let cred = slice_cred(&CredSpec::default());
     let ok = w
         .auth
-        .authorize(
-            &speaks_for_ctx(portal(), &w.alice),
-            &[abac(&sf), sfa(&cred)],
-            Some(&w.slice.urn),
-            Method::Allocate,
-        )
+        .authorize(&speaks_for_ctx(portal(), &w.alice), &[abac(&sf), sfa(&cred)], Some(&w.slice.urn), Method::Allocate)
         .unwrap();
     assert!(ok.speaks_for);
     assert_eq!(ok.caller_urn, portal().urn);
     assert_eq!(ok.user_urn, w.alice.urn);
     // The same slice credential without speaks-for: owner is alice, caller the tool.
-    let r = w.auth.authorize(
-        &ctx(portal()),
-        &[sfa(&cred)],
-        Some(&w.slice.urn),
-        Method::Allocate,
-    );
+    let r = w.auth.authorize(&ctx(portal()), &[sfa(&cred)], Some(&w.slice.urn), Method::Allocate);
     assert!(matches!(r, Err(AuthError::OwnerMismatch { .. })), "{r:?}");
 }
 
 #[test]
 fn rejects_speaks_for_signed_by_wrong_user() {
     let w = world();
-    let sf = speaks_for(
-        &w.bob,
-        portal(),
-        Utc::now() + Duration::days(1),
-        Digest::Sha1,
-    )
-    .unwrap();
+    let sf = speaks_for(&w.bob, portal(), Utc::now() + Duration::days(1), Digest::Sha1).unwrap();
     let cred = slice_cred(&CredSpec::default());
     let r = w.auth.authorize(
         &speaks_for_ctx(portal(), &w.alice),
@@ -802,23 +569,14 @@ fn rejects_speaks_for_signed_by_wrong_user() {
         Some(&w.slice.urn),
         Method::Allocate,
     );
-    assert!(
-        matches!(r, Err(AuthError::SpeaksForUserMismatch { .. })),
-        "{r:?}"
-    );
+    assert!(matches!(r, Err(AuthError::SpeaksForUserMismatch { .. })), "{r:?}");
     assert_eq!(code(&r), 3);
 }
 
 #[test]
 fn rejects_speaks_for_with_bad_signature() {
     let w = world();
-    let sf = speaks_for(
-        &w.alice,
-        portal(),
-        Utc::now() + Duration::days(1),
-        Digest::Sha256,
-    )
-    .unwrap();
+    let sf = speaks_for(&w.alice, portal(), Utc::now() + Duration::days(1), Digest::Sha256).unwrap();
     let tampered = sf.replace("<version>1.1</version>", "<version>1.2</version>");
     assert_ne!(sf, tampered);
     let cred = slice_cred(&CredSpec::default());
@@ -836,13 +594,7 @@ fn rejects_speaks_for_with_bad_signature() {
 fn rejects_speaks_for_naming_another_tool() {
     let w = world();
     let other_tool = w.ch.tool("jacks", &CertSpec::default()).unwrap();
-    let sf = speaks_for(
-        &w.alice,
-        &other_tool,
-        Utc::now() + Duration::days(1),
-        Digest::Sha256,
-    )
-    .unwrap();
+    let sf = speaks_for(&w.alice, &other_tool, Utc::now() + Duration::days(1), Digest::Sha256).unwrap();
     let cred = slice_cred(&CredSpec::default());
     let r = w.auth.authorize(
         &speaks_for_ctx(portal(), &w.alice),
@@ -850,23 +602,14 @@ fn rejects_speaks_for_naming_another_tool() {
         Some(&w.slice.urn),
         Method::Allocate,
     );
-    assert!(
-        matches!(r, Err(AuthError::SpeaksForToolMismatch { .. })),
-        "{r:?}"
-    );
+    assert!(matches!(r, Err(AuthError::SpeaksForToolMismatch { .. })), "{r:?}");
     assert_eq!(code(&r), 3);
 }
 
 #[test]
 fn rejects_expired_speaks_for() {
     let w = world();
-    let sf = speaks_for(
-        &w.alice,
-        portal(),
-        Utc::now() - Duration::minutes(5),
-        Digest::Sha256,
-    )
-    .unwrap();
+    let sf = speaks_for(&w.alice, portal(), Utc::now() - Duration::minutes(5), Digest::Sha256).unwrap();
     let cred = slice_cred(&CredSpec::default());
     let r = w.auth.authorize(
         &speaks_for_ctx(portal(), &w.alice),
@@ -874,10 +617,7 @@ fn rejects_expired_speaks_for() {
         Some(&w.slice.urn),
         Method::Allocate,
     );
-    assert!(
-        matches!(r, Err(AuthError::CredentialExpired { .. })),
-        "{r:?}"
-    );
+    assert!(matches!(r, Err(AuthError::CredentialExpired { .. })), "{r:?}");
     assert_eq!(code(&r), 15);
 }
 
@@ -885,16 +625,8 @@ fn rejects_expired_speaks_for() {
 fn rejects_speaking_for_option_without_credential() {
     let w = world();
     let cred = slice_cred(&CredSpec::default());
-    let r = w.auth.authorize(
-        &speaks_for_ctx(portal(), &w.alice),
-        &[sfa(&cred)],
-        Some(&w.slice.urn),
-        Method::Allocate,
-    );
-    assert!(
-        matches!(r, Err(AuthError::SpeaksForMissing { .. })),
-        "{r:?}"
-    );
+    let r = w.auth.authorize(&speaks_for_ctx(portal(), &w.alice), &[sfa(&cred)], Some(&w.slice.urn), Method::Allocate);
+    assert!(matches!(r, Err(AuthError::SpeaksForMissing { .. })), "{r:?}");
     assert_eq!(code(&r), 3);
 }
 
@@ -904,9 +636,7 @@ fn rejects_speaking_for_option_without_credential() {
 fn ch_cli_issues_usable_credentials() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("ch").display().to_string();
-    let run = |args: &[&str]| {
-        vnsnap_testbed::ch::cli(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
-    };
+    let run = |args: &[&str]| vnsnap_testbed::ch::cli(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
     run(&["init", &dir, "cli-test.example"]);
     run(&["user", &dir, "erin"]);
     run(&["slice", &dir, "s1", "--project", "p"]);
@@ -927,39 +657,23 @@ fn ch_cli_issues_usable_credentials() {
 
 #[test]
 fn test_ch_credentials_validate_against_geni_schema() {
-    let xsd = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/schemas/credential/credential.xsd");
+    let xsd = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/schemas/credential/credential.xsd");
     if !xsd.exists() {
         eprintln!("skipping: {} not found", xsd.display());
         return;
     }
     let w = world();
     let parent = slice_cred(&CredSpec::default());
-    let child = delegate(
-        &parent,
-        &w.alice,
-        &w.bob,
-        &w.slice,
-        &CredSpec::default().expires(Utc::now() + Duration::days(1)),
-    )
-    .unwrap();
-    let user =
-        w.ch.user_credential(&w.alice, &CredSpec::user_default())
+    let child =
+        delegate(&parent, &w.alice, &w.bob, &w.slice, &CredSpec::default().expires(Utc::now() + Duration::days(1)))
             .unwrap();
+    let user = w.ch.user_credential(&w.alice, &CredSpec::user_default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     for (name, xml) in [("slice", &parent), ("delegated", &child), ("user", &user)] {
         let f = dir.path().join(format!("{name}.xml"));
         std::fs::write(&f, xml).unwrap();
-        let out = std::process::Command::new("xmllint")
-            .args(["--noout", "--schema"])
-            .arg(&xsd)
-            .arg(&f)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out =
+            std::process::Command::new("xmllint").args(["--noout", "--schema"]).arg(&xsd).arg(&f).output().unwrap();
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }

@@ -7,3 +7,4 @@ pub mod checker;
 pub mod demo;
 pub mod image;
 pub mod lab;
+pub mod snapshot_demo;

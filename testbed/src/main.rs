@@ -30,11 +30,15 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// The main job: a 2-host lab with 3 VMs that ping each other, then a summary.
+    /// The main job: AM + 2 agent hosts + test clearinghouse; a 3-VM slice created through
+    /// the AM API runs workloads, is snapshotted live, damaged, restored and verified.
     Demo {
-        /// Leave the lab running at the end.
+        /// Leave the lab running at the end (only with --network-only).
         #[arg(long)]
         keep: bool,
+        /// Only the network part: 3 VMs on 2 hosts ping each other (no AM, no snapshot).
+        #[arg(long)]
+        network_only: bool,
     },
     /// Benchmarks.
     Bench {
@@ -137,12 +141,20 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Image { cmd: ImageCmd::Build } => {
             let img = vnsnap_testbed::lab::guest_image()?;
-            println!("kernel {}\ninitrd {}\ndata disk {}", img.kernel.display(), img.initrd.display(), img.data_disk.display());
+            println!(
+                "kernel {}\ninitrd {}\ndata disk {}",
+                img.kernel.display(),
+                img.initrd.display(),
+                img.data_disk.display()
+            );
         }
         Cmd::Ch { args } => {
             print!("{}", vnsnap_testbed::ch::cli(&args)?);
         }
-        Cmd::Demo { keep } => vnsnap_testbed::demo::run(&vnsnap_testbed::demo::DemoOptions { keep })?,
+        Cmd::Demo { keep, network_only: true } => {
+            vnsnap_testbed::demo::run(&vnsnap_testbed::demo::DemoOptions { keep })?
+        }
+        Cmd::Demo { network_only: false, .. } => vnsnap_testbed::snapshot_demo::main_job()?,
         Cmd::Bench { cmd: BenchCmd::Net { out, secs, reps } } => {
             vnsnap_testbed::bench::net::run(&vnsnap_testbed::bench::net::NetOptions { out, secs, reps })?;
         }

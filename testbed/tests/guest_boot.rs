@@ -51,11 +51,7 @@ impl Drop for TempDir {
 }
 
 fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 struct NetSpec {
@@ -78,13 +74,8 @@ fn boot(img: &GuestImage, dir: &Path, name: &str, net: &NetSpec) -> Vm {
     assert!(st.success(), "qemu-img create failed");
     let ctl = vdir.join("ctl.sock");
     let console = vdir.join("console.log");
-    let append = image::kernel_cmdline(
-        name,
-        &[NicConfig {
-            mac: net.mac.clone(),
-            addrs: vec![format!("{}/24", net.ip)],
-        }],
-    );
+    let append =
+        image::kernel_cmdline(name, &[NicConfig { mac: net.mac.clone(), addrs: vec![format!("{}/24", net.ip)] }]);
     let child = Command::new("qemu-system-x86_64")
         .args(["-machine", "q35", "-accel", "tcg", "-m", "256"])
         .args(["-nodefaults", "-display", "none", "-no-reboot"])
@@ -97,10 +88,7 @@ fn boot(img: &GuestImage, dir: &Path, name: &str, net: &NetSpec) -> Vm {
         .arg("-append")
         .arg(append)
         .arg("-drive")
-        .arg(format!(
-            "file={},if=none,id=d0,format=qcow2",
-            overlay.display()
-        ))
+        .arg(format!("file={},if=none,id=d0,format=qcow2", overlay.display()))
         .args(["-device", "virtio-blk-pci,drive=d0"])
         .arg("-netdev")
         .arg(format!(
@@ -111,25 +99,15 @@ fn boot(img: &GuestImage, dir: &Path, name: &str, net: &NetSpec) -> Vm {
         .arg("-device")
         .arg(format!("virtio-net-pci,netdev=n0,mac={}", net.mac))
         .arg("-chardev")
-        .arg(format!(
-            "socket,id=ctl,path={},server=on,wait=off",
-            ctl.display()
-        ))
+        .arg(format!("socket,id=ctl,path={},server=on,wait=off", ctl.display()))
         .args(["-device", "virtio-serial-pci"])
         .args(["-device", "virtserialport,chardev=ctl,name=vnsnap.ctl"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::from(
-            std::fs::File::create(vdir.join("qemu.stderr")).unwrap(),
-        ))
+        .stderr(Stdio::from(std::fs::File::create(vdir.join("qemu.stderr")).unwrap()))
         .spawn()
         .expect("spawn qemu-system-x86_64");
-    Vm {
-        name: name.to_string(),
-        child,
-        ctl,
-        console,
-    }
+    Vm { name: name.to_string(), child, ctl, console }
 }
 
 /// A connection to a guest's control channel.
@@ -204,9 +182,7 @@ impl Ctl {
     /// Like `try_call` but panics on transport errors and on `ok: false`.
     fn call(&mut self, req: Value) -> Value {
         let op = req["op"].clone();
-        let v = self
-            .try_call(req, Duration::from_secs(30))
-            .unwrap_or_else(|e| panic!("{}: {op}: {e}", self.vm));
+        let v = self.try_call(req, Duration::from_secs(30)).unwrap_or_else(|e| panic!("{}: {op}: {e}", self.vm));
         assert_eq!(v["ok"], json!(true), "{}: {op} failed: {v}", self.vm);
         v
     }
@@ -220,18 +196,9 @@ fn wait_hello(vm: &mut Vm, deadline: Instant) -> (Ctl, Value) {
     let mut ctl: Option<Ctl> = None;
     loop {
         if let Ok(Some(st)) = vm.child.try_wait() {
-            panic!(
-                "{}: qemu exited ({st}) before hello\n{}",
-                vm.name,
-                vm.console_tail()
-            );
+            panic!("{}: qemu exited ({st}) before hello\n{}", vm.name, vm.console_tail());
         }
-        assert!(
-            Instant::now() < deadline,
-            "{}: no hello within the boot deadline\n{}",
-            vm.name,
-            vm.console_tail()
-        );
+        assert!(Instant::now() < deadline, "{}: no hello within the boot deadline\n{}", vm.name, vm.console_tail());
         if ctl.is_none() {
             ctl = Ctl::connect(&vm.ctl, &vm.name).ok();
         }
@@ -287,70 +254,41 @@ fn two_guests_boot_and_talk() {
         &img,
         &dir,
         "vm1",
-        &NetSpec {
-            mac: "52:54:00:aa:00:01".into(),
-            ip: "10.77.0.1".into(),
-            local_port: pa,
-            remote_port: pb,
-        },
+        &NetSpec { mac: "52:54:00:aa:00:01".into(), ip: "10.77.0.1".into(), local_port: pa, remote_port: pb },
     );
     let mut vm2 = boot(
         &img,
         &dir,
         "vm2",
-        &NetSpec {
-            mac: "52:54:00:AA:00:02".into(),
-            ip: "10.77.0.2".into(),
-            local_port: pb,
-            remote_port: pa,
-        },
+        &NetSpec { mac: "52:54:00:AA:00:02".into(), ip: "10.77.0.2".into(), local_port: pb, remote_port: pa },
     );
     let deadline = Instant::now() + BOOT_DEADLINE;
     let (mut c1, h1) = wait_hello(&mut vm1, deadline);
-    eprintln!(
-        "vm1 hello after {:?} (guest uptime {} ms)",
-        t_boot.elapsed(),
-        h1["uptime_ms"]
-    );
+    eprintln!("vm1 hello after {:?} (guest uptime {} ms)", t_boot.elapsed(), h1["uptime_ms"]);
     let (mut c2, h2) = wait_hello(&mut vm2, deadline);
     eprintln!("vm2 hello after {:?}", t_boot.elapsed());
 
     // hello: hostname and the configured interface.
-    for (h, name, mac, ip) in [
-        (&h1, "vm1", "52:54:00:aa:00:01", "10.77.0.1/24"),
-        (&h2, "vm2", "52:54:00:aa:00:02", "10.77.0.2/24"),
-    ] {
+    for (h, name, mac, ip) in
+        [(&h1, "vm1", "52:54:00:aa:00:01", "10.77.0.1/24"), (&h2, "vm2", "52:54:00:aa:00:02", "10.77.0.2/24")]
+    {
         assert_eq!(h["hostname"], json!(name), "{h}");
         assert!(h["uptime_ms"].as_u64().unwrap() > 0);
         let ifs = h["interfaces"].as_array().unwrap();
-        let nic = ifs
-            .iter()
-            .find(|i| i["mac"] == json!(mac))
-            .unwrap_or_else(|| panic!("{name}: no NIC {mac}: {h}"));
-        assert!(
-            nic["ipv4"].as_array().unwrap().contains(&json!(ip)),
-            "{name}: {nic}"
-        );
+        let nic = ifs.iter().find(|i| i["mac"] == json!(mac)).unwrap_or_else(|| panic!("{name}: no NIC {mac}: {h}"));
+        assert!(nic["ipv4"].as_array().unwrap().contains(&json!(ip)), "{name}: {nic}");
     }
 
     // exec
     let r = c1.call(json!({"op": "exec", "argv": ["cat", "/data/README"], "timeout_ms": 5000}));
     assert_eq!(r["status"], json!(0), "{r}");
-    assert!(
-        r["stdout"].as_str().unwrap().contains("vnsnap data disk"),
-        "{r}"
-    );
+    assert!(r["stdout"].as_str().unwrap().contains("vnsnap data disk"), "{r}");
 
     // exec/ping with an id run detached: a slow exec does not hold up `state`.
-    let slow = c1
-        .send(json!({"op": "exec", "argv": ["sleep", "2"], "timeout_ms": 10000}))
-        .unwrap();
+    let slow = c1.send(json!({"op": "exec", "argv": ["sleep", "2"], "timeout_ms": 10000})).unwrap();
     let t_state = Instant::now();
     c1.call(json!({"op": "state"}));
-    assert!(
-        t_state.elapsed() < Duration::from_millis(1500),
-        "state waited for exec"
-    );
+    assert!(t_state.elapsed() < Duration::from_millis(1500), "state waited for exec");
     let r = c1.wait_id(slow, Duration::from_secs(30)).unwrap();
     assert_eq!(r["status"], json!(0), "{r}");
 
@@ -361,29 +299,17 @@ fn two_guests_boot_and_talk() {
     assert!(r["received"].as_u64().unwrap() >= 1, "ping vm2->vm1: {r}");
 
     // UDP sequence streams in both directions.
-    c1.call(
-        json!({"op": "udp_start", "dst": "10.77.0.2:6000", "rate_hz": 100, "listen_port": 6000}),
-    );
-    c2.call(
-        json!({"op": "udp_start", "dst": "10.77.0.1:6000", "rate_hz": 100, "listen_port": 6000}),
-    );
+    c1.call(json!({"op": "udp_start", "dst": "10.77.0.2:6000", "rate_hz": 100, "listen_port": 6000}));
+    c2.call(json!({"op": "udp_start", "dst": "10.77.0.1:6000", "rate_hz": 100, "listen_port": 6000}));
     // Disk coherence on vm1, stall meter vm1 -> vm2.
     c1.call(json!({"op": "disk_start", "interval_ms": 50}));
     c1.call(json!({"op": "stall_start", "dst": "10.77.0.2:6001", "hz": 200, "listen_port": 6001}));
     c2.call(json!({"op": "stall_start", "dst": "10.77.0.1:6001", "hz": 200, "listen_port": 6001}));
 
-    let recv = |c: &mut Ctl| {
-        c.call(json!({"op": "state"}))["udp"]["received"]
-            .as_u64()
-            .unwrap()
-    };
-    wait_until("UDP packets at vm2", Duration::from_secs(20), || {
-        recv(&mut c2) > 0
-    });
+    let recv = |c: &mut Ctl| c.call(json!({"op": "state"}))["udp"]["received"].as_u64().unwrap();
+    wait_until("UDP packets at vm2", Duration::from_secs(20), || recv(&mut c2) > 0);
     let first = recv(&mut c2);
-    wait_until("more UDP packets at vm2", Duration::from_secs(20), || {
-        recv(&mut c2) > first + 20
-    });
+    wait_until("more UDP packets at vm2", Duration::from_secs(20), || recv(&mut c2) > first + 20);
     for (c, peer) in [(&mut c1, "10.77.0.2:6000"), (&mut c2, "10.77.0.1:6000")] {
         let st = c.call(json!({"op": "state"}));
         let udp = &st["udp"];
@@ -398,11 +324,7 @@ fn two_guests_boot_and_talk() {
             assert_eq!(disk["disk_coherent"], json!(true), "{disk}");
             assert_eq!(disk["errors"], json!(0), "{disk}");
         }
-        assert!(
-            st["stall"]["count"].as_u64().unwrap() > 0,
-            "{}",
-            st["stall"]
-        );
+        assert!(st["stall"]["count"].as_u64().unwrap() > 0, "{}", st["stall"]);
     }
     assert!(!c1.call(json!({"op": "state"}))["disk"].is_null());
 
@@ -411,10 +333,7 @@ fn two_guests_boot_and_talk() {
     c1.call(json!({"op": "ring_start", "index": 0, "peers": peers, "port": 7000, "tokens": 6}));
     c2.call(json!({"op": "ring_start", "index": 1, "peers": peers, "port": 7000, "tokens": 6}));
     wait_until("ring traffic", Duration::from_secs(30), || {
-        c2.call(json!({"op": "state"}))["ring"]["records_received"]
-            .as_u64()
-            .unwrap()
-            > 50
+        c2.call(json!({"op": "state"}))["ring"]["records_received"].as_u64().unwrap() > 50
     });
     c1.call(json!({"op": "ring_pause"}));
     c2.call(json!({"op": "ring_pause"}));
@@ -422,11 +341,8 @@ fn two_guests_boot_and_talk() {
     wait_until("ring to drain", Duration::from_secs(10), || {
         let a = c1.call(json!({"op": "state"}))["ring"].clone();
         let b = c2.call(json!({"op": "state"}))["ring"].clone();
-        held = [&a, &b]
-            .iter()
-            .flat_map(|r| r["held"].as_array().unwrap().clone())
-            .map(|v| v.as_u64().unwrap())
-            .collect();
+        held =
+            [&a, &b].iter().flat_map(|r| r["held"].as_array().unwrap().clone()).map(|v| v.as_u64().unwrap()).collect();
         held.sort_unstable();
         a["records_sent"] == b["records_received"] && b["records_sent"] == a["records_received"]
     });

@@ -13,18 +13,29 @@ const L1: SegmentId = 101;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_vms_two_hosts_two_segments() {
-    let mut lab = tokio::task::block_in_place(|| Lab::up(LabOptions { hosts: 2, ..Default::default() })).expect("lab up");
+    let mut lab =
+        tokio::task::block_in_place(|| Lab::up(LabOptions { hosts: 2, ..Default::default() })).expect("lab up");
     let a = lab.client(0).unwrap();
     let b = lab.client(1).unwrap();
     let (ha, hb) = (a.host().await.unwrap(), b.host().await.unwrap());
 
     a.define(&vm_spec(&lab, "vm1", 128, &[("52:54:00:00:00:11", L0, "10.10.0.1/24")])).await.unwrap();
-    a.define(&vm_spec(&lab, "vm2", 128, &[("52:54:00:00:00:21", L0, "10.10.0.2/24"), ("52:54:00:00:01:21", L1, "10.20.0.2/24")]))
-        .await
-        .unwrap();
-    b.define(&vm_spec(&lab, "vm3", 128, &[("52:54:00:00:00:31", L0, "10.10.0.3/24"), ("52:54:00:00:01:31", L1, "10.20.0.3/24")]))
-        .await
-        .unwrap();
+    a.define(&vm_spec(
+        &lab,
+        "vm2",
+        128,
+        &[("52:54:00:00:00:21", L0, "10.10.0.2/24"), ("52:54:00:00:01:21", L1, "10.20.0.2/24")],
+    ))
+    .await
+    .unwrap();
+    b.define(&vm_spec(
+        &lab,
+        "vm3",
+        128,
+        &[("52:54:00:00:00:31", L0, "10.10.0.3/24"), ("52:54:00:00:01:31", L1, "10.20.0.3/24")],
+    ))
+    .await
+    .unwrap();
     for seg in [L0, L1] {
         a.set_segment_peers(seg, &SegmentPeers { peers: vec![hb.tunnel.clone()] }).await.unwrap();
         b.set_segment_peers(seg, &SegmentPeers { peers: vec![ha.tunnel.clone()] }).await.unwrap();

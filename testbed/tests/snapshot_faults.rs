@@ -16,7 +16,7 @@ use vnsnap_am::snapshot::coordinator::{self, HostPart, SnapshotAgent};
 use vnsnap_proto::client::{AgentClient, ClientError};
 use vnsnap_proto::*;
 use vnsnap_testbed::checker::slice::{self, Slice, Taken};
-use vnsnap_testbed::checker::{Workloads, WorkloadOptions};
+use vnsnap_testbed::checker::{WorkloadOptions, Workloads};
 use vnsnap_testbed::lab::Lab;
 
 /// Bytes of the regular files under `dir` (allocated blocks, so sparse files count as
@@ -56,14 +56,20 @@ async fn pids(s: &Slice) -> BTreeMap<String, (Option<u32>, DomainState)> {
 
 async fn take(s: &Slice) -> Taken {
     let epoch = slice::next_epoch(s).await.unwrap();
-    slice::snapshot(s, &uuid::Uuid::new_v4().to_string(), epoch, &CutRequest { deadline_ms: Some(30_000), ..Default::default() })
-        .await
-        .expect("snapshot")
+    slice::snapshot(
+        s,
+        &uuid::Uuid::new_v4().to_string(),
+        epoch,
+        &CutRequest { deadline_ms: Some(30_000), ..Default::default() },
+    )
+    .await
+    .expect("snapshot")
 }
 
 async fn restore_and_check(s: &Slice, w: &Workloads, snap: &Taken, what: &str) {
     let t = Instant::now();
-    let r = slice::restore(s, snap, &uuid::Uuid::new_v4().to_string()).await.unwrap_or_else(|e| panic!("{what}: {e:#}"));
+    let r =
+        slice::restore(s, snap, &uuid::Uuid::new_v4().to_string()).await.unwrap_or_else(|e| panic!("{what}: {e:#}"));
     slice::wait_guests(s, Duration::from_secs(60)).await.unwrap();
     let rep = w.check().await;
     eprintln!("{what}: restored in {} ms ({} ms to running): {rep}", r.total_ms, t.elapsed().as_millis());
@@ -123,9 +129,13 @@ async fn snapshot_faults() {
     let t0 = Instant::now();
     let mut lab = tokio::task::block_in_place(|| Lab::up(slice::lab_options())).expect("lab up");
     let mut s = slice::three_vm_slice(&lab, 128).await.expect("slice");
-    let mut w = Workloads::start(&s.clients, &s.vms, WorkloadOptions { mem_mib: Some(32), mem_rate_mib_s: 50, ..Default::default() })
-        .await
-        .expect("workloads");
+    let mut w = Workloads::start(
+        &s.clients,
+        &s.vms,
+        WorkloadOptions { mem_mib: Some(32), mem_rate_mib_s: 50, ..Default::default() },
+    )
+    .await
+    .expect("workloads");
     w.wait_flowing(Duration::from_secs(60)).await.unwrap();
     let rep = w.check().await;
     assert!(rep.is_ok(), "{rep}");
@@ -224,7 +234,14 @@ async fn snapshot_faults() {
     let id = uuid::Uuid::new_v4().to_string();
     let id2 = id.clone();
     let job = tokio::spawn(async move {
-        coordinator::snapshot_slice(&parts, &id2, epoch, &CutRequest { deadline_ms: Some(30_000), ..Default::default() }, |_| {}).await
+        coordinator::snapshot_slice(
+            &parts,
+            &id2,
+            epoch,
+            &CutRequest { deadline_ms: Some(30_000), ..Default::default() },
+            |_| {},
+        )
+        .await
     });
     let done = rx.recv().await.expect("the coordinator never polled the save");
     tokio::task::block_in_place(|| lab.kill_agent(1));
@@ -239,7 +256,8 @@ async fn snapshot_faults() {
     let tr = Instant::now();
     if let Err(e) = tokio::task::block_in_place(|| lab.start_agent(1)) {
         let e = format!("{e:#}");
-        failures.push(format!("restarted agent not listening within the lab's 30 s: {}", e.lines().next().unwrap_or("")));
+        failures
+            .push(format!("restarted agent not listening within the lab's 30 s: {}", e.lines().next().unwrap_or("")));
         // It may only be slow: wait for it, to check the rest.
         loop {
             if lab.client(1).unwrap().host().await.is_ok() {

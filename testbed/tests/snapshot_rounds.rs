@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use vnsnap_proto::*;
 use vnsnap_testbed::checker::slice::{self, Slice};
-use vnsnap_testbed::checker::{Workloads, WorkloadOptions};
+use vnsnap_testbed::checker::{WorkloadOptions, Workloads};
 use vnsnap_testbed::lab::Lab;
 
 /// xorshift64*: enough randomness for timings, reproducible from the seed.
@@ -69,7 +69,10 @@ async fn checker_detects_broken_invariants() {
     let v = c.guest("vm1", &serde_json::json!({"op": "udp_stop"})).await.unwrap();
     assert_eq!(v["ok"], true, "{v}");
     let v = c
-        .guest("vm1", &serde_json::json!({"op": "udp_start", "dst": "10.10.0.2:7102", "rate_hz": 100, "listen_port": 7102}))
+        .guest(
+            "vm1",
+            &serde_json::json!({"op": "udp_start", "dst": "10.10.0.2:7102", "rate_hz": 100, "listen_port": 7102}),
+        )
         .await
         .unwrap();
     assert_eq!(v["ok"], true, "{v}");
@@ -119,7 +122,8 @@ async fn rounds(
         let epoch = slice::next_epoch(s).await.expect("epoch");
         let id = uuid::Uuid::new_v4().to_string();
         let req = CutRequest { mode, stagger_ms: stagger.clone(), deadline_ms: Some(30_000) };
-        let snap = slice::snapshot(s, &id, epoch, &req).await.unwrap_or_else(|e| panic!("round {round}: snapshot: {e:#}"));
+        let snap =
+            slice::snapshot(s, &id, epoch, &req).await.unwrap_or_else(|e| panic!("round {round}: snapshot: {e:#}"));
         let (held, rec, drop) = snap.frames();
         for c in snap.domain_cuts() {
             st.pauses_us.push(c.pause_us);

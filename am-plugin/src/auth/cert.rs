@@ -54,9 +54,7 @@ fn parse(der: &[u8]) -> Result<X509Certificate<'_>, AuthError> {
     let (rest, cert) = X509Certificate::from_der(der)
         .map_err(|e| AuthError::BadCertificate(format!("cannot parse certificate: {e}")))?;
     if !rest.is_empty() {
-        return Err(AuthError::BadCertificate(
-            "trailing bytes after certificate".into(),
-        ));
+        return Err(AuthError::BadCertificate("trailing bytes after certificate".into()));
     }
     Ok(cert)
 }
@@ -125,10 +123,7 @@ impl GeniCert {
     /// The GENI URN, or an error if the certificate has none.
     pub fn require_urn(&self) -> Result<&str, AuthError> {
         self.urn.as_deref().ok_or_else(|| {
-            AuthError::BadCertificate(format!(
-                "certificate {} has no urn:publicid:IDN subjectAltName",
-                self.subject_dn
-            ))
+            AuthError::BadCertificate(format!("certificate {} has no urn:publicid:IDN subjectAltName", self.subject_dn))
         })
     }
 
@@ -150,16 +145,10 @@ impl GeniCert {
 
     fn check_time(&self, now: DateTime<Utc>) -> Result<(), AuthError> {
         if now < self.not_before {
-            return Err(AuthError::CertificateNotYetValid {
-                subject: self.label(),
-                not_before: self.not_before,
-            });
+            return Err(AuthError::CertificateNotYetValid { subject: self.label(), not_before: self.not_before });
         }
         if now > self.not_after {
-            return Err(AuthError::CertificateExpired {
-                subject: self.label(),
-                not_after: self.not_after,
-            });
+            return Err(AuthError::CertificateExpired { subject: self.label(), not_after: self.not_after });
         }
         Ok(())
     }
@@ -169,19 +158,14 @@ impl GeniCert {
 pub fn pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, AuthError> {
     const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
     const END: &str = "-----END CERTIFICATE-----";
-    let text = std::str::from_utf8(pem)
-        .map_err(|_| AuthError::BadCertificate("PEM text is not UTF-8".into()))?;
+    let text = std::str::from_utf8(pem).map_err(|_| AuthError::BadCertificate("PEM text is not UTF-8".into()))?;
     let mut out = Vec::new();
     let mut rest = text;
     while let Some(b) = rest.find(BEGIN) {
         let body_start = b + BEGIN.len();
-        let e = rest[body_start..]
-            .find(END)
-            .ok_or_else(|| AuthError::BadCertificate("unterminated PEM block".into()))?;
-        let body: String = rest[body_start..body_start + e]
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .collect();
+        let e =
+            rest[body_start..].find(END).ok_or_else(|| AuthError::BadCertificate("unterminated PEM block".into()))?;
+        let body: String = rest[body_start..body_start + e].chars().filter(|c| !c.is_whitespace()).collect();
         let der = base64::engine::general_purpose::STANDARD
             .decode(body)
             .map_err(|_| AuthError::BadCertificate("bad base64 in PEM block".into()))?;
@@ -246,15 +230,11 @@ impl TrustRoots {
                 pem.push('\n');
             }
             pem.push_str("-----END CERTIFICATE-----\n");
-            std::fs::write(&path, pem)
-                .map_err(|e| AuthError::Config(format!("write {}: {e}", path.display())))?;
+            std::fs::write(&path, pem).map_err(|e| AuthError::Config(format!("write {}: {e}", path.display())))?;
             roots.push(cert);
             paths.push(path);
         }
-        Ok(TrustRoots {
-            roots,
-            files: Arc::new(RootFiles { _dir: dir, paths }),
-        })
+        Ok(TrustRoots { roots, files: Arc::new(RootFiles { _dir: dir, paths }) })
     }
 
     /// Roots from one PEM file (a bundle of one or more certificates).
@@ -266,28 +246,18 @@ impl TrustRoots {
     pub fn from_pem_files(paths: &[PathBuf]) -> Result<TrustRoots, AuthError> {
         let mut ders = Vec::new();
         for p in paths {
-            let pem = std::fs::read(p)
-                .map_err(|e| AuthError::Config(format!("read {}: {e}", p.display())))?;
-            ders.extend(
-                pem_certificates(&pem)
-                    .map_err(|e| AuthError::Config(format!("{}: {e}", p.display())))?,
-            );
+            let pem = std::fs::read(p).map_err(|e| AuthError::Config(format!("read {}: {e}", p.display())))?;
+            ders.extend(pem_certificates(&pem).map_err(|e| AuthError::Config(format!("{}: {e}", p.display())))?);
         }
         TrustRoots::from_der(ders)
     }
 
     /// Roots from every `*.pem` and `*.crt` file of a directory (like GENI's trusted_roots dir).
     pub fn from_dir(dir: &Path) -> Result<TrustRoots, AuthError> {
-        let entries = std::fs::read_dir(dir)
-            .map_err(|e| AuthError::Config(format!("read {}: {e}", dir.display())))?;
+        let entries = std::fs::read_dir(dir).map_err(|e| AuthError::Config(format!("read {}: {e}", dir.display())))?;
         let mut paths: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                matches!(
-                    p.extension().and_then(|e| e.to_str()),
-                    Some("pem") | Some("crt")
-                )
-            })
+            .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("pem") | Some("crt")))
             .collect();
         paths.sort();
         TrustRoots::from_pem_files(&paths)
@@ -305,20 +275,13 @@ impl TrustRoots {
 
     /// Validate a chain given leaf first (further certificates are candidate intermediates, in
     /// any order; a copy of the root may be included). See the module doc for the rules.
-    pub fn validate_chain(
-        &self,
-        chain_der: &[Vec<u8>],
-        now: DateTime<Utc>,
-    ) -> Result<ValidatedChain, AuthError> {
+    pub fn validate_chain(&self, chain_der: &[Vec<u8>], now: DateTime<Utc>) -> Result<ValidatedChain, AuthError> {
         let Some(leaf_der) = chain_der.first() else {
             return Err(AuthError::BadCertificate("empty certificate chain".into()));
         };
         let leaf = GeniCert::from_der(leaf_der)?;
         leaf.check_time(now)?;
-        let pool: Vec<GeniCert> = chain_der[1..]
-            .iter()
-            .map(|d| GeniCert::from_der(d))
-            .collect::<Result<_, _>>()?;
+        let pool: Vec<GeniCert> = chain_der[1..].iter().map(|d| GeniCert::from_der(d)).collect::<Result<_, _>>()?;
         let mut path = vec![leaf.clone()];
         let mut current = leaf.clone();
         loop {
@@ -334,15 +297,9 @@ impl TrustRoots {
                 break;
             }
             if path.len() >= MAX_CHAIN {
-                return Err(AuthError::UntrustedCertificate(format!(
-                    "chain of {} is too long",
-                    leaf.label()
-                )));
+                return Err(AuthError::UntrustedCertificate(format!("chain of {} is too long", leaf.label())));
             }
-            let Some(next) = pool
-                .iter()
-                .find(|c| c.signed(&current) && !path.iter().any(|p| p.der == c.der))
-            else {
+            let Some(next) = pool.iter().find(|c| c.signed(&current) && !path.iter().any(|p| p.der == c.der)) else {
                 return Err(AuthError::UntrustedCertificate(format!(
                     "{} does not chain to a trusted root",
                     leaf.label()
@@ -354,37 +311,22 @@ impl TrustRoots {
             current = next.clone();
         }
         leaf.require_urn()?;
-        let expires = path
-            .iter()
-            .map(|c| c.not_after)
-            .min()
-            .unwrap_or(leaf.not_after);
-        Ok(ValidatedChain {
-            leaf,
-            path,
-            expires,
-        })
+        let expires = path.iter().map(|c| c.not_after).min().unwrap_or(leaf.not_after);
+        Ok(ValidatedChain { leaf, path, expires })
     }
 }
 
 /// GENI issuer rule: the issuer is a CA with an `authority` URN covering the subject's
 /// authority.
 fn check_issuer(issuer: &GeniCert, subject: &GeniCert) -> Result<(), AuthError> {
-    let violation = || AuthError::NamespaceViolation {
-        issuer: issuer.label(),
-        subject: subject.label(),
-    };
+    let violation = || AuthError::NamespaceViolation { issuer: issuer.label(), subject: subject.label() };
     if !issuer.is_ca {
         return Err(violation());
     }
     let iu = issuer.urn.as_deref().and_then(GeniUrn::parse);
     let su = subject.urn.as_deref().and_then(GeniUrn::parse);
     match (iu, su) {
-        (Some(i), Some(s))
-            if i.kind == "authority" && authority_covers(&i.authority, &s.authority) =>
-        {
-            Ok(())
-        }
+        (Some(i), Some(s)) if i.kind == "authority" && authority_covers(&i.authority, &s.authority) => Ok(()),
         _ => Err(violation()),
     }
 }

@@ -90,18 +90,10 @@ impl CredentialInput {
         match self {
             CredentialInput::Bare(s) => {
                 let xml = to_xml_text(s.as_bytes())?;
-                let kind = if xml.contains("<type>abac</type>") {
-                    CredKind::Abac
-                } else {
-                    CredKind::Sfa
-                };
+                let kind = if xml.contains("<type>abac</type>") { CredKind::Abac } else { CredKind::Sfa };
                 Ok(Some((kind, xml)))
             }
-            CredentialInput::Struct {
-                geni_type,
-                geni_value,
-                ..
-            } => {
+            CredentialInput::Struct { geni_type, geni_value, .. } => {
                 let kind = match geni_type.as_str() {
                     "geni_sfa" => CredKind::Sfa,
                     "geni_abac" => CredKind::Abac,
@@ -127,29 +119,17 @@ fn to_xml_text(raw: &[u8]) -> Result<String, AuthError> {
     let bytes = if raw[start] == b'<' {
         raw.to_vec()
     } else {
-        let compact: Vec<u8> = raw
-            .iter()
-            .copied()
-            .filter(|b| !b.is_ascii_whitespace())
-            .collect();
+        let compact: Vec<u8> = raw.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(&compact)
-            .map_err(|_| {
-                AuthError::MalformedCredential("value is neither XML nor base64 of XML".into())
-            })?;
-        let decoded = decoded
-            .strip_prefix(b"\xEF\xBB\xBF")
-            .map(<[u8]>::to_vec)
-            .unwrap_or(decoded);
+            .map_err(|_| AuthError::MalformedCredential("value is neither XML nor base64 of XML".into()))?;
+        let decoded = decoded.strip_prefix(b"\xEF\xBB\xBF").map(<[u8]>::to_vec).unwrap_or(decoded);
         if decoded.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'<') {
-            return Err(AuthError::MalformedCredential(
-                "base64 value does not decode to XML".into(),
-            ));
+            return Err(AuthError::MalformedCredential("base64 value does not decode to XML".into()));
         }
         decoded
     };
-    String::from_utf8(bytes)
-        .map_err(|_| AuthError::MalformedCredential("credential is not UTF-8".into()))
+    String::from_utf8(bytes).map_err(|_| AuthError::MalformedCredential("credential is not UTF-8".into()))
 }
 
 #[cfg(test)]
@@ -174,9 +154,6 @@ mod tests {
     #[test]
     fn rejects_garbage_value() {
         let c = CredentialInput::text("geni_sfa", "3", "!!!");
-        assert!(matches!(
-            c.decode(1 << 20),
-            Err(AuthError::MalformedCredential(_))
-        ));
+        assert!(matches!(c.decode(1 << 20), Err(AuthError::MalformedCredential(_))));
     }
 }

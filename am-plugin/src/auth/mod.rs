@@ -93,11 +93,7 @@ pub struct CallContext {
 impl CallContext {
     /// A context for a chain, without validating it (the URN is filled by `authorize`).
     pub fn new(caller_cert_chain_der: Vec<Vec<u8>>, speaking_for: Option<String>) -> Self {
-        CallContext {
-            caller_urn: String::new(),
-            caller_cert_chain_der,
-            speaking_for,
-        }
+        CallContext { caller_urn: String::new(), caller_cert_chain_der, speaking_for }
     }
 }
 
@@ -145,11 +141,7 @@ impl Authorizer {
 
     /// An authorizer with explicit configuration.
     pub fn with_config(roots: TrustRoots, config: AuthorizerConfig) -> Self {
-        Authorizer {
-            roots,
-            config,
-            cache: Mutex::new(HashMap::new()),
-        }
+        Authorizer { roots, config, cache: Mutex::new(HashMap::new()) }
     }
 
     /// The trust roots.
@@ -164,18 +156,10 @@ impl Authorizer {
         speaking_for: Option<String>,
     ) -> Result<CallContext, AuthError> {
         let chain = self.validate_caller(&caller_cert_chain_der, Utc::now())?;
-        Ok(CallContext {
-            caller_urn: chain.leaf.require_urn()?.to_string(),
-            caller_cert_chain_der,
-            speaking_for,
-        })
+        Ok(CallContext { caller_urn: chain.leaf.require_urn()?.to_string(), caller_cert_chain_der, speaking_for })
     }
 
-    fn validate_caller(
-        &self,
-        chain: &[Vec<u8>],
-        now: DateTime<Utc>,
-    ) -> Result<ValidatedChain, AuthError> {
+    fn validate_caller(&self, chain: &[Vec<u8>], now: DateTime<Utc>) -> Result<ValidatedChain, AuthError> {
         if chain.is_empty() {
             return Err(AuthError::NoClientCertificate);
         }
@@ -183,34 +167,22 @@ impl Authorizer {
     }
 
     fn env(&self, now: DateTime<Utc>) -> sfa::Env<'_> {
-        sfa::Env {
-            roots: &self.roots,
-            xmlsec1: &self.config.xmlsec1,
-            timeout: self.config.xmlsec_timeout,
-            now,
-        }
+        sfa::Env { roots: &self.roots, xmlsec1: &self.config.xmlsec1, timeout: self.config.xmlsec_timeout, now }
     }
 
     /// Run the call-independent checks (§3.2 items 1-5) on one geni_sfa credential, using the
     /// cache. `Ok` says nothing about whether it fits a particular call.
-    pub fn verify_credential(
-        &self,
-        input: &CredentialInput,
-    ) -> Result<VerifiedCredential, AuthError> {
+    pub fn verify_credential(&self, input: &CredentialInput) -> Result<VerifiedCredential, AuthError> {
         match input.decode(self.config.max_credential_bytes)? {
             Some((CredKind::Sfa, xml)) => self.verify_sfa_cached(&xml, Utc::now()),
-            Some((CredKind::Abac, _)) => Err(AuthError::CredentialInvalid(
-                "a geni_abac credential is not a privilege credential".into(),
-            )),
+            Some((CredKind::Abac, _)) => {
+                Err(AuthError::CredentialInvalid("a geni_abac credential is not a privilege credential".into()))
+            }
             None => Err(AuthError::NoCredential),
         }
     }
 
-    fn verify_sfa_cached(
-        &self,
-        xml: &str,
-        now: DateTime<Utc>,
-    ) -> Result<VerifiedCredential, AuthError> {
+    fn verify_sfa_cached(&self, xml: &str, now: DateTime<Utc>) -> Result<VerifiedCredential, AuthError> {
         let key = *blake3::hash(xml.as_bytes()).as_bytes();
         if let Ok(cache) = self.cache.lock() {
             if let Some(v) = cache.get(&key) {
@@ -252,10 +224,7 @@ impl Authorizer {
             )));
         }
         if creds.len() > self.config.max_credentials {
-            return Err(AuthError::TooManyCredentials {
-                count: creds.len(),
-                max: self.config.max_credentials,
-            });
+            return Err(AuthError::TooManyCredentials { count: creds.len(), max: self.config.max_credentials });
         }
         let mut failures: Vec<(Stage, AuthError)> = Vec::new();
         let mut sfa_creds: Vec<String> = Vec::new();
@@ -276,9 +245,7 @@ impl Authorizer {
             None => false,
             Some(user) => {
                 if GeniUrn::parse(user).is_none() {
-                    return Err(AuthError::BadArgument(format!(
-                        "geni_speaking_for {user:?} is not a GENI URN"
-                    )));
+                    return Err(AuthError::BadArgument(format!("geni_speaking_for {user:?} is not a GENI URN")));
                 }
                 if abac_creds.is_empty() {
                     return Err(AuthError::SpeaksForMissing { user: user.clone() });
@@ -310,13 +277,7 @@ impl Authorizer {
         };
 
         if !method.needs_credential() {
-            return Ok(Authorized {
-                caller_urn,
-                user_urn,
-                speaks_for,
-                expires,
-                credential: None,
-            });
+            return Ok(Authorized { caller_urn, user_urn, speaks_for, expires, credential: None });
         }
         let needed = method.required_privilege(target.is_some());
         for xml in &sfa_creds {
@@ -331,10 +292,7 @@ impl Authorizer {
             if !urn_eq(&v.owner_urn, &user_urn) {
                 failures.push((
                     Stage::Owner,
-                    AuthError::OwnerMismatch {
-                        owner: v.owner_urn.clone(),
-                        caller: user_urn.clone(),
-                    },
+                    AuthError::OwnerMismatch { owner: v.owner_urn.clone(), caller: user_urn.clone() },
                 ));
                 continue;
             }
@@ -343,10 +301,7 @@ impl Authorizer {
                 if !urn_eq(&v.target_urn, t) {
                     failures.push((
                         Stage::Target,
-                        AuthError::TargetMismatch {
-                            expected: t.to_string(),
-                            found: v.target_urn.clone(),
-                        },
+                        AuthError::TargetMismatch { expected: t.to_string(), found: v.target_urn.clone() },
                     ));
                     continue;
                 }
@@ -378,11 +333,9 @@ impl Authorizer {
         let best = failures.iter().map(|(s, _)| *s).max();
         match best {
             None => Err(AuthError::NoCredential),
-            Some(stage) => Err(failures
-                .into_iter()
-                .find(|(s, _)| *s == stage)
-                .map(|(_, e)| e)
-                .unwrap_or(AuthError::NoCredential)),
+            Some(stage) => {
+                Err(failures.into_iter().find(|(s, _)| *s == stage).map(|(_, e)| e).unwrap_or(AuthError::NoCredential))
+            }
         }
     }
 }

@@ -60,9 +60,7 @@ pub struct VerifiedCredential {
 impl VerifiedCredential {
     /// Whether the credential grants `needed` (directly, by role, or by `*`).
     pub fn grants(&self, needed: &str) -> bool {
-        self.privileges
-            .iter()
-            .any(|p| privilege_grants(&p.name, needed))
+        self.privileges.iter().any(|p| privilege_grants(&p.name, needed))
     }
 
     /// The target's URN type (`slice`, `user`, ...), if the target URN parses.
@@ -108,19 +106,14 @@ pub(crate) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
         }
     }
     // Offsets without a colon (+0000) as some tools write them.
-    DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z")
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z").ok().map(|t| t.with_timezone(&Utc))
 }
 
 /// Parse and screen a document; its root must be `<signed-credential>` and `xml:id`s unique.
 pub(crate) fn parse_document(xml: &str) -> Result<Element, AuthError> {
     let root = xmldoc::parse(xml)?;
     if root.name != "signed-credential" {
-        return Err(malformed(format!(
-            "root element is <{}>, not <signed-credential>",
-            root.name
-        )));
+        return Err(malformed(format!("root element is <{}>, not <signed-credential>", root.name)));
     }
     let mut ids: Vec<&str> = Vec::new();
     let mut dup = None;
@@ -142,8 +135,7 @@ pub(crate) fn parse_document(xml: &str) -> Result<Element, AuthError> {
 
 /// The `<credential>` child of the document root.
 pub(crate) fn top_credential(root: &Element) -> Result<&Element, AuthError> {
-    root.child("credential")
-        .ok_or_else(|| malformed("no <credential> element"))
+    root.child("credential").ok_or_else(|| malformed("no <credential> element"))
 }
 
 fn gid(el: &Element, name: &str) -> Result<Vec<Vec<u8>>, AuthError> {
@@ -163,14 +155,10 @@ fn gid(el: &Element, name: &str) -> Result<Vec<Vec<u8>>, AuthError> {
 
 /// Read the fields of a `<credential>` element.
 pub(crate) fn read_cred(el: &Element) -> Result<Cred<'_>, AuthError> {
-    let id = el
-        .attr("xml:id")
-        .ok_or_else(|| malformed("<credential> has no xml:id"))?
-        .to_string();
+    let id = el.attr("xml:id").ok_or_else(|| malformed("<credential> has no xml:id"))?.to_string();
     let kind = el.child_text("type");
     let expires_text = el.child_text("expires");
-    let expires = parse_time(&expires_text)
-        .ok_or_else(|| malformed(format!("bad <expires> {expires_text:?}")))?;
+    let expires = parse_time(&expires_text).ok_or_else(|| malformed(format!("bad <expires> {expires_text:?}")))?;
     let mut privileges = Vec::new();
     if let Some(ps) = el.child("privileges") {
         for p in ps.children_named("privilege") {
@@ -204,10 +192,7 @@ pub(crate) fn read_cred(el: &Element) -> Result<Cred<'_>, AuthError> {
 /// Also checks that the signature references exactly `#id`, uses only harmless transforms and
 /// fetches nothing (no RetrievalMethod). A signature with no X509Certificate at all (a bare
 /// KeyValue) is refused here: only a certificate can chain to our roots.
-pub(crate) fn signature_certs(
-    root: &Element,
-    id: &str,
-) -> Result<(String, Vec<Vec<u8>>), AuthError> {
+pub(crate) fn signature_certs(root: &Element, id: &str) -> Result<(String, Vec<Vec<u8>>), AuthError> {
     let sig_id = format!("Sig_{id}");
     let sigs = root
         .child("signatures")
@@ -215,17 +200,11 @@ pub(crate) fn signature_certs(
     let sig = sigs
         .children_named("Signature")
         .find(|s| s.attr("xml:id") == Some(sig_id.as_str()))
-        .ok_or_else(|| {
-            AuthError::CredentialInvalid(format!("no signature {sig_id} for credential {id}"))
-        })?;
-    let signed_info = sig
-        .child("SignedInfo")
-        .ok_or_else(|| malformed("Signature without SignedInfo"))?;
+        .ok_or_else(|| AuthError::CredentialInvalid(format!("no signature {sig_id} for credential {id}")))?;
+    let signed_info = sig.child("SignedInfo").ok_or_else(|| malformed("Signature without SignedInfo"))?;
     let refs: Vec<&Element> = signed_info.children_named("Reference").collect();
     if refs.len() != 1 || refs[0].attr("URI") != Some(format!("#{id}").as_str()) {
-        return Err(AuthError::CredentialInvalid(format!(
-            "signature {sig_id} must reference exactly #{id}"
-        )));
+        return Err(AuthError::CredentialInvalid(format!("signature {sig_id} must reference exactly #{id}")));
     }
     if let Some(ts) = refs[0].child("Transforms") {
         for t in ts.children_named("Transform") {
@@ -240,9 +219,7 @@ pub(crate) fn signature_certs(
     let mut retrieval = false;
     sig.walk(&mut |e| retrieval |= e.name == "RetrievalMethod");
     if retrieval {
-        return Err(AuthError::CredentialInvalid(
-            "RetrievalMethod is not allowed in KeyInfo".into(),
-        ));
+        return Err(AuthError::CredentialInvalid("RetrievalMethod is not allowed in KeyInfo".into()));
     }
     let mut ders = Vec::new();
     if let Some(ki) = sig.child("KeyInfo") {
@@ -269,13 +246,9 @@ pub(crate) fn signature_certs(
     }
     // Exactly one certificate must be the issuer of no other one in the set: that is the
     // signer. xmlsec1 picks its key the same way, so both see the same signer.
-    let certs: Vec<GeniCert> = ders
-        .iter()
-        .map(|d| GeniCert::from_der(d))
-        .collect::<Result<_, _>>()?;
-    let leaves: Vec<usize> = (0..certs.len())
-        .filter(|&i| !(0..certs.len()).any(|j| j != i && certs[i].signed(&certs[j])))
-        .collect();
+    let certs: Vec<GeniCert> = ders.iter().map(|d| GeniCert::from_der(d)).collect::<Result<_, _>>()?;
+    let leaves: Vec<usize> =
+        (0..certs.len()).filter(|&i| !(0..certs.len()).any(|j| j != i && certs[i].signed(&certs[j]))).collect();
     if leaves.len() != 1 {
         return Err(AuthError::SignerUntrusted(format!(
             "signature {sig_id} does not name a single signing certificate"
@@ -283,40 +256,21 @@ pub(crate) fn signature_certs(
     }
     let leaf = leaves[0];
     let mut ordered = vec![ders[leaf].clone()];
-    ordered.extend(
-        ders.iter()
-            .enumerate()
-            .filter(|(i, _)| *i != leaf)
-            .map(|(_, d)| d.clone()),
-    );
+    ordered.extend(ders.iter().enumerate().filter(|(i, _)| *i != leaf).map(|(_, d)| d.clone()));
     Ok((sig_id, ordered))
 }
 
 /// Validate the signer chain, then the signature itself with xmlsec1.
-pub(crate) fn check_signature(
-    env: &Env<'_>,
-    xml: &str,
-    root: &Element,
-    id: &str,
-) -> Result<ValidatedChain, AuthError> {
+pub(crate) fn check_signature(env: &Env<'_>, xml: &str, root: &Element, id: &str) -> Result<ValidatedChain, AuthError> {
     let (sig_id, chain) = signature_certs(root, id)?;
-    let signer = env
-        .roots
-        .validate_chain(&chain, env.now)
-        .map_err(|e| match e {
-            AuthError::UntrustedCertificate(m) => AuthError::SignerUntrusted(m),
-            AuthError::NamespaceViolation { issuer, subject } => AuthError::SignerUntrusted(
-                format!("{issuer} has no authority over signer {subject}"),
-            ),
-            other => other,
-        })?;
-    xmlsig::verify(
-        env.xmlsec1,
-        xml,
-        &sig_id,
-        env.roots.pem_paths(),
-        env.timeout,
-    )?;
+    let signer = env.roots.validate_chain(&chain, env.now).map_err(|e| match e {
+        AuthError::UntrustedCertificate(m) => AuthError::SignerUntrusted(m),
+        AuthError::NamespaceViolation { issuer, subject } => {
+            AuthError::SignerUntrusted(format!("{issuer} has no authority over signer {subject}"))
+        }
+        other => other,
+    })?;
+    xmlsig::verify(env.xmlsec1, xml, &sig_id, env.roots.pem_paths(), env.timeout)?;
     Ok(signer)
 }
 
@@ -331,43 +285,25 @@ struct Checked {
     effective: DateTime<Utc>,
 }
 
-fn gid_chain(
-    env: &Env<'_>,
-    ders: &[Vec<u8>],
-    urn: &str,
-    what: &str,
-) -> Result<ValidatedChain, AuthError> {
+fn gid_chain(env: &Env<'_>, ders: &[Vec<u8>], urn: &str, what: &str) -> Result<ValidatedChain, AuthError> {
     if ders.is_empty() {
         return Err(malformed(format!("missing {what}_gid")));
     }
     let chain = env.roots.validate_chain(ders, env.now)?;
     let cert_urn = chain.leaf.require_urn()?;
     if !urn_eq(cert_urn, urn) {
-        return Err(AuthError::CredentialInvalid(format!(
-            "{what}_urn {urn} does not match {what}_gid {cert_urn}"
-        )));
+        return Err(AuthError::CredentialInvalid(format!("{what}_urn {urn} does not match {what}_gid {cert_urn}")));
     }
     Ok(chain)
 }
 
-fn check_cred(
-    env: &Env<'_>,
-    xml: &str,
-    root: &Element,
-    el: &Element,
-    depth: usize,
-) -> Result<Checked, AuthError> {
+fn check_cred(env: &Env<'_>, xml: &str, root: &Element, el: &Element, depth: usize) -> Result<Checked, AuthError> {
     if depth >= MAX_DELEGATION {
-        return Err(AuthError::DelegationInvalid(
-            "delegation chain too long".into(),
-        ));
+        return Err(AuthError::DelegationInvalid("delegation chain too long".into()));
     }
     let c = read_cred(el)?;
     if c.kind != "privilege" {
-        return Err(AuthError::CredentialInvalid(format!(
-            "credential type {:?} is not privilege",
-            c.kind
-        )));
+        return Err(AuthError::CredentialInvalid(format!("credential type {:?} is not privilege", c.kind)));
     }
     if c.expires <= env.now {
         return Err(AuthError::CredentialExpired { expires: c.expires });
@@ -375,11 +311,7 @@ fn check_cred(
     let owner = gid_chain(env, &c.owner_gid, &c.owner_urn, "owner")?;
     let target = gid_chain(env, &c.target_gid, &c.target_urn, "target")?;
     let signer = check_signature(env, xml, root, &c.id)?;
-    let mut effective = c
-        .expires
-        .min(owner.expires)
-        .min(target.expires)
-        .min(signer.expires);
+    let mut effective = c.expires.min(owner.expires).min(target.expires).min(signer.expires);
     match c.parent {
         Some(parent_el) => {
             let p = check_cred(env, xml, root, parent_el, depth + 1)?;
@@ -388,14 +320,7 @@ fn check_cred(
         }
         None => check_issuer(&signer, &target)?,
     }
-    Ok(Checked {
-        owner,
-        target,
-        signer,
-        privileges: c.privileges,
-        expires: c.expires,
-        effective,
-    })
+    Ok(Checked { owner, target, signer, privileges: c.privileges, expires: c.expires, effective })
 }
 
 /// §3.2 item 4: a delegated credential narrows its parent, for the same target, for no longer,
@@ -407,10 +332,7 @@ fn check_delegation(
     p: &Checked,
 ) -> Result<(), AuthError> {
     for cp in &c.privileges {
-        let ok = p
-            .privileges
-            .iter()
-            .any(|pp| pp.can_delegate && privilege_grants(&pp.name, &cp.name));
+        let ok = p.privileges.iter().any(|pp| pp.can_delegate && privilege_grants(&pp.name, &cp.name));
         if !ok {
             return Err(AuthError::DelegationInvalid(format!(
                 "privilege {} is not delegable from the parent credential",
@@ -419,9 +341,7 @@ fn check_delegation(
         }
     }
     if target.leaf.der != p.target.leaf.der {
-        return Err(AuthError::DelegationInvalid(
-            "target differs from the parent credential's".into(),
-        ));
+        return Err(AuthError::DelegationInvalid("target differs from the parent credential's".into()));
     }
     if c.expires > p.expires {
         return Err(AuthError::DelegationInvalid(format!(
@@ -453,10 +373,7 @@ fn check_issuer(signer: &ValidatedChain, target: &ValidatedChain) -> Result<(), 
             return Ok(());
         }
     }
-    Err(AuthError::IssuerNotAuthority {
-        signer: signer.leaf.label(),
-        target: target.leaf.label(),
-    })
+    Err(AuthError::IssuerNotAuthority { signer: signer.leaf.label(), target: target.leaf.label() })
 }
 
 /// Run the call-independent checks on a geni_sfa credential document.

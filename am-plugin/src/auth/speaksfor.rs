@@ -20,9 +20,7 @@ fn invalid(msg: impl Into<String>) -> AuthError {
 }
 
 fn principal_keyid(el: &Element) -> Result<String, AuthError> {
-    let p = el
-        .child("ABACprincipal")
-        .ok_or_else(|| invalid("missing ABACprincipal"))?;
+    let p = el.child("ABACprincipal").ok_or_else(|| invalid("missing ABACprincipal"))?;
     let k = keyid(&p.child_text("keyid"));
     if k.is_empty() {
         return Err(invalid("ABACprincipal without keyid"));
@@ -44,9 +42,7 @@ pub(crate) fn verify(
     if kind != "abac" {
         return Err(invalid(format!("credential type {kind:?} is not abac")));
     }
-    let id = cred
-        .attr("xml:id")
-        .ok_or_else(|| AuthError::MalformedCredential("<credential> has no xml:id".into()))?;
+    let id = cred.attr("xml:id").ok_or_else(|| AuthError::MalformedCredential("<credential> has no xml:id".into()))?;
     let expires_text = cred.child_text("expires");
     let expires = parse_time(&expires_text)
         .ok_or_else(|| AuthError::MalformedCredential(format!("bad <expires> {expires_text:?}")))?;
@@ -62,40 +58,27 @@ pub(crate) fn verify(
             signer: signer_urn.to_string(),
         });
     }
-    let rt0 = cred
-        .child("abac")
-        .and_then(|a| a.child("rt0"))
-        .ok_or_else(|| invalid("no abac/rt0 statement"))?;
+    let rt0 = cred.child("abac").and_then(|a| a.child("rt0")).ok_or_else(|| invalid("no abac/rt0 statement"))?;
     let head = rt0.child("head").ok_or_else(|| invalid("no head"))?;
     let tails: Vec<&Element> = rt0.children_named("tail").collect();
     if tails.len() != 1 {
         return Err(invalid(format!("{} tails, need exactly one", tails.len())));
     }
-    let user_key = user
-        .leaf
-        .subject_key_id
-        .clone()
-        .ok_or_else(|| invalid("user certificate has no SubjectKeyIdentifier"))?;
+    let user_key =
+        user.leaf.subject_key_id.clone().ok_or_else(|| invalid("user certificate has no SubjectKeyIdentifier"))?;
     let head_key = principal_keyid(head)?;
     if head_key != user_key {
         return Err(invalid("head keyid is not the signing user's key"));
     }
     let role = head.child_text("role");
     if role != format!("speaks_for_{user_key}") {
-        return Err(invalid(format!(
-            "role {role:?} is not speaks_for_{user_key}"
-        )));
+        return Err(invalid(format!("role {role:?} is not speaks_for_{user_key}")));
     }
     let tail_key = principal_keyid(tails[0])?;
-    let tool_key = tool
-        .subject_key_id
-        .clone()
-        .ok_or_else(|| invalid("caller certificate has no SubjectKeyIdentifier"))?;
+    let tool_key =
+        tool.subject_key_id.clone().ok_or_else(|| invalid("caller certificate has no SubjectKeyIdentifier"))?;
     if tail_key != tool_key {
-        return Err(AuthError::SpeaksForToolMismatch {
-            named: tail_key,
-            caller: tool_key,
-        });
+        return Err(AuthError::SpeaksForToolMismatch { named: tail_key, caller: tool_key });
     }
     let until = expires.min(user.expires);
     Ok((user, until))

@@ -28,11 +28,7 @@ impl GeniUrn {
         if authority.is_empty() || kind.is_empty() || name.is_empty() {
             return None;
         }
-        Some(GeniUrn {
-            authority: authority.to_string(),
-            kind: kind.to_string(),
-            name: name.to_string(),
-        })
+        Some(GeniUrn { authority: authority.to_string(), kind: kind.to_string(), name: name.to_string() })
     }
 }
 

@@ -35,10 +35,7 @@ pub(crate) enum Node {
 impl Element {
     /// Attribute value by qualified name (e.g. `xml:id`, `URI`).
     pub fn attr(&self, qname: &str) -> Option<&str> {
-        self.attrs
-            .iter()
-            .find(|(k, _)| k == qname)
-            .map(|(_, v)| v.as_str())
+        self.attrs.iter().find(|(k, _)| k == qname).map(|(_, v)| v.as_str())
     }
 
     /// Child elements.
@@ -116,9 +113,8 @@ pub(crate) fn parse(xml: &str) -> Result<Element, AuthError> {
     let mut root: Option<Element> = None;
     let mut count = 0usize;
     loop {
-        let ev = reader
-            .read_event()
-            .map_err(|e| malformed(format!("XML error at {}: {e}", reader.buffer_position())))?;
+        let ev =
+            reader.read_event().map_err(|e| malformed(format!("XML error at {}: {e}", reader.buffer_position())))?;
         let empty = matches!(ev, Event::Empty(_));
         match ev {
             Event::Start(start) | Event::Empty(start) => {
@@ -134,17 +130,11 @@ pub(crate) fn parse(xml: &str) -> Result<Element, AuthError> {
                 for a in start.attributes() {
                     let a = a.map_err(|e| malformed(format!("bad attribute: {e}")))?;
                     let k = String::from_utf8_lossy(a.key.as_ref()).into_owned();
-                    let v = a
-                        .unescape_value()
-                        .map_err(|e| malformed(format!("bad attribute value: {e}")))?
-                        .into_owned();
+                    let v =
+                        a.unescape_value().map_err(|e| malformed(format!("bad attribute value: {e}")))?.into_owned();
                     attrs.push((k, v));
                 }
-                let el = Element {
-                    name,
-                    attrs,
-                    children: Vec::new(),
-                };
+                let el = Element { name, attrs, children: Vec::new() };
                 stack.push(el);
                 if stack.len() > MAX_DEPTH {
                     return Err(malformed("elements nested too deeply"));
@@ -155,10 +145,7 @@ pub(crate) fn parse(xml: &str) -> Result<Element, AuthError> {
             }
             Event::End(_) => close(&mut stack, &mut root)?,
             Event::Text(t) => {
-                let s = t
-                    .unescape()
-                    .map_err(|e| malformed(format!("bad text: {e}")))?
-                    .into_owned();
+                let s = t.unescape().map_err(|e| malformed(format!("bad text: {e}")))?.into_owned();
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(Node::Text(s)),
                     None if s.trim().is_empty() => {}
@@ -203,27 +190,18 @@ mod tests {
 
     #[test]
     fn rejects_undefined_entity() {
-        assert!(matches!(
-            parse("<a>&foo;</a>"),
-            Err(AuthError::MalformedCredential(_))
-        ));
+        assert!(matches!(parse("<a>&foo;</a>"), Err(AuthError::MalformedCredential(_))));
     }
 
     #[test]
     fn rejects_deep_nesting() {
         let xml = format!("{}{}", "<a>".repeat(100), "</a>".repeat(100));
-        assert!(matches!(
-            parse(&xml),
-            Err(AuthError::MalformedCredential(_))
-        ));
+        assert!(matches!(parse(&xml), Err(AuthError::MalformedCredential(_))));
     }
 
     #[test]
     fn rejects_doctype_in_any_case() {
-        assert_eq!(
-            parse("<!doctype a><a/>").unwrap_err(),
-            AuthError::DoctypeForbidden
-        );
+        assert_eq!(parse("<!doctype a><a/>").unwrap_err(), AuthError::DoctypeForbidden);
     }
 
     #[test]

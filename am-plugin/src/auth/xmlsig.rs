@@ -31,27 +31,15 @@ pub(crate) fn verify(
         .and_then(|()| file.flush())
         .map_err(|e| AuthError::Internal(format!("write temporary file: {e}")))?;
     let mut cmd = Command::new(xmlsec1);
-    cmd.arg("--verify")
-        .arg("--node-id")
-        .arg(node_id)
-        .arg("--enabled-key-data")
-        .arg("x509");
+    cmd.arg("--verify").arg("--node-id").arg(node_id).arg("--enabled-key-data").arg("x509");
     for p in trusted_pems {
         cmd.arg("--trusted-pem").arg(p);
     }
     // stderr goes to a file, not a pipe, so a chatty xmlsec1 can never block on a full pipe.
-    let mut errf =
-        tempfile::tempfile().map_err(|e| AuthError::Internal(format!("temporary file: {e}")))?;
-    let errf_child = errf
-        .try_clone()
-        .map_err(|e| AuthError::Internal(format!("temporary file: {e}")))?;
-    cmd.arg(file.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(errf_child));
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| AuthError::Internal(format!("cannot run {}: {e}", xmlsec1.display())))?;
+    let mut errf = tempfile::tempfile().map_err(|e| AuthError::Internal(format!("temporary file: {e}")))?;
+    let errf_child = errf.try_clone().map_err(|e| AuthError::Internal(format!("temporary file: {e}")))?;
+    cmd.arg(file.path()).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::from(errf_child));
+    let mut child = cmd.spawn().map_err(|e| AuthError::Internal(format!("cannot run {}: {e}", xmlsec1.display())))?;
     let start = Instant::now();
     let status = loop {
         match child.try_wait() {
@@ -82,11 +70,8 @@ pub(crate) fn verify(
     } else if stderr.contains("certificate verification failed") {
         "xmlsec1 could not verify the signing certificate".to_string()
     } else {
-        let last = stderr
-            .lines()
-            .rev()
-            .find(|l| l.contains("error") || l.contains("FAIL"))
-            .unwrap_or("verification failed");
+        let last =
+            stderr.lines().rev().find(|l| l.contains("error") || l.contains("FAIL")).unwrap_or("verification failed");
         format!("xmlsec1: {}", last.chars().take(200).collect::<String>())
     };
     Err(AuthError::SignatureInvalid(reason))

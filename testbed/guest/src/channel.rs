@@ -94,23 +94,16 @@ fn serve_stdio(guest: &Guest) -> io::Result<()> {
 /// Opens and serves one device; returns after an unrecoverable error so the
 /// caller can reopen it.
 fn serve_device_forever(path: &Path, guest: &Guest) {
-    let file = match OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("vnsnap-guest: open {}: {e}", path.display());
-            std::thread::sleep(Duration::from_millis(500));
-            return;
-        }
-    };
-    eprintln!(
-        "vnsnap-guest: serving control channel on {}",
-        path.display()
-    );
+    let file =
+        match OpenOptions::new().read(true).write(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("vnsnap-guest: open {}: {e}", path.display());
+                std::thread::sleep(Duration::from_millis(500));
+                return;
+            }
+        };
+    eprintln!("vnsnap-guest: serving control channel on {}", path.display());
     if let Err(e) = serve_file(file, guest) {
         eprintln!("vnsnap-guest: {}: {e}; reopening", path.display());
         std::thread::sleep(Duration::from_millis(500));
@@ -118,11 +111,7 @@ fn serve_device_forever(path: &Path, guest: &Guest) {
 }
 
 fn poll_fd(fd: i32, events: i16, timeout_ms: i32) -> io::Result<i16> {
-    let mut pfd = libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    };
+    let mut pfd = libc::pollfd { fd, events, revents: 0 };
     // SAFETY: `pfd` is a valid pollfd for the duration of the call and we pass nfds = 1.
     let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
     if r < 0 {
@@ -138,10 +127,7 @@ fn poll_fd(fd: i32, events: i16, timeout_ms: i32) -> io::Result<i16> {
 fn serve_file(mut file: File, guest: &Guest) -> io::Result<()> {
     let fd = file.as_raw_fd();
     // Replies may come from detached exec/ping threads too.
-    let writer = Arc::new(Mutex::new(ReplyWriter {
-        file: file.try_clone()?,
-        dirty: false,
-    }));
+    let writer = Arc::new(Mutex::new(ReplyWriter { file: file.try_clone()?, dirty: false }));
     let mut pending: Vec<u8> = Vec::new();
     let mut discarding = false;
     let mut connected = false;
@@ -186,15 +172,12 @@ fn serve_file(mut file: File, guest: &Guest) -> io::Result<()> {
                         Ok(req) if req.is_detachable() => {
                             let w = writer.clone();
                             let id = req.id.clone();
-                            let spawned = std::thread::Builder::new()
-                                .name(format!("op-{}", req.op))
-                                .spawn(move || {
-                                    let reply = crate::ops::run_detached(&req);
-                                    write_reply(&mut w.lock().unwrap(), reply.as_bytes());
-                                });
+                            let spawned = std::thread::Builder::new().name(format!("op-{}", req.op)).spawn(move || {
+                                let reply = crate::ops::run_detached(&req);
+                                write_reply(&mut w.lock().unwrap(), reply.as_bytes());
+                            });
                             if let Err(e) = spawned {
-                                let reply =
-                                    crate::ops::error_reply(id.as_ref(), &format!("spawn: {e}"));
+                                let reply = crate::ops::error_reply(id.as_ref(), &format!("spawn: {e}"));
                                 write_reply(&mut writer.lock().unwrap(), reply.as_bytes());
                             }
                         }
@@ -277,10 +260,7 @@ mod tests {
             std::fs::create_dir_all(dir.join(dev)).unwrap();
             std::fs::write(dir.join(dev).join("name"), format!("{name}\n")).unwrap();
         }
-        assert_eq!(
-            find_port_in(&dir, "vnsnap.ctl"),
-            Some(PathBuf::from("/dev/vport2p1"))
-        );
+        assert_eq!(find_port_in(&dir, "vnsnap.ctl"), Some(PathBuf::from("/dev/vport2p1")));
         assert_eq!(find_port_in(&dir, "nope"), None);
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -97,11 +97,7 @@ impl Request {
         let Some(op) = params.get("op").and_then(Value::as_str) else {
             return Err(error_reply(id.as_ref(), "missing \"op\""));
         };
-        Ok(Request {
-            op: op.to_string(),
-            id,
-            params,
-        })
+        Ok(Request { op: op.to_string(), id, params })
     }
 
     /// Slow, stateless ops (`exec`, `ping`) that carry an `id` may be answered
@@ -205,18 +201,13 @@ impl Guest {
                     .and_then(Value::as_array)
                     .ok_or("missing array parameter \"peers\"")?
                     .iter()
-                    .map(|v| {
-                        v.as_str()
-                            .map(str::to_string)
-                            .ok_or("peers must be strings")
-                    })
+                    .map(|v| v.as_str().map(str::to_string).ok_or("peers must be strings"))
                     .collect::<Result<_, _>>()?;
                 let cfg = RingConfig {
                     index: req_u64(p, "index")? as usize,
                     peers,
                     port: port_param(p, "port")?,
-                    tokens: u32::try_from(get_u64(p, "tokens", 1)?)
-                        .map_err(|_| "tokens too large")?,
+                    tokens: u32::try_from(get_u64(p, "tokens", 1)?).map_err(|_| "tokens too large")?,
                 };
                 let mut slot = self.ring.lock().unwrap();
                 if let Some(mut old) = slot.take() {
@@ -244,10 +235,7 @@ impl Guest {
             }
             "udp_stop" => stop_slot(&self.udp, "udp", UdpStream::stop, UdpStream::state),
             "disk_start" => {
-                let path = p
-                    .get("path")
-                    .and_then(Value::as_str)
-                    .unwrap_or(DEFAULT_PATH);
+                let path = p.get("path").and_then(Value::as_str).unwrap_or(DEFAULT_PATH);
                 let interval = get_u64(p, "interval_ms", 100)?;
                 // Stop first so two tickers never append to the same file.
                 if let Some(mut old) = self.disk.lock().unwrap().take() {
@@ -266,11 +254,7 @@ impl Guest {
             }
             "mem_stop" => stop_slot(&self.mem, "mem", MemDirtier::stop, MemDirtier::state),
             "stall_start" => {
-                let s = Stall::start(
-                    req_str(p, "dst")?,
-                    get_u64(p, "hz", 1000)? as f64,
-                    port_param(p, "listen_port")?,
-                );
+                let s = Stall::start(req_str(p, "dst")?, get_u64(p, "hz", 1000)? as f64, port_param(p, "listen_port")?);
                 replace_slot(&self.stall, "stall", s, Stall::stop, Stall::state)
             }
             "stall_reset" => {
@@ -343,12 +327,7 @@ fn replace_slot<T>(
     Ok(m)
 }
 
-fn stop_slot<T>(
-    slot: &Mutex<Option<T>>,
-    name: &str,
-    stop: impl Fn(&mut T),
-    state: impl Fn(&T) -> Value,
-) -> OpResult {
+fn stop_slot<T>(slot: &Mutex<Option<T>>, name: &str, stop: impl Fn(&mut T), state: impl Fn(&T) -> Value) -> OpResult {
     let mut g = slot.lock().unwrap();
     let mut m = Map::new();
     match g.take() {
@@ -433,14 +412,7 @@ pub fn run_command(argv: &[String], timeout: Duration) -> Result<ExecOutput, Str
     // Note: a background grandchild holding the pipes delays the reply until it exits.
     let (stdout, t1) = out_h.join().unwrap_or_default();
     let (stderr, t2) = err_h.join().unwrap_or_default();
-    Ok(ExecOutput {
-        status: status.code(),
-        signal: status.signal(),
-        timed_out,
-        stdout,
-        stderr,
-        truncated: t1 || t2,
-    })
+    Ok(ExecOutput { status: status.code(), signal: status.signal(), timed_out, stdout, stderr, truncated: t1 || t2 })
 }
 
 fn exec(p: &Params) -> OpResult {
@@ -471,21 +443,11 @@ fn ping(p: &Params) -> OpResult {
     let count = get_u64(p, "count", 3)?.max(1);
     let timeout_ms = get_u64(p, "timeout_ms", 1000 * (count + 2))?;
     let deadline_s = timeout_ms.div_ceil(1000).max(1);
-    let argv: Vec<String> = [
-        "ping",
-        "-c",
-        &count.to_string(),
-        "-i",
-        "0.2",
-        "-W",
-        "1",
-        "-w",
-        &deadline_s.to_string(),
-        dst,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let argv: Vec<String> =
+        ["ping", "-c", &count.to_string(), "-i", "0.2", "-W", "1", "-w", &deadline_s.to_string(), dst]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
     let o = run_command(&argv, Duration::from_millis(timeout_ms + 2000))?;
     let text = String::from_utf8_lossy(&o.stdout);
     let (sent, received) = procfs::parse_ping_summary(&text).unwrap_or((0, 0));
@@ -556,10 +518,7 @@ mod tests {
             &Request::parse(r#"{"op":"exec","id":9,"argv":["echo","x"]}"#).unwrap(),
         ))
         .unwrap();
-        assert_eq!(
-            (r["id"].clone(), r["stdout"].clone()),
-            (json!(9), json!("x\n"))
-        );
+        assert_eq!((r["id"].clone(), r["stdout"].clone()), (json!(9), json!("x\n")));
     }
 
     #[test]
@@ -577,29 +536,20 @@ mod tests {
     #[test]
     fn exec_captures_and_times_out() {
         let g = Guest::new();
-        let r = call(
-            &g,
-            r#"{"op":"exec","argv":["sh","-c","echo hi; echo err >&2; exit 3"]}"#,
-        );
+        let r = call(&g, r#"{"op":"exec","argv":["sh","-c","echo hi; echo err >&2; exit 3"]}"#);
         assert_eq!(r["status"], json!(3));
         assert_eq!(r["stdout"], json!("hi\n"));
         assert_eq!(r["stderr"], json!("err\n"));
         let r = call(&g, r#"{"op":"exec","argv":["sleep","5"],"timeout_ms":100}"#);
         assert_eq!(r["timed_out"], json!(true));
-        let r = call(
-            &g,
-            r#"{"op":"exec","argv":["head","-c","100000","/dev/zero"]}"#,
-        );
+        let r = call(&g, r#"{"op":"exec","argv":["head","-c","100000","/dev/zero"]}"#);
         assert_eq!(r["truncated"], json!(true));
         assert_eq!(r["stdout"].as_str().unwrap().len(), EXEC_OUTPUT_CAP);
     }
 
     #[test]
     fn netstat_fields() {
-        let v = netstat_from(
-            "TcpExt: TCPTimeouts TCPLossProbes\nTcpExt: 4 9\n",
-            "Tcp: RetransSegs\nTcp: 11\n",
-        );
+        let v = netstat_from("TcpExt: TCPTimeouts TCPLossProbes\nTcpExt: 4 9\n", "Tcp: RetransSegs\nTcp: 11\n");
         assert_eq!(v["TCPTimeouts"], json!(4));
         assert_eq!(v["TCPLossProbes"], json!(9));
         assert_eq!(v["RetransSegs"], json!(11));

@@ -12,9 +12,7 @@ pub fn parse_net_counters(text: &str) -> BTreeMap<String, BTreeMap<String, i64>>
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let mut i = 0;
     while i + 1 < lines.len() {
-        let (Some((s1, names)), Some((s2, values))) =
-            (lines[i].split_once(':'), lines[i + 1].split_once(':'))
-        else {
+        let (Some((s1, names)), Some((s2, values))) = (lines[i].split_once(':'), lines[i + 1].split_once(':')) else {
             i += 1;
             continue;
         };
@@ -70,10 +68,7 @@ pub fn parse_ping_summary(text: &str) -> Option<(u64, u64)> {
         let mut recv = None;
         for part in line.split(',') {
             let part = part.trim();
-            let num = part
-                .split_whitespace()
-                .next()
-                .and_then(|n| n.parse::<u64>().ok());
+            let num = part.split_whitespace().next().and_then(|n| n.parse::<u64>().ok());
             if part.contains("transmitted") {
                 sent = num;
             } else if part.contains("received") {

@@ -187,7 +187,10 @@ pub fn raw_read_mb_s(dir: &Path) -> anyhow::Result<f64> {
     let bytes = std::fs::metadata(&f)?.len();
     let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
     let t = Instant::now();
-    let st = Command::new("dd").arg(format!("if={}", f.display())).args(["of=/dev/null", "bs=4M", "iflag=direct", "status=none"]).status()?;
+    let st = Command::new("dd")
+        .arg(format!("if={}", f.display()))
+        .args(["of=/dev/null", "bs=4M", "iflag=direct", "status=none"])
+        .status()?;
     let secs = t.elapsed().as_secs_f64();
     let _ = std::fs::remove_file(&f);
     anyhow::ensure!(st.success(), "dd read failed");
@@ -207,7 +210,14 @@ async fn switch_dropped(s: &Slice) -> anyhow::Result<u64> {
     let names: Vec<&str> = s.vms.iter().map(|v| v.name.as_str()).collect();
     let mut n = 0;
     for h in s.hosts() {
-        n += s.clients[h].switch().await?.ports.iter().filter(|p| names.contains(&p.domain.as_str())).map(|p| p.dropped_frames).sum::<u64>();
+        n += s.clients[h]
+            .switch()
+            .await?
+            .ports
+            .iter()
+            .filter(|p| names.contains(&p.domain.as_str()))
+            .map(|p| p.dropped_frames)
+            .sum::<u64>();
     }
     Ok(n)
 }
@@ -250,7 +260,9 @@ async fn one(bed: &Bed, mode: CutMode) -> anyhow::Result<(RunResult, Taken)> {
     let drop0 = switch_dropped(s).await?;
     let epoch = slice::next_epoch(s).await?;
     let id = uuid::Uuid::new_v4().to_string();
-    let snap = slice::snapshot(s, &id, epoch, &CutRequest { mode, stagger_ms: BTreeMap::new(), deadline_ms: Some(600_000) }).await?;
+    let snap =
+        slice::snapshot(s, &id, epoch, &CutRequest { mode, stagger_ms: BTreeMap::new(), deadline_ms: Some(600_000) })
+            .await?;
     // Let retransmission timers fire (the first RTO is 200 ms; backoff doubles).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let stalls = w.stall_max_gaps().await?;
@@ -408,7 +420,19 @@ fn print_table(r: &SnapshotReport) {
     println!();
     println!(
         "{:<13} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9} {:>8} {:>14} {:>6} {:>9} {:>9} {:>9}",
-        "mode", "pause p50", "pause max", "stall p50", "stall max", "skew", "total p50", "MiB", "held/rec/drop", "RTOs", "save MB/s", "pause/us", "stall/us"
+        "mode",
+        "pause p50",
+        "pause max",
+        "stall p50",
+        "stall max",
+        "skew",
+        "total p50",
+        "MiB",
+        "held/rec/drop",
+        "RTOs",
+        "save MB/s",
+        "pause/us",
+        "stall/us"
     );
     for m in &r.modes {
         let (h, rc): (u64, u64) = m.runs.iter().fold((0, 0), |a, x| (a.0 + x.held, a.1 + x.recorded));
@@ -432,7 +456,8 @@ fn print_table(r: &SnapshotReport) {
     println!("per VM (pause ms / stall ms, each run):");
     for m in &r.modes {
         for (i, run) in m.runs.iter().enumerate() {
-            let cells: Vec<String> = run.vms.iter().map(|v| format!("{} {:.1}/{:.0}", v.vm, v.pause_ms, v.stall_ms)).collect();
+            let cells: Vec<String> =
+                run.vms.iter().map(|v| format!("{} {:.1}/{:.0}", v.vm, v.pause_ms, v.stall_ms)).collect();
             println!("  {:<13} #{i}: {}", m.mode, cells.join("  "));
         }
     }

@@ -19,9 +19,7 @@ const USAGE: &str = "usage: ch init DIR AUTHORITY\n\
 /// and chain paths (`key=... cert=... chain=...`), for `cred/speaksfor` the signed credential
 /// XML. `cred` without `--slice` makes a user credential.
 pub fn cli(args: &[String]) -> Result<String, ChError> {
-    let (cmd, rest) = args
-        .split_first()
-        .ok_or_else(|| ChError::Invalid(USAGE.into()))?;
+    let (cmd, rest) = args.split_first().ok_or_else(|| ChError::Invalid(USAGE.into()))?;
     let mut positional = Vec::new();
     let mut flags: Vec<(String, Option<String>)> = Vec::new();
     let mut it = rest.iter();
@@ -29,40 +27,21 @@ pub fn cli(args: &[String]) -> Result<String, ChError> {
         if a == "--sha1" {
             flags.push((a.clone(), None));
         } else if a.starts_with("--") {
-            let v = it
-                .next()
-                .ok_or_else(|| ChError::Invalid(format!("{a} needs a value\n{USAGE}")))?;
+            let v = it.next().ok_or_else(|| ChError::Invalid(format!("{a} needs a value\n{USAGE}")))?;
             flags.push((a.clone(), Some(v.clone())));
         } else {
             positional.push(a.clone());
         }
     }
-    let flag = |name: &str| {
-        flags
-            .iter()
-            .find(|(k, _)| k == name)
-            .and_then(|(_, v)| v.clone())
-    };
+    let flag = |name: &str| flags.iter().find(|(k, _)| k == name).and_then(|(_, v)| v.clone());
     let has = |name: &str| flags.iter().any(|(k, _)| k == name);
-    let digest = if has("--sha1") {
-        Digest::Sha1
-    } else {
-        Digest::Sha256
-    };
+    let digest = if has("--sha1") { Digest::Sha1 } else { Digest::Sha256 };
     let days: i64 = match flag("--days") {
-        Some(d) => d
-            .parse()
-            .map_err(|_| ChError::Invalid(format!("bad --days {d}")))?,
+        Some(d) => d.parse().map_err(|_| ChError::Invalid(format!("bad --days {d}")))?,
         None => 30,
     };
-    let cert_spec = CertSpec {
-        digest,
-        ..CertSpec::default()
-    };
-    let dir = positional
-        .first()
-        .map(Path::new)
-        .ok_or_else(|| ChError::Invalid(USAGE.into()))?;
+    let cert_spec = CertSpec { digest, ..CertSpec::default() };
+    let dir = positional.first().map(Path::new).ok_or_else(|| ChError::Invalid(USAGE.into()))?;
     let describe = |id: &super::Identity| {
         format!(
             "{}\nkey={}\ncert={}\nchain={}\n",
@@ -70,10 +49,7 @@ pub fn cli(args: &[String]) -> Result<String, ChError> {
             id.key.display(),
             id.cert.display(),
             id.cert
-                .with_file_name(format!(
-                    "{}-chain.pem",
-                    id.cert.file_stem().unwrap_or_default().to_string_lossy()
-                ))
+                .with_file_name(format!("{}-chain.pem", id.cert.file_stem().unwrap_or_default().to_string_lossy()))
                 .display()
         )
     };
@@ -89,11 +65,7 @@ pub fn cli(args: &[String]) -> Result<String, ChError> {
         ("slice", 2) => {
             let ch = Clearinghouse::open(dir)?;
             let project = flag("--project");
-            Ok(describe(&ch.slice(
-                project.as_deref(),
-                &positional[1],
-                &cert_spec,
-            )?))
+            Ok(describe(&ch.slice(project.as_deref(), &positional[1], &cert_spec)?))
         }
         ("tool", 2) => {
             let ch = Clearinghouse::open(dir)?;
@@ -118,14 +90,8 @@ pub fn cli(args: &[String]) -> Result<String, ChError> {
         }
         ("speaksfor", 1) => {
             let ch = Clearinghouse::open(dir)?;
-            let user = ch.find(
-                "user",
-                &flag("--user").ok_or_else(|| ChError::Invalid(USAGE.into()))?,
-            )?;
-            let tool = ch.find(
-                "tool",
-                &flag("--tool").ok_or_else(|| ChError::Invalid(USAGE.into()))?,
-            )?;
+            let user = ch.find("user", &flag("--user").ok_or_else(|| ChError::Invalid(USAGE.into()))?)?;
+            let tool = ch.find("tool", &flag("--tool").ok_or_else(|| ChError::Invalid(USAGE.into()))?)?;
             speaks_for(&user, &tool, Utc::now() + Duration::days(days), digest)
         }
         _ => Err(ChError::Invalid(USAGE.into())),

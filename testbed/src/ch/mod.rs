@@ -106,11 +106,7 @@ impl Default for CertSpec {
     /// SHA-256, valid from one hour ago for one year.
     fn default() -> Self {
         let now = Utc::now();
-        CertSpec {
-            digest: Digest::Sha256,
-            not_before: now - Duration::hours(1),
-            not_after: now + Duration::days(365),
-        }
+        CertSpec { digest: Digest::Sha256, not_before: now - Duration::hours(1), not_after: now + Duration::days(365) }
     }
 }
 
@@ -118,21 +114,13 @@ impl CertSpec {
     /// A certificate that expired yesterday.
     pub fn expired() -> Self {
         let now = Utc::now();
-        CertSpec {
-            not_before: now - Duration::days(30),
-            not_after: now - Duration::days(1),
-            ..CertSpec::default()
-        }
+        CertSpec { not_before: now - Duration::days(30), not_after: now - Duration::days(1), ..CertSpec::default() }
     }
 
     /// A certificate valid only from tomorrow.
     pub fn not_yet_valid() -> Self {
         let now = Utc::now();
-        CertSpec {
-            not_before: now + Duration::days(1),
-            not_after: now + Duration::days(30),
-            ..CertSpec::default()
-        }
+        CertSpec { not_before: now + Duration::days(1), not_after: now + Duration::days(30), ..CertSpec::default() }
     }
 
     /// Same, signed with sha1WithRSAEncryption.
@@ -172,10 +160,7 @@ impl CredSpec {
     /// Privileges a GENI CH puts in a user credential.
     pub fn user_default() -> Self {
         CredSpec {
-            privileges: ["refresh", "resolve", "info"]
-                .iter()
-                .map(|p| (p.to_string(), true))
-                .collect(),
+            privileges: ["refresh", "resolve", "info"].iter().map(|p| (p.to_string(), true)).collect(),
             ..CredSpec::default()
         }
     }
@@ -217,9 +202,7 @@ pub struct Clearinghouse {
 fn check_name(name: &str) -> Result<(), ChError> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
     if ok {
         Ok(())
     } else {
@@ -228,9 +211,8 @@ fn check_name(name: &str) -> Result<(), ChError> {
 }
 
 fn check_authority(a: &str) -> Result<(), ChError> {
-    let ok = !a.is_empty()
-        && a.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == ':' || c == '_');
+    let ok =
+        !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == ':' || c == '_');
     if ok {
         Ok(())
     } else {
@@ -251,20 +233,12 @@ impl Clearinghouse {
     }
 
     /// Make a new CH with explicit CA certificate parameters.
-    pub fn create_with(
-        dir: &Path,
-        authority: &str,
-        spec: &CertSpec,
-    ) -> Result<Clearinghouse, ChError> {
+    pub fn create_with(dir: &Path, authority: &str, spec: &CertSpec) -> Result<Clearinghouse, ChError> {
         check_authority(authority)?;
         std::fs::create_dir_all(dir).map_err(io_err(dir.display()))?;
         let ca = openssl::make_ca(dir, authority, spec)?;
         std::fs::write(dir.join("authority"), authority).map_err(io_err("authority"))?;
-        Ok(Clearinghouse {
-            dir: dir.to_path_buf(),
-            authority: authority.to_string(),
-            ca,
-        })
+        Ok(Clearinghouse { dir: dir.to_path_buf(), authority: authority.to_string(), ca })
     }
 
     /// Open a CH made earlier by [`Clearinghouse::create`].
@@ -279,11 +253,7 @@ impl Clearinghouse {
             cert: dir.join("ca.pem"),
             issuers: Vec::new(),
         };
-        Ok(Clearinghouse {
-            dir: dir.to_path_buf(),
-            authority,
-            ca,
-        })
+        Ok(Clearinghouse { dir: dir.to_path_buf(), authority, ca })
     }
 
     /// The CH's directory.
@@ -312,24 +282,11 @@ impl Clearinghouse {
         check_name(name)?;
         let urn = format!("urn:publicid:IDN+{}+user+{name}", self.authority);
         let email = format!("{name}@{}", self.authority.replace(':', "."));
-        openssl::issue(
-            self,
-            &self.ca,
-            &urn,
-            &format!("user-{name}"),
-            Some(&email),
-            false,
-            spec,
-        )
+        openssl::issue(self, &self.ca, &urn, &format!("user-{name}"), Some(&email), false, spec)
     }
 
     /// Issue a slice certificate `urn:publicid:IDN+<authority>[:<project>]+slice+<name>`.
-    pub fn slice(
-        &self,
-        project: Option<&str>,
-        name: &str,
-        spec: &CertSpec,
-    ) -> Result<Identity, ChError> {
+    pub fn slice(&self, project: Option<&str>, name: &str, spec: &CertSpec) -> Result<Identity, ChError> {
         check_name(name)?;
         let auth = match project {
             Some(p) => {
@@ -339,30 +296,14 @@ impl Clearinghouse {
             None => self.authority.clone(),
         };
         let urn = format!("urn:publicid:IDN+{auth}+slice+{name}");
-        openssl::issue(
-            self,
-            &self.ca,
-            &urn,
-            &format!("slice-{name}"),
-            None,
-            false,
-            spec,
-        )
+        openssl::issue(self, &self.ca, &urn, &format!("slice-{name}"), None, false, spec)
     }
 
     /// Issue a tool certificate `urn:publicid:IDN+<authority>+tool+<name>` (for speaks-for).
     pub fn tool(&self, name: &str, spec: &CertSpec) -> Result<Identity, ChError> {
         check_name(name)?;
         let urn = format!("urn:publicid:IDN+{}+tool+{name}", self.authority);
-        openssl::issue(
-            self,
-            &self.ca,
-            &urn,
-            &format!("tool-{name}"),
-            None,
-            false,
-            spec,
-        )
+        openssl::issue(self, &self.ca, &urn, &format!("tool-{name}"), None, false, spec)
     }
 
     /// Issue an intermediate CA `urn:publicid:IDN+<authority>:<sub>+authority+sa`.
@@ -393,12 +334,7 @@ impl Clearinghouse {
     }
 
     /// A slice credential for `owner` on `slice`, signed by the CA.
-    pub fn slice_credential(
-        &self,
-        owner: &Identity,
-        slice: &Identity,
-        spec: &CredSpec,
-    ) -> Result<String, ChError> {
+    pub fn slice_credential(&self, owner: &Identity, slice: &Identity, spec: &CredSpec) -> Result<String, ChError> {
         sign::credential(&self.ca, owner, slice, spec)
     }
 

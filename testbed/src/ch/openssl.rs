@@ -20,10 +20,7 @@ pub(crate) fn run(cmd: &mut Command) -> Result<Vec<u8>, ChError> {
     let what = format!("{:?}", cmd.get_program());
     let out = cmd.output().map_err(io_err(&what))?;
     if !out.status.success() {
-        let args: Vec<String> = cmd
-            .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
+        let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         return Err(ChError::Tool(
             format!("{what} {}", args.join(" ")),
             String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -60,11 +57,7 @@ fn md(d: Digest) -> &'static str {
 }
 
 fn genrsa(key: &Path) -> Result<(), ChError> {
-    run(Command::new("openssl")
-        .arg("genrsa")
-        .arg("-out")
-        .arg(key)
-        .arg("2048"))?;
+    run(Command::new("openssl").arg("genrsa").arg("-out").arg(key).arg("2048"))?;
     Ok(())
 }
 
@@ -88,21 +81,11 @@ fn sign_cert(
     if let Some(e) = email {
         san.push_str(&format!(",email:{e}"));
     }
-    let bc = if is_ca {
-        "critical,CA:TRUE"
-    } else {
-        "critical,CA:FALSE"
-    };
-    let aki = if issuer.is_some() {
-        "authorityKeyIdentifier = keyid\n"
-    } else {
-        ""
-    };
+    let bc = if is_ca { "critical,CA:TRUE" } else { "critical,CA:FALSE" };
+    let aki = if issuer.is_some() { "authorityKeyIdentifier = keyid\n" } else { "" };
     std::fs::write(
         &ext,
-        format!(
-            "[ext]\nbasicConstraints = {bc}\nsubjectKeyIdentifier = hash\n{aki}subjectAltName = {san}\n"
-        ),
+        format!("[ext]\nbasicConstraints = {bc}\nsubjectKeyIdentifier = hash\n{aki}subjectAltName = {san}\n"),
     )
     .map_err(io_err(ext.display()))?;
     genrsa(&key)?;
@@ -146,12 +129,7 @@ fn sign_cert(
 pub(crate) fn make_ca(dir: &Path, authority: &str, spec: &CertSpec) -> Result<Identity, ChError> {
     let urn = ca_urn(authority);
     sign_cert(dir, "ca", &urn, None, true, spec, None)?;
-    Ok(Identity {
-        urn,
-        key: dir.join("ca.key"),
-        cert: dir.join("ca.pem"),
-        issuers: Vec::new(),
-    })
+    Ok(Identity { urn, key: dir.join("ca.key"), cert: dir.join("ca.pem"), issuers: Vec::new() })
 }
 
 /// Issue a certificate signed by `issuer` (the CH's CA or a sub-authority of it); the file
@@ -170,11 +148,7 @@ pub(crate) fn issue(
     let mut unique = stem.to_string();
     let mut n = 1;
     loop {
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(dir.join(format!("{unique}.key")))
-        {
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(dir.join(format!("{unique}.key"))) {
             Ok(_) => break,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 n += 1;
@@ -201,10 +175,7 @@ pub(crate) fn issue(
 pub(crate) fn load(ch: &Clearinghouse, stem: &str) -> Result<Identity, ChError> {
     let dir = ch.dir();
     let urn_file = dir.join(format!("{stem}.urn"));
-    let urn = std::fs::read_to_string(&urn_file)
-        .map_err(io_err(urn_file.display()))?
-        .trim()
-        .to_string();
+    let urn = std::fs::read_to_string(&urn_file).map_err(io_err(urn_file.display()))?.trim().to_string();
     Ok(Identity {
         urn,
         key: dir.join(format!("{stem}.key")),
@@ -221,9 +192,7 @@ pub(crate) fn pem_to_der(pem: &str) -> Result<Vec<Vec<u8>>, ChError> {
     let mut rest = pem;
     while let Some(b) = rest.find(BEGIN) {
         let body = &rest[b + BEGIN.len()..];
-        let e = body
-            .find(END)
-            .ok_or_else(|| ChError::Invalid("unterminated PEM".into()))?;
+        let e = body.find(END).ok_or_else(|| ChError::Invalid("unterminated PEM".into()))?;
         let b64: String = body[..e].chars().filter(|c| !c.is_whitespace()).collect();
         out.push(
             base64::engine::general_purpose::STANDARD
@@ -237,9 +206,7 @@ pub(crate) fn pem_to_der(pem: &str) -> Result<Vec<Vec<u8>>, ChError> {
 
 /// The SubjectKeyIdentifier of a certificate file, lowercase hex without colons.
 pub(crate) fn subject_key_id(cert: &Path) -> Result<String, ChError> {
-    let out = run(Command::new("openssl")
-        .args(["x509", "-noout", "-ext", "subjectKeyIdentifier", "-in"])
-        .arg(cert))?;
+    let out = run(Command::new("openssl").args(["x509", "-noout", "-ext", "subjectKeyIdentifier", "-in"]).arg(cert))?;
     let text = String::from_utf8_lossy(&out);
     let line = text
         .lines()

@@ -39,22 +39,16 @@ fn time(t: DateTime<Utc>) -> String {
 
 fn signature_template(id: &str, digest: Digest, mode: KeyInfoMode) -> String {
     let (sig_alg, dig_alg) = match digest {
-        Digest::Sha1 => (
-            "http://www.w3.org/2000/09/xmldsig#rsa-sha1",
-            "http://www.w3.org/2000/09/xmldsig#sha1",
-        ),
-        Digest::Sha256 => (
-            "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256",
-            "http://www.w3.org/2001/04/xmlenc#sha256",
-        ),
+        Digest::Sha1 => ("http://www.w3.org/2000/09/xmldsig#rsa-sha1", "http://www.w3.org/2000/09/xmldsig#sha1"),
+        Digest::Sha256 => {
+            ("http://www.w3.org/2001/04/xmldsig-more#rsa-sha256", "http://www.w3.org/2001/04/xmlenc#sha256")
+        }
     };
     let key_info = match mode {
         KeyInfoMode::X509AndKeyValue => {
             "<X509Data><X509SubjectName/><X509IssuerSerial/><X509Certificate/></X509Data><KeyValue/>"
         }
-        KeyInfoMode::X509Chain => {
-            "<X509Data><X509SubjectName/><X509IssuerSerial/><X509Certificate/></X509Data>"
-        }
+        KeyInfoMode::X509Chain => "<X509Data><X509SubjectName/><X509IssuerSerial/><X509Certificate/></X509Data>",
         KeyInfoMode::KeyValueOnly => "<KeyValue/>",
     };
     format!(
@@ -99,10 +93,7 @@ fn privileges_xml(privs: &[(String, bool)]) -> String {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 fn credential_body(
@@ -158,19 +149,15 @@ pub fn delegate(
     target: &Identity,
     spec: &CredSpec,
 ) -> Result<String, ChError> {
-    let start = parent_xml
-        .find("<credential ")
-        .ok_or_else(|| ChError::Invalid("parent has no <credential>".into()))?;
-    let sigs_start = parent_xml
-        .find("<signatures>")
-        .ok_or_else(|| ChError::Invalid("parent has no <signatures>".into()))?;
+    let start = parent_xml.find("<credential ").ok_or_else(|| ChError::Invalid("parent has no <credential>".into()))?;
+    let sigs_start =
+        parent_xml.find("<signatures>").ok_or_else(|| ChError::Invalid("parent has no <signatures>".into()))?;
     let cred_end = parent_xml[..sigs_start]
         .rfind("</credential>")
         .ok_or_else(|| ChError::Invalid("parent credential not closed".into()))?
         + "</credential>".len();
-    let sigs_end = parent_xml
-        .find("</signatures>")
-        .ok_or_else(|| ChError::Invalid("parent signatures not closed".into()))?;
+    let sigs_end =
+        parent_xml.find("</signatures>").ok_or_else(|| ChError::Invalid("parent signatures not closed".into()))?;
     let parent_cred = &parent_xml[start..cred_end];
     let parent_sigs = &parent_xml[sigs_start + "<signatures>".len()..sigs_end];
     let mut n = 1;
@@ -178,13 +165,7 @@ pub fn delegate(
         n += 1;
     }
     let id = format!("ref{n}");
-    let body = credential_body(
-        &id,
-        to,
-        target,
-        spec,
-        &format!("<parent>{parent_cred}</parent>"),
-    )?;
+    let body = credential_body(&id, to, target, spec, &format!("<parent>{parent_cred}</parent>"))?;
     let tmpl = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<signed-credential {XMLNS}>{body}<signatures>{parent_sigs}{}</signatures></signed-credential>\n",
         signature_template(&id, spec.digest, spec.key_info)
@@ -193,12 +174,7 @@ pub fn delegate(
 }
 
 /// A geni_abac speaks-for credential `user.speaks_for_<userkey> <- tool`, signed by `user`.
-pub fn speaks_for(
-    user: &Identity,
-    tool: &Identity,
-    expires: DateTime<Utc>,
-    digest: Digest,
-) -> Result<String, ChError> {
+pub fn speaks_for(user: &Identity, tool: &Identity, expires: DateTime<Utc>, digest: Digest) -> Result<String, ChError> {
     let uk = user.key_id()?;
     let tk = tool.key_id()?;
     let body = format!(

@@ -59,7 +59,10 @@ pub fn ring_unsettled(nodes: &[RingNode]) -> Vec<String> {
         .filter_map(|i| {
             let (a, b) = (&nodes[i], &nodes[(i + 1) % n]);
             (a.records_sent != b.records_received).then(|| {
-                format!("ring link {} -> {}: {} records sent, {} received", a.vm, b.vm, a.records_sent, b.records_received)
+                format!(
+                    "ring link {} -> {}: {} records sent, {} received",
+                    a.vm, b.vm, a.records_sent, b.records_received
+                )
             })
         })
         .collect()
@@ -81,7 +84,10 @@ pub fn ring_tokens(nodes: &[RingNode], tokens: u32) -> Vec<String> {
     }
     for (id, holders) in &count {
         if *id >= tokens {
-            v.push(format!("ring token {id} exists but only ids 0..{tokens} were injected (held by {})", holders.join(", ")));
+            v.push(format!(
+                "ring token {id} exists but only ids 0..{tokens} were injected (held by {})",
+                holders.join(", ")
+            ));
         } else if holders.len() > 1 {
             v.push(format!("ring token {id} exists {} times (held by {})", holders.len(), holders.join(", ")));
         }
@@ -163,7 +169,9 @@ pub fn udp_streams(
                     "udp {from} -> {vm}: {dups} sequence numbers arrived that had already been received (resent after an inconsistent cut)"
                 ));
             }
-            if let Some(next) = ip_of.get(ip).and_then(|name| senders.get(name)).and_then(|s| s.get("next_seq")).and_then(Value::as_u64) {
+            if let Some(next) =
+                ip_of.get(ip).and_then(|name| senders.get(name)).and_then(|s| s.get("next_seq")).and_then(Value::as_u64)
+            {
                 let highest = u(s, "highest");
                 if u(s, "received") > 0 && highest >= next {
                     f.violations.push(format!(
@@ -244,7 +252,14 @@ mod tests {
     use serde_json::json;
 
     fn node(vm: &str, held: &[u32], sent: u64, recv: u64) -> RingNode {
-        RingNode { vm: vm.into(), held: held.to_vec(), records_sent: sent, records_received: recv, out_connected: true, ..Default::default() }
+        RingNode {
+            vm: vm.into(),
+            held: held.to_vec(),
+            records_sent: sent,
+            records_received: recv,
+            out_connected: true,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -296,8 +311,11 @@ mod tests {
         assert_eq!(f.gaps, 3);
         let orphan: BTreeMap<String, Value> = [("a".to_string(), json!({"next_seq": 50}))].into();
         assert_eq!(udp_streams(&recv, &orphan, &ip_of).violations.len(), 1);
-        let recv: BTreeMap<String, Value> =
-            [("b".to_string(), json!({"sources": {"10.0.0.1:7002": {"highest": 50, "received": 40, "duplicates": 4}}}))].into();
+        let recv: BTreeMap<String, Value> = [(
+            "b".to_string(),
+            json!({"sources": {"10.0.0.1:7002": {"highest": 50, "received": 40, "duplicates": 4}}}),
+        )]
+        .into();
         let f = udp_streams(&recv, &ok, &ip_of);
         assert_eq!(f.duplicates, 4);
         assert!(f.violations[0].contains("a -> b"), "{f:?}");
@@ -314,7 +332,9 @@ mod tests {
 
     #[test]
     fn disk_rules() {
-        assert!(disk_coherence("a", &json!({"counter": 5, "disk_last": 5, "disk_coherent": true, "errors": 0})).is_empty());
+        assert!(
+            disk_coherence("a", &json!({"counter": 5, "disk_last": 5, "disk_coherent": true, "errors": 0})).is_empty()
+        );
         assert_eq!(disk_coherence("a", &json!({"counter": 5, "disk_last": 4, "disk_coherent": false})).len(), 1);
         assert!(disk_coherence("a", &json!({"counter": 5, "coherent": true, "disk_coherent": null})).is_empty());
         assert_eq!(disk_coherence("a", &Value::Null).len(), 1);

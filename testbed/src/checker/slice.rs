@@ -3,8 +3,8 @@
 
 use super::VmRef;
 use anyhow::{anyhow, bail, Context};
-use vnsnap_am::snapshot::coordinator::{self, HostPart, RestorePart, RestoreResult, SliceSnapshot, VmCut};
 use std::time::{Duration, Instant};
+use vnsnap_am::snapshot::coordinator::{self, HostPart, RestorePart, RestoreResult, SliceSnapshot, VmCut};
 use vnsnap_proto::client::AgentClient;
 use vnsnap_proto::*;
 
@@ -19,7 +19,8 @@ pub const L1: SegmentId = 101;
 /// `target/labs/<id>` can be removed by another process's lab teardown racing with our
 /// claim of the same id. Short, because agents bind unix sockets below it (108 bytes).
 pub fn lab_options() -> crate::lab::LabOptions {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
     let dir = std::path::PathBuf::from(format!("/tmp/vsl-{}-{}", std::process::id(), nanos % 1_000_000));
     crate::lab::LabOptions { hosts: 2, dir: Some(dir), ..Default::default() }
 }
@@ -36,7 +37,10 @@ pub fn vm_spec(lab: &Lab, name: &str, mem: u64, nics: &[(&str, SegmentId, &str)]
             cmdline: String::new(),
         },
         disks: vec![DiskSpec { base: lab.data_disk.display().to_string(), size_mib: None }],
-        nics: nics.iter().map(|(mac, seg, ip)| NicSpec { mac: mac.to_string(), segment: *seg, ips: vec![ip.to_string()] }).collect(),
+        nics: nics
+            .iter()
+            .map(|(mac, seg, ip)| NicSpec { mac: mac.to_string(), segment: *seg, ips: vec![ip.to_string()] })
+            .collect(),
         hostname: None,
         autostart: false,
     }
@@ -72,8 +76,20 @@ pub async fn three_vm_slice(lab: &Lab, mem_mib: u64) -> anyhow::Result<Slice> {
     let b = lab.client(1)?;
     let (ha, hb) = (a.host().await?, b.host().await?);
     a.define(&vm_spec(lab, "vm1", mem_mib, &[("52:54:00:00:00:11", L0, "10.10.0.1/24")])).await?;
-    a.define(&vm_spec(lab, "vm2", mem_mib, &[("52:54:00:00:00:21", L0, "10.10.0.2/24"), ("52:54:00:00:01:21", L1, "10.20.0.2/24")])).await?;
-    b.define(&vm_spec(lab, "vm3", mem_mib, &[("52:54:00:00:00:31", L0, "10.10.0.3/24"), ("52:54:00:00:01:31", L1, "10.20.0.3/24")])).await?;
+    a.define(&vm_spec(
+        lab,
+        "vm2",
+        mem_mib,
+        &[("52:54:00:00:00:21", L0, "10.10.0.2/24"), ("52:54:00:00:01:21", L1, "10.20.0.2/24")],
+    ))
+    .await?;
+    b.define(&vm_spec(
+        lab,
+        "vm3",
+        mem_mib,
+        &[("52:54:00:00:00:31", L0, "10.10.0.3/24"), ("52:54:00:00:01:31", L1, "10.20.0.3/24")],
+    ))
+    .await?;
     for seg in [L0, L1] {
         a.set_segment_peers(seg, &SegmentPeers { peers: vec![hb.tunnel.clone()] }).await?;
         b.set_segment_peers(seg, &SegmentPeers { peers: vec![ha.tunnel.clone()] }).await?;
@@ -186,7 +202,11 @@ fn parts(slice: &Slice) -> (Vec<usize>, Vec<HostPart>) {
     let hosts = slice.hosts();
     let parts = hosts
         .iter()
-        .map(|&h| HostPart { client: slice.clients[h].clone(), host: format!("host{}", h + 1), domains: slice.names_on(h) })
+        .map(|&h| HostPart {
+            client: slice.clients[h].clone(),
+            host: format!("host{}", h + 1),
+            domains: slice.names_on(h),
+        })
         .collect();
     (hosts, parts)
 }
@@ -195,7 +215,9 @@ fn parts(slice: &Slice) -> (Vec<usize>, Vec<HostPart>) {
 /// parallel cut, save, commit; abort everywhere on failure).
 pub async fn snapshot(slice: &Slice, id: &str, epoch: u64, req: &CutRequest) -> anyhow::Result<Taken> {
     let (hosts, parts) = parts(slice);
-    let snap = coordinator::snapshot_slice(&parts, id, epoch, req, |_| {}).await.map_err(|e| anyhow!("snapshot {id}: {}", chain(&e)))?;
+    let snap = coordinator::snapshot_slice(&parts, id, epoch, req, |_| {})
+        .await
+        .map_err(|e| anyhow!("snapshot {id}: {}", chain(&e)))?;
     Ok(Taken { id: id.into(), epoch, hosts, snap })
 }
 
@@ -215,7 +237,9 @@ pub async fn restore(slice: &Slice, snap: &Taken, restore_id: &str) -> anyhow::R
             epoch,
         })
         .collect();
-    coordinator::restore_slice(&parts, restore_id, |_| {}).await.map_err(|e| anyhow!("restore of {}: {}", snap.id, chain(&e)))
+    coordinator::restore_slice(&parts, restore_id, |_| {})
+        .await
+        .map_err(|e| anyhow!("restore of {}: {}", snap.id, chain(&e)))
 }
 
 /// Deletes a snapshot on every host it was taken on.

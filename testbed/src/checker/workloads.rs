@@ -34,7 +34,8 @@ pub struct Workloads {
 /// The address of `to` that `from` reaches it by: on the first (or, with `last`, the last)
 /// segment both are attached to.
 fn shared_ip(from: &VmRef, to: &VmRef, last: bool) -> anyhow::Result<String> {
-    let shared: Vec<&String> = to.ips.iter().filter(|(s, _)| from.ips.iter().any(|(t, _)| t == s)).map(|(_, ip)| ip).collect();
+    let shared: Vec<&String> =
+        to.ips.iter().filter(|(s, _)| from.ips.iter().any(|(t, _)| t == s)).map(|(_, ip)| ip).collect();
     let ip = if last { shared.last() } else { shared.first() };
     ip.map(|s| s.to_string()).ok_or_else(|| anyhow!("{} and {} share no segment", from.name, to.name))
 }
@@ -78,7 +79,9 @@ impl Workloads {
             if let Some(mib) = o.mem_mib {
                 r.push(json!({"op": "mem_start", "mib": mib, "rate_mib_s": o.mem_rate_mib_s}));
             }
-            r.push(json!({"op": "ring_start", "index": i, "peers": peers, "port": o.ring_port, "tokens": o.ring_tokens}));
+            r.push(
+                json!({"op": "ring_start", "index": i, "peers": peers, "port": o.ring_port, "tokens": o.ring_tokens}),
+            );
         }
         let mut set = tokio::task::JoinSet::new();
         for (i, r) in reqs.into_iter().enumerate() {
@@ -168,7 +171,10 @@ impl Workloads {
         let mut out = BTreeMap::new();
         for (vm, r) in self.vms.iter().zip(self.states().await) {
             let st = r?;
-            let gap = st.pointer("/stall/max_gap_ms").and_then(Value::as_f64).ok_or_else(|| anyhow!("{}: stall meter not running", vm.name))?;
+            let gap = st
+                .pointer("/stall/max_gap_ms")
+                .and_then(Value::as_f64)
+                .ok_or_else(|| anyhow!("{}: stall meter not running", vm.name))?;
             out.insert(vm.name.clone(), gap);
         }
         Ok(out)
@@ -218,7 +224,9 @@ impl Workloads {
             let mut nodes = Vec::new();
             let mut errs = Vec::new();
             for (vm, r) in self.vms.iter().zip(self.on_all(|_| json!({"op": "ring_pause"})).await) {
-                match r.and_then(|v| RingNode::from_state(&vm.name, &v["ring"]).ok_or_else(|| anyhow!("{}: ring not running", vm.name))) {
+                match r.and_then(|v| {
+                    RingNode::from_state(&vm.name, &v["ring"]).ok_or_else(|| anyhow!("{}: ring not running", vm.name))
+                }) {
                     Ok(n) => nodes.push(n),
                     Err(e) => errs.push(format!("{e:#}")),
                 }
@@ -267,7 +275,11 @@ impl Workloads {
             Err((why, nodes)) => {
                 rep.ring_quiesce_ms = tq.elapsed().as_millis() as u64;
                 rep.ring_tokens_found = nodes.iter().map(|n| n.held.len()).sum();
-                rep.violations.push(format!("ring did not quiesce within {:?}: {}", self.opts.quiesce_timeout, why.join("; ")));
+                rep.violations.push(format!(
+                    "ring did not quiesce within {:?}: {}",
+                    self.opts.quiesce_timeout,
+                    why.join("; ")
+                ));
                 if !nodes.is_empty() {
                     rep.violations.extend(invariants::ring_tokens(&nodes, self.opts.ring_tokens));
                 }
@@ -316,7 +328,9 @@ impl Workloads {
             if let Some(path) = st.pointer("/disk/path").and_then(Value::as_str) {
                 let req = json!({"op": "exec", "argv": ["tail", "-n", "2000", path], "timeout_ms": 5000});
                 match guest(&self.clients[self.vms[i].host], &vm, req).await {
-                    Ok(r) => rep.violations.extend(invariants::disk_file_contiguous(&vm, r["stdout"].as_str().unwrap_or(""))),
+                    Ok(r) => {
+                        rep.violations.extend(invariants::disk_file_contiguous(&vm, r["stdout"].as_str().unwrap_or("")))
+                    }
                     Err(e) => rep.violations.push(format!("disk {vm}: reading the counter file: {e:#}")),
                 }
             }
@@ -332,8 +346,10 @@ impl Workloads {
             rep.tcp_timeouts.insert(vm, t);
         }
         // The ring must also move again after the resume.
-        let hops0: u64 = before.iter().flatten().filter_map(|s| s.pointer("/ring/records_received").and_then(Value::as_u64)).sum();
-        let hops1: u64 = after.iter().flatten().filter_map(|s| s.pointer("/ring/records_received").and_then(Value::as_u64)).sum();
+        let hops0: u64 =
+            before.iter().flatten().filter_map(|s| s.pointer("/ring/records_received").and_then(Value::as_u64)).sum();
+        let hops1: u64 =
+            after.iter().flatten().filter_map(|s| s.pointer("/ring/records_received").and_then(Value::as_u64)).sum();
         if hops1 == hops0 && self.opts.ring_tokens > 0 && after.iter().all(Option::is_some) {
             // Paused part of the time: give it one more look before calling it stuck.
             tokio::time::sleep(Duration::from_millis(300)).await;

@@ -25,12 +25,7 @@ pub struct CpioWriter<W: Write> {
 impl<W: Write> CpioWriter<W> {
     /// Starts an archive on `out`.
     pub fn new(out: W) -> Self {
-        CpioWriter {
-            out,
-            next_ino: 1,
-            written: 0,
-            dirs: BTreeSet::new(),
-        }
+        CpioWriter { out, next_ino: 1, written: 0, dirs: BTreeSet::new() }
     }
 
     fn pad(&mut self) -> io::Result<()> {
@@ -43,20 +38,9 @@ impl<W: Write> CpioWriter<W> {
         Ok(())
     }
 
-    fn entry(
-        &mut self,
-        name: &str,
-        mode: u32,
-        nlink: u32,
-        rdev: (u32, u32),
-        data: &[u8],
-    ) -> io::Result<()> {
+    fn entry(&mut self, name: &str, mode: u32, nlink: u32, rdev: (u32, u32), data: &[u8]) -> io::Result<()> {
         let name = name.trim_start_matches('/');
-        let ino = if name == "TRAILER!!!" {
-            0
-        } else {
-            self.next_ino
-        };
+        let ino = if name == "TRAILER!!!" { 0 } else { self.next_ino };
         self.next_ino += 1;
         let fields = [
             ino,

@@ -37,19 +37,14 @@ pub fn build_data_disk(work: &Path, out: &Path) -> Result<(), ImageError> {
     let raw = work.join("data.raw");
     let mut mk = Command::new("mke2fs");
     mk.args(["-q", "-F", "-t", "ext4", "-L", "vnsnap-data", "-m", "0"])
-        .args([
-            "-E",
-            "lazy_itable_init=0,lazy_journal_init=0,root_owner=0:0",
-        ])
+        .args(["-E", "lazy_itable_init=0,lazy_journal_init=0,root_owner=0:0"])
         .arg("-d")
         .arg(&staging)
         .arg(&raw)
         .arg(format!("{DATA_DISK_MIB}M"));
     run_tool(&mut mk)?;
     let mut conv = Command::new("qemu-img");
-    conv.args(["convert", "-f", "raw", "-O", "qcow2"])
-        .arg(&raw)
-        .arg(out);
+    conv.args(["convert", "-f", "raw", "-O", "qcow2"]).arg(&raw).arg(out);
     run_tool(&mut conv)?;
     let _ = std::fs::remove_file(&raw);
     let _ = std::fs::remove_dir_all(&staging);

@@ -117,11 +117,8 @@ pub struct NicConfig {
 /// NICs without addresses are omitted (the init brings every NIC up anyway).
 pub fn kernel_cmdline(hostname: &str, nics: &[NicConfig]) -> String {
     let mut s = format!("console=ttyS0 vnsnap.hostname={hostname}");
-    let entries: Vec<String> = nics
-        .iter()
-        .filter(|n| !n.addrs.is_empty())
-        .map(|n| format!("{}={}", n.mac, n.addrs.join("+")))
-        .collect();
+    let entries: Vec<String> =
+        nics.iter().filter(|n| !n.addrs.is_empty()).map(|n| format!("{}={}", n.mac, n.addrs.join("+"))).collect();
     if !entries.is_empty() {
         s.push_str(" vnsnap.net=");
         s.push_str(&entries.join(","));
@@ -136,18 +133,9 @@ mod tests {
     #[test]
     fn cmdline_format() {
         let nics = [
-            NicConfig {
-                mac: "52:54:00:00:00:01".into(),
-                addrs: vec!["10.0.0.1/24".into(), "10.1.0.1/16".into()],
-            },
-            NicConfig {
-                mac: "52:54:00:00:00:02".into(),
-                addrs: vec![],
-            },
-            NicConfig {
-                mac: "52:54:00:00:00:03".into(),
-                addrs: vec!["192.168.1.3/24".into()],
-            },
+            NicConfig { mac: "52:54:00:00:00:01".into(), addrs: vec!["10.0.0.1/24".into(), "10.1.0.1/16".into()] },
+            NicConfig { mac: "52:54:00:00:00:02".into(), addrs: vec![] },
+            NicConfig { mac: "52:54:00:00:00:03".into(), addrs: vec!["192.168.1.3/24".into()] },
         ];
         assert_eq!(
             kernel_cmdline("n1", &nics),
@@ -160,12 +148,7 @@ mod tests {
     #[test]
     fn init_script_basics() {
         assert!(INIT_SCRIPT.starts_with("#!/bin/sh\n"));
-        for needle in [
-            "vnsnap.hostname=",
-            "vnsnap.net=",
-            "/bin/vnsnap-guest serve",
-            "/dev/vda",
-        ] {
+        for needle in ["vnsnap.hostname=", "vnsnap.net=", "/bin/vnsnap-guest serve", "/dev/vda"] {
             assert!(INIT_SCRIPT.contains(needle), "{needle}");
         }
     }

@@ -28,13 +28,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub const BUILDER_VERSION: &str = "vnsnap-image-2";
 
 /// Modules loaded at boot (their dependencies are added automatically).
-pub const DEFAULT_MODULES: &[&str] = &[
-    "virtio_pci",
-    "virtio_net",
-    "virtio_blk",
-    "virtio_console",
-    "ext4",
-];
+pub const DEFAULT_MODULES: &[&str] = &["virtio_pci", "virtio_net", "virtio_blk", "virtio_console", "ext4"];
 
 /// The Rust target the guest binary is built for.
 pub const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
@@ -70,10 +64,7 @@ pub enum ImageError {
 
 impl ImageError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        ImageError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
+        ImageError::Io { path: path.to_path_buf(), source }
     }
 }
 
@@ -151,20 +142,9 @@ pub(crate) fn run_tool(cmd: &mut Command) -> Result<Vec<u8>, ImageError> {
     })?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        let tail: String = err
-            .lines()
-            .rev()
-            .take(30)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect::<Vec<_>>()
-            .join("\n");
-        return Err(ImageError::Tool {
-            cmd: desc,
-            status: out.status.to_string(),
-            stderr: tail,
-        });
+        let tail: String =
+            err.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+        return Err(ImageError::Tool { cmd: desc, status: out.status.to_string(), stderr: tail });
     }
     Ok(out.stdout)
 }
@@ -185,9 +165,7 @@ struct Inputs {
 }
 
 fn load_inputs(opts: &BuildOptions) -> Result<Inputs, ImageError> {
-    let kver = String::from_utf8_lossy(&read(&opts.kernel_dir.join("version"))?)
-        .trim()
-        .to_string();
+    let kver = String::from_utf8_lossy(&read(&opts.kernel_dir.join("version"))?).trim().to_string();
     if kver.is_empty() {
         return Err(ImageError::Missing("kernel version file is empty".into()));
     }
@@ -231,15 +209,7 @@ fn load_inputs(opts: &BuildOptions) -> Result<Inputs, ImageError> {
     field("readme", disk::README.as_bytes());
     field("disk-mib", &disk::DATA_DISK_MIB.to_le_bytes());
     let key = h.finalize().to_hex()[..32].to_string();
-    Ok(Inputs {
-        kver,
-        kernel,
-        modules: mods,
-        busybox,
-        applets,
-        guest,
-        key,
-    })
+    Ok(Inputs { kver, kernel, modules: mods, busybox, applets, guest, key })
 }
 
 fn image_at(dir: &Path, key: &str) -> GuestImage {
@@ -283,32 +253,21 @@ fn write_initrd(inp: &Inputs, out: &Path) -> Result<(), ImageError> {
     }
     let guest = stripped(&inp.guest, out).unwrap_or_else(|| inp.guest.clone());
     w.file("bin/vnsnap-guest", 0o755, &guest).map_err(io)?;
-    w.file("init", 0o755, init::INIT_SCRIPT.as_bytes())
-        .map_err(io)?;
-    w.file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n")
-        .map_err(io)?;
+    w.file("init", 0o755, init::INIT_SCRIPT.as_bytes()).map_err(io)?;
+    w.file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n").map_err(io)?;
     w.file("etc/group", 0o644, b"root:x:0:\n").map_err(io)?;
-    w.file("etc/hosts", 0o644, b"127.0.0.1 localhost\n")
-        .map_err(io)?;
+    w.file("etc/hosts", 0o644, b"127.0.0.1 localhost\n").map_err(io)?;
     let mut list = String::new();
     for (m, bytes) in &inp.modules {
-        w.file(
-            &format!("lib/modules/{}/{}", inp.kver, m.rel_path),
-            0o644,
-            bytes,
-        )
-        .map_err(io)?;
+        w.file(&format!("lib/modules/{}/{}", inp.kver, m.rel_path), 0o644, bytes).map_err(io)?;
         list.push_str(&m.rel_path);
         list.push('\n');
     }
-    w.file("etc/vnsnap/modules", 0o644, list.as_bytes())
-        .map_err(io)?;
+    w.file("etc/vnsnap/modules", 0o644, list.as_bytes()).map_err(io)?;
     let gz = w.finish().map_err(io)?;
     let mut bw = gz.finish().map_err(io)?;
     bw.flush().map_err(io)?;
-    let f = bw
-        .into_inner()
-        .map_err(|e| ImageError::io(out, e.into_error()))?;
+    let f = bw.into_inner().map_err(|e| ImageError::io(out, e.into_error()))?;
     f.sync_all().map_err(io)?;
     Ok(())
 }
@@ -343,10 +302,7 @@ pub fn build(opts: &BuildOptions) -> Result<GuestImage, ImageError> {
         return Ok(image_at(&final_dir, &inp.key));
     }
     std::fs::create_dir_all(&images).map_err(|e| ImageError::io(&images, e))?;
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     let tmp = images.join(format!(".tmp-{}-{}-{nanos}", inp.key, std::process::id()));
     let result = build_into(&inp, &tmp);
     if let Err(e) = result {
@@ -413,28 +369,15 @@ pub fn build_guest_binary(repo_root: &Path) -> Result<PathBuf, ImageError> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(repo_root)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "vnsnap-guest",
-            "--target",
-            GUEST_TARGET,
-        ])
+        .args(["build", "--release", "-p", "vnsnap-guest", "--target", GUEST_TARGET])
         .env("CARGO_TARGET_DIR", &target_dir)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("CARGO_BUILD_RUSTFLAGS");
     run_tool(&mut cmd)?;
-    let bin = target_dir
-        .join(GUEST_TARGET)
-        .join("release")
-        .join("vnsnap-guest");
+    let bin = target_dir.join(GUEST_TARGET).join("release").join("vnsnap-guest");
     if !bin.exists() {
-        return Err(ImageError::Missing(format!(
-            "{} after cargo build",
-            bin.display()
-        )));
+        return Err(ImageError::Missing(format!("{} after cargo build", bin.display())));
     }
     Ok(bin)
 }
@@ -479,10 +422,7 @@ mod tests {
                 std::thread::spawn(move || build(&o))
             })
             .collect();
-        let imgs: Vec<GuestImage> = handles
-            .into_iter()
-            .map(|h| h.join().unwrap().unwrap())
-            .collect();
+        let imgs: Vec<GuestImage> = handles.into_iter().map(|h| h.join().unwrap().unwrap()).collect();
         assert!(imgs.iter().all(|i| *i == imgs[0]));
         let img = &imgs[0];
         for p in [&img.kernel, &img.initrd, &img.data_disk] {
@@ -506,12 +446,7 @@ mod tests {
         let mut raw = Vec::new();
         std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut raw).unwrap();
         let text = String::from_utf8_lossy(&raw);
-        for needle in [
-            "init\0",
-            "bin/vnsnap-guest\0",
-            "etc/vnsnap/modules\0",
-            "virtio_net.ko",
-        ] {
+        for needle in ["init\0", "bin/vnsnap-guest\0", "etc/vnsnap/modules\0", "virtio_net.ko"] {
             assert!(text.contains(needle), "initrd lacks {needle}");
         }
         // A different input gives a different key.

@@ -29,17 +29,9 @@ pub fn depends_of(ko: &[u8]) -> Vec<String> {
         // Must start a NUL-separated modinfo string.
         if start == 0 || ko[start - 1] == 0 {
             let vstart = start + key.len();
-            let vend = ko[vstart..]
-                .iter()
-                .position(|&b| b == 0)
-                .map_or(ko.len(), |e| vstart + e);
+            let vend = ko[vstart..].iter().position(|&b| b == 0).map_or(ko.len(), |e| vstart + e);
             let val = String::from_utf8_lossy(&ko[vstart..vend]);
-            return val
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(canonical)
-                .collect();
+            return val.split(',').map(str::trim).filter(|s| !s.is_empty()).map(canonical).collect();
         }
         i = start + 1;
     }
@@ -78,15 +70,7 @@ pub fn resolve(moddir: &Path, roots: &[&str]) -> Result<Vec<Module>, ImageError>
     let mut done = BTreeSet::new();
     let mut visiting = BTreeSet::new();
     for r in roots {
-        visit(
-            moddir,
-            &canonical(r),
-            &order,
-            &builtin,
-            &mut done,
-            &mut visiting,
-            &mut out,
-        )?;
+        visit(moddir, &canonical(r), &order, &builtin, &mut done, &mut visiting, &mut out)?;
     }
     Ok(out)
 }
@@ -106,15 +90,11 @@ fn visit(
     if !visiting.insert(name.to_string()) {
         return Err(ImageError::Modules(format!("dependency cycle at {name}")));
     }
-    let rel = order.get(name).ok_or_else(|| {
-        ImageError::Modules(format!(
-            "module {name} is neither built in nor in modules.order"
-        ))
-    })?;
+    let rel = order
+        .get(name)
+        .ok_or_else(|| ImageError::Modules(format!("module {name} is neither built in nor in modules.order")))?;
     if !rel.ends_with(".ko") {
-        return Err(ImageError::Modules(format!(
-            "module {rel} is compressed; only plain .ko files are supported"
-        )));
+        return Err(ImageError::Modules(format!("module {rel} is compressed; only plain .ko files are supported")));
     }
     let path: PathBuf = moddir.join(rel);
     let bytes = std::fs::read(&path).map_err(|e| ImageError::io(&path, e))?;
@@ -123,10 +103,7 @@ fn visit(
     }
     visiting.remove(name);
     done.insert(name.to_string());
-    out.push(Module {
-        name: name.to_string(),
-        rel_path: rel.clone(),
-    });
+    out.push(Module { name: name.to_string(), rel_path: rel.clone() });
     Ok(())
 }
 
@@ -137,10 +114,7 @@ mod tests {
     #[test]
     fn parses_depends() {
         let ko = b"\x7fELF....\0license=GPL\0depends=virtio_ring,virtio-pci-modern-dev,virtio\0retpoline=Y\0";
-        assert_eq!(
-            depends_of(ko),
-            vec!["virtio_ring", "virtio_pci_modern_dev", "virtio"]
-        );
+        assert_eq!(depends_of(ko), vec!["virtio_ring", "virtio_pci_modern_dev", "virtio"]);
         assert!(depends_of(b"\0depends=\0name=x\0").is_empty());
         assert!(depends_of(b"xdepends=foo\0").is_empty());
     }
@@ -150,11 +124,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("vnsnap-mods-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("kernel")).unwrap();
-        std::fs::write(
-            dir.join("modules.order"),
-            "kernel/a.ko\nkernel/b.ko\nkernel/c-x.ko\n",
-        )
-        .unwrap();
+        std::fs::write(dir.join("modules.order"), "kernel/a.ko\nkernel/b.ko\nkernel/c-x.ko\n").unwrap();
         std::fs::write(dir.join("modules.builtin"), "kernel/crc16.ko\n").unwrap();
         std::fs::write(dir.join("kernel/a.ko"), b"\0depends=b,c_x,crc16\0").unwrap();
         std::fs::write(dir.join("kernel/b.ko"), b"\0depends=c-x\0").unwrap();

@@ -50,8 +50,7 @@ fn read_last_buffered(path: &Path) -> Result<Option<u64>, String> {
     let mut f = File::open(path).map_err(|e| err_string("open", e))?;
     let len = f.metadata().map_err(|e| err_string("stat", e))?.len();
     let start = len.saturating_sub(128);
-    f.seek(SeekFrom::Start(start))
-        .map_err(|e| err_string("seek", e))?;
+    f.seek(SeekFrom::Start(start)).map_err(|e| err_string("seek", e))?;
     let mut buf = Vec::new();
     f.read_to_end(&mut buf).map_err(|e| err_string("read", e))?;
     Ok(parse_last_value(&String::from_utf8_lossy(&buf)))
@@ -80,19 +79,9 @@ fn read_last_direct(path: &Path) -> Result<Option<u64>, String> {
     }
     // SAFETY: ptr points to SPAN writable bytes, the fd is valid, and both the
     // buffer and the offset are 4096-aligned as O_DIRECT requires.
-    let n = unsafe {
-        libc::pread(
-            f.as_raw_fd(),
-            ptr.cast(),
-            end_blk - start,
-            start as libc::off_t,
-        )
-    };
+    let n = unsafe { libc::pread(f.as_raw_fd(), ptr.cast(), end_blk - start, start as libc::off_t) };
     let res = if n < 0 {
-        Err(err_string(
-            "pread O_DIRECT",
-            std::io::Error::last_os_error(),
-        ))
+        Err(err_string("pread O_DIRECT", std::io::Error::last_os_error()))
     } else {
         let valid = (n as usize).min(len - start);
         // SAFETY: the first `valid` bytes were initialised (zeroed, then read into).
@@ -117,13 +106,7 @@ impl DiskCounter {
             .append(true)
             .open(&path)
             .map_err(|e| err_string(&format!("disk: open {}", path.display()), e))?;
-        let inner = Arc::new(Mutex::new(Inner {
-            file,
-            counter: start_value,
-            ticks: 0,
-            errors: 0,
-            last_error: None,
-        }));
+        let inner = Arc::new(Mutex::new(Inner { file, counter: start_value, ticks: 0, errors: 0, last_error: None }));
         let mut workers = Workers::new();
         let (i, stop) = (inner.clone(), workers.flag());
         let hz = 1000.0 / interval_ms.max(1) as f64;
@@ -133,10 +116,7 @@ impl DiskCounter {
                 let mut g = i.lock().unwrap();
                 let next = g.counter + 1;
                 let line = format!("{next}\n");
-                let r = g
-                    .file
-                    .write_all(line.as_bytes())
-                    .and_then(|_| g.file.sync_all());
+                let r = g.file.write_all(line.as_bytes()).and_then(|_| g.file.sync_all());
                 match r {
                     Ok(()) => {
                         g.counter = next;
@@ -151,12 +131,7 @@ impl DiskCounter {
                 }
             }
         })?;
-        Ok(DiskCounter {
-            path,
-            interval_ms,
-            inner,
-            workers,
-        })
+        Ok(DiskCounter { path, interval_ms, inner, workers })
     }
 
     /// Stops ticking.
@@ -172,10 +147,7 @@ impl DiskCounter {
         let file_last = buffered.as_ref().ok().copied().flatten();
         let disk_last = direct.as_ref().ok().copied().flatten();
         let coherent = file_last == Some(g.counter) || (g.counter == 0 && file_last.is_none());
-        let disk_coherent = direct
-            .as_ref()
-            .ok()
-            .map(|d| *d == Some(g.counter) || (g.counter == 0 && d.is_none()));
+        let disk_coherent = direct.as_ref().ok().map(|d| *d == Some(g.counter) || (g.counter == 0 && d.is_none()));
         json!({
             "path": self.path.display().to_string(),
             "interval_ms": self.interval_ms,

@@ -23,13 +23,9 @@ impl MemDirtier {
     /// Allocates `mib` MiB and dirties every page of it in a loop, at most
     /// `rate_mib_s` MiB/s (0 = as fast as possible).
     pub fn start(mib: u64, rate_mib_s: u64) -> Result<MemDirtier, String> {
-        let bytes = usize::try_from(mib)
-            .ok()
-            .and_then(|m| m.checked_mul(1 << 20))
-            .ok_or("mem: size too large")?;
+        let bytes = usize::try_from(mib).ok().and_then(|m| m.checked_mul(1 << 20)).ok_or("mem: size too large")?;
         let mut buf: Vec<u8> = Vec::new();
-        buf.try_reserve_exact(bytes)
-            .map_err(|e| format!("mem: allocate {mib} MiB: {e}"))?;
+        buf.try_reserve_exact(bytes).map_err(|e| format!("mem: allocate {mib} MiB: {e}"))?;
         buf.resize(bytes, 0);
         let passes = Arc::new(AtomicU64::new(0));
         let pages = Arc::new(AtomicU64::new(0));
@@ -53,8 +49,7 @@ impl MemDirtier {
                     pg.fetch_add(chunk.len().div_ceil(PAGE) as u64, Ordering::Relaxed);
                     done_mib += 1;
                     if rate_mib_s > 0 {
-                        let due =
-                            std::time::Duration::from_secs_f64(done_mib as f64 / rate_mib_s as f64);
+                        let due = std::time::Duration::from_secs_f64(done_mib as f64 / rate_mib_s as f64);
                         let el = t0.elapsed();
                         if due > el {
                             std::thread::sleep(due - el);
@@ -64,13 +59,7 @@ impl MemDirtier {
                 pa.store(pass, Ordering::Relaxed);
             }
         })?;
-        Ok(MemDirtier {
-            mib,
-            rate_mib_s,
-            passes,
-            pages,
-            workers,
-        })
+        Ok(MemDirtier { mib, rate_mib_s, passes, pages, workers })
     }
 
     /// Stops the thread and frees the buffer.

@@ -35,10 +35,8 @@ impl Workers {
 
     /// Spawns a named thread running `f`.
     pub fn spawn(&mut self, name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), String> {
-        let h = std::thread::Builder::new()
-            .name(name.to_string())
-            .spawn(f)
-            .map_err(|e| format!("spawn {name}: {e}"))?;
+        let h =
+            std::thread::Builder::new().name(name.to_string()).spawn(f).map_err(|e| format!("spawn {name}: {e}"))?;
         self.threads.push(h);
         Ok(())
     }
@@ -73,10 +71,7 @@ pub(crate) struct Pacer {
 impl Pacer {
     pub(crate) fn new(hz: f64) -> Self {
         let hz = if hz.is_finite() && hz > 0.0 { hz } else { 1.0 };
-        Self {
-            period: Duration::from_secs_f64(1.0 / hz),
-            next: Instant::now(),
-        }
+        Self { period: Duration::from_secs_f64(1.0 / hz), next: Instant::now() }
     }
 
     /// Sleeps until the next tick (in slices of at most 100 ms so that a stop

@@ -88,11 +88,7 @@ impl RingCounters {
             self.duplicates += 1;
         }
         self.max_hops = self.max_hops.max(hops);
-        self.held.push(Held {
-            id,
-            hops,
-            since: now,
-        });
+        self.held.push(Held { id, hops, since: now });
     }
 
     /// Removes and returns the oldest token held for at least `hold`, unless paused.
@@ -100,10 +96,7 @@ impl RingCounters {
         if self.paused {
             return None;
         }
-        let pos = self
-            .held
-            .iter()
-            .position(|h| now.duration_since(h.since) >= hold)?;
+        let pos = self.held.iter().position(|h| now.duration_since(h.since) >= hold)?;
         Some(self.held.remove(pos))
     }
 
@@ -169,14 +162,10 @@ impl Ring {
             return Err("ring: index out of range of peers".into());
         }
         let succ = cfg.peers[(cfg.index + 1) % n].clone();
-        let succ_addr: SocketAddr = format!("{succ}:{}", cfg.port)
-            .parse()
-            .map_err(|e| format!("ring: bad peer {succ:?}: {e}"))?;
-        let listener =
-            TcpListener::bind(("0.0.0.0", cfg.port)).map_err(|e| err_string("ring: listen", e))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| err_string("ring: listener", e))?;
+        let succ_addr: SocketAddr =
+            format!("{succ}:{}", cfg.port).parse().map_err(|e| format!("ring: bad peer {succ:?}: {e}"))?;
+        let listener = TcpListener::bind(("0.0.0.0", cfg.port)).map_err(|e| err_string("ring: listen", e))?;
+        listener.set_nonblocking(true).map_err(|e| err_string("ring: listener", e))?;
         let counters = Arc::new(Mutex::new(RingCounters::default()));
         if cfg.index == 0 {
             let now = Instant::now();
@@ -190,11 +179,7 @@ impl Ring {
         workers.spawn("ring-accept", move || accept_loop(listener, c1, s1))?;
         let (c2, s2) = (counters.clone(), workers.flag());
         workers.spawn("ring-forward", move || forward_loop(succ_addr, c2, s2))?;
-        Ok(Ring {
-            cfg,
-            counters,
-            workers,
-        })
+        Ok(Ring { cfg, counters, workers })
     }
 
     /// Pauses or resumes forwarding.
@@ -233,10 +218,7 @@ fn accept_loop(listener: TcpListener, counters: Arc<Mutex<RingCounters>>, stop: 
                 std::thread::sleep(Duration::from_millis(20));
             }
             Err(e) => {
-                counters
-                    .lock()
-                    .unwrap()
-                    .error(err_string("ring: accept", e));
+                counters.lock().unwrap().error(err_string("ring: accept", e));
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
@@ -244,12 +226,7 @@ fn accept_loop(listener: TcpListener, counters: Arc<Mutex<RingCounters>>, stop: 
     readers.stop();
 }
 
-fn read_loop(
-    mut s: TcpStream,
-    counters: Arc<Mutex<RingCounters>>,
-    stop: Arc<AtomicBool>,
-    stop2: Arc<AtomicBool>,
-) {
+fn read_loop(mut s: TcpStream, counters: Arc<Mutex<RingCounters>>, stop: Arc<AtomicBool>, stop2: Arc<AtomicBool>) {
     let _ = s.set_nonblocking(false);
     let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
     let mut rec = [0u8; RECORD_LEN];
@@ -365,13 +342,8 @@ mod tests {
     fn two_node_ring_on_loopback() {
         let port = 40000 + (std::process::id() % 20000) as u16;
         // A one-node ring: the node's successor is itself.
-        let mut r = Ring::start(RingConfig {
-            index: 0,
-            peers: vec!["127.0.0.1".to_string()],
-            port,
-            tokens: 5,
-        })
-        .unwrap();
+        let mut r =
+            Ring::start(RingConfig { index: 0, peers: vec!["127.0.0.1".to_string()], port, tokens: 5 }).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while r.counters.lock().unwrap().records_received < 50 {
             assert!(Instant::now() < deadline, "ring made no progress");

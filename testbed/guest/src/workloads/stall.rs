@@ -41,8 +41,7 @@ impl GapMeter {
 
     /// Milliseconds since the last arrival.
     pub fn since_last_ms(&self, now: Instant) -> Option<f64> {
-        self.last
-            .map(|l| now.duration_since(l).as_secs_f64() * 1000.0)
+        self.last.map(|l| now.duration_since(l).as_secs_f64() * 1000.0)
     }
 }
 
@@ -67,13 +66,9 @@ pub struct Stall {
 impl Stall {
     /// Binds `listen_port` and starts sending to `dst` at `hz`.
     pub fn start(dst: &str, hz: f64, listen_port: u16) -> Result<Stall, String> {
-        let dst: SocketAddr = dst
-            .parse()
-            .map_err(|e| format!("stall: bad dst {dst:?}: {e}"))?;
-        let sock =
-            UdpSocket::bind(("0.0.0.0", listen_port)).map_err(|e| err_string("stall: bind", e))?;
-        sock.set_read_timeout(Some(Duration::from_millis(200)))
-            .map_err(|e| err_string("stall", e))?;
+        let dst: SocketAddr = dst.parse().map_err(|e| format!("stall: bad dst {dst:?}: {e}"))?;
+        let sock = UdpSocket::bind(("0.0.0.0", listen_port)).map_err(|e| err_string("stall: bind", e))?;
+        sock.set_read_timeout(Some(Duration::from_millis(200))).map_err(|e| err_string("stall", e))?;
         let send_sock = sock.try_clone().map_err(|e| err_string("stall", e))?;
         let shared = Arc::new(Mutex::new(Shared::default()));
         let mut workers = Workers::new();
@@ -98,13 +93,7 @@ impl Stall {
                 }
             }
         })?;
-        Ok(Stall {
-            dst,
-            hz,
-            listen_port,
-            shared,
-            workers,
-        })
+        Ok(Stall { dst, hz, listen_port, shared, workers })
     }
 
     /// Resets the maximum gap and the count.

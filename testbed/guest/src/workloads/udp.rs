@@ -44,12 +44,7 @@ pub struct SeqTracker {
 impl SeqTracker {
     /// Starts tracking at the first received number.
     pub fn new(first: u64) -> Self {
-        SeqTracker {
-            first,
-            highest: first,
-            received: 1,
-            ..Default::default()
-        }
+        SeqTracker { first, highest: first, received: 1, ..Default::default() }
     }
 
     /// Records one received number.
@@ -121,13 +116,9 @@ pub struct UdpStream {
 impl UdpStream {
     /// Binds `listen_port` and starts sending to `dst` at `rate_hz`.
     pub fn start(dst: &str, rate_hz: f64, listen_port: u16) -> Result<UdpStream, String> {
-        let dst: SocketAddr = dst
-            .parse()
-            .map_err(|e| format!("udp: bad dst {dst:?}: {e}"))?;
-        let sock =
-            UdpSocket::bind(("0.0.0.0", listen_port)).map_err(|e| err_string("udp: bind", e))?;
-        sock.set_read_timeout(Some(Duration::from_millis(200)))
-            .map_err(|e| err_string("udp", e))?;
+        let dst: SocketAddr = dst.parse().map_err(|e| format!("udp: bad dst {dst:?}: {e}"))?;
+        let sock = UdpSocket::bind(("0.0.0.0", listen_port)).map_err(|e| err_string("udp: bind", e))?;
+        sock.set_read_timeout(Some(Duration::from_millis(200))).map_err(|e| err_string("udp", e))?;
         let send_sock = sock.try_clone().map_err(|e| err_string("udp", e))?;
         let next_seq = Arc::new(AtomicU64::new(0));
         let recv = Arc::new(Mutex::new(RecvState::default()));
@@ -173,14 +164,7 @@ impl UdpStream {
                 }
             }
         })?;
-        Ok(UdpStream {
-            dst,
-            rate_hz,
-            listen_port,
-            next_seq,
-            recv,
-            workers,
-        })
+        Ok(UdpStream { dst, rate_hz, listen_port, next_seq, recv, workers })
     }
 
     /// Stops both threads.
@@ -225,10 +209,7 @@ mod tests {
         for s in 1..100 {
             t.observe(s);
         }
-        assert_eq!(
-            (t.received, t.highest, t.gaps(), t.duplicates),
-            (100, 99, 0, 0)
-        );
+        assert_eq!((t.received, t.highest, t.gaps(), t.duplicates), (100, 99, 0, 0));
     }
 
     #[test]

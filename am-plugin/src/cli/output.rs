@@ -39,7 +39,7 @@ impl std::fmt::Display for CliError {
             CliError::Usage(m) => write!(f, "{m} (see vnsnap --help)"),
             CliError::Help(m) | CliError::Failed(m) => f.write_str(m),
             CliError::Am { method, code, output } => {
-                let out = if output.trim().is_empty() { "failed" } else { output.as_str() };
+                let out = if output.trim().is_empty() { "failed" } else { output.trim() };
                 write!(f, "{method}: {out} (geni_code {code} {})", geni_code_name(*code))
             }
         }

@@ -22,12 +22,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Frames to re-inject, per switch port.
+type PortLogs = Vec<(u32, Vec<Vec<u8>>)>;
+
 /// A prepared, not yet resumed restore.
 #[derive(Debug)]
 pub struct LocalRestore {
     domains: Vec<String>,
     /// Per domain, per port: frames to re-inject.
-    logs: Vec<(String, Vec<(u32, Vec<Vec<u8>>)>)>,
+    logs: Vec<(String, PortLogs)>,
     started: Instant,
 }
 
@@ -108,7 +111,7 @@ pub fn prepare(h: &Arc<Host>, r: RestoreRequest) -> Res<RestoreReply> {
         }
     }
     let mut created = Vec::new();
-    let result = (|| -> Res<Vec<(String, Vec<(u32, Vec<Vec<u8>>)>)>> {
+    let result = (|| -> Res<Vec<(String, PortLogs)>> {
         let mut loads = Vec::new();
         let mut logs = Vec::new();
         for (img, chains) in &images {

@@ -5,6 +5,7 @@
 //! 3. deleting a snapshot frees its storage except what other snapshots use;
 //! 4. an agent SIGKILLed during save: the snapshot fails, the other VMs keep running, no VM
 //!    stays paused, nothing partial is committed.
+//!
 //! One test so that one lab serves every part (a lab boot costs a minute on TCG).
 
 use std::collections::BTreeMap;
@@ -76,12 +77,15 @@ async fn restore_and_check(s: &Slice, w: &Workloads, snap: &Taken, what: &str) {
     assert!(rep.is_ok(), "{what}: {rep}");
 }
 
+/// Asks the test to kill an agent; the test answers on the oneshot once it is dead.
+type KillTrigger = Arc<Mutex<Option<mpsc::Sender<oneshot::Sender<()>>>>>;
+
 /// An agent client that, on the first save-status poll, asks the test to SIGKILL its agent
 /// and waits until that is done: the agent dies after its VMs were cut, before it saved.
 #[derive(Clone)]
 struct KillOnSave {
     inner: AgentClient,
-    trigger: Option<Arc<Mutex<Option<mpsc::Sender<oneshot::Sender<()>>>>>>,
+    trigger: Option<KillTrigger>,
 }
 
 impl SnapshotAgent for KillOnSave {

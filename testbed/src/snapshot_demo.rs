@@ -59,7 +59,19 @@ pub struct DemoSlice<'a> {
     pub tb: &'a AmTestbed,
     /// The slice.
     pub slice: TestSlice,
-    client: AmClient,
+    client: Option<AmClient>,
+}
+
+impl Drop for DemoSlice<'_> {
+    fn drop(&mut self) {
+        // The XML-RPC client owns a blocking runtime, which must not be dropped on an
+        // async worker thread.
+        if let Some(c) = self.client.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                tokio::task::block_in_place(move || drop(c));
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for DemoSlice<'_> {
@@ -78,7 +90,7 @@ fn value(v: Value, what: &str) -> anyhow::Result<Value> {
 impl<'a> DemoSlice<'a> {
     /// A new slice at the clearinghouse.
     pub fn new(tb: &'a AmTestbed, name: &str) -> anyhow::Result<DemoSlice<'a>> {
-        Ok(DemoSlice { tb, slice: tb.slice(name)?, client: tb.v3()? })
+        Ok(DemoSlice { tb, slice: tb.slice(name)?, client: Some(tb.v3()?) })
     }
 
     fn creds(&self) -> Value {
@@ -91,7 +103,8 @@ impl<'a> DemoSlice<'a> {
 
     /// One AM API v3 call on this slice (blocking; call from a blocking context).
     pub fn call(&self, method: &str, params: &[Value]) -> anyhow::Result<Value> {
-        value(self.client.call(method, params)?, method)
+        let c = self.client.as_ref().ok_or_else(|| anyhow::anyhow!("client gone"))?;
+        value(c.call(method, params)?, method)
     }
 
     /// Allocate + Provision + geni_start.
@@ -195,7 +208,7 @@ fn num(v: &Value, k: &str) -> u64 {
 /// Runs the whole scenario on a testbed; `say` reports progress.
 pub async fn scenario(tb: &AmTestbed, say: &(dyn Fn(&str) + Sync)) -> anyhow::Result<Summary> {
     let blocking = |f: &mut dyn FnMut() -> anyhow::Result<()>| tokio::task::block_in_place(f);
-    let s = DemoSlice::new(tb, "demo")?;
+    let s = tokio::task::block_in_place(|| DemoSlice::new(tb, "demo"))?;
     say("creating a 3-VM slice on 2 hosts through the AM API (Allocate, Provision, geni_start)");
     blocking(&mut || s.create(&request_rspec(128)))?;
     blocking(&mut || s.wait_ready(3, Duration::from_secs(300)))?;

@@ -57,7 +57,9 @@ impl LabNet {
     /// Creates host `n`'s namespace and joins it to the bridge.
     pub fn add_host(&self, n: usize) -> anyhow::Result<()> {
         let ns = self.ns(n);
+        // Leftovers of a lab that was killed without `down` would make the adds fail.
         let _ = ip(&["netns", "del", &ns]);
+        let _ = ip(&["link", "del", &self.veth(n)]);
         ip(&["netns", "add", &ns])?;
         let peer = format!("vnp{}h{n}", self.id);
         ip(&["link", "add", &self.veth(n), "type", "veth", "peer", "name", &peer])?;

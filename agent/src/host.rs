@@ -234,24 +234,7 @@ impl Host {
     /// Public view of a domain.
     pub fn info(&self, dom: &Dom) -> DomainInfo {
         let rec = lock(&dom.rec);
-        let pid = match rec.state {
-            DomainState::Running | DomainState::Paused => self.driver.running_pid(&dom.dir),
-            _ => None,
-        };
-        DomainInfo {
-            name: rec.spec.name.clone(),
-            state: rec.state,
-            pid,
-            spec: rec.spec.clone(),
-            ports: rec
-                .spec
-                .nics
-                .iter()
-                .zip(&rec.ports)
-                .map(|(n, p)| PortInfo { port: p.port, mac: n.mac.clone(), segment: n.segment, epoch: p.epoch })
-                .collect(),
-            guest_ready: dom.guest_ready.load(Ordering::SeqCst),
-        }
+        self.info_unlocked(dom, &rec)
     }
 
     /// Host facts for placement.
@@ -441,11 +424,16 @@ impl Host {
         Ok(self.info(&dom))
     }
 
+    /// Public view of a domain whose record the caller already holds.
     fn info_unlocked(&self, dom: &Dom, rec: &DomainRecord) -> DomainInfo {
+        let pid = match rec.state {
+            DomainState::Running | DomainState::Paused => self.driver.running_pid(&dom.dir),
+            _ => None,
+        };
         DomainInfo {
             name: rec.spec.name.clone(),
             state: rec.state,
-            pid: self.driver.running_pid(&dom.dir),
+            pid,
             spec: rec.spec.clone(),
             ports: rec
                 .spec

@@ -24,27 +24,7 @@ pub struct DemoOptions {
     pub keep: bool,
 }
 
-/// A domain spec booting the lab's guest image with one vCPU and the given NICs
-/// (`(mac, segment, "ip/prefix")`).
-pub fn vm_spec(lab: &Lab, name: &str, memory_mib: u64, nics: &[(&str, SegmentId, &str)]) -> DomainSpec {
-    DomainSpec {
-        name: name.into(),
-        vcpus: 1,
-        memory_mib,
-        boot: Boot::Kernel {
-            kernel: lab.kernel.display().to_string(),
-            initrd: Some(lab.initrd.display().to_string()),
-            cmdline: String::new(),
-        },
-        disks: vec![DiskSpec { base: lab.data_disk.display().to_string(), size_mib: None }],
-        nics: nics
-            .iter()
-            .map(|(mac, seg, ip)| NicSpec { mac: mac.to_string(), segment: *seg, ips: vec![ip.to_string()] })
-            .collect(),
-        hostname: None,
-        autostart: false,
-    }
-}
+pub use crate::lab::vm_spec;
 
 /// Waits until every named domain's guest answers on its control channel, long-polling
 /// the agent's event stream between checks.

@@ -25,26 +25,7 @@ pub fn lab_options() -> crate::lab::LabOptions {
     crate::lab::LabOptions { hosts: 2, dir: Some(dir), ..Default::default() }
 }
 
-/// A domain spec booting the lab's guest image with the given NICs `(mac, segment, ip/prefix)`.
-pub fn vm_spec(lab: &Lab, name: &str, mem: u64, nics: &[(&str, SegmentId, &str)]) -> DomainSpec {
-    DomainSpec {
-        name: name.into(),
-        vcpus: 1,
-        memory_mib: mem,
-        boot: Boot::Kernel {
-            kernel: lab.kernel.display().to_string(),
-            initrd: Some(lab.initrd.display().to_string()),
-            cmdline: String::new(),
-        },
-        disks: vec![DiskSpec { base: lab.data_disk.display().to_string(), size_mib: None }],
-        nics: nics
-            .iter()
-            .map(|(mac, seg, ip)| NicSpec { mac: mac.to_string(), segment: *seg, ips: vec![ip.to_string()] })
-            .collect(),
-        hostname: None,
-        autostart: false,
-    }
-}
+pub use crate::lab::vm_spec;
 
 /// A slice's VMs and the clients of their hosts.
 #[derive(Clone, Debug)]

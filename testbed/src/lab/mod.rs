@@ -127,6 +127,34 @@ pub fn bin(name: &str) -> PathBuf {
     image::repo_root().join("target/debug").join(name)
 }
 
+/// A domain spec booting the lab's guest image with one vCPU and the given NICs
+/// (`(mac, segment, "ip/prefix")`).
+pub fn vm_spec(
+    lab: &Lab,
+    name: &str,
+    memory_mib: u64,
+    nics: &[(&str, vnsnap_proto::SegmentId, &str)],
+) -> vnsnap_proto::DomainSpec {
+    use vnsnap_proto::{Boot, DiskSpec, DomainSpec, NicSpec};
+    DomainSpec {
+        name: name.into(),
+        vcpus: 1,
+        memory_mib,
+        boot: Boot::Kernel {
+            kernel: lab.kernel.display().to_string(),
+            initrd: Some(lab.initrd.display().to_string()),
+            cmdline: String::new(),
+        },
+        disks: vec![DiskSpec { base: lab.data_disk.display().to_string(), size_mib: None }],
+        nics: nics
+            .iter()
+            .map(|(mac, seg, ip)| NicSpec { mac: mac.to_string(), segment: *seg, ips: vec![ip.to_string()] })
+            .collect(),
+        hostname: None,
+        autostart: false,
+    }
+}
+
 /// Builds (or takes from the cache) the guest image, building the guest program first.
 pub fn guest_image() -> anyhow::Result<GuestImage> {
     let root = image::repo_root();

@@ -5,28 +5,8 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use vnsnap_proto::client::AgentClient;
 use vnsnap_proto::*;
-use vnsnap_testbed::lab::Lab;
 
-/// A domain spec booting the lab's guest image with the given NICs.
-pub fn vm_spec(lab: &Lab, name: &str, mem: u64, nics: &[(&str, SegmentId, &str)]) -> DomainSpec {
-    DomainSpec {
-        name: name.into(),
-        vcpus: 1,
-        memory_mib: mem,
-        boot: Boot::Kernel {
-            kernel: lab.kernel.display().to_string(),
-            initrd: Some(lab.initrd.display().to_string()),
-            cmdline: String::new(),
-        },
-        disks: vec![DiskSpec { base: lab.data_disk.display().to_string(), size_mib: None }],
-        nics: nics
-            .iter()
-            .map(|(mac, seg, ip)| NicSpec { mac: mac.to_string(), segment: *seg, ips: vec![ip.to_string()] })
-            .collect(),
-        hostname: None,
-        autostart: false,
-    }
-}
+pub use vnsnap_testbed::lab::vm_spec;
 
 /// Waits until `pred` holds for an event of `client`, starting after `after`.
 pub async fn wait_event(

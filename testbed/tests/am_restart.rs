@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use vnsnap_am::xmlrpc::Value;
 use vnsnap_testbed::amlab::{cred, geni_code, rspec_opts, wait_for, AmClient, AmLabOptions, AmTestbed};
 
@@ -64,7 +64,8 @@ fn sigkill_restart_keeps_slices_and_expiry() {
     let short = tb.slice("short1").unwrap();
     let c = tb.v3().unwrap();
     let keep_before = bring_up(&c, &keep.urn, &keep.cred_xml, None);
-    let end = Utc::now() + chrono::Duration::seconds(150);
+    // Whole seconds: the AM is given the end time in RFC 3339 without fractions.
+    let end = (Utc::now() + chrono::Duration::seconds(150)).trunc_subsecs(0);
     let short_before = bring_up(&c, &short.urn, &short.cred_xml, Some(end.format("%Y-%m-%dT%H:%M:%SZ").to_string()));
     let short_expires = field(&short_before[0], "geni_expires").to_string();
     assert_eq!(short_expires, end.format("%Y-%m-%dT%H:%M:%SZ").to_string());

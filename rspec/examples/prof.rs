@@ -11,7 +11,8 @@ fn main() {
     let mode = std::env::args().nth(1).unwrap_or_default();
     let nodes: usize = std::env::args().nth(2).and_then(|n| n.parse().ok()).unwrap_or(5_000);
     let rounds: u32 = std::env::args().nth(3).and_then(|n| n.parse().ok()).unwrap_or(20);
-    let xml = gen::big_advertisement(nodes).to_xml();
+    let model = gen::big_advertisement(nodes);
+    let xml = model.to_xml();
     let mut best = Duration::MAX;
     let mut previous = None;
     for _ in 0..rounds {
@@ -28,6 +29,13 @@ fn main() {
             "ns" => {
                 let mut r = quick_xml::NsReader::from_str(&xml);
                 while !matches!(r.read_resolved_event().unwrap().1, Event::Eof) {}
+            }
+            "clone" => {
+                let t = Instant::now();
+                let m = black_box(&model).clone();
+                best = best.min(t.elapsed());
+                drop(black_box(m));
+                continue;
             }
             "fresh" => {
                 let m = vnsnap_rspec::parse(&xml).unwrap();

@@ -101,7 +101,7 @@ impl<'i> Ctx<'i> {
         let off = tag.offset;
         let mut r = RSpec::new(RSpecType::Request);
         let mut rtype = None;
-        for a in attr_iter(&self.reader, self.input, &tag) {
+        for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match (&a.ns, a.local) {
                 (Ns::None, "type") => {

@@ -12,7 +12,7 @@ impl<'i> Ctx<'i> {
         let first = self.offsets.refs.len();
         self.offsets.link_first_ref.push(first);
         let mut l = Link::default();
-        for a in attr_iter(&self.reader, self.input, &tag) {
+        for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
                 Some("client_id") => l.client_id = Some(a.value.into_owned()),
@@ -81,7 +81,7 @@ impl<'i> Ctx<'i> {
     fn component_manager(&mut self, tag: Tag<'i>) -> Res<String> {
         let off = tag.offset;
         let mut name = None;
-        for a in attr_iter(&self.reader, self.input, &tag) {
+        for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             if a.plain() == Some("name") {
                 name = Some(a.value.into_owned());
@@ -95,7 +95,7 @@ impl<'i> Ctx<'i> {
     fn interface_ref(&mut self, tag: Tag<'i>) -> Res<InterfaceRef> {
         self.offsets.refs.push(tag.offset);
         let mut r = InterfaceRef::default();
-        for a in attr_iter(&self.reader, self.input, &tag) {
+        for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
                 Some("client_id") => r.client_id = Some(a.value.into_owned()),
@@ -113,7 +113,7 @@ impl<'i> Ctx<'i> {
         let off = tag.offset;
         let mut t = LinkType::default();
         let mut name = None;
-        for a in attr_iter(&self.reader, self.input, &tag) {
+        for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
                 Some("name") => name = Some(a.value.into_owned()),
@@ -131,7 +131,7 @@ impl<'i> Ctx<'i> {
         let off = tag.offset;
         let mut p = LinkProperty::default();
         let (mut src, mut dst) = (None, None);
-        for a in attr_iter(&self.reader, self.input, &tag) {
+        for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             let bad = ProblemKind::BadNumber;
             match a.plain() {

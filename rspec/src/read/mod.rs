@@ -9,6 +9,7 @@ mod attrs;
 mod elements;
 mod link;
 mod node;
+mod ns;
 mod opstate;
 mod values;
 
@@ -19,84 +20,27 @@ pub(crate) use values::is_datetime;
 use std::borrow::Cow;
 
 use quick_xml::events::{BytesStart, Event};
-use quick_xml::name::ResolveResult;
-use quick_xml::NsReader;
+use quick_xml::Reader;
+
+pub(crate) use ns::Ns;
+use ns::{Scopes, XMLNS_NS};
 
 use crate::error::{Error, Position, Problem, ProblemKind};
 use crate::model::{
     DiskImage, HardwareType, Interface, InterfaceRef, Ip, LinkProperty, LinkType, RSpec, RSpecType, SliverType,
-    EMULAB_NS, GENI_V3_NS, OPSTATE_NS, PROTOGENI_V2_NS, USER_NS, XSI_NS,
+    PROTOGENI_V2_NS,
 };
 use crate::validate::{self, Offsets};
 use crate::xml::{QName, XmlAttr, XmlChild, XmlElement};
-use crate::{MAX_DEPTH, MAX_DOCUMENT_BYTES, MAX_ELEMENTS, MAX_NAMESPACES_IN_SCOPE};
-
-/// A namespace, classified without allocating for the ones the model knows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Ns {
-    /// No namespace.
-    None,
-    /// GENI RSpec v3 core.
-    Geni,
-    /// Emulab extension.
-    Emulab,
-    /// Login-user extension.
-    User,
-    /// Opstate extension.
-    Opstate,
-    /// XML Schema instance.
-    Xsi,
-    /// Any other namespace.
-    Other(String),
-}
-
-impl Ns {
-    /// Classifies a namespace name as quick-xml's resolver stores it: the raw attribute
-    /// value of the declaration, so character references are expanded here.
-    pub(crate) fn classify(raw: &[u8]) -> Ns {
-        // Fast path for the namespaces every document uses, without UTF-8 checks.
-        match raw {
-            b"http://www.geni.net/resources/rspec/3" => return Ns::Geni,
-            b"http://www.protogeni.net/resources/rspec/ext/emulab/1" => return Ns::Emulab,
-            _ => {}
-        }
-        let text = String::from_utf8_lossy(raw);
-        let name = if raw.contains(&b'&') {
-            match quick_xml::escape::unescape(&text) {
-                Ok(s) => Cow::Owned(s.into_owned()),
-                Err(_) => text,
-            }
-        } else {
-            text
-        };
-        match name.as_ref() {
-            GENI_V3_NS => Ns::Geni,
-            EMULAB_NS => Ns::Emulab,
-            USER_NS => Ns::User,
-            OPSTATE_NS => Ns::Opstate,
-            XSI_NS => Ns::Xsi,
-            other => Ns::Other(other.to_owned()),
-        }
-    }
-
-    fn uri(&self) -> Option<String> {
-        let s = match self {
-            Ns::None => return None,
-            Ns::Geni => GENI_V3_NS,
-            Ns::Emulab => EMULAB_NS,
-            Ns::User => USER_NS,
-            Ns::Opstate => OPSTATE_NS,
-            Ns::Xsi => XSI_NS,
-            Ns::Other(s) => return Some(s.clone()),
-        };
-        Some(s.to_owned())
-    }
-}
+use crate::{MAX_DEPTH, MAX_DOCUMENT_BYTES, MAX_ELEMENTS};
 
 /// A start tag seen by the reader, with its namespace resolved.
 pub(crate) struct Tag<'i> {
     pub(crate) ns: Ns,
-    pub(crate) start: BytesStart<'i>,
+    /// The qualified name as written.
+    pub(crate) name: &'i [u8],
+    /// The attribute text after the name (a slice of the input).
+    pub(crate) attrs: &'i str,
     /// `<x/>`: there are no children and no end event to consume.
     pub(crate) empty: bool,
     /// Byte offset of the event (before any leading whitespace).
@@ -105,7 +49,10 @@ pub(crate) struct Tag<'i> {
 
 impl Tag<'_> {
     pub(crate) fn local(&self) -> &[u8] {
-        self.start.local_name().into_inner()
+        match memchr::memchr(b':', self.name) {
+            Some(i) => &self.name[i + 1..],
+            None => self.name,
+        }
     }
 
     pub(crate) fn is(&self, ns: &Ns, local: &str) -> bool {
@@ -164,21 +111,30 @@ pub(crate) fn take<T>(stack: &mut Vec<T>, mark: usize) -> Vec<T> {
 
 /// Reader state for one document.
 pub(crate) struct Ctx<'i> {
-    pub(crate) reader: NsReader<&'i [u8]>,
-    /// The whole input, so attribute text can be sliced from it without UTF-8 re-checks.
-    pub(crate) input: &'i str,
+    reader: Reader<&'i [u8]>,
+    /// The whole input, so names and attribute text can be sliced from it without UTF-8
+    /// re-checks.
+    input: &'i str,
+    /// The namespace bindings in scope.
+    pub(crate) scopes: Scopes<'i>,
     depth: usize,
     elements: usize,
-    /// Namespace declarations made by each open element, and their sum.
-    ns_decls: Vec<usize>,
-    ns_in_scope: usize,
-    xmlns: memchr::memmem::Finder<'static>,
     /// Problems as (byte offset, kind, message); positions are computed at the end.
     pub(crate) problems: Vec<(usize, ProblemKind, String)>,
     pub(crate) offsets: Offsets,
     /// The document kind, once the root's `type` is read (some attributes depend on it).
     pub(crate) kind: RSpecType,
     pub(crate) sc: Scratch,
+}
+
+/// An event that matters to the element readers (comments, processing instructions and
+/// the XML declaration are skipped, a DOCTYPE is refused).
+enum Ev<'i> {
+    Tag(Tag<'i>),
+    End,
+    Text(quick_xml::events::BytesText<'i>),
+    CData(quick_xml::events::BytesCData<'i>),
+    Eof,
 }
 
 /// What [`Ctx::next_child`] found.
@@ -209,7 +165,7 @@ pub(crate) type Res<T> = Result<T, Fatal>;
 
 impl<'i> Ctx<'i> {
     fn new(input: &'i str) -> Self {
-        let mut reader = NsReader::from_str(input);
+        let mut reader = Reader::from_str(input);
         let config = reader.config_mut();
         // Text is kept verbatim (mixed content in extensions keeps its spaces); whitespace-only
         // text, which is indentation, is dropped in `next_child`.
@@ -219,11 +175,9 @@ impl<'i> Ctx<'i> {
         Ctx {
             reader,
             input,
+            scopes: Scopes::new(),
             depth: 0,
             elements: 0,
-            ns_decls: Vec::new(),
-            ns_in_scope: 0,
-            xmlns: memchr::memmem::Finder::new(b"xmlns"),
             problems: Vec::new(),
             offsets: Offsets::default(),
             kind: RSpecType::Request,
@@ -239,9 +193,10 @@ impl<'i> Ctx<'i> {
         self.problems.push((offset, kind, message));
     }
 
-    /// Reads the next event that matters, resolving the element namespace, tracking depth,
-    /// and refusing DOCTYPE. Comments, processing instructions and declarations are skipped.
-    fn event(&mut self) -> Res<(Ns, Event<'i>, usize)> {
+    /// Reads the next event that matters, tracking depth and namespace scopes and
+    /// resolving the namespace of start tags.
+    fn event(&mut self) -> Res<Ev<'i>> {
+        self.scopes.settle();
         loop {
             let offset = self.reader.buffer_position() as usize;
             let ev = match self.reader.read_event() {
@@ -253,91 +208,72 @@ impl<'i> Ctx<'i> {
                     })
                 }
             };
-            // Only start tags need their namespace: end tags are matched by name by quick-xml,
-            // and text has none. Resolving just these keeps the per-event cost down.
-            let ns = match &ev {
-                Event::Start(e) | Event::Empty(e) => match self.reader.resolve_element(e.name()).0 {
-                    ResolveResult::Unbound => Ns::None,
-                    ResolveResult::Bound(n) => Ns::classify(n.into_inner()),
-                    ResolveResult::Unknown(p) => {
-                        return Err(Fatal {
-                            offset,
-                            kind: FatalKind::Malformed(format!(
-                                "Unknown namespace prefix {:?}",
-                                String::from_utf8_lossy(&p)
-                            )),
-                        })
-                    }
-                },
-                _ => Ns::None,
-            };
-            // Bound the declarations in scope (see MAX_NAMESPACES_IN_SCOPE). Counting the
-            // text "xmlns" in the attributes may over-count, never under-count.
-            let decls = match &ev {
-                Event::Start(e) | Event::Empty(e) => {
-                    self.elements += 1;
-                    if self.elements > MAX_ELEMENTS {
-                        return Err(Fatal { offset, kind: FatalKind::TooManyElements });
-                    }
-                    let n = self.xmlns.find_iter(e.attributes_raw()).count();
-                    if self.ns_in_scope + n > MAX_NAMESPACES_IN_SCOPE {
-                        return Err(Fatal {
-                            offset,
-                            kind: FatalKind::Malformed(format!(
-                                "More than {MAX_NAMESPACES_IN_SCOPE} namespace declarations in scope"
-                            )),
-                        });
-                    }
-                    n
-                }
-                _ => 0,
-            };
-            match ev {
-                Event::Comment(_) | Event::PI(_) | Event::Decl(_) => continue,
-                Event::DocType(_) => return Err(Fatal { offset, kind: FatalKind::Doctype }),
-                Event::Start(_) => {
-                    self.ns_decls.push(decls);
-                    self.ns_in_scope += decls;
-                    self.depth += 1;
-                    if self.depth > MAX_DEPTH {
-                        return Err(Fatal { offset, kind: FatalKind::TooDeep });
-                    }
-                }
-                Event::Empty(_) if self.depth + 1 > MAX_DEPTH => {
-                    return Err(Fatal { offset, kind: FatalKind::TooDeep });
-                }
+            return Ok(match ev {
+                Event::Start(e) => Ev::Tag(self.start_tag(&e, false, offset)?),
+                Event::Empty(e) => Ev::Tag(self.start_tag(&e, true, offset)?),
                 Event::End(_) => {
                     self.depth = self.depth.saturating_sub(1);
-                    self.ns_in_scope -= self.ns_decls.pop().unwrap_or(0);
+                    self.scopes.close();
+                    Ev::End
                 }
-                _ => {}
-            }
-            return Ok((ns, ev, offset));
+                Event::Text(t) => Ev::Text(t),
+                Event::CData(c) => Ev::CData(c),
+                Event::Eof => Ev::Eof,
+                Event::DocType(_) => return Err(Fatal { offset, kind: FatalKind::Doctype }),
+                Event::Comment(_) | Event::PI(_) | Event::Decl(_) => continue,
+            });
         }
+    }
+
+    /// Checks the limits for a start tag, applies its namespace declarations and resolves
+    /// its name.
+    fn start_tag(&mut self, e: &BytesStart<'i>, empty: bool, offset: usize) -> Res<Tag<'i>> {
+        let fatal = |kind| Fatal { offset, kind };
+        self.elements += 1;
+        if self.elements > MAX_ELEMENTS {
+            return Err(fatal(FatalKind::TooManyElements));
+        }
+        if self.depth + 1 > MAX_DEPTH {
+            return Err(fatal(FatalKind::TooDeep));
+        }
+        // The event borrows the input: find its name and attribute text there by address,
+        // so they are `&'i str` without a UTF-8 re-check.
+        let full: &[u8] = e;
+        let at = (full.as_ptr() as usize).wrapping_sub(self.input.as_ptr() as usize);
+        let name_len = e.name().as_ref().len();
+        let located = self.input.get(at..at.saturating_add(full.len())).filter(|t| t.as_ptr() == full.as_ptr());
+        let (name, attrs) = match located.and_then(|t| Some((t.get(..name_len)?, t.get(name_len..)?))) {
+            Some((n, a)) => (n.as_bytes(), a),
+            None => return Err(fatal(FatalKind::Malformed("Start tag could not be located in the input".into()))),
+        };
+        self.scopes.open(attrs, empty).map_err(|m| fatal(FatalKind::Malformed(m)))?;
+        let prefix = memchr::memchr(b':', name).map(|i| &name[..i]);
+        let ns = self.scopes.resolve(prefix, true).map_err(|m| fatal(FatalKind::Malformed(m)))?;
+        if !empty {
+            self.depth += 1;
+        }
+        Ok(Tag { ns, name, attrs, empty, offset })
     }
 
     /// The next child of the element being read, its text, or its end.
     pub(crate) fn next_child(&mut self) -> Res<Next<'i>> {
         loop {
-            let (ns, ev, offset) = self.event()?;
-            return Ok(match ev {
-                Event::Start(start) => Next::Child(Tag { ns, start, empty: false, offset }),
-                Event::Empty(start) => Next::Child(Tag { ns, start, empty: true, offset }),
-                Event::End(_) => Next::End,
-                Event::Text(t) => {
+            return Ok(match self.event()? {
+                Ev::Tag(tag) => Next::Child(tag),
+                Ev::End => Next::End,
+                Ev::Text(t) => {
                     if t.iter().all(u8::is_ascii_whitespace) {
                         continue;
                     }
                     let text = t.unescape().map_err(|e| self.malformed(e.to_string()))?;
                     Next::Text(text.into_owned())
                 }
-                Event::CData(c) => {
+                Ev::CData(c) => {
                     let raw = c.into_inner();
                     let text = std::str::from_utf8(&raw).map_err(|e| self.malformed(e.to_string()))?.to_owned();
                     Next::Text(text)
                 }
-                Event::Eof => return Err(self.malformed("Unexpected end of document")),
-                _ => continue,
+                Ev::Eof => return Err(self.malformed("Unexpected end of document")),
             });
         }
     }
@@ -358,13 +294,13 @@ impl<'i> Ctx<'i> {
 
     /// Reads an element the model does not know into an owned tree.
     pub(crate) fn ext_element(&mut self, tag: Tag<'i>) -> Res<XmlElement> {
-        for a in attr_iter(&self.reader, self.input, &tag) {
+        for a in attr_iter(&self.scopes, &tag) {
             self.sc.attrs.push(a?.into_ext());
         }
         let attrs = take(&mut self.sc.attrs, 0);
         let local = std::str::from_utf8(tag.local()).map_err(|e| self.malformed(e.to_string()))?.to_owned();
         // quick-xml does not check names; a kept name must be writable again.
-        if !is_ncname(&local) || tag.ns == Ns::Other(XMLNS_NS.to_owned()) {
+        if !is_ncname(&local) || tag.ns.as_str() == Some(XMLNS_NS) {
             return Err(Fatal {
                 offset: tag.offset,
                 kind: FatalKind::Malformed(format!("Invalid element name {local:?}")),
@@ -427,19 +363,17 @@ impl<'i> Ctx<'i> {
     /// Reads the root element and the document's epilogue.
     fn document(&mut self) -> Res<RSpec> {
         let root = loop {
-            let (ns, ev, offset) = self.event()?;
-            match ev {
-                Event::Start(start) => break Tag { ns, start, empty: false, offset },
-                Event::Empty(start) => break Tag { ns, start, empty: true, offset },
-                Event::Text(t) if t.iter().all(u8::is_ascii_whitespace) => continue,
-                Event::Text(_) | Event::CData(_) => return Err(self.malformed("Text before the root element")),
-                Event::Eof => return Err(self.malformed("No root element")),
-                _ => return Err(self.malformed("Unexpected markup before the root element")),
+            match self.event()? {
+                Ev::Tag(tag) => break tag,
+                Ev::Text(t) if t.iter().all(u8::is_ascii_whitespace) => continue,
+                Ev::Text(_) | Ev::CData(_) => return Err(self.malformed("Text before the root element")),
+                Ev::Eof => return Err(self.malformed("No root element")),
+                Ev::End => return Err(self.malformed("Unexpected markup before the root element")),
             }
         };
         if !root.is(&Ns::Geni, "rspec") {
             let found = format!("{{{}}}{}", root.ns.uri().unwrap_or_default(), String::from_utf8_lossy(root.local()));
-            let hint = if root.ns == Ns::Other(PROTOGENI_V2_NS.to_owned()) {
+            let hint = if root.ns.as_str() == Some(PROTOGENI_V2_NS) {
                 " (ProtoGENI RSpec v2 is not supported; send GENI v3)"
             } else {
                 ""
@@ -449,18 +383,14 @@ impl<'i> Ctx<'i> {
         let rspec = self.rspec(root)?;
         // Only whitespace, comments and processing instructions may follow the root.
         loop {
-            let (_, ev, _) = self.event()?;
-            match ev {
-                Event::Eof => return Ok(rspec),
-                Event::Text(t) if t.iter().all(u8::is_ascii_whitespace) => continue,
+            match self.event()? {
+                Ev::Eof => return Ok(rspec),
+                Ev::Text(t) if t.iter().all(u8::is_ascii_whitespace) => continue,
                 _ => return Err(self.malformed("Content after the root element")),
             }
         }
     }
 }
-
-/// The namespace of `xmlns` declarations, which no element or attribute may use.
-const XMLNS_NS: &str = "http://www.w3.org/2000/xmlns/";
 
 /// Whether `s` is a namespace-local XML name. Non-ASCII characters are accepted wholesale,
 /// a superset of the XML name classes that is still safe to write back.
@@ -474,28 +404,19 @@ pub(crate) fn is_ncname(s: &str) -> bool {
 }
 
 /// The offset of the first byte below 0x20 other than tab, newline and carriage return.
-/// Eight bytes are tested at a time (a byte-wise loop was a tenth of the reading time); only
-/// words holding some byte below 0x20, usually a newline, are looked at byte by byte.
+/// Blocks of 64 bytes are tested with a branch-free fold the compiler turns into vector
+/// compares; only a block holding a bad byte is looked at again, byte by byte.
 fn first_control_char(bytes: &[u8]) -> Option<usize> {
-    const LOW: u64 = 0x2020_2020_2020_2020;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
     let bad = |b: u8| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r');
-    let mut chunks = bytes.chunks_exact(8);
+    let mut blocks = bytes.chunks_exact(64);
     let mut base = 0;
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(word);
-        // Sets the high bit of each byte that is below 0x20 (and possibly of some >= 0x80,
-        // which the byte-wise check below then clears).
-        if x.wrapping_sub(LOW) & !x & HIGH != 0 {
-            if let Some(i) = chunk.iter().position(|&b| bad(b)) {
-                return Some(base + i);
-            }
+    for block in &mut blocks {
+        if block.iter().fold(false, |any, &b| any | bad(b)) {
+            return block.iter().position(|&b| bad(b)).map(|i| base + i);
         }
-        base += 8;
+        base += 64;
     }
-    chunks.remainder().iter().position(|&b| bad(b)).map(|i| base + i)
+    blocks.remainder().iter().position(|&b| bad(b)).map(|i| base + i)
 }
 
 /// Reads a document; see [`crate::parse`].
@@ -591,6 +512,18 @@ mod tests {
                 samples.push(v);
             }
         }
+        // Longer inputs reach the word-wise blocks: every byte value at positions inside and
+        // across blocks, in filler that mixes the allowed control characters and high bytes.
+        let filler: Vec<u8> =
+            (0..80u8).map(|i| [b'a', b'\n', b'\t', b'\r', 0xC3, 0xA9, b' ', 0x7F][usize::from(i % 8)]).collect();
+        for b in 0..=255u8 {
+            for at in [0usize, 7, 8, 31, 32, 33, 63, 64, 79] {
+                let mut v = filler.clone();
+                v[at] = b;
+                samples.push(v);
+            }
+        }
+        samples.push(filler);
         for s in samples {
             assert_eq!(first_control_char(&s), naive(&s), "{s:?}");
         }

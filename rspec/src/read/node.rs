@@ -13,7 +13,7 @@ impl<'i> Ctx<'i> {
         self.offsets.nodes.push(off);
         let first = self.offsets.interfaces.len();
         self.offsets.node_first_interface.push(first);
-        for a in attr_iter(&self.reader, self.input, &tag) {
+        for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
                 Some("client_id") => n.client_id = Some(a.value.into_owned()),
@@ -88,7 +88,7 @@ impl<'i> Ctx<'i> {
         let off = tag.offset;
         let mut s = SliverType::default();
         let mut name = None;
-        for a in attr_iter(&self.reader, self.input, &tag) {
+        for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
                 Some("name") => name = Some(a.value.into_owned()),
@@ -129,7 +129,7 @@ impl<'i> Ctx<'i> {
         let off = tag.offset;
         let mut d = DiskImage::default();
         let mut name = None;
-        for a in attr_iter(&self.reader, self.input, &tag) {
+        for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
                 Some("name") => name = Some(a.value.into_owned()),
@@ -150,7 +150,7 @@ impl<'i> Ctx<'i> {
     fn xen(&mut self, tag: Tag<'i>) -> Res<EmulabXen> {
         let off = tag.offset;
         let mut x = EmulabXen::default();
-        for a in attr_iter(&self.reader, self.input, &tag) {
+        for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             let bad = ProblemKind::BadNumber;
             match a.plain() {
@@ -175,7 +175,7 @@ impl<'i> Ctx<'i> {
         let off = tag.offset;
         let mut h = HardwareType::default();
         let mut name = None;
-        for a in attr_iter(&self.reader, self.input, &tag) {
+        for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
                 Some("name") => name = Some(a.value.into_owned()),
@@ -192,7 +192,7 @@ impl<'i> Ctx<'i> {
         let off = tag.offset;
         self.offsets.interfaces.push(off);
         let mut i = Interface::default();
-        for a in attr_iter(&self.reader, self.input, &tag) {
+        for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
                 Some("client_id") => i.client_id = Some(a.value.into_owned()),
@@ -236,7 +236,7 @@ impl<'i> Ctx<'i> {
         let off = tag.offset;
         let (mut address, mut netmask, mut ip_type) = (None, None, None);
         let mut seen_address = false;
-        for a in attr_iter(&self.reader, self.input, &tag) {
+        for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             let bad = ProblemKind::BadAddress;
             match a.plain() {
@@ -271,7 +271,7 @@ impl<'i> Ctx<'i> {
 
     fn services(&mut self, tag: Tag<'i>) -> Res<Services> {
         let mut s = Services::default();
-        for a in attr_iter(&self.reader, self.input, &tag) {
+        for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             self.sc.attrs.push(a.into_ext());
         }
@@ -317,7 +317,7 @@ impl<'i> Ctx<'i> {
         let off = tag.offset;
         let mut l = Login::default();
         let mut auth = None;
-        for a in attr_iter(&self.reader, self.input, &tag) {
+        for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
                 Some("authentication") => auth = Some(a.value.into_owned()),
@@ -340,7 +340,7 @@ impl<'i> Ctx<'i> {
         let off = tag.offset;
         let mut i = Install::default();
         let (mut url, mut path) = (None, None);
-        for a in attr_iter(&self.reader, self.input, &tag) {
+        for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
                 Some("url") => url = Some(a.value.into_owned()),
@@ -369,7 +369,7 @@ impl<'i> Ctx<'i> {
         let off = tag.offset;
         let mut e = Execute::default();
         let (mut shell, mut command) = (None, None);
-        for a in attr_iter(&self.reader, self.input, &tag) {
+        for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
                 Some("shell") => shell = Some(a.value.into_owned()),
@@ -393,7 +393,7 @@ impl<'i> Ctx<'i> {
         let off = tag.offset;
         let mut u = UserKey::default();
         let mut login = None;
-        for a in attr_iter(&self.reader, self.input, &tag) {
+        for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
                 Some("login") => login = Some(a.value.into_owned()),
@@ -430,7 +430,7 @@ impl<'i> Ctx<'i> {
         let off = tag.offset;
         let mut h = Host::default();
         let mut name = None;
-        for a in attr_iter(&self.reader, self.input, &tag) {
+        for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
                 Some("name") => name = Some(a.value.into_owned()),
@@ -447,7 +447,7 @@ impl<'i> Ctx<'i> {
         let off = tag.offset;
         let mut l = Location::default();
         let mut country = None;
-        for a in attr_iter(&self.reader, self.input, &tag) {
+        for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             let bad = ProblemKind::BadNumber;
             match a.plain() {
@@ -475,7 +475,7 @@ impl<'i> Ctx<'i> {
         let off = tag.offset;
         let mut v = Available::default();
         let mut now = None;
-        for a in attr_iter(&self.reader, self.input, &tag) {
+        for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
                 Some("now") => {

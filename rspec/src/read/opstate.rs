@@ -9,7 +9,7 @@ impl<'i> Ctx<'i> {
         let off = tag.offset;
         let mut o = Opstate::default();
         let (mut am, mut start) = (None, None);
-        for a in attr_iter(&self.reader, self.input, &tag) {
+        for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
                 Some("aggregate_manager_id") => am = Some(a.value.into_owned()),
@@ -45,7 +45,7 @@ impl<'i> Ctx<'i> {
     /// The required `name` attribute of an opstate element.
     fn named(&mut self, tag: &Tag<'i>, element: &str) -> Res<String> {
         let mut name = None;
-        for a in attr_iter(&self.reader, self.input, tag) {
+        for a in attr_iter(&self.scopes, tag) {
             let a = a?;
             if a.plain() == Some("name") {
                 name = Some(a.value.into_owned());
@@ -74,7 +74,7 @@ impl<'i> Ctx<'i> {
                     (Ns::Opstate, b"action") => {
                         let off = c.offset;
                         let (mut name, mut next) = (None, None);
-                        for a in attr_iter(&self.reader, self.input, &c) {
+                        for a in attr_iter(&self.scopes, &c) {
                             let a = a?;
                             match a.plain() {
                                 Some("name") => name = Some(a.value.into_owned()),
@@ -92,7 +92,7 @@ impl<'i> Ctx<'i> {
                     (Ns::Opstate, b"wait") => {
                         let off = c.offset;
                         let (mut wait_type, mut next) = (None, None);
-                        for a in attr_iter(&self.reader, self.input, &c) {
+                        for a in attr_iter(&self.scopes, &c) {
                             let a = a?;
                             match a.plain() {
                                 Some("type") => wait_type = Some(a.value.into_owned()),

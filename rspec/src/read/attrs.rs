@@ -1,21 +1,42 @@
 //! A fast attribute scanner over the raw text of a start tag.
 //!
 //! quick-xml's `Attributes` iterator re-validates UTF-8 and allocates for duplicate checks;
-//! profiling showed it as the largest cost of reading after the event loop itself. This
-//! scanner slices names and values straight out of the input `&str` (so no UTF-8 check is
-//! needed), checks names and duplicates, and resolves prefixed names through the reader's
-//! [`Scopes`]. Namespace declarations are skipped: [`Scopes::open`] has already applied them.
+//! profiling showed it as the largest cost of reading after the event loop itself. The
+//! [`Lexer`] slices names and values straight out of the input `&str` (so no UTF-8 check is
+//! needed) and checks the syntax; [`Scopes::open`] runs it once per start tag. [`AttrIter`]
+//! then hands the element readers each attribute with its prefix resolved and its value
+//! unescaped (borrowed from the input unless it holds a reference).
 
 use std::borrow::Cow;
-use std::collections::HashSet;
 
 use super::ns::Scopes;
 use super::{Fatal, FatalKind, Ns, RawAttr, Res, Tag};
 
-/// Attribute names kept inline for the duplicate check before spilling to the heap.
-const INLINE_KEYS: usize = 16;
+/// Byte classes for attribute names: may start a name, may only follow, ends the name,
+/// the prefix colon, anything else (refused).
+const START: u8 = 0;
+const INNER: u8 = 1;
+const END: u8 = 2;
+const COLON: u8 = 3;
+const BAD: u8 = 4;
+static NAME_CLASS: [u8; 256] = {
+    let mut t = [BAD; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = match b as u8 {
+            b'a'..=b'z' | b'A'..=b'Z' | b'_' | 0x80.. => START,
+            b'0'..=b'9' | b'-' | b'.' => INNER,
+            b'=' | b' ' | b'\t' | b'\n' | b'\r' => END,
+            b':' => COLON,
+            _ => BAD,
+        };
+        b += 1;
+    }
+    t
+};
 
 /// One attribute as written: name, where its prefix colon is, and the raw value.
+#[derive(Clone, Copy)]
 pub(crate) struct Lexed<'i> {
     pub(crate) key: &'i str,
     /// Index of the prefix colon in `key`.
@@ -53,16 +74,16 @@ impl<'i> Lexer<'i> {
         let mut colon = None;
         let mut bad_name = false;
         while let Some(&b) = bytes.get(self.pos) {
-            match b {
-                b'=' | b' ' | b'\t' | b'\n' | b'\r' => break,
-                b':' if colon.is_none() => colon = Some(self.pos),
-                b'a'..=b'z' | b'A'..=b'Z' | b'_' | 0x80.. => {}
-                b'0'..=b'9' | b'-' | b'.' => {
+            match NAME_CLASS[usize::from(b)] {
+                START => {}
+                END => break,
+                INNER => {
                     // Not allowed as the first character of the name or of its local part.
                     if self.pos == name_start || colon == Some(self.pos - 1) {
                         bad_name = true;
                     }
                 }
+                COLON if colon.is_none() => colon = Some(self.pos),
                 _ => bad_name = true,
             }
             self.pos += 1;
@@ -110,91 +131,46 @@ impl<'i> Lexer<'i> {
     }
 }
 
-/// Iterates the attributes of a start tag; see the module docs.
+/// Iterates the attributes of a start tag (declarations excluded), resolved and unescaped.
 pub(crate) struct AttrIter<'r, 'i> {
     scopes: &'r Scopes<'i>,
-    lexer: Lexer<'i>,
+    /// The next index in `scopes.lexed`.
+    next: usize,
     offset: usize,
-    inline: [&'i str; INLINE_KEYS],
-    count: usize,
-    spilled: HashSet<&'i str>,
 }
 
-/// The attributes of `tag`, resolved in the namespace scope of `scopes`.
+/// The attributes of `tag`, which must be the last start tag read: [`Scopes::open`] has
+/// already scanned and checked them.
 pub(crate) fn attr_iter<'r, 'i>(scopes: &'r Scopes<'i>, tag: &Tag<'i>) -> AttrIter<'r, 'i> {
-    AttrIter {
-        scopes,
-        lexer: Lexer::new(tag.attrs),
-        offset: tag.offset,
-        inline: [""; INLINE_KEYS],
-        count: 0,
-        spilled: HashSet::new(),
-    }
-}
-
-impl<'i> AttrIter<'_, 'i> {
-    fn fail(&self, message: String) -> Option<Res<RawAttr<'i>>> {
-        // Scanning stops at the first error: the whole document is refused anyway.
-        Some(Err(Fatal { offset: self.offset, kind: FatalKind::Malformed(message) }))
-    }
-
-    /// Records a name, reporting whether it was already present.
-    fn duplicate(&mut self, key: &'i str) -> bool {
-        // Small elements compare against the inline slots; beyond them a set keeps the
-        // check linear, so a hostile element with thousands of attributes stays cheap.
-        let seen = if self.count < INLINE_KEYS {
-            let seen = self.inline[..self.count].contains(&key);
-            self.inline[self.count] = key;
-            seen
-        } else {
-            if self.spilled.is_empty() {
-                self.spilled.extend(self.inline.iter().copied());
-            }
-            !self.spilled.insert(key)
-        };
-        self.count += 1;
-        seen
-    }
+    // Every element reader takes its attributes before reading its children. Should one ever
+    // not, it sees no attributes, and debug builds (all tests) fail here.
+    debug_assert_eq!(tag.seq, scopes.seq, "attributes read after a later start tag");
+    let next = if tag.seq == scopes.seq { 0 } else { scopes.lexed.len() };
+    AttrIter { scopes, next, offset: tag.offset }
 }
 
 impl<'i> Iterator for AttrIter<'_, 'i> {
     type Item = Res<RawAttr<'i>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            let Lexed { key, colon, value, has_amp } = match self.lexer.next_raw()? {
-                Ok(l) => l,
-                Err(message) => return self.fail(message),
-            };
-            if self.count >= crate::MAX_ATTRIBUTES {
-                return self.fail(format!("More than {} attributes on one element", crate::MAX_ATTRIBUTES));
+        let &Lexed { key, colon, value, has_amp } = self.scopes.lexed.get(self.next)?;
+        self.next += 1;
+        let fail = |message: String| Some(Err(Fatal { offset: self.offset, kind: FatalKind::Malformed(message) }));
+        let (ns, local) = match colon {
+            None => (Ns::None, key),
+            Some(c) => match self.scopes.resolve(Some(key[..c].as_bytes()), false) {
+                Ok(ns) => (ns, &key[c + 1..]),
+                Err(message) => return fail(message),
+            },
+        };
+        let value = if has_amp {
+            match quick_xml::escape::unescape(value) {
+                Ok(v) => Cow::Owned(v.into_owned()),
+                Err(e) => return fail(e.to_string()),
             }
-            if self.duplicate(key) {
-                return self.fail(format!("Duplicate attribute {key:?}"));
-            }
-            let (prefix, local) = match colon {
-                Some(c) => (Some(&key[..c]), &key[c + 1..]),
-                None => (None, key),
-            };
-            if prefix == Some("xmlns") || (prefix.is_none() && local == "xmlns") {
-                continue;
-            }
-            let ns = match prefix {
-                None => Ns::None,
-                Some(p) => match self.scopes.resolve(Some(p.as_bytes()), false) {
-                    Ok(ns) => ns,
-                    Err(message) => return self.fail(message),
-                },
-            };
-            let value = if has_amp {
-                match quick_xml::escape::unescape(value) {
-                    Ok(v) => Cow::Owned(v.into_owned()),
-                    Err(e) => return self.fail(e.to_string()),
-                }
-            } else {
-                Cow::Borrowed(value)
-            };
-            return Some(Ok(RawAttr { ns, local, value }));
-        }
+        } else {
+            Cow::Borrowed(value)
+        };
+        Some(Ok(RawAttr { ns, local, value }))
     }
 }

@@ -39,12 +39,12 @@ pub(crate) struct Tag<'i> {
     pub(crate) ns: Ns,
     /// The qualified name as written.
     pub(crate) name: &'i [u8],
-    /// The attribute text after the name (a slice of the input).
-    pub(crate) attrs: &'i str,
     /// `<x/>`: there are no children and no end event to consume.
     pub(crate) empty: bool,
     /// Byte offset of the event (before any leading whitespace).
     pub(crate) offset: usize,
+    /// The [`Scopes::seq`] of this tag, whose attributes [`attr_iter`] reads.
+    pub(crate) seq: u64,
 }
 
 impl Tag<'_> {
@@ -252,7 +252,7 @@ impl<'i> Ctx<'i> {
         if !empty {
             self.depth += 1;
         }
-        Ok(Tag { ns, name, attrs, empty, offset })
+        Ok(Tag { ns, name, empty, offset, seq: self.scopes.seq })
     }
 
     /// The next child of the element being read, its text, or its end.

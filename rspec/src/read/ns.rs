@@ -1,19 +1,23 @@
 //! Namespace resolution on top of quick-xml's bare `Reader`.
 //!
 //! quick-xml's `NsReader` walks every start tag's attributes through its own iterator to find
-//! declarations, which made its event scan cost about 2.5 times the bare one. Here a start tag
-//! whose attribute text has no `xmlns` (nearly every tag of a real RSpec) costs one substring
-//! search; only tags that do declare something are scanned, with the same attribute scanner
-//! the element readers use. Bindings are a stack searched from the top, bounded by
-//! [`crate::MAX_NAMESPACES_IN_SCOPE`].
+//! declarations, which made its event scan cost about 2.5 times the bare one. Here each start
+//! tag's attributes are scanned exactly once, when the tag is read: declarations are applied
+//! and the other attributes are kept, checked for syntax, count and duplicates, for the
+//! element reader to take through [`super::attr_iter`]. Bindings are a stack searched from
+//! the top, bounded by [`crate::MAX_NAMESPACES_IN_SCOPE`]; the default namespace is cached.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::rc::Rc;
 
 use crate::model::{EMULAB_NS, GENI_V3_NS, OPSTATE_NS, USER_NS, XSI_NS};
 use crate::MAX_NAMESPACES_IN_SCOPE;
 
-use super::attrs::Lexer;
+use super::attrs::{Lexed, Lexer};
+
+/// Attribute names compared linearly for the duplicate check before a set takes over.
+const INLINE_KEYS: usize = 16;
 
 /// The namespace the `xml` prefix is bound to by definition.
 pub(crate) const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
@@ -89,7 +93,13 @@ pub(crate) struct Scopes<'i> {
     default: Ns,
     xml: Ns,
     xmlns: Ns,
-    finder: memchr::memmem::Finder<'static>,
+    /// The attributes of the last start tag, declarations excluded.
+    pub(crate) lexed: Vec<Lexed<'i>>,
+    /// Counts start tags, so a reader can tell `lexed` belongs to its tag.
+    pub(crate) seq: u64,
+    /// Attribute names of the last start tag, for the duplicate check.
+    keys: Vec<&'i str>,
+    spilled: HashSet<&'i str>,
 }
 
 /// Why a name could not be resolved or a declaration was refused (the message of a
@@ -105,7 +115,10 @@ impl<'i> Scopes<'i> {
             default: Ns::None,
             xml: Ns::Other(Rc::from(XML_NS)),
             xmlns: Ns::Other(Rc::from(XMLNS_NS)),
-            finder: memchr::memmem::Finder::new(b"xmlns"),
+            lexed: Vec::new(),
+            seq: 0,
+            keys: Vec::new(),
+            spilled: HashSet::new(),
         }
     }
 
@@ -118,20 +131,59 @@ impl<'i> Scopes<'i> {
         }
     }
 
-    /// Applies the declarations of a start tag. `attrs` is the tag's attribute text, a slice
-    /// of the input. `empty` tags keep their bindings only until [`Scopes::settle`].
+    /// Scans the attributes of a start tag: applies its declarations and keeps the other
+    /// attributes in `lexed`. `attrs` is the tag's attribute text, a slice of the input.
+    /// `empty` tags keep their bindings only until [`Scopes::settle`].
     pub(crate) fn open(&mut self, attrs: &'i str, empty: bool) -> Result<(), NsError> {
         let before = self.bindings.len();
-        if self.finder.find(attrs.as_bytes()).is_some() {
-            self.declare(attrs)?;
+        self.seq += 1;
+        self.lexed.clear();
+        self.keys.clear();
+        if !self.spilled.is_empty() {
+            self.spilled.clear();
+        }
+        let mut lexer = Lexer::new(attrs);
+        let mut count = 0;
+        while let Some(raw) = lexer.next_raw() {
+            let raw = raw?;
+            count += 1;
+            if count > crate::MAX_ATTRIBUTES {
+                return Err(format!("More than {} attributes on one element", crate::MAX_ATTRIBUTES));
+            }
+            if self.duplicate(raw.key) {
+                return Err(format!("Duplicate attribute {:?}", raw.key));
+            }
+            match raw.colon {
+                None if raw.key == "xmlns" => self.declare(b"", &raw)?,
+                Some(c) if &raw.key[..c] == "xmlns" => self.declare(raw.key[c + 1..].as_bytes(), &raw)?,
+                _ => self.lexed.push(raw),
+            }
         }
         let added = self.bindings.len() - before;
+        if added > 0 {
+            self.update_default();
+        }
         if empty {
             self.pending = added;
         } else {
             self.pushed.push(added);
         }
         Ok(())
+    }
+
+    /// Records an attribute name, reporting whether the tag already had it.
+    fn duplicate(&mut self, key: &'i str) -> bool {
+        // Small tags compare against the first names; beyond them a set keeps the check
+        // linear, so a hostile tag with a thousand attributes stays cheap.
+        if self.keys.len() < INLINE_KEYS {
+            let seen = self.keys.contains(&key);
+            self.keys.push(key);
+            return seen;
+        }
+        if self.spilled.is_empty() {
+            self.spilled.extend(self.keys.iter().copied());
+        }
+        !self.spilled.insert(key)
     }
 
     /// Ends the innermost open element's scope.
@@ -155,39 +207,29 @@ impl<'i> Scopes<'i> {
         };
     }
 
-    fn declare(&mut self, attrs: &'i str) -> Result<(), NsError> {
-        let mut lexer = Lexer::new(attrs);
-        while let Some(raw) = lexer.next_raw() {
-            let raw = raw?;
-            let prefix: &'i [u8] = match raw.colon {
-                None if raw.key == "xmlns" => b"",
-                Some(c) if &raw.key[..c] == "xmlns" => raw.key[c + 1..].as_bytes(),
-                _ => continue,
-            };
-            let value: Cow<'i, str> = if raw.has_amp {
-                quick_xml::escape::unescape(raw.value).map_err(|e| e.to_string())?
-            } else {
-                Cow::Borrowed(raw.value)
-            };
-            match prefix {
-                b"xml" if value != XML_NS => {
-                    return Err(format!("The prefix xml cannot be bound to {value:?}"));
-                }
-                // Binding `xml` to its own namespace is allowed and changes nothing.
-                b"xml" => continue,
-                b"xmlns" => return Err("The prefix xmlns cannot be declared".into()),
-                _ if value == XML_NS || value == XMLNS_NS => {
-                    return Err(format!("The reserved namespace {value:?} cannot be bound to a prefix"));
-                }
-                _ => {}
+    fn declare(&mut self, prefix: &'i [u8], raw: &Lexed<'i>) -> Result<(), NsError> {
+        let value: Cow<'i, str> = if raw.has_amp {
+            quick_xml::escape::unescape(raw.value).map_err(|e| e.to_string())?
+        } else {
+            Cow::Borrowed(raw.value)
+        };
+        match prefix {
+            b"xml" if value != XML_NS => {
+                return Err(format!("The prefix xml cannot be bound to {value:?}"));
             }
-            if self.bindings.len() >= MAX_NAMESPACES_IN_SCOPE {
-                return Err(format!("More than {MAX_NAMESPACES_IN_SCOPE} namespace declarations in scope"));
+            // Binding `xml` to its own namespace is allowed and changes nothing.
+            b"xml" => return Ok(()),
+            b"xmlns" => return Err("The prefix xmlns cannot be declared".into()),
+            _ if value == XML_NS || value == XMLNS_NS => {
+                return Err(format!("The reserved namespace {value:?} cannot be bound to a prefix"));
             }
-            let ns = if value.is_empty() { None } else { Some(Ns::classify(&value)) };
-            self.bindings.push(Binding { prefix, ns });
+            _ => {}
         }
-        self.update_default();
+        if self.bindings.len() >= MAX_NAMESPACES_IN_SCOPE {
+            return Err(format!("More than {MAX_NAMESPACES_IN_SCOPE} namespace declarations in scope"));
+        }
+        let ns = if value.is_empty() { None } else { Some(Ns::classify(&value)) };
+        self.bindings.push(Binding { prefix, ns });
         Ok(())
     }
 

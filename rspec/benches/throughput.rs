@@ -1,14 +1,17 @@
 //! Read and write throughput on a generated 5,000-node advertisement, next to raw quick-xml
 //! event scans of the same bytes.
 //!
-//! Three ceilings are measured. `Reader::read_event` is quick-xml's bare tokenizer.
-//! `NsReader::read_resolved_event` is the namespace-aware scan the library is built on (it
-//! must be: RSpecs bind the GENI namespace to arbitrary prefixes); it costs about 2.5 times
-//! the bare scan, so the 40 % target is checked against it. `NsReader::read_event` (namespace
-//! bookkeeping without resolving each name) is shown too; all ratios are printed.
+//! The ceiling is `Reader::read_event`, quick-xml's bare tokenizer, over the same bytes: the
+//! reader runs on it (resolving namespaces with its own prefix stack), and issue 3 sets the
+//! target "reading reaches at least 40 % of the raw scan" against it. Two more scans are shown
+//! for context: `NsReader::read_resolved_event` (quick-xml's namespace-aware scan, which the
+//! reader used before, about 2.5 times the bare scan's time) and `NsReader::read_event`.
+//! `RSpec::clone` of the parsed model is shown as the allocation floor: it makes the same
+//! heap allocations reading must make into this owned model, and nothing else.
 //!
-//! `cargo bench -p vnsnap-rspec` prints a table and writes `target/rspec-bench.json`.
-//! Set `VNSNAP_BENCH_STRICT=1` to exit non-zero when reading is below 40 % of the ceiling.
+//! `cargo bench -p vnsnap-rspec` prints a table and writes `target/rspec-bench.json` with both
+//! ratios (read vs the bare scan, read vs the NsReader scan). Set `VNSNAP_BENCH_STRICT=1` to
+//! exit non-zero when reading is below 40 % of the bare scan.
 
 #[path = "../tests/common/gen.rs"]
 mod gen;
@@ -96,6 +99,7 @@ fn main() {
         ("read", Box::new(|| time(&mut || vnsnap_rspec::parse(black_box(&xml)).unwrap()))),
         ("read_drop", Box::new(|| time(&mut || drop(vnsnap_rspec::parse(black_box(&xml)).unwrap())))),
         ("write", Box::new(|| time(&mut || black_box(&model).to_xml()))),
+        ("clone", Box::new(|| time(&mut || black_box(&model).clone()))),
     ];
     let mut best = vec![Duration::MAX; ops.len()];
     for round in 0..=ROUNDS {
@@ -108,7 +112,8 @@ fn main() {
         }
     }
     drop(ops);
-    let (scan, nscan, nevents, read, read_drop, write) = (best[0], best[1], best[2], best[3], best[4], best[5]);
+    let (scan, nscan, nevents, read, read_drop, write, clone) =
+        (best[0], best[1], best[2], best[3], best[4], best[5], best[6]);
     // Sanity: what was measured is a faithful reader.
     assert_eq!(vnsnap_rspec::parse(&xml).unwrap(), model);
 
@@ -121,7 +126,7 @@ fn main() {
     println!(
         "vnsnap-rspec throughput: advertisement of {NODES} nodes, {mb:.2} MB, best of {ROUNDS} interleaved rounds"
     );
-    println!("{:<30} {:>9} {:>9} {:>10} {:>10}", "operation", "ms", "MB/s", "vs NsReader", "vs Reader");
+    println!("{:<32} {:>9} {:>9} {:>10} {:>10}", "operation", "ms", "MB/s", "vs Reader", "vs NsReader");
     for (name, d, r) in [
         ("Reader::read_event scan", scan, scan_mbs),
         ("NsReader::read_resolved scan", nscan, nscan_mbs),
@@ -129,20 +134,21 @@ fn main() {
         ("parse (read into model)", read, read_mbs),
         ("parse incl. dropping model", read_drop, rate(read_drop)),
         ("to_xml (write)", write, write_mbs),
+        ("RSpec::clone (allocation floor)", clone, rate(clone)),
     ] {
         println!(
-            "{name:<30} {:>9.2} {r:>9.1} {:>9.0}% {:>9.0}%",
+            "{name:<32} {:>9.2} {r:>9.1} {:>9.0}% {:>9.0}%",
             d.as_secs_f64() * 1e3,
-            100.0 * r / nscan_mbs,
-            100.0 * r / scan_mbs
+            100.0 * r / scan_mbs,
+            100.0 * r / nscan_mbs
         );
     }
-    let ok = ratio >= 0.40;
+    let ok = ratio_bare >= 0.40;
     println!(
-        "read = {:.0}% of the NsReader scan (target >= 40%: {}), {:.0}% of the bare Reader scan",
-        ratio * 100.0,
+        "read = {:.0}% of the bare Reader scan (target >= 40%: {}), {:.0}% of the NsReader scan",
+        ratio_bare * 100.0,
         if ok { "met" } else { "NOT met" },
-        ratio_bare * 100.0
+        ratio * 100.0
     );
 
     let json = format!(
@@ -153,8 +159,9 @@ fn main() {
          \"read\": {{\"ms\": {:.3}, \"mb_per_s\": {read_mbs:.1}}},\n  \
          \"read_incl_drop\": {{\"ms\": {:.3}, \"mb_per_s\": {:.1}}},\n  \
          \"write\": {{\"ms\": {:.3}, \"mb_per_s\": {write_mbs:.1}}},\n  \
-         \"read_vs_ns_scan\": {ratio:.3},\n  \"read_vs_raw_scan\": {ratio_bare:.3},\n  \
-         \"read_target_met\": {ok}\n}}\n",
+         \"clone\": {{\"ms\": {:.3}, \"mb_per_s\": {:.1}}},\n  \
+         \"read_vs_raw_scan\": {ratio_bare:.3},\n  \"read_vs_ns_scan\": {ratio:.3},\n  \
+         \"read_target\": \"read_vs_raw_scan >= 0.40\",\n  \"read_target_met\": {ok}\n}}\n",
         xml.len(),
         scan.as_secs_f64() * 1e3,
         nscan.as_secs_f64() * 1e3,
@@ -164,6 +171,8 @@ fn main() {
         read_drop.as_secs_f64() * 1e3,
         rate(read_drop),
         write.as_secs_f64() * 1e3,
+        clone.as_secs_f64() * 1e3,
+        rate(clone),
     );
     let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
     let _ = std::fs::create_dir_all(&target);

@@ -164,9 +164,9 @@ impl<'i> Iterator for AttrIter<'_, 'i> {
             },
         };
         let value = if has_amp {
-            match quick_xml::escape::unescape(value) {
+            match super::unescape(value) {
                 Ok(v) => Cow::Owned(v.into_owned()),
-                Err(e) => return fail(e.to_string()),
+                Err(e) => return fail(e),
             }
         } else {
             Cow::Borrowed(value)

@@ -265,7 +265,9 @@ impl<'i> Ctx<'i> {
                     if t.iter().all(u8::is_ascii_whitespace) {
                         continue;
                     }
-                    let text = t.unescape().map_err(|e| self.malformed(e.to_string()))?;
+                    // The input is a `&str`, so the text is UTF-8 already.
+                    let raw = std::str::from_utf8(&t).map_err(|e| self.malformed(e.to_string()))?;
+                    let text = unescape(raw).map_err(|e| self.malformed(e))?;
                     Next::Text(text.into_owned())
                 }
                 Ev::CData(c) => {
@@ -401,6 +403,22 @@ pub(crate) fn is_ncname(s: &str) -> bool {
         None => false,
     };
     first_ok && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') || !c.is_ascii())
+}
+
+/// Expands the predefined entities and character references of `raw`. A reference to a
+/// character XML does not allow (a control character such as `&#11;`) is refused: the value
+/// could not be written back as well-formed XML.
+pub(crate) fn unescape(raw: &str) -> Result<Cow<'_, str>, String> {
+    let text = quick_xml::escape::unescape(raw).map_err(|e| e.to_string())?;
+    if let Cow::Owned(expanded) = &text {
+        if let Some(at) = first_control_char(expanded.as_bytes()) {
+            return Err(format!(
+                "Character reference to U+{:04X}, which is not allowed in XML",
+                expanded.as_bytes()[at]
+            ));
+        }
+    }
+    Ok(text)
 }
 
 /// The offset of the first byte below 0x20 other than tab, newline and carriage return.

@@ -12,13 +12,13 @@ use std::borrow::Cow;
 use super::ns::Scopes;
 use super::{Fatal, FatalKind, Ns, RawAttr, Res, Tag};
 
-/// Byte classes for attribute names: may start a name, may only follow, ends the name,
-/// the prefix colon, anything else (refused).
+/// Byte classes for attribute names, as bits: may start a name (none), may only follow, the
+/// prefix colon, anything else (refused), ends the name.
 const START: u8 = 0;
 const INNER: u8 = 1;
-const END: u8 = 2;
-const COLON: u8 = 3;
+const COLON: u8 = 2;
 const BAD: u8 = 4;
+const END: u8 = 8;
 static NAME_CLASS: [u8; 256] = {
     let mut t = [BAD; 256];
     let mut b = 0;
@@ -36,7 +36,7 @@ static NAME_CLASS: [u8; 256] = {
 };
 
 /// One attribute as written: name, where its prefix colon is, and the raw value.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Lexed<'i> {
     pub(crate) key: &'i str,
     /// Index of the prefix colon in `key`.
@@ -71,25 +71,36 @@ impl<'i> Lexer<'i> {
         // One pass over the name: find its end and the prefix colon, checking that every
         // byte may appear in an XML name (non-ASCII bytes are accepted, see `is_ncname`).
         let name_start = self.pos;
-        let mut colon = None;
-        let mut bad_name = false;
-        while let Some(&b) = bytes.get(self.pos) {
-            match NAME_CLASS[usize::from(b)] {
-                START => {}
-                END => break,
-                INNER => {
-                    // Not allowed as the first character of the name or of its local part.
-                    if self.pos == name_start || colon == Some(self.pos - 1) {
-                        bad_name = true;
-                    }
-                }
-                COLON if colon.is_none() => colon = Some(self.pos),
-                _ => bad_name = true,
+        // Fast pass: run to the end of the name, OR-ing the byte classes together. Most names
+        // are letters and '_' only, and need nothing more.
+        let mut seen = 0u8;
+        let mut end = name_start;
+        while let Some(&b) = bytes.get(end) {
+            let class = NAME_CLASS[usize::from(b)];
+            if class == END {
+                break;
             }
-            self.pos += 1;
+            seen |= class;
+            end += 1;
         }
+        self.pos = end;
+        let mut colon = None;
+        let mut bad_name = seen & BAD != 0;
+        if seen & (INNER | COLON) != 0 && !bad_name {
+            // Digits, '-', '.' and ':' have position rules: not first in the name or in its
+            // local part, and one colon at most.
+            for (i, &b) in bytes[name_start..end].iter().enumerate() {
+                match NAME_CLASS[usize::from(b)] {
+                    INNER if i == 0 || colon == Some(i - 1) => bad_name = true,
+                    COLON if colon.is_some() => bad_name = true,
+                    COLON => colon = Some(i),
+                    _ => {}
+                }
+            }
+        }
+        let colon_at = colon.map(|c| name_start + c);
         let key = &self.text[name_start..self.pos];
-        if bad_name || key.is_empty() || colon == Some(name_start) || colon == Some(self.pos - 1) {
+        if bad_name || key.is_empty() || colon_at == Some(name_start) || colon_at == Some(self.pos - 1) {
             return Some(Err(format!("Invalid attribute name {key:?}")));
         }
         while self.pos < bytes.len() && bytes[self.pos].is_ascii_whitespace() {
@@ -127,7 +138,7 @@ impl<'i> Lexer<'i> {
         if has_lt {
             return Some(Err(format!("Attribute {key:?} value contains '<'")));
         }
-        Some(Ok(Lexed { key, colon: colon.map(|c| c - name_start), value, has_amp }))
+        Some(Ok(Lexed { key, colon, value, has_amp }))
     }
 }
 
@@ -158,7 +169,7 @@ impl<'i> Iterator for AttrIter<'_, 'i> {
         let fail = |message: String| Some(Err(Fatal { offset: self.offset, kind: FatalKind::Malformed(message) }));
         let (ns, local) = match colon {
             None => (Ns::None, key),
-            Some(c) => match self.scopes.resolve(Some(key[..c].as_bytes()), false) {
+            Some(c) => match self.scopes.resolve(Some(&key.as_bytes()[..c]), false) {
                 Ok(ns) => (ns, &key[c + 1..]),
                 Err(message) => return fail(message),
             },
@@ -172,5 +183,47 @@ impl<'i> Iterator for AttrIter<'_, 'i> {
             Cow::Borrowed(value)
         };
         Some(Ok(RawAttr { ns, local, value }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Lexer;
+
+    fn first(text: &str) -> Result<(String, Option<usize>), String> {
+        let l = Lexer::new(text).next_raw().expect("an attribute")?;
+        Ok((l.key.to_owned(), l.colon))
+    }
+
+    #[test]
+    fn attribute_names_follow_the_xml_name_rules() {
+        for (text, key, colon) in [
+            ("a=\"1\"", "a", None),
+            ("client_id='x'", "client_id", None),
+            ("a1-b.c=\"\"", "a1-b.c", None),
+            ("_x = \"\"", "_x", None),
+            ("e:flag=\"1\"", "e:flag", Some(1)),
+            ("xmlns:x9=\"urn:x\"", "xmlns:x9", Some(5)),
+            ("caf\u{e9}=\"\"", "caf\u{e9}", None),
+        ] {
+            assert_eq!(first(text), Ok((key.to_owned(), colon)), "{text}");
+        }
+        for bad in ["1a=\"\"", "-a=\"\"", "a:1b=\"\"", "a:b:c=\"\"", ":a=\"\"", "a:=\"\"", "a$b=\"\"", "=\"\""] {
+            let err = first(bad).unwrap_err();
+            assert!(err.contains("Invalid attribute name"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn values_note_references_and_refuse_markup() {
+        let l = Lexer::new("a=\"x &amp; y\" b='<'").next_raw().unwrap().unwrap();
+        assert_eq!((l.value, l.has_amp), ("x &amp; y", true));
+        let mut lexer = Lexer::new("a=\"1\" b='<'");
+        assert!(lexer.next_raw().unwrap().is_ok());
+        assert!(lexer.next_raw().unwrap().unwrap_err().contains("'<'"));
+        assert!(Lexer::new("a=\"open").next_raw().unwrap().unwrap_err().contains("not closed"));
+        assert!(Lexer::new("a=1").next_raw().unwrap().unwrap_err().contains("not quoted"));
+        assert!(Lexer::new("a").next_raw().unwrap().unwrap_err().contains("no value"));
+        assert!(Lexer::new("  /").next_raw().is_none());
     }
 }

@@ -1,4 +1,5 @@
-//! The reader: one pass over quick-xml's namespace-aware events straight into the model.
+//! The reader: one pass over quick-xml's bare `Reader` events straight into the model, with
+//! namespaces resolved by the reader's own prefix stack ([`ns`]).
 //!
 //! There is no intermediate DOM: each element kind has a function that consumes its start
 //! event, its attributes and its children up to the matching end event. Only extension content

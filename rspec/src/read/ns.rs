@@ -155,7 +155,7 @@ impl<'i> Scopes<'i> {
             }
             match raw.colon {
                 None if raw.key == "xmlns" => self.declare(b"", &raw)?,
-                Some(c) if &raw.key[..c] == "xmlns" => self.declare(raw.key[c + 1..].as_bytes(), &raw)?,
+                Some(c) if &raw.key[..c] == "xmlns" => self.declare(&raw.key.as_bytes()[c + 1..], &raw)?,
                 _ => self.lexed.push(raw),
             }
         }

@@ -170,3 +170,24 @@ fn reads_opstate_blocks_in_any_prefix() {
     assert_eq!(snap.next, "vnsnap_snapshotting");
     assert!(snap.description.as_deref().unwrap().starts_with("Snapshot this VM"));
 }
+
+#[test]
+fn mixed_content_keeps_its_spaces() {
+    let xml = r#"<rspec xmlns="http://www.geni.net/resources/rspec/3" type="request">
+  <x xmlns="urn:x">Hello <b>world</b> again &amp; <!-- dropped --> more<c/>
+    tail </x>
+</rspec>"#;
+    let r = parse(xml).unwrap();
+    let x = &r.extensions[0];
+    let texts: Vec<&str> = x
+        .children
+        .iter()
+        .filter_map(|c| match c {
+            vnsnap_rspec::XmlChild::Text(t) => Some(t.as_str()),
+            vnsnap_rspec::XmlChild::Element(_) => None,
+        })
+        .collect();
+    assert_eq!(texts, ["Hello ", " again &  more", "\n    tail "]);
+    assert_eq!(x.elements().next().unwrap().text(), "world");
+    assert_eq!(parse(&r.to_xml()).unwrap(), r);
+}

@@ -133,7 +133,8 @@ pub(crate) struct Ctx<'i> {
 enum Ev<'i> {
     Tag(Tag<'i>),
     End,
-    Text(quick_xml::events::BytesText<'i>),
+    /// Text as written (not unescaped), with the whitespace before it.
+    Text(&'i str),
     CData(quick_xml::events::BytesCData<'i>),
     Eof,
 }
@@ -168,9 +169,11 @@ impl<'i> Ctx<'i> {
     fn new(input: &'i str) -> Self {
         let mut reader = Reader::from_str(input);
         let config = reader.config_mut();
-        // Text is kept verbatim (mixed content in extensions keeps its spaces); whitespace-only
-        // text, which is indentation, is dropped in `next_child`.
-        config.trim_text(false);
+        // Whitespace before text is skipped by quick-xml, so indentation between tags makes no
+        // event at all (it was half of all events). Text is still kept verbatim: `event` puts
+        // the skipped whitespace back from the input (mixed content keeps its spaces).
+        config.trim_text_start = true;
+        config.trim_text_end = false;
         config.check_end_names = true;
         config.expand_empty_elements = false;
         Ctx {
@@ -217,13 +220,31 @@ impl<'i> Ctx<'i> {
                     self.scopes.close();
                     Ev::End
                 }
-                Event::Text(t) => Ev::Text(t),
+                Event::Text(t) => Ev::Text(self.with_leading_space(&t)?),
                 Event::CData(c) => Ev::CData(c),
                 Event::Eof => Ev::Eof,
                 Event::DocType(_) => return Err(Fatal { offset, kind: FatalKind::Doctype }),
                 Event::Comment(_) | Event::PI(_) | Event::Decl(_) => continue,
             });
         }
+    }
+
+    /// The text of a text event, found in the input by address, extended back over the
+    /// whitespace quick-xml skipped before it.
+    fn with_leading_space(&self, text: &[u8]) -> Res<&'i str> {
+        let at = (text.as_ptr() as usize).wrapping_sub(self.input.as_ptr() as usize);
+        let end = at.saturating_add(text.len());
+        match self.input.get(at..end) {
+            Some(t) if t.as_ptr() == text.as_ptr() => {}
+            _ => return Err(self.malformed("Text could not be located in the input")),
+        }
+        let bytes = self.input.as_bytes();
+        let mut start = at;
+        while start > 0 && matches!(bytes[start - 1], b' ' | b'\t' | b'\n' | b'\r') {
+            start -= 1;
+        }
+        // Whitespace is ASCII, so `start` is a character boundary.
+        Ok(self.input.get(start..end).unwrap_or_default())
     }
 
     /// Checks the limits for a start tag, applies its namespace declarations and resolves
@@ -262,12 +283,10 @@ impl<'i> Ctx<'i> {
             return Ok(match self.event()? {
                 Ev::Tag(tag) => Next::Child(tag),
                 Ev::End => Next::End,
-                Ev::Text(t) => {
-                    if t.iter().all(u8::is_ascii_whitespace) {
+                Ev::Text(raw) => {
+                    if raw.bytes().all(|b| b.is_ascii_whitespace()) {
                         continue;
                     }
-                    // The input is a `&str`, so the text is UTF-8 already.
-                    let raw = std::str::from_utf8(&t).map_err(|e| self.malformed(e.to_string()))?;
                     let text = unescape(raw).map_err(|e| self.malformed(e))?;
                     Next::Text(text.into_owned())
                 }
@@ -368,7 +387,7 @@ impl<'i> Ctx<'i> {
         let root = loop {
             match self.event()? {
                 Ev::Tag(tag) => break tag,
-                Ev::Text(t) if t.iter().all(u8::is_ascii_whitespace) => continue,
+                Ev::Text(t) if t.bytes().all(|b| b.is_ascii_whitespace()) => continue,
                 Ev::Text(_) | Ev::CData(_) => return Err(self.malformed("Text before the root element")),
                 Ev::Eof => return Err(self.malformed("No root element")),
                 Ev::End => return Err(self.malformed("Unexpected markup before the root element")),
@@ -388,7 +407,7 @@ impl<'i> Ctx<'i> {
         loop {
             match self.event()? {
                 Ev::Eof => return Ok(rspec),
-                Ev::Text(t) if t.iter().all(u8::is_ascii_whitespace) => continue,
+                Ev::Text(t) if t.bytes().all(|b| b.is_ascii_whitespace()) => continue,
                 _ => return Err(self.malformed("Content after the root element")),
             }
         }

@@ -291,6 +291,24 @@ fn rejects_control_characters_and_invalid_names() {
 }
 
 #[test]
+fn control_characters_are_found_anywhere_and_reported_before_other_errors() {
+    // Far into a large document (the reader checks the input as it goes).
+    let filler: String =
+        (0..3000).map(|i| format!("<node client_id=\"n{i}\"><sliver_type name=\"x\"/></node>\n")).collect();
+    let (pos, msg) = malformed(&doc(&format!("{filler}<node client_id=\"late\u{2}\"/>")));
+    assert_eq!(pos.line, 3002, "{msg}");
+    assert!(msg.contains("U+0002"), "{msg}");
+    // Also when the document breaks earlier in another way, or has RSpec-level problems.
+    let (_, msg) = malformed(&doc(&format!("<node client_id=\"a\"></link>{filler}\u{7}")));
+    assert!(msg.contains("U+0007"), "{msg}");
+    let (_, msg) = malformed(&doc(&format!("<node/>{filler}<x xmlns=\"urn:x\">\u{1f}</x>")));
+    assert!(msg.contains("U+001F"), "{msg}");
+    // And at the very end, after the root.
+    let (_, msg) = malformed(&format!("{}\u{1}", doc(&filler)));
+    assert!(msg.contains("U+0001"), "{msg}");
+}
+
+#[test]
 fn character_references_to_control_characters_are_refused() {
     // XML allows no control character other than tab, newline and carriage return, not even
     // as a reference; accepting one would make a model the writer cannot write back.

@@ -120,6 +120,9 @@ pub(crate) struct Ctx<'i> {
     pub(crate) scopes: Scopes<'i>,
     depth: usize,
     elements: usize,
+    /// The input before this offset has no forbidden control character (see
+    /// [`Ctx::check_controls`]).
+    checked: usize,
     /// Problems as (byte offset, kind, message); positions are computed at the end.
     pub(crate) problems: Vec<(usize, ProblemKind, String)>,
     pub(crate) offsets: Offsets,
@@ -182,6 +185,7 @@ impl<'i> Ctx<'i> {
             scopes: Scopes::new(),
             depth: 0,
             elements: 0,
+            checked: 0,
             problems: Vec::new(),
             offsets: Offsets::default(),
             kind: RSpecType::Request,
@@ -212,6 +216,10 @@ impl<'i> Ctx<'i> {
                     })
                 }
             };
+            let pos = self.reader.buffer_position() as usize;
+            if pos - self.checked >= CONTROL_CHECK_WINDOW {
+                self.check_controls(pos)?;
+            }
             return Ok(match ev {
                 Event::Start(e) => Ev::Tag(self.start_tag(&e, false, offset)?),
                 Event::Empty(e) => Ev::Tag(self.start_tag(&e, true, offset)?),
@@ -227,6 +235,22 @@ impl<'i> Ctx<'i> {
                 Event::Comment(_) | Event::PI(_) | Event::Decl(_) => continue,
             });
         }
+    }
+
+    /// Checks the input up to `upto` for control characters XML forbids (quick-xml does not).
+    /// It runs on the bytes quick-xml has just read, while they are still in the cache, rather
+    /// than as a separate pass over the whole document; [`parse`] checks the rest, also when
+    /// reading failed, so a control character is always the error reported, as if the whole
+    /// input had been checked first.
+    fn check_controls(&mut self, upto: usize) -> Res<()> {
+        let upto = upto.min(self.input.len());
+        if let Some(at) = first_control_char(&self.input.as_bytes()[self.checked..upto]) {
+            let at = self.checked + at;
+            let message = format!("Control character U+{:04X} is not allowed in XML", self.input.as_bytes()[at]);
+            return Err(Fatal { offset: at, kind: FatalKind::Malformed(message) });
+        }
+        self.checked = self.checked.max(upto);
+        Ok(())
     }
 
     /// The text of a text event, found in the input by address, extended back over the
@@ -425,6 +449,9 @@ pub(crate) fn is_ncname(s: &str) -> bool {
     first_ok && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') || !c.is_ascii())
 }
 
+/// How much input may be read before it is checked for control characters.
+const CONTROL_CHECK_WINDOW: usize = 64 * 1024;
+
 /// Expands the predefined entities and character references of `raw`. A reference to a
 /// character XML does not allow (a control character such as `&#11;`) is refused: the value
 /// could not be written back as well-formed XML.
@@ -462,15 +489,15 @@ pub(crate) fn parse(input: &str) -> Result<RSpec, Error> {
     if input.len() > MAX_DOCUMENT_BYTES {
         return Err(Error::TooLarge { len: input.len(), max: MAX_DOCUMENT_BYTES });
     }
-    // XML 1.0 forbids these control characters anywhere; quick-xml does not check.
-    if let Some(at) = first_control_char(input.as_bytes()) {
-        return Err(Error::Malformed {
-            position: positions(input, &[at])[0],
-            message: format!("Control character U+{:04X} is not allowed in XML", input.as_bytes()[at]),
-        });
-    }
     let mut ctx = Ctx::new(input);
-    let rspec = match ctx.document() {
+    let read = ctx.document();
+    // XML 1.0 forbids control characters anywhere. What reading did not check is checked now,
+    // whatever the outcome: a control character is the error to report before any other.
+    let read = match ctx.check_controls(input.len()) {
+        Err(f) => Err(f),
+        Ok(()) => read,
+    };
+    let rspec = match read {
         Ok(r) => r,
         Err(f) => {
             let position = positions(input, &[f.offset])[0];

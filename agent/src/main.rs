@@ -9,11 +9,24 @@ use vnsnap_agent::switch::{Switch, SwitchConfig};
 
 /// vnsnap per-host agent.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, subcommand_negates_reqs = true)]
 struct Args {
     /// Configuration file (TOML).
-    #[arg(long, short)]
-    config: PathBuf,
+    #[arg(long, short, required = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Internal: receive one memory image from QEMU on the listening socket at fd 3 and
+    /// write it to OUT with its checksum in OUT.sum (started by the agent for each save).
+    #[command(hide = true)]
+    SaveImage {
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -22,7 +35,17 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let cfg = Config::load(&args.config)?;
+    if let Some(Command::SaveImage { out }) = &args.command {
+        vnsnap_agent::domain::qemu::persist::save_image_main(out, Duration::from_secs(120))?;
+        return Ok(());
+    }
+    // The agent's threads (the switch, the cuts) must not wait behind guest vCPUs: run
+    // above normal priority when allowed (root); threads started later inherit it.
+    // SAFETY: setpriority(2) on the calling thread; no memory is passed.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, -5);
+    }
+    let cfg = Config::load(args.config.as_deref().ok_or_else(|| anyhow::anyhow!("--config is required"))?)?;
     let (switch, _thread) = Switch::start(SwitchConfig {
         tunnel: cfg.tunnel,
         hold_bound: cfg.switch.hold_bound_bytes,

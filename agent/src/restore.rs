@@ -51,9 +51,9 @@ fn verify(img: &ImageFile, what: &str) -> Res<()> {
     Ok(())
 }
 
-/// Checks every file of the request against its checksum and against the host's own
-/// committed record (a request cannot name files outside this snapshot).
-fn verify_all(h: &Host, r: &RestoreRequest) -> Res<Vec<(DomainImage, Vec<Vec<PathBuf>>)>> {
+/// Checks the request against the host's own committed record (a request cannot name
+/// files outside this snapshot) and, with `hash`, every file against its checksum.
+fn verify_all(h: &Host, r: &RestoreRequest, hash: bool) -> Res<Vec<(DomainImage, Vec<Vec<PathBuf>>)>> {
     let rec = committed(h)
         .into_iter()
         .find(|c| Path::new(&c.commit.dir) == snap_dir(h, &r.snapshot))
@@ -68,6 +68,10 @@ fn verify_all(h: &Host, r: &RestoreRequest) -> Res<Vec<(DomainImage, Vec<Vec<Pat
                 ErrorKind::BadRequest,
                 format!("Domain {:?} does not match the snapshot's record", d.domain),
             ));
+        }
+        out.push((d.clone(), rec.chains.get(&d.domain).cloned().unwrap_or_default()));
+        if !hash {
+            continue;
         }
         verify(&d.memory, "memory image")?;
         for l in &d.channel_logs {
@@ -85,13 +89,14 @@ fn verify_all(h: &Host, r: &RestoreRequest) -> Res<Vec<(DomainImage, Vec<Vec<Pat
                 ));
             }
         }
-        out.push((d.clone(), rec.chains.get(&d.domain).cloned().unwrap_or_default()));
     }
     Ok(out)
 }
 
-/// Prepare a restore (see the module docs).
-pub fn prepare(h: &Arc<Host>, r: RestoreRequest) -> Res<RestoreReply> {
+/// How long a `check` spares `prepare` from hashing the files again.
+const CHECK_VALID: Duration = Duration::from_secs(600);
+
+fn valid_request(h: &Host, r: &RestoreRequest) -> Res<()> {
     if !valid_name(&r.restore) {
         return Err(err(
             ErrorKind::BadRequest,
@@ -101,8 +106,30 @@ pub fn prepare(h: &Arc<Host>, r: RestoreRequest) -> Res<RestoreReply> {
     if lock(&h.local.restores).contains_key(&r.restore) {
         return Err(err(ErrorKind::Conflict, format!("Restore {:?} exists", r.restore)));
     }
+    Ok(())
+}
+
+/// Check a restore: every file of the request is verified against its checksum and
+/// nothing on the host changes. The coordinator checks every host before it prepares any,
+/// so that a corrupt image anywhere leaves the whole slice as it was. A `prepare` of the
+/// same restore id soon after does not hash the files again.
+pub fn check(h: &Arc<Host>, r: RestoreRequest) -> Res<RestoreReply> {
+    valid_request(h, &r)?;
     let started = Instant::now();
-    let images = verify_all(h, &r)?;
+    let images = verify_all(h, &r, true)?;
+    lock(&h.local.checked).insert(r.restore.clone(), Instant::now());
+    Ok(RestoreReply {
+        domains: images.into_iter().map(|(d, _)| d.domain).collect(),
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// Prepare a restore (see the module docs).
+pub fn prepare(h: &Arc<Host>, r: RestoreRequest) -> Res<RestoreReply> {
+    valid_request(h, &r)?;
+    let started = Instant::now();
+    let checked = lock(&h.local.checked).remove(&r.restore).is_some_and(|t| t.elapsed() < CHECK_VALID);
+    let images = verify_all(h, &r, !checked)?;
     // From here on the host changes: the current domains of these names go away.
     for (img, _) in &images {
         if let Ok(old) = h.get(&img.domain) {

@@ -10,7 +10,6 @@
 
 use crate::domain::qemu::persist;
 use crate::domain::qemu::qmp::Session;
-use crate::domain::DomainRecord;
 use crate::host::{err, Dom, Host, Res};
 use crate::switch::forward::AheadPolicy;
 use serde::{Deserialize, Serialize};
@@ -32,6 +31,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct Registry {
     snaps: Mutex<HashMap<String, Arc<LocalSnap>>>,
     pub(crate) restores: Mutex<HashMap<String, Arc<crate::restore::LocalRestore>>>,
+    /// Restores whose files `restore::check` verified, and when.
+    pub(crate) checked: Mutex<HashMap<String, Instant>>,
 }
 
 /// What the host keeps of a committed snapshot (`host.json`).
@@ -44,6 +45,10 @@ pub struct HostRecord {
 }
 
 type Saver = JoinHandle<Result<ImageFile, String>>;
+
+/// The saver processes are this agent's own binary (`vnsnap-agent save-image`); through
+/// `/proc` so that it works even if the file was replaced since the agent started.
+const SAVER_EXE: &str = "/proc/self/exe";
 
 struct DomainPart {
     spec: DomainSpec,
@@ -62,6 +67,10 @@ struct SnapState {
     parts: BTreeMap<String, DomainPart>,
     error: Option<String>,
     counters_before: (u64, u64, u64),
+    /// How the cut is taken, once it started.
+    mode: Option<CutMode>,
+    /// Domains whose disks were switched to the snapshot's new layers.
+    inserted: HashSet<String>,
 }
 
 /// One snapshot on this host.
@@ -74,7 +83,17 @@ pub struct LocalSnap {
     progress: Arc<AtomicU64>,
     /// Per domain, the overlays made at prepare that the guests write to after the cut.
     layers: HashMap<String, Vec<PathBuf>>,
+    /// Per domain, the QEMU nodes (file, qcow2) of those overlays, added at prepare.
+    nodes: HashMap<String, Vec<(String, String)>>,
     st: Mutex<SnapState>,
+}
+
+impl LocalSnap {
+    /// Whether the snapshot's cuts use QEMU's background snapshot (which must never be
+    /// cancelled) rather than a plain migration.
+    fn background(&self) -> bool {
+        matches!(lock(&self.st).mode, Some(CutMode::Consistent | CutMode::Naive))
+    }
 }
 
 impl std::fmt::Debug for LocalSnap {
@@ -159,18 +178,45 @@ pub fn prepare(h: &Host, r: PrepareRequest) -> Res<PrepareReply> {
     if free < need {
         return Err(err(ErrorKind::Capacity, format!("Need {need} bytes for images, {free} free")));
     }
-    // The overlays the guests will write to after the cut are made now, while they run.
+    // The overlays the guests will write to after the cut are made and opened in QEMU
+    // now, while the guests run, so that the pause does not open files.
     let mut layers = HashMap::new();
-    for name in &r.domains {
-        let dom = h.get(name)?;
-        let tops = lock(&dom.rec).disks.clone();
-        let mut made = Vec::new();
-        for (i, top) in tops.iter().enumerate() {
-            let new = h.new_layer(name, i);
-            crate::domain::qemu::create_overlay_live(top, &new).map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
-            made.push(new);
+    let mut nodes = HashMap::new();
+    let undo = |nodes: &HashMap<String, Vec<(String, String)>>, layers: &HashMap<String, Vec<PathBuf>>| {
+        for (name, added) in nodes {
+            if let Ok(dom) = h.get(name) {
+                if let Ok(mut s) = Session::connect(&dom.dir.qmp()) {
+                    persist::remove_layers(&mut s, added);
+                }
+            }
         }
-        layers.insert(name.clone(), made);
+        for f in layers.values().flatten() {
+            let _ = std::fs::remove_file(f);
+        }
+    };
+    for name in &r.domains {
+        let made = (|| -> Res<()> {
+            let dom = h.get(name)?;
+            let _op = lock(&dom.op);
+            let tops = lock(&dom.rec).disks.clone();
+            let made: &mut Vec<PathBuf> = layers.entry(name.clone()).or_default();
+            for (i, top) in tops.iter().enumerate() {
+                let new = h.new_layer(name, i);
+                crate::domain::qemu::create_overlay_live(top, &new)
+                    .map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
+                made.push(new);
+            }
+            let names: Vec<(String, String)> = (0..tops.len()).map(|i| persist::layer_nodes(i, r.epoch)).collect();
+            let mut s = Session::connect(&dom.dir.qmp()).map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
+            persist::add_layers(&mut s, made, &names, h.cfg.qemu.disk_flush)
+                .map_err(|e| err(ErrorKind::Internal, format!("domain {name:?}: {e}")))?;
+            nodes.insert(name.clone(), names);
+            Ok(())
+        })();
+        if let Err(e) = made {
+            undo(&nodes, &layers);
+            return Err(e);
+        }
     }
     std::fs::create_dir_all(&dir).map_err(|e| err(ErrorKind::Internal, format!("creating {}: {e}", dir.display())))?;
     let snap = Arc::new(LocalSnap {
@@ -181,6 +227,7 @@ pub fn prepare(h: &Host, r: PrepareRequest) -> Res<PrepareReply> {
         bytes_total: bytes,
         progress: Arc::new(AtomicU64::new(0)),
         layers,
+        nodes,
         st: Mutex::new(SnapState {
             phase: SavePhase::Prepared,
             cut_started: false,
@@ -188,6 +235,8 @@ pub fn prepare(h: &Host, r: PrepareRequest) -> Res<PrepareReply> {
             parts: BTreeMap::new(),
             error: None,
             counters_before: (0, 0, 0),
+            mode: None,
+            inserted: HashSet::new(),
         }),
     });
     lock(&h.local.snaps).insert(r.snapshot, snap);
@@ -215,6 +264,7 @@ pub fn cut(h: &Arc<Host>, id: &str, req: CutRequest) -> Res<CutReply> {
             return Err(err(ErrorKind::Conflict, format!("Snapshot {id:?} is {:?}, not prepared", st.phase)));
         }
         st.cut_started = true;
+        st.mode = Some(req.mode);
         let ports: HashSet<u32> = snap
             .domains
             .iter()
@@ -287,9 +337,8 @@ fn cut_one(h: &Host, snap: &LocalSnap, name: &str, mode: CutMode, deadline: Dura
     let listener =
         UnixListener::bind(&sock).map_err(|e| err(ErrorKind::Internal, format!("binding {}: {e}", sock.display())))?;
     let out = ddir.join("memory.bin");
-    let progress = snap.progress.clone();
     let saver: Saver =
-        std::thread::spawn(move || persist::receive_image(listener, &out, progress).map_err(|e| e.to_string()));
+        persist::spawn_saver(Path::new(SAVER_EXE), listener, &out, snap.progress.clone()).map_err(internal)?;
 
     let mut s = Session::connect(&dom.dir.qmp()).map_err(internal)?;
     let background = matches!(mode, CutMode::Consistent | CutMode::Naive);
@@ -298,7 +347,11 @@ fn cut_one(h: &Host, snap: &LocalSnap, name: &str, mode: CutMode, deadline: Dura
     if new_files.len() != rec.disks.len() {
         return Err(err(ErrorKind::Conflict, format!("domain {name:?} disks changed since prepare")));
     }
-    let new_nodes: Vec<String> = (0..rec.disks.len()).map(|i| format!("d{i}e{}", snap.epoch)).collect();
+    let new_nodes: Vec<String> =
+        snap.nodes.get(name).map(|n| n.iter().map(|(_, node)| node.clone()).collect()).unwrap_or_default();
+    if new_nodes.len() != rec.disks.len() {
+        return Err(err(ErrorKind::Conflict, format!("domain {name:?} has no prepared disk layers")));
+    }
     let colour = |policy: AheadPolicy, record: bool| -> Res<()> {
         for p in &rec.ports {
             h.switch.cut(p.port, snap.epoch, policy, record).map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
@@ -306,6 +359,9 @@ fn cut_one(h: &Host, snap: &LocalSnap, name: &str, mode: CutMode, deadline: Dura
         Ok(())
     };
 
+    // Whether the disks were switched to the new layers: from then on the guest writes there
+    // whatever else fails, so the domain's record must follow.
+    let mut inserted = rec.disks.is_empty();
     let result: Res<(Instant, u128, Option<u64>)> = (|| match mode {
         CutMode::Consistent | CutMode::Naive => {
             let t0 = Instant::now();
@@ -316,19 +372,19 @@ fn cut_one(h: &Host, snap: &LocalSnap, name: &str, mode: CutMode, deadline: Dura
                 colour(AheadPolicy::Hold, true)?;
             }
             let t_switch = t0.elapsed();
-            persist::snapshot_disks(&mut s, &rec.disk_nodes, &new_files, &new_nodes).map_err(internal)?;
-            let t_disk = t0.elapsed();
-            persist::start_migration(&mut s, &sock).map_err(internal)?;
+            let (disks, save) = persist::cut_disks_and_save(&mut s, &rec.disk_nodes, &new_nodes, &sock);
+            inserted |= disks.is_ok();
+            disks.map_err(internal)?;
+            save.map_err(internal)?;
             let t_mig = t0.elapsed();
-            if !persist::wait_running(&mut s, deadline).map_err(internal)? {
+            if !persist::wait_resumed(&mut s, deadline).map_err(internal)? {
                 return Err(err(ErrorKind::Internal, "guest did not resume after the snapshot setup"));
             }
             tracing::info!(
                 domain = name,
                 stop_us = t_stop.as_micros() as u64,
                 switch_us = t_switch.as_micros() as u64,
-                disk_us = t_disk.as_micros() as u64,
-                migrate_us = t_mig.as_micros() as u64,
+                disk_and_migrate_us = t_mig.as_micros() as u64,
                 resumed_us = t0.elapsed().as_micros() as u64,
                 "cut timings (cumulative)"
             );
@@ -339,7 +395,8 @@ fn cut_one(h: &Host, snap: &LocalSnap, name: &str, mode: CutMode, deadline: Dura
             let at = now_ns();
             s.run(&qapi::qmp::stop {}).map_err(internal)?;
             colour(AheadPolicy::Hold, true)?;
-            persist::snapshot_disks(&mut s, &rec.disk_nodes, &new_files, &new_nodes).map_err(internal)?;
+            persist::snapshot_disks(&mut s, &rec.disk_nodes, &new_nodes).map_err(internal)?;
+            inserted = true;
             persist::start_migration(&mut s, &sock).map_err(internal)?;
             let downtime = persist::wait_migration(&mut s, Duration::from_secs(600)).map_err(internal)?;
             s.run(&qapi::qmp::cont {}).map_err(internal)?;
@@ -354,55 +411,62 @@ fn cut_one(h: &Host, snap: &LocalSnap, name: &str, mode: CutMode, deadline: Dura
             let at = now_ns();
             colour(AheadPolicy::Drop, false)?;
             let downtime = persist::wait_migration(&mut s, Duration::from_secs(60)).map_err(internal)?;
-            persist::snapshot_disks(&mut s, &rec.disk_nodes, &new_files, &new_nodes).map_err(internal)?;
+            persist::snapshot_disks(&mut s, &rec.disk_nodes, &new_nodes).map_err(internal)?;
+            inserted = true;
             s.run(&qapi::qmp::cont {}).map_err(internal)?;
             Ok((t0, at, Some(downtime)))
         }
     })();
+    if inserted && !rec.disks.is_empty() {
+        let mut live = lock(&dom.rec);
+        live.disks = new_files.clone();
+        live.disk_nodes = new_nodes;
+        live.chains = rec
+            .chains
+            .iter()
+            .zip(&new_files)
+            .map(|(c, f)| std::iter::once(f.clone()).chain(c.iter().cloned()))
+            .map(|c| c.collect())
+            .collect();
+        dom.persist(&live)?;
+        drop(live);
+        lock(&snap.st).inserted.insert(name.to_string());
+    }
     let (t0, cut_at_ns, qemu_downtime_ms) = match result {
         Ok(x) => x,
         Err(e) => {
-            // Never leave the guest paused: resume it whatever happened above.
-            let _ = s.run(&qapi::qmp::migrate_cancel {});
-            let _ = s.run(&qapi::qmp::cont {});
-            let _ = std::os::unix::net::UnixStream::connect(&sock); // unblock the saver
-            let _ = saver.join();
+            // Never leave the guest paused: resume it whatever happened above (on a new
+            // session: this one may have stopped mid-answer). A background snapshot is
+            // never cancelled (see `persist::spawn_saver`): it runs to its end and the
+            // abort that follows deletes the image.
+            drop(s);
+            if let Ok(mut s) = Session::connect(&dom.dir.qmp()) {
+                if !background {
+                    let _ = s.run(&qapi::qmp::migrate_cancel {});
+                }
+                let _ = s.run(&qapi::qmp::cont {});
+            }
+            lock(&snap.st).savers.push((name.to_string(), saver));
             return Err(e);
         }
     };
     let pause_us = t0.elapsed().as_micros() as u64;
 
-    // The guest runs again; record the new disk chain and the port epochs.
+    // The guest runs again; record the port epochs and the snapshot's part.
     let cut = DomainCut { domain: name.to_string(), cut_at_ns, pause_us, qemu_downtime_ms };
-    let mut new_rec: DomainRecord = rec.clone();
-    let disks_changed = !rec.disks.is_empty();
-    if disks_changed {
-        new_rec.disks = new_files.clone();
-        new_rec.disk_nodes = new_nodes;
-        new_rec.chains = rec
-            .chains
-            .iter()
-            .zip(&new_files)
-            .map(|(c, f)| std::iter::once(f.clone()).chain(c.iter().cloned()).collect())
-            .collect();
-    }
+    let mut epochs: Vec<u64> = rec.ports.iter().map(|p| p.epoch).collect();
     if matches!(mode, CutMode::Consistent | CutMode::StopCopy | CutMode::PrecopyDrop) {
-        for p in &mut new_rec.ports {
+        let mut live = lock(&dom.rec);
+        for p in &mut live.ports {
             p.epoch = p.epoch.max(snap.epoch);
         }
-    }
-    {
-        let mut live = lock(&dom.rec);
-        live.disks = new_rec.disks.clone();
-        live.disk_nodes = new_rec.disk_nodes.clone();
-        live.chains = new_rec.chains.clone();
-        live.ports = new_rec.ports.clone();
+        epochs = live.ports.iter().map(|p| p.epoch).collect();
         dom.persist(&live)?;
     }
     let part = DomainPart {
         spec: rec.spec.clone(),
         ports: rec.ports.iter().map(|p| p.port).collect(),
-        epochs: new_rec.ports.iter().map(|p| p.epoch).collect(),
+        epochs,
         frozen: rec.disks.clone(),
         chains: rec.chains.clone(),
         cut: cut.clone(),
@@ -585,8 +649,11 @@ pub fn commit(h: &Host, id: &str) -> Res<CommitReply> {
 }
 
 /// Abort: every participating port moves to the snapshot's epoch (holds released, logs
-/// dropped), running migrations are cancelled, partial files deleted. The guests keep
-/// running. Unknown ids are accepted (the abort may follow an agent restart).
+/// dropped), the guests keep running, layers no cut switched to are removed. Plain
+/// migrations (the baselines) are cancelled; background snapshots run to their end (they
+/// cannot be cancelled safely, see `persist::spawn_saver`), and the snapshot's directory
+/// is deleted once its savers are done, in the background. Unknown ids are accepted (the
+/// abort may follow an agent restart).
 pub fn abort(h: &Host, id: &str) -> Res<()> {
     let Ok(snap) = get(h, id) else {
         if !snap_dir(h, id).join("host.json").is_file() {
@@ -594,6 +661,7 @@ pub fn abort(h: &Host, id: &str) -> Res<()> {
         }
         return Ok(());
     };
+    let background = snap.background();
     for name in &snap.domains {
         let Ok(dom) = h.get(name) else { continue };
         let mut rec = lock(&dom.rec);
@@ -603,10 +671,18 @@ pub fn abort(h: &Host, id: &str) -> Res<()> {
         }
         let _ = dom.persist(&rec);
         drop(rec);
-        if let Ok(mut s) = Session::connect(&dom.dir.qmp()) {
+        let inserted = lock(&snap.st).inserted.contains(name);
+        let Ok(mut s) = Session::connect(&dom.dir.qmp()) else { continue };
+        if !background {
             let _ = s.run(&qapi::qmp::migrate_cancel {});
-            if let Ok(false) = s.running() {
-                let _ = s.run(&qapi::qmp::cont {});
+        }
+        if let Ok(false) = s.running() {
+            let _ = s.run(&qapi::qmp::cont {});
+        }
+        if !inserted {
+            persist::remove_layers(&mut s, snap.nodes.get(name).map(Vec::as_slice).unwrap_or_default());
+            for f in snap.layers.get(name).into_iter().flatten() {
+                let _ = std::fs::remove_file(f);
             }
         }
     }
@@ -615,11 +691,14 @@ pub fn abort(h: &Host, id: &str) -> Res<()> {
         st.phase = SavePhase::Failed;
         std::mem::take(&mut st.savers)
     };
-    for (_, t) in savers {
-        let _ = t.join();
-    }
-    let _ = std::fs::remove_dir_all(&snap.dir);
     lock(&h.local.snaps).remove(id);
+    let dir = snap.dir.clone();
+    std::thread::spawn(move || {
+        for (_, t) in savers {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    });
     Ok(())
 }
 

@@ -114,6 +114,9 @@ impl SnapshotAgent for KillOnSave {
     async fn snapshot_delete(&self, id: &str) -> Result<(), ClientError> {
         self.inner.snapshot_delete(id).await
     }
+    async fn restore_check(&self, r: &RestoreRequest) -> Result<RestoreReply, ClientError> {
+        self.inner.restore_check(r).await
+    }
     async fn restore_prepare(&self, r: &RestoreRequest) -> Result<RestoreReply, ClientError> {
         self.inner.restore_prepare(r).await
     }

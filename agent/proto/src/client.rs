@@ -195,6 +195,11 @@ impl AgentClient {
         Ok(())
     }
 
+    /// `POST /restores/check`: verifies the files of a restore, changing nothing.
+    pub async fn restore_check(&self, req: &RestoreRequest) -> Result<RestoreReply, ClientError> {
+        self.call(self.http.post(self.url("/restores/check")).json(req)).await
+    }
+
     /// `POST /restores/prepare`.
     pub async fn restore_prepare(&self, req: &RestoreRequest) -> Result<RestoreReply, ClientError> {
         self.call(self.http.post(self.url("/restores/prepare")).json(req)).await

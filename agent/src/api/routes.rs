@@ -47,6 +47,8 @@ pub enum Request {
     SnapAbort(String),
     /// `DELETE /snapshots/{id}`
     SnapDelete(String),
+    /// `POST /restores/check`
+    RestoreCheck(RestoreRequest),
     /// `POST /restores/prepare`
     RestorePrepare(RestoreRequest),
     /// `POST /restores/{id}/resume`
@@ -118,6 +120,7 @@ pub fn parse(method: &str, path: &str, q: Option<&str>, b: &[u8]) -> Res<Request
         ("POST", ["snapshots", id, "commit"]) => Request::SnapCommit(id.to_string()),
         ("POST", ["snapshots", id, "abort"]) => Request::SnapAbort(id.to_string()),
         ("DELETE", ["snapshots", id]) => Request::SnapDelete(id.to_string()),
+        ("POST", ["restores", "check"]) => Request::RestoreCheck(body(b)?),
         ("POST", ["restores", "prepare"]) => Request::RestorePrepare(body(b)?),
         ("POST", ["restores", id, "resume"]) => Request::RestoreResume(id.to_string()),
         ("POST", ["restores", id, "abort"]) => Request::RestoreAbort(id.to_string()),
@@ -182,6 +185,7 @@ pub async fn dispatch(host: Arc<Host>, req: Request) -> Res<Reply> {
             blocking(move || crate::snapshot::delete(&h, &id)).await?;
             empty()
         }
+        Request::RestoreCheck(r) => json(blocking(move || crate::restore::check(&h, r)).await?),
         Request::RestorePrepare(r) => json(blocking(move || crate::restore::prepare(&h, r)).await?),
         Request::RestoreResume(id) => json(blocking(move || crate::restore::resume(&h, &id)).await?),
         Request::RestoreAbort(id) => {

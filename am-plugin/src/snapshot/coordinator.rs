@@ -46,6 +46,8 @@ pub trait SnapshotAgent: Clone + Send + Sync + 'static {
     fn snapshot_abort(&self, id: &str) -> impl Future<Output = Result<(), Self::Error>> + Send;
     /// `DELETE /snapshots/{id}`.
     fn snapshot_delete(&self, id: &str) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    /// `POST /restores/check`.
+    fn restore_check(&self, req: &RestoreRequest) -> impl Future<Output = Result<RestoreReply, Self::Error>> + Send;
     /// `POST /restores/prepare`.
     fn restore_prepare(&self, req: &RestoreRequest) -> impl Future<Output = Result<RestoreReply, Self::Error>> + Send;
     /// `POST /restores/{id}/resume`.
@@ -77,6 +79,9 @@ impl SnapshotAgent for AgentClient {
     }
     async fn snapshot_delete(&self, id: &str) -> Result<(), ClientError> {
         AgentClient::snapshot_delete(self, id).await
+    }
+    async fn restore_check(&self, req: &RestoreRequest) -> Result<RestoreReply, ClientError> {
+        AgentClient::restore_check(self, req).await
     }
     async fn restore_prepare(&self, req: &RestoreRequest) -> Result<RestoreReply, ClientError> {
         AgentClient::restore_prepare(self, req).await
@@ -730,17 +735,37 @@ pub async fn restore_slice<C: SnapshotAgent>(
     }
     let started = Instant::now();
     progress(Progress::RestorePreparing);
-    // 1. Prepare everywhere. The agents verify every checksum before touching a domain, so a
-    //    corrupt image fails here with nothing changed on that host.
+    let request = |p: &RestorePart<C>| RestoreRequest {
+        restore: restore_id.to_string(),
+        snapshot: p.snapshot_id.clone(),
+        domains: p.domains.clone(),
+        epoch: p.epoch,
+    };
+    // 0. Check everywhere: every agent verifies every checksum and changes nothing, so a
+    //    corrupt image on any host ends the restore with the whole slice as it was.
     let mut set = JoinSet::new();
     for (i, p) in parts.iter().enumerate() {
-        let c = p.client.clone();
-        let req = RestoreRequest {
-            restore: restore_id.to_string(),
-            snapshot: p.snapshot_id.clone(),
-            domains: p.domains.clone(),
-            epoch: p.epoch,
-        };
+        let (c, req) = (p.client.clone(), request(p));
+        set.spawn(async move { (i, c.restore_check(&req).await) });
+    }
+    while let Some(j) = set.join_next().await {
+        match j {
+            Ok((_, Ok(_))) => {}
+            Ok((i, Err(e))) => {
+                return Err(RestoreError::Prepare {
+                    host: parts[i].host.clone(),
+                    detail: error_chain(&e),
+                    source: Box::new(e),
+                })
+            }
+            Err(e) => return Err(RestoreError::Task(e.to_string())),
+        }
+    }
+    // 1. Prepare everywhere (replaces the domains by paused restored ones). A failure here
+    //    undoes the other prepares; the hosts that failed keep nothing of the restore.
+    let mut set = JoinSet::new();
+    for (i, p) in parts.iter().enumerate() {
+        let (c, req) = (p.client.clone(), request(p));
         set.spawn(async move { (i, c.restore_prepare(&req).await) });
     }
     let mut prepared = Vec::new();
@@ -911,6 +936,9 @@ mod tests {
         async fn snapshot_delete(&self, _: &str) -> Result<(), FakeError> {
             self.log("delete")
         }
+        async fn restore_check(&self, _: &RestoreRequest) -> Result<RestoreReply, FakeError> {
+            self.log("restore_check").map(|()| RestoreReply { domains: vec![], elapsed_ms: 1 })
+        }
         async fn restore_prepare(&self, _: &RestoreRequest) -> Result<RestoreReply, FakeError> {
             self.log("restore_prepare").map(|()| RestoreReply { domains: vec![], elapsed_ms: 1 })
         }
@@ -1048,8 +1076,17 @@ mod tests {
     async fn restore_prepares_everywhere_then_resumes() {
         let (a, b) = (Fake::new("a", None), Fake::new("b", None));
         let r = restore_slice(&restore_parts(a.clone(), b.clone()), "r", |_| {}).await.unwrap();
-        assert_eq!(a.calls(), ["restore_prepare", "restore_resume"]);
+        assert_eq!(a.calls(), ["restore_check", "restore_prepare", "restore_resume"]);
         assert_eq!(r.domains["b"], ["vm-b"]);
+    }
+
+    #[tokio::test]
+    async fn restore_check_failure_anywhere_prepares_nothing() {
+        let (a, b) = (Fake::new("a", None), Fake::new("b", Some("restore_check")));
+        let e = restore_slice(&restore_parts(a.clone(), b.clone()), "r", |_| {}).await.unwrap_err();
+        assert!(matches!(e, RestoreError::Prepare { ref host, .. } if host == "b"), "{e}");
+        assert_eq!(a.calls(), ["restore_check"]);
+        assert_eq!(b.calls(), ["restore_check"]);
     }
 
     #[tokio::test]
@@ -1057,8 +1094,8 @@ mod tests {
         let (a, b) = (Fake::new("a", None), Fake::new("b", Some("restore_prepare")));
         let e = restore_slice(&restore_parts(a.clone(), b.clone()), "r", |_| {}).await.unwrap_err();
         assert!(matches!(e, RestoreError::Prepare { ref host, .. } if host == "b"), "{e}");
-        assert_eq!(a.calls(), ["restore_prepare", "restore_abort"]);
-        assert_eq!(b.calls(), ["restore_prepare"]);
+        assert_eq!(a.calls(), ["restore_check", "restore_prepare", "restore_abort"]);
+        assert_eq!(b.calls(), ["restore_check", "restore_prepare"]);
     }
 
     #[tokio::test]

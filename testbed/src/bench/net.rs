@@ -179,7 +179,7 @@ impl DirectVm {
             .status()?;
         anyhow::ensure!(st.success(), "qemu-img create {} failed", overlay.display());
         let nic = NicConfig { mac: mac.into(), addrs: vec![ip.into()] };
-        let append = format!("{} panic=-1 quiet", image::kernel_cmdline(name, &[nic]));
+        let append = format!("{} panic=-1 quiet no_timer_check", image::kernel_cmdline(name, &[nic]));
         let ctl = dir.join("ctl.sock");
         let mut cmd = Command::new("qemu-system-x86_64");
         cmd.args(["-name", &format!("vnsnap-bench-{name}")])

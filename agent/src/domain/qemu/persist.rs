@@ -20,10 +20,10 @@ const MAX_BANDWIDTH: u64 = 64 << 30;
 /// while no migration is active; done before the pause so it costs the guest nothing.
 pub fn arm(s: &mut Session, background: bool) -> Result<(), DriverError> {
     s.run(&q::migrate_set_capabilities {
-        capabilities: vec![q::MigrationCapabilityStatus {
-            capability: q::MigrationCapability::background_snapshot,
-            state: background,
-        }],
+        capabilities: vec![
+            q::MigrationCapabilityStatus { capability: q::MigrationCapability::background_snapshot, state: background },
+            q::MigrationCapabilityStatus { capability: q::MigrationCapability::events, state: true },
+        ],
     })?;
     s.run(&q::migrate_set_parameters(q::MigrateSetParameters {
         max_bandwidth: Some(MAX_BANDWIDTH),
@@ -33,60 +33,162 @@ pub fn arm(s: &mut Session, background: bool) -> Result<(), DriverError> {
     Ok(())
 }
 
-/// Snapshots every disk in one transaction: each active qcow2 node (`nodes[i]`) becomes
-/// read-only and the guest goes on writing to the overlay `new_files[i]` (made beforehand
-/// by `create_overlay_live`, so nothing is created during the pause), whose node is named
-/// `new_nodes[i]`. One transaction, so all disks are cut at the same instant.
-pub fn snapshot_disks(
+/// Node names of the layer that disk `i` of a domain writes to from the cut of `epoch` on:
+/// the file node and the qcow2 node above it.
+pub fn layer_nodes(i: usize, epoch: u64) -> (String, String) {
+    (format!("f{i}e{epoch}"), format!("d{i}e{epoch}"))
+}
+
+/// Opens the overlays made for the next cut (`files[i]`, made by `create_overlay_live`) as
+/// detached qcow2 nodes while the guest runs, so that the cut itself only has to insert
+/// them above the active nodes: no file is opened during the pause. On error the nodes
+/// added so far are removed again.
+pub fn add_layers(
+    s: &mut Session,
+    files: &[PathBuf],
+    nodes: &[(String, String)],
+    flush: bool,
+) -> Result<(), DriverError> {
+    for (i, (file, (file_node, node))) in files.iter().zip(nodes).enumerate() {
+        let added = s
+            .run(&q::blockdev_add(q::BlockdevOptions::file {
+                base: q::BlockdevOptionsBase {
+                    node_name: Some(file_node.clone()),
+                    cache: (!flush).then_some(q::BlockdevCacheOptions { direct: None, no_flush: Some(true) }),
+                    auto_read_only: None,
+                    detect_zeroes: None,
+                    discard: None,
+                    force_share: None,
+                    read_only: None,
+                },
+                file: q::BlockdevOptionsFile {
+                    filename: file.display().to_string(),
+                    aio: None,
+                    aio_max_batch: None,
+                    drop_cache: None,
+                    locking: None,
+                    pr_manager: None,
+                    x_check_cache_dropped: None,
+                },
+            }))
+            .and_then(|_| {
+                let format = q::BlockdevOptionsGenericCOWFormat {
+                    base: q::BlockdevOptionsGenericFormat { file: q::BlockdevRef::reference(file_node.clone()) },
+                    backing: Some(q::BlockdevRefOrNull::null(())),
+                };
+                s.run(&q::blockdev_add(q::BlockdevOptions::qcow2 {
+                    base: q::BlockdevOptionsBase {
+                        node_name: Some(node.clone()),
+                        auto_read_only: None,
+                        cache: None,
+                        detect_zeroes: None,
+                        discard: None,
+                        force_share: None,
+                        read_only: None,
+                    },
+                    qcow2: format.into(),
+                }))
+            });
+        if let Err(e) = added {
+            remove_layers(s, &nodes[..=i]);
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Removes layers added by `add_layers` that no cut inserted (best effort: a node that
+/// does not exist is skipped).
+pub fn remove_layers(s: &mut Session, nodes: &[(String, String)]) {
+    for (file_node, node) in nodes {
+        let _ = s.run(&q::blockdev_del { node_name: node.clone() });
+        let _ = s.run(&q::blockdev_del { node_name: file_node.clone() });
+    }
+}
+
+/// The cut's two QMP commands, sent back to back so that the pause pays for one round
+/// trip, not two: one `transaction` that puts every pre-added overlay (`overlays[i]`)
+/// above the active node `nodes[i]` (all disks cut at the same instant; the old nodes
+/// become read-only backing layers), then the background-snapshot migration into `sock`.
+/// QEMU runs them in order. If the transaction fails the migration still runs (it must
+/// not be cancelled, see `spawn_saver`); the caller fails the cut and discards the image.
+/// Returns the outcome of each: (disks, migration).
+pub fn cut_disks_and_save(
     s: &mut Session,
     nodes: &[String],
-    new_files: &[PathBuf],
-    new_nodes: &[String],
-) -> Result<(), DriverError> {
+    overlays: &[String],
+    sock: &Path,
+) -> (Result<(), DriverError>, Result<(), DriverError>) {
+    let disks = (!nodes.is_empty()).then(|| q::transaction {
+        actions: nodes
+            .iter()
+            .zip(overlays)
+            .map(|(node, overlay)| {
+                q::TransactionAction::from(q::BlockdevSnapshot { node: node.clone(), overlay: overlay.clone() })
+            })
+            .collect(),
+        properties: None,
+    });
+    if let Some(t) = &disks {
+        if let Err(e) = s.send(t) {
+            return (Err(e), Err(DriverError::Monitor("migrate", "not sent".into())));
+        }
+    }
+    if let Err(e) = s.send(&migrate_cmd(sock)) {
+        let cut = if disks.is_some() { s.recv::<q::transaction>().map(drop) } else { Ok(()) };
+        return (cut, Err(e));
+    }
+    let cut = if disks.is_some() { s.recv::<q::transaction>().map(drop) } else { Ok(()) };
+    (cut, s.recv::<q::migrate>().map(drop))
+}
+
+/// Snapshots every disk in one transaction (see `cut_disks_and_save`), without saving
+/// memory: for the baselines, which order the steps differently.
+pub fn snapshot_disks(s: &mut Session, nodes: &[String], overlays: &[String]) -> Result<(), DriverError> {
     if nodes.is_empty() {
         return Ok(());
     }
     let actions = nodes
         .iter()
-        .zip(new_files)
-        .zip(new_nodes)
-        .map(|((node, file), new)| {
-            q::TransactionAction::from(q::BlockdevSnapshotSync {
-                device: None,
-                node_name: Some(node.clone()),
-                snapshot_file: file.display().to_string(),
-                snapshot_node_name: Some(new.clone()),
-                format: Some("qcow2".into()),
-                mode: Some(q::NewImageMode::existing),
-            })
+        .zip(overlays)
+        .map(|(node, overlay)| {
+            q::TransactionAction::from(q::BlockdevSnapshot { node: node.clone(), overlay: overlay.clone() })
         })
         .collect();
     s.run(&q::transaction { actions, properties: None })?;
     Ok(())
 }
 
-/// Starts the outgoing migration stream to the agent's unix socket.
+fn migrate_cmd(sock: &Path) -> q::migrate {
+    q::migrate { uri: Some(format!("unix:{}", sock.display())), channels: None, detach: None, resume: None }
+}
+
+/// Starts the outgoing migration stream to the saver's unix socket.
 pub fn start_migration(s: &mut Session, sock: &Path) -> Result<(), DriverError> {
-    s.run(&q::migrate { uri: Some(format!("unix:{}", sock.display())), channels: None, detach: None, resume: None })?;
+    s.run(&migrate_cmd(sock))?;
     Ok(())
 }
 
-/// Polls until the guest runs again (background snapshot resumes it by itself once the
-/// device state is saved and RAM write-protected) or `timeout` passes.
-pub fn wait_running(s: &mut Session, timeout: Duration) -> Result<bool, DriverError> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if s.running()? {
-            return Ok(true);
-        }
-        if Instant::now() > deadline {
-            return Ok(false);
-        }
-        if let Some(st) = s.run(&q::query_migrate {})?.status {
-            if matches!(st, q::MigrationStatus::failed | q::MigrationStatus::cancelled) {
-                return Err(DriverError::Monitor("migrate", format!("migration {st:?}")));
-            }
-        }
+/// Waits until the guest runs again: background snapshot resumes it by itself once the
+/// device state is saved and RAM write-protected, and says so with a `RESUME` event. A
+/// `MIGRATION` event reporting failure ends the wait with an error. `Ok(false)` if
+/// neither came within `timeout`.
+pub fn wait_resumed(s: &mut Session, timeout: Duration) -> Result<bool, DriverError> {
+    let ev = s.wait_event(timeout, |e| {
+        matches!(
+            e,
+            q::Event::RESUME { .. }
+                | q::Event::MIGRATION {
+                    data: q::MIGRATION { status: q::MigrationStatus::failed | q::MigrationStatus::cancelled },
+                    ..
+                }
+        )
+    })?;
+    match ev {
+        Some(q::Event::RESUME { .. }) => Ok(true),
+        Some(_) => Err(DriverError::Monitor("migrate", "migration failed before the guest resumed".into())),
+        // No event in time: ask, in case it was missed.
+        None => s.running(),
     }
 }
 
@@ -130,20 +232,30 @@ pub fn wait_migration(s: &mut Session, timeout: Duration) -> Result<u64, DriverE
 
 /// Receives one memory image: accepts QEMU's connection on `listener`, streams it into
 /// `out` while hashing with BLAKE3, fsyncs. `progress` counts bytes as they land.
-pub fn receive_image(listener: UnixListener, out: &Path, progress: Arc<AtomicU64>) -> Result<ImageFile, DriverError> {
+pub fn receive_image(listener: UnixListener, out: &Path, progress: &AtomicU64) -> Result<ImageFile, DriverError> {
     let io = |what: &str, e| DriverError::Io(format!("{what} {}", out.display()), e);
     let (mut conn, _) = listener.accept().map_err(|e| io("accepting migration stream for", e))?;
     let mut file = std::fs::File::create(out).map_err(|e| io("creating", e))?;
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; 4 << 20];
     let mut total = 0u64;
     loop {
-        let n = match conn.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io("reading migration stream for", e)),
-        };
+        // Fill the buffer before writing: fewer, larger writes.
+        let mut n = 0;
+        while n < buf.len() {
+            match conn.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io("reading migration stream for", e)),
+            }
+            if n >= buf.len() / 4 {
+                break;
+            }
+        }
+        if n == 0 {
+            break;
+        }
         file.write_all(&buf[..n]).map_err(|e| io("writing", e))?;
         hasher.update(&buf[..n]);
         total += n as u64;
@@ -151,6 +263,110 @@ pub fn receive_image(listener: UnixListener, out: &Path, progress: Arc<AtomicU64
     }
     file.sync_all().map_err(|e| io("syncing", e))?;
     Ok(ImageFile { path: out.display().to_string(), bytes: total, blake3: hasher.finalize().to_hex().to_string() })
+}
+
+/// The file descriptor on which a saver process finds its listening socket.
+const SAVER_FD: i32 = 3;
+
+/// Where a saver leaves the size and checksum of the image it wrote.
+fn sum_path(out: &Path) -> PathBuf {
+    let mut p = out.as_os_str().to_owned();
+    p.push(".sum");
+    PathBuf::from(p)
+}
+
+/// Starts a saver for one memory image: a process of its own (`<exe> save-image`, in its
+/// own session) that accepts QEMU's migration stream on `listener` and writes `out`. The
+/// returned thread waits for the saver, counts its progress into `progress` and yields
+/// the image's size and checksum.
+///
+/// A background snapshot must always run to completion. QEMU 7.2 does not survive the end
+/// of one half-way: after `migrate_cancel`, or when its reader goes away, the guest's RAM
+/// can stay write-protected and every thread touching it, the main loop included, hangs
+/// in the kernel for good (seen here). So the saver is not a thread of the agent (an agent
+/// crash must not end the stream), it is never killed, and an abort lets the migration
+/// finish and deletes the image afterwards.
+pub fn spawn_saver(
+    exe: &Path,
+    listener: UnixListener,
+    out: &Path,
+    progress: Arc<AtomicU64>,
+) -> Result<std::thread::JoinHandle<Result<ImageFile, String>>, DriverError> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fd = listener.as_raw_fd();
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("save-image").arg("--out").arg(out).stdin(std::process::Stdio::null());
+    // SAFETY: only async-signal-safe calls (setsid, dup2, fcntl) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            let ok = if fd == SAVER_FD {
+                libc::fcntl(fd, libc::F_SETFD, 0) == 0
+            } else {
+                libc::dup2(fd, SAVER_FD) == SAVER_FD
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| DriverError::Io(format!("starting saver {}", exe.display()), e))?;
+    drop(listener);
+    let out = out.to_path_buf();
+    Ok(std::thread::spawn(move || {
+        let mut seen = 0u64;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(st)) => break st,
+                Ok(None) => {}
+                Err(e) => return Err(format!("waiting for the saver: {e}")),
+            }
+            let now = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+            progress.fetch_add(now.saturating_sub(seen), Ordering::Relaxed);
+            seen = seen.max(now);
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        if !status.success() {
+            return Err(format!("saver for {} ended with {status}", out.display()));
+        }
+        let sum = std::fs::read_to_string(sum_path(&out)).map_err(|e| format!("saver left no checksum: {e}"))?;
+        let (bytes, hash) = sum.trim().split_once(' ').ok_or_else(|| format!("bad saver checksum {sum:?}"))?;
+        let bytes: u64 = bytes.parse().map_err(|_| format!("bad saver checksum {sum:?}"))?;
+        progress.fetch_add(bytes.saturating_sub(seen), Ordering::Relaxed);
+        Ok(ImageFile { path: out.display().to_string(), bytes, blake3: hash.to_string() })
+    }))
+}
+
+/// The saver process (`vnsnap-agent save-image --out FILE`, see `spawn_saver`): receives
+/// one image on the listening socket at fd 3, then records `<bytes> <blake3>` next to it
+/// (written to a temporary file and renamed, so it exists only complete). Gives up if
+/// QEMU has not connected within `accept_timeout`.
+pub fn save_image_main(out: &Path, accept_timeout: Duration) -> Result<(), DriverError> {
+    use std::os::fd::FromRawFd;
+    let mut pfd = libc::pollfd { fd: SAVER_FD, events: libc::POLLIN, revents: 0 };
+    // SAFETY: polls one valid pollfd for at most the timeout.
+    let ready = unsafe { libc::poll(&mut pfd, 1, accept_timeout.as_millis().min(i32::MAX as u128) as i32) };
+    if ready != 1 {
+        return Err(DriverError::Timeout("migration stream"));
+    }
+    if pfd.revents & libc::POLLNVAL != 0 || pfd.revents & libc::POLLIN == 0 {
+        return Err(DriverError::Io(
+            "save-image".into(),
+            std::io::Error::other("no listening socket at fd 3 (only the agent starts this command)"),
+        ));
+    }
+    // SAFETY: fd 3 is the listening socket `spawn_saver` placed there; we own it from here.
+    let listener = unsafe { UnixListener::from_raw_fd(SAVER_FD) };
+    let img = receive_image(listener, out, &AtomicU64::new(0))?;
+    let sum = sum_path(out);
+    let tmp = sum.with_extension("sum.tmp");
+    let io = |e| DriverError::Io(format!("writing {}", sum.display()), e);
+    std::fs::write(&tmp, format!("{} {}\n", img.bytes, img.blake3)).map_err(io)?;
+    std::fs::rename(&tmp, &sum).map_err(io)?;
+    Ok(())
 }
 
 /// Hashes a file with BLAKE3.

@@ -258,6 +258,13 @@ fn free_bytes(path: &Path) -> u64 {
 /// Cut: every domain of the snapshot, in parallel. Returns when all run again.
 pub fn cut(h: &Arc<Host>, id: &str, req: CutRequest) -> Res<CutReply> {
     let snap = get(h, id)?;
+    let at = req.at_unix_ns.map(|ns| UNIX_EPOCH + Duration::from_nanos(ns.min(u64::MAX as u128) as u64));
+    if at.is_some_and(|t| t > SystemTime::now() + Duration::from_millis(MAX_CUT_LEAD_MS)) {
+        return Err(err(
+            ErrorKind::BadRequest,
+            format!("Cut instant more than {MAX_CUT_LEAD_MS} ms ahead (clocks out of step?)"),
+        ));
+    }
     {
         let mut st = lock(&snap.st);
         if st.phase != SavePhase::Prepared || st.cut_started {
@@ -282,8 +289,8 @@ pub fn cut(h: &Arc<Host>, id: &str, req: CutRequest) -> Res<CutReply> {
             let stagger = req.stagger_ms.get(&name).copied().unwrap_or(0);
             let mode = req.mode;
             std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(stagger));
-                let r = cut_one(&h, &snap, &name, mode, deadline);
+                let at = at.unwrap_or_else(SystemTime::now) + Duration::from_millis(stagger);
+                let r = cut_one(&h, &snap, &name, mode, deadline, at);
                 (name, r)
             })
         })
@@ -323,7 +330,14 @@ fn now_ns() -> u128 {
 /// The baselines reorder this: `StopCopy` keeps the guest paused until the whole image is
 /// written; `PrecopyDrop` lets QEMU pick the cut at the end of a live pre-copy and drops
 /// post-cut frames instead of holding them.
-fn cut_one(h: &Host, snap: &LocalSnap, name: &str, mode: CutMode, deadline: Duration) -> Res<DomainCut> {
+fn cut_one(
+    h: &Host,
+    snap: &LocalSnap,
+    name: &str,
+    mode: CutMode,
+    deadline: Duration,
+    at: SystemTime,
+) -> Res<DomainCut> {
     let dom = h.get(name)?;
     let _op = lock(&dom.op);
     let rec = lock(&dom.rec).clone();
@@ -362,6 +376,10 @@ fn cut_one(h: &Host, snap: &LocalSnap, name: &str, mode: CutMode, deadline: Dura
     // Whether the disks were switched to the new layers: from then on the guest writes there
     // whatever else fails, so the domain's record must follow.
     let mut inserted = rec.disks.is_empty();
+    // Everything above is set-up; the cut itself starts at the agreed instant.
+    if let Ok(wait) = at.duration_since(SystemTime::now()) {
+        std::thread::sleep(wait);
+    }
     let result: Res<(Instant, u128, Option<u64>)> = (|| match mode {
         CutMode::Consistent | CutMode::Naive => {
             let t0 = Instant::now();

@@ -121,7 +121,7 @@ async fn rounds(
         }
         let epoch = slice::next_epoch(s).await.expect("epoch");
         let id = uuid::Uuid::new_v4().to_string();
-        let req = CutRequest { mode, stagger_ms: stagger.clone(), deadline_ms: Some(30_000) };
+        let req = CutRequest { mode, stagger_ms: stagger.clone(), deadline_ms: Some(30_000), ..Default::default() };
         let snap =
             slice::snapshot(s, &id, epoch, &req).await.unwrap_or_else(|e| panic!("round {round}: snapshot: {e:#}"));
         let (held, rec, drop) = snap.frames();

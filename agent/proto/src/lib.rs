@@ -384,7 +384,16 @@ pub struct CutRequest {
     /// Give up the cut of a domain not done by this deadline (ms from receipt).
     #[serde(default)]
     pub deadline_ms: Option<u64>,
+    /// The cut instant, ns since the Unix epoch (wall clock): every domain is paused then,
+    /// after its QMP connection is set up, so that the cuts of a slice on several hosts
+    /// line up to the clocks' agreement. `None` or a past instant: cut at once. At most
+    /// `MAX_CUT_LEAD_MS` ahead.
+    #[serde(default)]
+    pub at_unix_ns: Option<u128>,
 }
+
+/// How far ahead of its receipt a cut may be scheduled ([`CutRequest::at_unix_ns`]).
+pub const MAX_CUT_LEAD_MS: u64 = 5_000;
 
 /// The cut of one domain.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -438,6 +438,9 @@ where
     }
 }
 
+/// How far ahead the coordinator schedules the common cut instant.
+const CUT_LEAD: Duration = Duration::from_millis(150);
+
 /// Takes a consistent live snapshot of the VMs of `hosts` (see the module docs).
 ///
 /// `epoch` must be above every port epoch of these domains (the agents refuse otherwise);
@@ -515,7 +518,14 @@ async fn run_snapshot<C: SnapshotAgent>(
     //    another here.
     progress(Progress::Cutting);
     let t = Instant::now();
-    let cut_req = req.clone();
+    let mut cut_req = req.clone();
+    // One cut instant for all hosts, far enough ahead for every request to arrive and every
+    // agent to open its QMP connections; the pauses then start together instead of one
+    // request latency apart.
+    if cut_req.at_unix_ns.is_none() {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        cut_req.at_unix_ns = Some((now + CUT_LEAD).as_nanos());
+    }
     let cuts = on_every_host(hosts, |c, host, domains| {
         let (id, req) = (id_s.clone(), cut_req.clone());
         async move {

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use vnsnap_proto::client::AgentClient;
-use vnsnap_proto::{CutMode, CutRequest};
+use vnsnap_proto::CutRequest;
 
 use crate::aggregate::action::OpAction;
 use crate::aggregate::Am;
@@ -296,7 +296,7 @@ async fn take_snapshot(am: &Arc<Am>, entry: &Entry, slivers: &[Sliver]) -> Resul
         parts.push(HostPart { client, host: h.host.clone(), domains: h.domains.clone() });
     }
     let epoch = catalog::next_epoch(&am.db.conn(), &entry.slice_urn, max_port_epoch + 1)?;
-    let req = CutRequest { mode: CutMode::Consistent, stagger_ms: BTreeMap::new(), deadline_ms: Some(CUT_DEADLINE_MS) };
+    let req = CutRequest { deadline_ms: Some(CUT_DEADLINE_MS), ..Default::default() };
     let (am2, slice) = (am.clone(), entry.slice_urn.clone());
     let progress = move |p: Progress| am2.snapshot_jobs.progress(&slice, p.text());
     let snap = coordinator::snapshot_slice(&parts, &entry.id, epoch, &req, progress)

@@ -261,8 +261,7 @@ async fn one(bed: &Bed, mode: CutMode) -> anyhow::Result<(RunResult, Taken)> {
     let epoch = slice::next_epoch(s).await?;
     let id = uuid::Uuid::new_v4().to_string();
     let snap =
-        slice::snapshot(s, &id, epoch, &CutRequest { mode, stagger_ms: BTreeMap::new(), deadline_ms: Some(600_000) })
-            .await?;
+        slice::snapshot(s, &id, epoch, &CutRequest { mode, deadline_ms: Some(600_000), ..Default::default() }).await?;
     // Let retransmission timers fire (the first RTO is 200 ms; backoff doubles).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let stalls = w.stall_max_gaps().await?;

@@ -61,6 +61,8 @@ pub struct Host {
     pub events: EventLog,
     /// Snapshots and restores in progress on this host.
     pub local: crate::snapshot::Registry,
+    /// Disk image captures in progress on this host.
+    pub images: crate::image::Registry,
     domains: Mutex<BTreeMap<String, Arc<Dom>>>,
     next_port: AtomicU32,
 }
@@ -91,6 +93,7 @@ impl Host {
             switch,
             events: EventLog::default(),
             local: crate::snapshot::Registry::default(),
+            images: crate::image::Registry::default(),
             domains: Mutex::new(BTreeMap::new()),
             next_port: AtomicU32::new(1),
         });

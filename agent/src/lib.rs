@@ -8,6 +8,7 @@ pub mod domain;
 pub mod events;
 pub mod guest;
 pub mod host;
+pub mod image;
 pub mod restore;
 pub mod snapshot;
 pub mod switch;

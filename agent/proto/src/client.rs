@@ -215,4 +215,20 @@ impl AgentClient {
         let _: serde_json::Value = self.call(self.http.post(self.url(&format!("/restores/{id}/abort")))).await?;
         Ok(())
     }
+
+    /// `POST /images`: cut one disk of a domain for an image (flattening continues).
+    pub async fn image_capture(&self, req: &CaptureRequest) -> Result<CaptureStatus, ClientError> {
+        self.call(self.http.post(self.url("/images")).json(req)).await
+    }
+
+    /// `GET /images/{id}`.
+    pub async fn image_status(&self, id: &str) -> Result<CaptureStatus, ClientError> {
+        self.call(self.http.get(self.url(&format!("/images/{id}")))).await
+    }
+
+    /// `DELETE /images/{id}`.
+    pub async fn image_delete(&self, id: &str) -> Result<(), ClientError> {
+        let _: serde_json::Value = self.call(self.http.delete(self.url(&format!("/images/{id}")))).await?;
+        Ok(())
+    }
 }

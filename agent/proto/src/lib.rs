@@ -520,6 +520,51 @@ pub struct RestoreReply {
     pub elapsed_ms: u64,
 }
 
+/// `POST /images`: capture one disk of a running domain, live, into a standalone qcow2 in
+/// the host's image store (`<state>/images/<image>.qcow2`). The reply comes once the disk
+/// is cut (the guest paused only for that); the flattening runs in the background and is
+/// followed with `GET /images/{image}`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureRequest {
+    /// Image id chosen by the AM; see [`valid_name`].
+    pub image: String,
+    /// The domain whose disk is captured.
+    pub domain: String,
+    /// Which disk of the domain (default the first).
+    #[serde(default)]
+    pub disk: usize,
+}
+
+/// Phase of an image capture.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CapturePhase {
+    /// Cut; the frozen disk is being flattened into the image file.
+    Flattening,
+    /// The image file is complete and durable.
+    Ready,
+    /// Flattening failed (or was interrupted by an agent restart); no image file is left.
+    Failed,
+}
+
+/// Status of an image capture (`POST /images`, `GET /images/{id}`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct CaptureStatus {
+    /// Image id.
+    pub image: String,
+    /// Phase.
+    pub phase: CapturePhase,
+    /// Absolute path of the image file on the host (valid once ready).
+    pub path: String,
+    /// Size of the image file in bytes (once ready).
+    pub bytes: u64,
+    /// How long the guest was paused for the cut, microseconds.
+    pub pause_us: u64,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
 /// Error body of every non-2xx reply.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, thiserror::Error)]
 #[error("{kind:?}: {message}")]

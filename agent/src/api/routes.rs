@@ -55,6 +55,12 @@ pub enum Request {
     RestoreResume(String),
     /// `POST /restores/{id}/abort`
     RestoreAbort(String),
+    /// `POST /images`
+    ImageCapture(CaptureRequest),
+    /// `GET /images/{id}`
+    ImageStatus(String),
+    /// `DELETE /images/{id}`
+    ImageDelete(String),
 }
 
 /// A reply body.
@@ -124,6 +130,9 @@ pub fn parse(method: &str, path: &str, q: Option<&str>, b: &[u8]) -> Res<Request
         ("POST", ["restores", "prepare"]) => Request::RestorePrepare(body(b)?),
         ("POST", ["restores", id, "resume"]) => Request::RestoreResume(id.to_string()),
         ("POST", ["restores", id, "abort"]) => Request::RestoreAbort(id.to_string()),
+        ("POST", ["images"]) => Request::ImageCapture(body(b)?),
+        ("GET", ["images", id]) => Request::ImageStatus(id.to_string()),
+        ("DELETE", ["images", id]) => Request::ImageDelete(id.to_string()),
         _ => return Err(not_found()),
     })
 }
@@ -190,6 +199,12 @@ pub async fn dispatch(host: Arc<Host>, req: Request) -> Res<Reply> {
         Request::RestoreResume(id) => json(blocking(move || crate::restore::resume(&h, &id)).await?),
         Request::RestoreAbort(id) => {
             blocking(move || crate::restore::abort(&h, &id)).await?;
+            empty()
+        }
+        Request::ImageCapture(r) => json(blocking(move || crate::image::capture(&h, r)).await?),
+        Request::ImageStatus(id) => json(blocking(move || crate::image::status(&h, &id)).await?),
+        Request::ImageDelete(id) => {
+            blocking(move || crate::image::delete(&h, &id)).await?;
             empty()
         }
     }

@@ -63,6 +63,11 @@ pub fn opstate(am_urn: &str) -> Opstate {
                     action("geni_restart", "geni_configuring", "Reboot the VM"),
                     action("geni_stop", "geni_stopping", "Shut the VM down"),
                     action(
+                        "geni_update_users",
+                        "geni_ready",
+                        "Replace the slice's users and SSH keys (option geni_users)",
+                    ),
+                    action(
                         "vnsnap_snapshot",
                         "vnsnap_snapshotting",
                         "Consistent live snapshot of the whole slice (VMs pause for milliseconds). \
@@ -88,6 +93,12 @@ pub fn opstate(am_urn: &str) -> Opstate {
                 vec![],
                 snapshot_waits(),
                 "Slice restore in progress; progress in geni_resource_status",
+            ),
+            state(
+                "vnsnap_imaging",
+                vec![],
+                snapshot_waits(),
+                "CreateImage of this VM in progress (the VM keeps running); see ListImages",
             ),
             state("geni_stopping", vec![], waits("geni_notready"), "Shutting down"),
             state(
@@ -122,6 +133,8 @@ impl Am {
                 ..Default::default()
             })
             .collect();
+        // Public images made by CreateImage, on the node of the host that holds each.
+        let user_images = crate::image::advertised(self)?;
         let mut ad = RSpec::new(RSpecType::Advertisement);
         let now = rfc3339(Utc::now());
         ad.generated = Some(now.clone());
@@ -144,6 +157,10 @@ impl Am {
             if available_only && !available {
                 continue;
             }
+            let mut node_images = images.clone();
+            node_images.extend(user_images.iter().filter(|(_, _, h)| h == name).map(|(urn, description, _)| {
+                DiskImage { name: urn.clone(), description: Some(description.clone()), ..Default::default() }
+            }));
             let mut node_type = XmlElement::new(QName::new(EMULAB_NS, "node_type"));
             node_type.attrs.push(XmlAttr::new(QName::local("type_slots"), slots.to_string()));
             node_type.attrs.push(XmlAttr::new(QName::local("static"), "true"));
@@ -154,7 +171,11 @@ impl Am {
                 exclusive: Some(false),
                 sliver_types: [VM_TYPE, XEN_TYPE]
                     .iter()
-                    .map(|t| SliverType { name: (*t).to_string(), disk_images: images.clone(), ..Default::default() })
+                    .map(|t| SliverType {
+                        name: (*t).to_string(),
+                        disk_images: node_images.clone(),
+                        ..Default::default()
+                    })
                     .collect(),
                 hardware_types: vec![HardwareType {
                     name: "pcvm".into(),

@@ -51,6 +51,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // Snapshots interrupted by a crash are failed and cleaned up first, so that the resync
     // below sees no sliver left in a snapshot state.
     crate::snapshot::recover(&am).await;
+    crate::image::recover(&am).await;
     // Resync before serving so the first Status already reflects the agents; bounded so an
     // unreachable agent cannot keep the AM from starting.
     match tokio::time::timeout(Duration::from_secs(60), am.resync()).await {

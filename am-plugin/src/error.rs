@@ -80,6 +80,9 @@ pub enum AmError {
     /// The slice was shut down by an operator.
     #[error("{0}")]
     Refused(String),
+    /// Not allowed for this caller or in this state (ProtoGENI's FORBIDDEN for images).
+    #[error("{0}")]
+    Forbidden(String),
     /// Credential or certificate check failed.
     #[error("{0}")]
     Auth(#[from] AuthError),
@@ -122,6 +125,7 @@ impl AmError {
             AmError::OutOfRange(_) => GeniCode::OutOfRange as i32,
             AmError::InsufficientNodes(_) => GeniCode::InsufficientNodes as i32,
             AmError::Refused(_) => GeniCode::Refused as i32,
+            AmError::Forbidden(_) => GeniCode::Forbidden as i32,
             AmError::Auth(e) => e.geni_code(),
             AmError::Db(_) => GeniCode::DbError as i32,
             AmError::Agent(_) => GeniCode::RpcError as i32,

@@ -4,7 +4,8 @@
 //! Layout: [`server`] (HTTPS) → [`xmlrpc`] (codec) → [`api`] (one verb enum, one dispatch) →
 //! [`aggregate`] (allocate, provision, actions, lifetimes) → [`state`] (SQLite) and [`agents`].
 //! [`error`] is the one place errors become GENI return structs. [`snapshot`] is the slice
-//! snapshot extension (coordinator, catalog, manifest, its POA actions and methods).
+//! snapshot extension (coordinator, catalog, manifest, its POA actions and methods);
+//! [`image`] the ProtoGENI per-VM images (`CreateImage`, `ListImages`, `DeleteImage`).
 pub mod advert;
 pub mod agents;
 pub mod aggregate;
@@ -15,6 +16,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod image;
 pub mod manifest;
 pub mod placement;
 pub mod server;

@@ -11,6 +11,7 @@ use vnsnap_proto::{Action, ActionRequest, DomainState};
 use super::provision::Outcome;
 use super::Am;
 use crate::error::AmError;
+use crate::manifest::GeniUser;
 use crate::state::{Alloc, Op, Sliver, Transition};
 
 /// Operational actions this AM performs. The snapshot extension adds its verbs here.
@@ -26,6 +27,9 @@ pub enum OpAction {
     Snapshot,
     /// `vnsnap_restore`: restore the whole slice to a snapshot (`crate::snapshot`).
     Restore,
+    /// `geni_update_users`: replace the slice's users and keys (option `geni_users`); the
+    /// VMs keep running ([`Am::update_users`]).
+    UpdateUsers,
 }
 
 impl OpAction {
@@ -38,20 +42,23 @@ impl OpAction {
             "geni_restart" => Ok(OpAction::Restart),
             "vnsnap_snapshot" => Ok(OpAction::Snapshot),
             "vnsnap_restore" => Ok(OpAction::Restore),
+            "geni_update_users" => Ok(OpAction::UpdateUsers),
             other => Err(AmError::Unsupported(format!(
                 "Unsupported operational action {other:?} (supported: geni_start, geni_stop, geni_restart, \
-                 vnsnap_snapshot, vnsnap_restore)"
+                 geni_update_users, vnsnap_snapshot, vnsnap_restore)"
             ))),
         }
     }
 
-    fn transition(self) -> Transition {
+    /// The state change the action makes; `None` for one that changes no state.
+    fn transition(self) -> Option<Transition> {
         match self {
-            OpAction::Start => Transition::Start,
-            OpAction::Stop => Transition::Stop,
-            OpAction::Restart => Transition::Restart,
-            OpAction::Snapshot => Transition::SnapshotBegin,
-            OpAction::Restore => Transition::RestoreBegin,
+            OpAction::Start => Some(Transition::Start),
+            OpAction::Stop => Some(Transition::Stop),
+            OpAction::Restart => Some(Transition::Restart),
+            OpAction::Snapshot => Some(Transition::SnapshotBegin),
+            OpAction::Restore => Some(Transition::RestoreBegin),
+            OpAction::UpdateUsers => None,
         }
     }
 }
@@ -77,7 +84,7 @@ impl Am {
         if matches!(action, OpAction::Snapshot | OpAction::Restore) {
             return Err(AmError::Internal("snapshot actions run through crate::snapshot::perform".into()));
         }
-        let t = action.transition();
+        let t = action.transition().ok_or_else(|| AmError::Internal(format!("{action:?} changes no state")))?;
         let offenders: Vec<String> =
             slivers.iter().filter_map(|s| s.state.apply(t).err().map(|e| format!("{} ({})", s.urn, e))).collect();
         if !offenders.is_empty() && !best_effort {
@@ -108,6 +115,27 @@ impl Am {
         Ok(out)
     }
 
+    /// `geni_update_users`: the slice's users (and so the manifest's `<services><login>` keys)
+    /// become `users`. Every sliver must be `geni_ready` (all offenders listed, nothing
+    /// changes otherwise); their states do not move.
+    pub fn update_users(&self, slice: &str, slivers: Vec<Sliver>, users: &[GeniUser]) -> Result<Outcome, AmError> {
+        self.check_open(slice)?;
+        let offenders: Vec<String> = slivers
+            .iter()
+            .filter(|s| s.state.alloc != Alloc::Provisioned || s.state.op != Op::Ready)
+            .map(|s| format!("{} ({} / {})", s.urn, s.state.alloc.geni(), s.state.op.geni()))
+            .collect();
+        if !offenders.is_empty() {
+            return Err(AmError::Unsupported(format!(
+                "geni_update_users needs geni_ready slivers: {}",
+                offenders.join("; ")
+            )));
+        }
+        let json = serde_json::to_string(users).map_err(|e| AmError::Internal(e.to_string()))?;
+        self.db.set_users(slice, &json)?;
+        Ok(slivers.into_iter().map(|s| (s, None)).collect())
+    }
+
     /// The agent side of an action; records the result in the sliver's state.
     async fn run_action(self: Arc<Self>, s: Sliver, action: OpAction, was: Op) {
         let r = async {
@@ -129,8 +157,8 @@ impl Am {
                     let req = ActionRequest { timeout_s: Some(STOP_TIMEOUT_S) };
                     c.action(&s.domain, Action::Stop, &req).await?
                 }
-                OpAction::Snapshot | OpAction::Restore => {
-                    return Err(AmError::Internal("snapshot actions are not domain actions".into()))
+                OpAction::Snapshot | OpAction::Restore | OpAction::UpdateUsers => {
+                    return Err(AmError::Internal(format!("{action:?} is not a domain action")))
                 }
             };
             Ok::<(), AmError>(())
@@ -209,5 +237,6 @@ mod tests {
         assert_eq!(OpAction::parse("  ").unwrap_err().code(), 1);
         assert_eq!(OpAction::parse("geni_frobnicate").unwrap_err().code(), 13);
         assert_eq!(OpAction::parse("geni_start").unwrap(), OpAction::Start);
+        assert_eq!(OpAction::parse("geni_update_users").unwrap(), OpAction::UpdateUsers);
     }
 }

@@ -36,17 +36,21 @@ impl Am {
         node.component_manager_id.as_deref().is_none_or(|cm| cm.eq_ignore_ascii_case(&self.cfg.am_urn()))
     }
 
-    /// The catalog image a `disk_image name` designates (a catalog name or an image URN).
-    fn image_of(&self, name: Option<&str>) -> Result<String, AmError> {
+    /// The image a `disk_image name` designates (a catalog name or image URN, or the URN of
+    /// a user image made by CreateImage), with the host a user image pins the VM to.
+    fn image_of(&self, name: Option<&str>) -> Result<(String, Option<String>), AmError> {
         let Some(name) = name else {
-            return Ok(self.cfg.default_image.clone());
+            return Ok((self.cfg.default_image.clone(), None));
         };
+        if let Some((plan, host)) = crate::image::lookup(self, name)? {
+            return Ok((plan, Some(host)));
+        }
         if self.cfg.images.contains_key(name) {
-            return Ok(name.to_string());
+            return Ok((name.to_string(), None));
         }
         let tail = name.rsplit(['+', ':']).next().unwrap_or(name);
         if self.cfg.images.contains_key(tail) {
-            return Ok(tail.to_string());
+            return Ok((tail.to_string(), None));
         }
         Err(AmError::BadArgs(format!("Unknown disk image {name}")))
     }
@@ -60,15 +64,26 @@ impl Am {
                 "Node {client_id}: sliver type {type_name} is not offered (use {VM_TYPE} or {XEN_TYPE})"
             )));
         }
-        let image = self.image_of(st.and_then(|s| s.disk_images.first()).map(|d| d.name.as_str()))?;
+        let (image, pinned) = self.image_of(st.and_then(|s| s.disk_images.first()).map(|d| d.name.as_str()))?;
         let xen = st.and_then(|s| s.xen.as_ref());
         let vcpus = xen.and_then(|x| x.cores).filter(|&c| c > 0).unwrap_or(self.cfg.vm.vcpus);
         let memory_mib = xen.and_then(|x| x.ram).filter(|&r| r > 0).unwrap_or(self.cfg.vm.memory_mib);
-        let bound = match (&node.component_id, &node.component_name) {
+        let mut bound = match (&node.component_id, &node.component_name) {
             (Some(id), _) => Some(id.rsplit('+').next().unwrap_or(id).to_string()),
             (None, Some(name)) => Some(name.clone()),
             _ => None,
         };
+        // A user image is a file on one host: the VM runs there.
+        if let Some(host) = pinned {
+            match &bound {
+                Some(b) if b != &host => {
+                    return Err(AmError::BadArgs(format!(
+                        "Node {client_id}: its disk image is on host {host}, not {b}"
+                    )))
+                }
+                _ => bound = Some(host),
+            }
+        }
         Ok(Wanted {
             node,
             client_id,

@@ -15,11 +15,7 @@ pub type Outcome = Vec<(Sliver, Option<String>)>;
 impl Am {
     /// The domain an agent should run for a sliver.
     pub fn domain_spec(&self, s: &Sliver) -> Result<DomainSpec, AmError> {
-        let img = self
-            .cfg
-            .images
-            .get(&s.plan.image)
-            .ok_or_else(|| AmError::Internal(format!("image {} left the catalog", s.plan.image)))?;
+        let img = crate::image::boot_entry(self, &s.plan.image)?;
         let hostname: String = s
             .client_id
             .to_ascii_lowercase()

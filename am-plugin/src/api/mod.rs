@@ -77,11 +77,11 @@ pub enum Verb {
     DescribeSnapshot,
     /// Snapshot extension: DeleteSnapshot (v2, v3).
     DeleteSnapshot,
-    /// ProtoGENI image extension (to come): CreateImage.
+    /// ProtoGENI image extension (v2, v3): CreateImage.
     CreateImage,
-    /// ProtoGENI image extension (to come): ListImages.
+    /// ProtoGENI image extension (v2, v3): ListImages.
     ListImages,
-    /// ProtoGENI image extension (to come): DeleteImage.
+    /// ProtoGENI image extension (v2, v3): DeleteImage.
     DeleteImage,
 }
 
@@ -148,7 +148,9 @@ pub async fn handle(
         ListSnapshots => crate::snapshot::api::list_snapshots(am, caller, &a).await,
         DescribeSnapshot => crate::snapshot::api::describe_snapshot(am, caller, &a).await,
         DeleteSnapshot => crate::snapshot::api::delete_snapshot(am, caller, &a).await,
-        CreateImage | ListImages | DeleteImage => Err(AmError::Unsupported(format!("{name} is not implemented yet"))),
+        CreateImage => crate::image::create_image(am, caller, &a).await,
+        ListImages => crate::image::list_images(am, caller, &a).await,
+        DeleteImage => crate::image::delete_image(am, caller, &a).await,
     };
     if let Err(e) = &result {
         tracing::info!(method = name, code = e.code(), error = %e, "call failed");

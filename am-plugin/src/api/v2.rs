@@ -100,6 +100,8 @@ pub async fn sliver_status(am: &Arc<Am>, caller: &Caller, a: &Args) -> Result<Va
                 ("geni_status", Value::str(s.state.op.v2_status())),
                 ("geni_error", Value::str(&s.error)),
                 ("geni_client_id", Value::str(&s.client_id)),
+                // The v3 state too: v2's four words cannot say "imaging" or "snapshotting".
+                ("geni_operational_status", Value::str(s.state.op.geni())),
             ])
         })
         .collect();

@@ -135,6 +135,13 @@ pub async fn perform(am: &Arc<Am>, caller: &Caller, a: &Args) -> Result<Value, A
     if matches!(action, OpAction::Snapshot | OpAction::Restore) {
         return crate::snapshot::perform(am, &slice, action, &opts, &who).await;
     }
+    if action == OpAction::UpdateUsers {
+        if !opts.0.contains_key("geni_users") {
+            return Err(AmError::BadArgs("geni_update_users needs option geni_users".into()));
+        }
+        let out = am.update_users(&slice, slivers, &opts.users()?)?;
+        return Ok(sliver_list(&out));
+    }
     let out = am.perform(&slice, slivers, action, opts.flag("geni_best_effort")).await?;
     Ok(sliver_list(&out))
 }

@@ -238,6 +238,7 @@ impl Db {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
         crate::snapshot::catalog::init(&conn)?;
+        crate::image::catalog::init(&conn)?;
         Ok(Db { conn: Mutex::new(conn) })
     }
 

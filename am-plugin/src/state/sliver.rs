@@ -32,6 +32,9 @@ pub enum Op {
     Snapshotting,
     /// A slice restore runs (`vnsnap_restore`). Back to ready.
     Restoring,
+    /// `CreateImage` of this VM runs (ProtoGENI's `imaging`); the VM keeps running. Back to
+    /// ready when the image is complete or failed.
+    Imaging,
 }
 
 /// Something that happens to a sliver.
@@ -63,6 +66,10 @@ pub enum Transition {
     RestoreBegin,
     /// The snapshot or restore ended, well or not: the VMs run (see the sliver's error).
     SnapshotDone,
+    /// `CreateImage` began (running VM only).
+    ImageBegin,
+    /// The image is complete or failed: the VM runs on.
+    ImageDone,
 }
 
 /// Both states of a sliver.
@@ -105,6 +112,8 @@ impl SliverState {
             (Provisioned, Ready, Transition::SnapshotBegin) => next(Provisioned, Snapshotting),
             (Provisioned, Ready | NotReady | Failed, Transition::RestoreBegin) => next(Provisioned, Restoring),
             (Provisioned, Snapshotting | Restoring, Transition::SnapshotDone) => next(Provisioned, Ready),
+            (Provisioned, Ready, Transition::ImageBegin) => next(Provisioned, Imaging),
+            (Provisioned, Imaging, Transition::ImageDone) => next(Provisioned, Ready),
             (Provisioned, _, Transition::Fail) => next(Provisioned, Failed),
             (Provisioned, _, Transition::Observed(op)) if op != PendingAllocation => next(Provisioned, op),
             _ => Err(InvalidTransition { from: self, event }),
@@ -140,6 +149,7 @@ impl Op {
             Op::Failed => "geni_failed",
             Op::Snapshotting => "vnsnap_snapshotting",
             Op::Restoring => "vnsnap_restoring",
+            Op::Imaging => "vnsnap_imaging",
         }
     }
 
@@ -154,6 +164,7 @@ impl Op {
             Op::Failed,
             Op::Snapshotting,
             Op::Restoring,
+            Op::Imaging,
         ]
         .into_iter()
         .find(|o| o.geni() == s)
@@ -162,8 +173,8 @@ impl Op {
     /// The v2 `geni_status` word for this state.
     pub fn v2_status(self) -> &'static str {
         match self {
-            // The VMs keep running through a snapshot.
-            Op::Ready | Op::Snapshotting => "ready",
+            // The VMs keep running through a snapshot or an image capture.
+            Op::Ready | Op::Snapshotting | Op::Imaging => "ready",
             Op::Failed => "failed",
             Op::PendingAllocation | Op::NotReady | Op::Configuring | Op::Stopping | Op::Restoring => "configuring",
         }
@@ -220,11 +231,22 @@ mod tests {
     }
 
     #[test]
+    fn imaging_only_from_ready_and_back_to_ready() {
+        let ready = SliverState { alloc: Alloc::Provisioned, op: Op::Ready };
+        let s = ready.apply(Transition::ImageBegin).unwrap();
+        assert_eq!(s.op, Op::Imaging);
+        assert!(s.apply(Transition::SnapshotBegin).is_err() && s.apply(Transition::ImageBegin).is_err());
+        assert_eq!(s.apply(Transition::ImageDone).unwrap(), ready);
+        let booting = SliverState { alloc: Alloc::Provisioned, op: Op::Configuring };
+        assert!(booting.apply(Transition::ImageBegin).is_err());
+    }
+
+    #[test]
     fn names_round_trip() {
         for a in [Alloc::Unallocated, Alloc::Allocated, Alloc::Provisioned] {
             assert_eq!(Alloc::from_geni(a.geni()), Some(a));
         }
-        for o in [Op::NotReady, Op::Ready, Op::Failed, Op::Stopping, Op::Snapshotting, Op::Restoring] {
+        for o in [Op::NotReady, Op::Ready, Op::Failed, Op::Stopping, Op::Snapshotting, Op::Restoring, Op::Imaging] {
             assert_eq!(Op::from_geni(o.geni()), Some(o));
         }
     }

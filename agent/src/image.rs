@@ -5,9 +5,11 @@
 //! 1. a qcow2 overlay over the disk's active layer is made while the guest runs
 //!    (`create_overlay_live`), so nothing is created during the pause;
 //! 2. under the domain's op lock (no snapshot cut, stop or restore of it can interleave):
-//!    `stop`, one `blockdev-snapshot-sync` transaction onto that overlay, `cont`. The guest
-//!    writes to the overlay from then on; the layer below is frozen. The pause is a few QMP
-//!    round trips;
+//!    the overlay is opened in QEMU as a detached node (`blockdev-add`), then `stop`, one
+//!    `blockdev-snapshot` transaction putting it above the active node, `cont`. The guest
+//!    writes to the overlay from then on; the layer below is frozen. The pause is two QMP
+//!    round trips. The AM never images a VM whose slice is being snapshotted (the slice lock),
+//!    so no snapshot's prepared overlay can sit on a layer this cut freezes;
 //! 3. the domain record gets the new chain at once (so a later snapshot or an agent restart
 //!    sees it, and `collect_layers` keeps the frozen layer: it is in the live chain);
 //! 4. in a background thread, `qemu-img convert` flattens the frozen chain (frozen layer and
@@ -88,7 +90,8 @@ pub fn capture(h: &Arc<Host>, r: CaptureRequest) -> Res<CaptureStatus> {
     let overlay = h.new_layer(&r.domain, r.disk);
     crate::domain::qemu::create_overlay_live(&top, &overlay).map_err(internal)?;
     let tag = &uuid::Uuid::new_v4().simple().to_string()[..10];
-    let node = format!("d{}i{tag}", r.disk);
+    let layer = [(format!("f{}i{tag}", r.disk), format!("d{}i{tag}", r.disk))];
+    let node = layer[0].1.clone();
 
     let op = lock(&dom.op);
     let rec = lock(&dom.rec).clone();
@@ -101,21 +104,26 @@ pub fn capture(h: &Arc<Host>, r: CaptureRequest) -> Res<CaptureStatus> {
         return Err(undo(err(ErrorKind::Conflict, format!("Domain {:?} changed; try again", r.domain))));
     }
     let mut s = Session::connect(&dom.dir.qmp()).map_err(|e| undo(internal(e)))?;
+    // The overlay is opened as a detached node while the guest runs, so that the cut only
+    // changes the block graph (as the snapshot cut does, see docs/snapshot.md §2).
+    persist::add_layers(&mut s, std::slice::from_ref(&overlay), &layer, h.cfg.qemu.disk_flush)
+        .map_err(|e| undo(internal(e)))?;
     let t0 = Instant::now();
-    // Pause, swap the active layer, resume: the cut point is the same instant for the
-    // guest's vCPUs and its disk.
-    let cut = s.run(&qapi::qmp::stop {}).and_then(|_| {
-        persist::snapshot_disks(
-            &mut s,
-            &rec.disk_nodes[r.disk..=r.disk],
-            std::slice::from_ref(&overlay),
-            std::slice::from_ref(&node),
-        )
-    });
-    // Never leave the guest paused, whatever happened above.
-    let resumed = s.run(&qapi::qmp::cont {});
+    // Pause, put the overlay above the active node, resume: the cut point is the same
+    // instant for the guest's vCPUs and its disk.
+    let cut = s
+        .run(&qapi::qmp::stop {})
+        .and_then(|_| persist::snapshot_disks(&mut s, &rec.disk_nodes[r.disk..=r.disk], std::slice::from_ref(&node)));
+    // Never leave the guest paused, whatever happened above (on a fresh connection if this
+    // one broke).
+    let resumed = s
+        .run(&qapi::qmp::cont {})
+        .or_else(|_| Session::connect(&dom.dir.qmp()).and_then(|mut s2| s2.run(&qapi::qmp::cont {})));
     let pause_us = t0.elapsed().as_micros() as u64;
-    cut.map_err(|e| undo(internal(e)))?;
+    if let Err(e) = cut {
+        persist::remove_layers(&mut s, &layer);
+        return Err(undo(internal(e)));
+    }
     resumed.map_err(internal)?;
     let frozen = top.clone();
     {

@@ -9,7 +9,8 @@
 //!   VMs, SliverStatus until ready, RenewSliver alap past the credential, POA
 //!   `geni_update_users` (v3), CreateImage of one VM while the slice runs, ListImages, a new
 //!   slice booting from the image and finding the files written before the cut (and not
-//!   those written after), DeleteImage, DeleteSliver (acceptance 1); and CreateImage refused
+//!   those written after), a slice snapshot owned by Alice, DeleteImage, POA `geni_restart`
+//!   (v3) of the VM made from the image, DeleteSliver (acceptance 1); and CreateImage refused
 //!   with a bad name, on a sliver not ready, or by a user not owning the slice, changing
 //!   nothing (acceptance 3).
 
@@ -406,6 +407,24 @@ fn portal_path() {
     assert_eq!(clone.sh("cat /data/portal.txt"), (0, "before-image-7f3a\n".to_string()));
     assert_ne!(clone.sh("cat /data/after.txt").0, 0, "the image holds the disk as it was at the cut");
 
+    // A slice snapshot taken through the Portal's tool belongs to Alice.
+    let c3b = || v3_creds(&cred2, &sf);
+    let r = v3
+        .call(
+            "PerformOperationalAction",
+            &[strings(&[&sl2.urn]), c3b(), s("vnsnap_snapshot"), me(vec![("vnsnap_snapshot_name", s("viaportal"))])],
+        )
+        .unwrap();
+    assert_eq!(code(&r), 0, "vnsnap_snapshot: {r:?}\n{}", log());
+    let snap = wait_for(Duration::from_secs(120), Duration::from_millis(300), || {
+        let r = v2.call("ListSnapshots", &[s(&sl2.urn), c2b(), me(vec![])]).unwrap();
+        let first = r.get("value").and_then(Value::as_array).and_then(|a| a.first().cloned())?;
+        (first.get("vnsnap_state").and_then(Value::as_str) != Some("pending")).then_some(first)
+    })
+    .unwrap_or_else(|| panic!("snapshot not finished\n{}", log()));
+    assert_eq!(snap.get("vnsnap_state").and_then(Value::as_str), Some("complete"), "{snap:?}\n{}", log());
+    assert_eq!(snap.get("vnsnap_owner").and_then(Value::as_str), Some(alice.urn.as_str()), "{snap:?}");
+
     // DeleteImage: gone from ListImages; again → SEARCHFAILED. Bob may not delete it.
     let bob_user = tb.ch.user_credential(&bob, &CredSpec::user_default()).unwrap();
     let r = bob_c.call("DeleteImage", &[s(&image_urn), strings(&[&bob_user]), empty()]).unwrap();
@@ -416,6 +435,24 @@ fn portal_path() {
     assert!(list_images().is_empty());
     let r = v2.call("DeleteImage", &[s(&image_urn), strings(&[&user_cred, &sf]), me(vec![])]).unwrap();
     assert_eq!(code(&r), 12, "{r:?}");
+    let sl3 = tb.ch.slice(None, "portal3", &CertSpec::default()).unwrap();
+    let c2c = || strings(&[&tb.ch.slice_credential(alice, &sl3, &CredSpec::default()).unwrap(), &sf]);
+    let r = v2.call("CreateSliver", &[s(&sl3.urn), c2c(), s(&clone_rspec), users(&[key1]), me(vec![])]).unwrap();
+    assert_eq!(code(&r), 1, "a deleted image boots nothing new: {r:?}");
+    assert_eq!(code(&v2.call("SliverStatus", &[s(&sl3.urn), c2c(), me(vec![])]).unwrap()), 12);
+
+    // The Portal's Restart (POA geni_restart over v3): the VM made from the deleted image
+    // still boots from it (the file stays while a VM uses it).
+    let clone_boot = clone.call(json!({"op": "hello"}))["boot_id"].clone();
+    let r = v3.call("PerformOperationalAction", &[strings(&[&sl2.urn]), c3b(), s("geni_restart"), me(vec![])]).unwrap();
+    assert_eq!(code(&r), 0, "geni_restart: {r:?}\n{}", log());
+    let ok = wait_for(Duration::from_secs(240), Duration::from_millis(500), || {
+        let r = v2.call("SliverStatus", &[s(&sl2.urn), c2b(), me(vec![])]).unwrap();
+        (r.get("value").and_then(|v| v.get("geni_status")).and_then(Value::as_str) == Some("ready")).then_some(())
+    });
+    assert!(ok.is_some(), "clone not ready after restart\n{}", log());
+    assert_ne!(clone.call(json!({"op": "hello"}))["boot_id"], clone_boot, "it rebooted");
+    assert_eq!(clone.sh("cat /data/portal.txt"), (0, "before-image-7f3a\n".to_string()));
 
     // DeleteSliver of both slices.
     for (sl, c) in [(&slice, c2()), (&sl2.urn, c2b())] {

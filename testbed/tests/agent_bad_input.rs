@@ -235,6 +235,24 @@ async fn bad_input_gets_clear_errors_and_leaves_nothing_behind() {
     assert!(evs.iter().any(|e| e.domain.as_deref() == Some("garbage") && e.kind == EventKind::Destroyed), "{evs:?}");
     assert_eq!(footprint(&c, &state).await, before, "after a kernel QEMU cannot boot");
 
+    // Image captures (POST /images): an unknown domain, a domain that is not running, a
+    // disk it does not have, ids that would escape the image store, unknown fields; status
+    // and delete of images that do not exist.
+    let cap =
+        |image: &str, domain: &str, disk: usize| CaptureRequest { image: image.into(), domain: domain.into(), disk };
+    assert_eq!(c.image_capture(&cap("img1", "nope", 0)).await.unwrap_err().kind(), Some(ErrorKind::NotFound));
+    let e = c.image_capture(&cap("img1", "keep", 0)).await.unwrap_err();
+    assert_eq!(e.kind(), Some(ErrorKind::Conflict), "a domain that is not running: {e:?}");
+    for bad in ["../x", "UPPER", ""] {
+        let e = c.image_capture(&cap(bad, "keep", 0)).await.unwrap_err();
+        assert_eq!(e.kind(), Some(ErrorKind::BadRequest), "{bad:?}: {e:?}");
+    }
+    let (s, e) = raw(&http, post.clone(), &format!("{base}/images"), r#"{"image":"i","domain":"keep","when":1}"#).await;
+    assert_eq!(s, 400, "{e:?}");
+    assert_eq!(c.image_status("nope").await.unwrap_err().kind(), Some(ErrorKind::NotFound));
+    assert_eq!(c.image_delete("nope").await.unwrap_err().kind(), Some(ErrorKind::NotFound));
+    assert_eq!(footprint(&c, &state).await, before, "after bad image captures");
+
     // The agent still works: the kept domain can be destroyed, and then nothing is left.
     c.destroy("keep").await.unwrap();
     let after = footprint(&c, &state).await;

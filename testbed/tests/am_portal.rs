@@ -7,7 +7,8 @@
 //!   changes (acceptance 2).
 //! * `portal_path`: the Portal's calls, as its tool speaking for Alice: v2 CreateSliver of two
 //!   VMs, SliverStatus until ready, RenewSliver alap past the credential, POA
-//!   `geni_update_users` (v3), CreateImage of one VM while the slice runs, ListImages, a new
+//!   `geni_update_users` (v3), CreateImage of one VM while the slice runs (the AM killed and
+//!   restarted right after it, so the restarted AM finishes following it), ListImages, a new
 //!   slice booting from the image and finding the files written before the cut (and not
 //!   those written after), a slice snapshot owned by Alice, DeleteImage, POA `geni_restart`
 //!   (v3) of the VM made from the image, DeleteSliver (acceptance 1); and CreateImage refused
@@ -254,11 +255,11 @@ fn resources(r: &Value) -> Vec<(String, String, String)> {
 
 #[test]
 fn portal_path() {
-    let tb = AmTestbed::up(2, AmLabOptions { vm_memory_mib: 128, ..Default::default() }).expect("testbed up");
-    let log = || tb.am.log_tail();
+    let mut tb = AmTestbed::up(2, AmLabOptions { vm_memory_mib: 128, ..Default::default() }).expect("testbed up");
     let portal = tb.ch.tool("portal", &CertSpec::default()).unwrap();
     let bob = tb.ch.user("bob", &CertSpec::default()).unwrap();
-    let alice = &tb.alice;
+    let alice = tb.alice.clone();
+    let alice = &alice;
     // The slice credential expires in 3 days (whole seconds): RenewSliver alap stops there.
     let cred_expires = Utc::now() + chrono::Duration::days(3);
     let cred_expires = DateTime::parse_from_rfc3339(&whole_seconds(cred_expires)).unwrap().with_timezone(&Utc);
@@ -283,7 +284,7 @@ fn portal_path() {
 
     // v2 CreateSliver, as the Portal's omni sends it (users as the fourth argument).
     let r = v2.call("CreateSliver", &[s(&slice), c2(), s(TWO_VMS), users(&[key1]), me(vec![])]).unwrap();
-    assert_eq!(code(&r), 0, "CreateSliver: {r:?}\n{}", log());
+    assert_eq!(code(&r), 0, "CreateSliver: {r:?}\n{}", tb.am.log_tail());
     assert!(r.get("value").and_then(Value::as_str).unwrap().contains(key1), "keys in the manifest");
     let status = || v2.call("SliverStatus", &[s(&slice), c2(), me(vec![])]).unwrap();
     let res = resources(&status());
@@ -295,7 +296,7 @@ fn portal_path() {
         (code(&r) == 0 && r.get("value").unwrap().get("geni_status").and_then(Value::as_str) == Some("ready"))
             .then_some(r)
     });
-    let ready = ready.unwrap_or_else(|| panic!("slice not ready: {:?}\n{}", status(), log()));
+    let ready = ready.unwrap_or_else(|| panic!("slice not ready: {:?}\n{}", status(), tb.am.log_tail()));
     assert_eq!(resources(&ready).len(), 2);
 
     // RenewSliver with alap beyond the credential: granted up to the credential's expiry.
@@ -316,7 +317,7 @@ fn portal_path() {
             &[strings(&[&slice]), c3(), s("geni_update_users"), me(vec![("geni_users", users(&[key1, key2]))])],
         )
         .unwrap();
-    assert_eq!(code(&r), 0, "geni_update_users: {r:?}\n{}", log());
+    assert_eq!(code(&r), 0, "geni_update_users: {r:?}\n{}", tb.am.log_tail());
     let r = v2
         .call(
             "ListResources",
@@ -353,7 +354,7 @@ fn portal_path() {
     let r = v2
         .call("CreateImage", &[s(&slice), s("portalimg"), s(&pa), c2(), me(vec![("global", Value::Bool(true))])])
         .unwrap();
-    assert_eq!(code(&r), 0, "CreateImage: {r:?}\n{}", log());
+    assert_eq!(code(&r), 0, "CreateImage: {r:?}\n{}", tb.am.log_tail());
     let v = r.get("value").and_then(Value::as_array).unwrap().to_vec();
     let image_urn = v[0].as_str().unwrap().to_string();
     assert_eq!(image_urn, "urn:publicid:IDN+vnsnap-am.test+image+gcf:portalimg");
@@ -366,14 +367,20 @@ fn portal_path() {
         .unwrap()
         .to_string();
     assert!(op == "vnsnap_imaging" || op == "geni_ready", "{op}");
+    // The AM dies right after CreateImage: restarted, it follows the capture to its end and
+    // frees the slice.
+    tb.am.kill();
+    tb.am.spawn().expect("AM restarts");
+    // (The clients' pooled connections died with the old process; one call each drops them.)
+    let _ = (v2.call("GetVersion", &[]), v3.call("GetVersion", &[]));
     let img = wait_for(Duration::from_secs(120), Duration::from_millis(300), || {
         list_images().into_iter().find(|i| {
             i.get("urn").and_then(Value::as_str) == Some(image_urn.as_str())
                 && i.get("vnsnap_state").and_then(Value::as_str) != Some("pending")
         })
     })
-    .unwrap_or_else(|| panic!("image not finished\n{}", log()));
-    assert_eq!(img.get("vnsnap_state").and_then(Value::as_str), Some("ready"), "{img:?}\n{}", log());
+    .unwrap_or_else(|| panic!("image not finished\n{}", tb.am.log_tail()));
+    assert_eq!(img.get("vnsnap_state").and_then(Value::as_str), Some("ready"), "{img:?}\n{}", tb.am.log_tail());
     let pause_us = match img.get("vnsnap_pause_us") {
         Some(Value::Int(p)) => *p,
         other => panic!("{other:?}"),
@@ -397,12 +404,12 @@ fn portal_path() {
     );
     let c2b = || strings(&[&cred2, &sf]);
     let r = v2.call("CreateSliver", &[s(&sl2.urn), c2b(), s(&clone_rspec), users(&[key1]), me(vec![])]).unwrap();
-    assert_eq!(code(&r), 0, "CreateSliver from the image: {r:?}\n{}", log());
+    assert_eq!(code(&r), 0, "CreateSliver from the image: {r:?}\n{}", tb.am.log_tail());
     let ok = wait_for(Duration::from_secs(240), Duration::from_millis(500), || {
         let r = v2.call("SliverStatus", &[s(&sl2.urn), c2b(), me(vec![])]).unwrap();
         (r.get("value").and_then(|v| v.get("geni_status")).and_then(Value::as_str) == Some("ready")).then_some(())
     });
-    assert!(ok.is_some(), "clone not ready\n{}", log());
+    assert!(ok.is_some(), "clone not ready\n{}", tb.am.log_tail());
     let clone = Guest::find(&tb, "clone");
     assert_eq!(clone.sh("cat /data/portal.txt"), (0, "before-image-7f3a\n".to_string()));
     assert_ne!(clone.sh("cat /data/after.txt").0, 0, "the image holds the disk as it was at the cut");
@@ -415,14 +422,14 @@ fn portal_path() {
             &[strings(&[&sl2.urn]), c3b(), s("vnsnap_snapshot"), me(vec![("vnsnap_snapshot_name", s("viaportal"))])],
         )
         .unwrap();
-    assert_eq!(code(&r), 0, "vnsnap_snapshot: {r:?}\n{}", log());
+    assert_eq!(code(&r), 0, "vnsnap_snapshot: {r:?}\n{}", tb.am.log_tail());
     let snap = wait_for(Duration::from_secs(120), Duration::from_millis(300), || {
         let r = v2.call("ListSnapshots", &[s(&sl2.urn), c2b(), me(vec![])]).unwrap();
         let first = r.get("value").and_then(Value::as_array).and_then(|a| a.first().cloned())?;
         (first.get("vnsnap_state").and_then(Value::as_str) != Some("pending")).then_some(first)
     })
-    .unwrap_or_else(|| panic!("snapshot not finished\n{}", log()));
-    assert_eq!(snap.get("vnsnap_state").and_then(Value::as_str), Some("complete"), "{snap:?}\n{}", log());
+    .unwrap_or_else(|| panic!("snapshot not finished\n{}", tb.am.log_tail()));
+    assert_eq!(snap.get("vnsnap_state").and_then(Value::as_str), Some("complete"), "{snap:?}\n{}", tb.am.log_tail());
     assert_eq!(snap.get("vnsnap_owner").and_then(Value::as_str), Some(alice.urn.as_str()), "{snap:?}");
 
     // DeleteImage: gone from ListImages; again → SEARCHFAILED. Bob may not delete it.
@@ -445,12 +452,12 @@ fn portal_path() {
     // still boots from it (the file stays while a VM uses it).
     let clone_boot = clone.call(json!({"op": "hello"}))["boot_id"].clone();
     let r = v3.call("PerformOperationalAction", &[strings(&[&sl2.urn]), c3b(), s("geni_restart"), me(vec![])]).unwrap();
-    assert_eq!(code(&r), 0, "geni_restart: {r:?}\n{}", log());
+    assert_eq!(code(&r), 0, "geni_restart: {r:?}\n{}", tb.am.log_tail());
     let ok = wait_for(Duration::from_secs(240), Duration::from_millis(500), || {
         let r = v2.call("SliverStatus", &[s(&sl2.urn), c2b(), me(vec![])]).unwrap();
         (r.get("value").and_then(|v| v.get("geni_status")).and_then(Value::as_str) == Some("ready")).then_some(())
     });
-    assert!(ok.is_some(), "clone not ready after restart\n{}", log());
+    assert!(ok.is_some(), "clone not ready after restart\n{}", tb.am.log_tail());
     assert_ne!(clone.call(json!({"op": "hello"}))["boot_id"], clone_boot, "it rebooted");
     assert_eq!(clone.sh("cat /data/portal.txt"), (0, "before-image-7f3a\n".to_string()));
 

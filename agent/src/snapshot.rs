@@ -377,8 +377,13 @@ fn cut_one(
     // whatever else fails, so the domain's record must follow.
     let mut inserted = rec.disks.is_empty();
     // Everything above is set-up; the cut itself starts at the agreed instant.
-    if let Ok(wait) = at.duration_since(SystemTime::now()) {
-        std::thread::sleep(wait);
+    match at.duration_since(SystemTime::now()) {
+        Ok(wait) => std::thread::sleep(wait),
+        Err(late) => tracing::warn!(
+            domain = name,
+            late_us = late.duration().as_micros() as u64,
+            "cut set-up overran the agreed cut instant"
+        ),
     }
     let result: Res<(Instant, u128, Option<u64>)> = (|| match mode {
         CutMode::Consistent | CutMode::Naive => {
@@ -398,6 +403,7 @@ fn cut_one(
             if !persist::wait_resumed(&mut s, deadline).map_err(internal)? {
                 return Err(err(ErrorKind::Internal, "guest did not resume after the snapshot setup"));
             }
+            persist::background_priority(&dom.dir);
             tracing::info!(
                 domain = name,
                 stop_us = t_stop.as_micros() as u64,

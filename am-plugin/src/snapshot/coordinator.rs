@@ -439,7 +439,7 @@ where
 }
 
 /// How far ahead the coordinator schedules the common cut instant.
-const CUT_LEAD: Duration = Duration::from_millis(150);
+const CUT_LEAD: Duration = Duration::from_millis(250);
 
 /// Takes a consistent live snapshot of the VMs of `hosts` (see the module docs).
 ///

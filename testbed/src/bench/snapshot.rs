@@ -139,6 +139,41 @@ pub struct ModeResult {
     pub stall_vs_ours: f64,
 }
 
+/// Stall meters and TCP timeouts over windows with no snapshot, as long as a snapshot
+/// run's window: what the guests see from the host's load alone.
+#[derive(Clone, Debug, Serialize, Default)]
+pub struct IdleResult {
+    /// Length of each window, ms.
+    pub window_ms: u64,
+    /// Stall p50 over every VM and window, ms.
+    pub stall_p50_ms: f64,
+    /// Stall max, ms.
+    pub stall_max_ms: f64,
+    /// Sum over windows of `TCPTimeouts` deltas.
+    pub tcp_timeouts: u64,
+}
+
+/// Measures `reps` idle windows of `window`.
+async fn idle(bed: &Bed, reps: usize, window: Duration) -> anyhow::Result<IdleResult> {
+    let w = &bed.work;
+    let mut stalls = Vec::new();
+    let mut tcp = 0;
+    for _ in 0..reps {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        w.reset_tcp_baseline().await?;
+        w.stall_reset().await?;
+        tokio::time::sleep(window).await;
+        stalls.extend(w.stall_max_gaps().await?.into_values());
+        tcp += w.tcp_timeouts().await?.values().sum::<u64>();
+    }
+    Ok(IdleResult {
+        window_ms: window.as_millis() as u64,
+        stall_p50_ms: pct(&stalls, 0.5),
+        stall_max_ms: pct(&stalls, 1.0),
+        tcp_timeouts: tcp,
+    })
+}
+
 /// The JSON document.
 #[derive(Clone, Debug, Serialize)]
 pub struct SnapshotReport {
@@ -150,6 +185,8 @@ pub struct SnapshotReport {
     pub dirty_rate_mib_s: u64,
     /// Raw sequential write bandwidth of the state directory's disk, MB/s.
     pub raw_write_mb_s: f64,
+    /// The same measurements over windows without any snapshot: the machine's own noise.
+    pub idle: IdleResult,
     /// Per mode.
     pub modes: Vec<ModeResult>,
     /// Targets: name -> (value, pass).
@@ -340,6 +377,12 @@ async fn run_async(opts: &SnapshotBenchOptions) -> anyhow::Result<SnapshotReport
     let raw = tokio::task::block_in_place(|| raw_write_mb_s(&state, opts.probe_mib))?;
     let _ = std::fs::remove_file(state.join("bench-write.tmp"));
     println!("raw sequential write bandwidth of {}: {raw:.0} MB/s", state.display());
+    // A snapshot run's window: ~2 s before the cut settles, the snapshot, 2 s after.
+    let idle = idle(&bed, opts.reps, Duration::from_secs(6)).await?;
+    println!(
+        "  no snapshot: stall p50 {:.0} ms, max {:.0} ms over {} windows of {} ms; tcp timeouts {}",
+        idle.stall_p50_ms, idle.stall_max_ms, opts.reps, idle.window_ms, idle.tcp_timeouts
+    );
     let mut modes = vec![CutMode::Consistent];
     if opts.compare {
         modes.extend([CutMode::StopCopy, CutMode::PrecopyDrop]);
@@ -400,6 +443,7 @@ async fn run_async(opts: &SnapshotBenchOptions) -> anyhow::Result<SnapshotReport
         dirty_mib: opts.dirty_mib,
         dirty_rate_mib_s: opts.dirty_rate,
         raw_write_mb_s: raw,
+        idle,
         modes: results,
         targets,
     };
@@ -460,6 +504,10 @@ fn print_table(r: &SnapshotReport) {
             println!("  {:<13} #{i}: {}", m.mode, cells.join("  "));
         }
     }
+    println!(
+        "no snapshot (noise floor): stall p50 {:.0} ms, max {:.0} ms, tcp timeouts {}",
+        r.idle.stall_p50_ms, r.idle.stall_max_ms, r.idle.tcp_timeouts
+    );
     println!("raw write bandwidth: {:.0} MB/s", r.raw_write_mb_s);
     println!("targets:");
     for (k, (v, ok)) in &r.targets {

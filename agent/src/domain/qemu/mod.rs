@@ -108,33 +108,39 @@ pub fn kernel_cmdline(rec: &DomainRecord, extra: &str) -> String {
     c
 }
 
-/// Nice value of the vCPU threads.
-const VCPU_NICE: i32 = 10;
-/// Nice value of QEMU's main loop, and of the threads it starts later (the migration
-/// thread of a snapshot among them). Raising priority needs root; without it the call
-/// fails and the default stays.
+/// Nice value of the vCPU threads, and of the snapshot threads once the guest runs again.
+pub const BACKGROUND_NICE: i32 = 10;
+/// Nice value of QEMU's other threads (main loop, monitor I/O thread, ...) and of the
+/// threads the main loop starts later (the snapshot's migration thread among them).
+/// Raising priority needs root; without it the call fails and the default stays.
 const CONTROL_NICE: i32 = -5;
 
-/// Gives the vCPU threads of a QEMU a lower scheduling priority than its main loop. Under
-/// TCG the vCPUs are always busy; the main loop serves QMP and the snapshot setup, and the
-/// migration thread copies the pages a guest faults on during a background snapshot:
-/// every millisecond they wait for a CPU is a millisecond of guest pause or stall.
-fn lower_vcpu_priority(pid: u32) {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return };
-    for t in tasks.flatten() {
-        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        let Some(tid) = t.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let nice = if comm.starts_with("CPU ") {
-            VCPU_NICE
-        } else if tid == pid {
-            CONTROL_NICE
-        } else {
-            continue;
-        };
-        // SAFETY: setpriority(2) on a thread id; no memory is passed.
-        unsafe {
-            libc::setpriority(libc::PRIO_PROCESS, tid, nice);
-        }
+/// Sets the nice value of one thread (best effort).
+pub fn set_thread_nice(tid: u32, nice: i32) {
+    // SAFETY: setpriority(2) on a thread id; no memory is passed.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, tid, nice);
+    }
+}
+
+/// Threads of process `pid` whose name starts with `prefix` (QEMU names its threads
+/// with `-name ...,debug-threads=on`).
+pub fn threads_named(pid: u32, prefix: &str) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    tasks
+        .flatten()
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix)))
+        .filter_map(|t| t.file_name().to_str().and_then(|s| s.parse().ok()))
+        .collect()
+}
+
+/// Gives the vCPU threads of a QEMU a lower scheduling priority than its other threads.
+/// Under TCG the vCPUs are always busy; the main loop serves QMP and runs the snapshot
+/// setup, so every millisecond it waits for a CPU is a millisecond of guest pause.
+fn set_priorities(pid: u32) {
+    let vcpus = threads_named(pid, "CPU ");
+    for tid in threads_named(pid, "") {
+        set_thread_nice(tid, if vcpus.contains(&tid) { BACKGROUND_NICE } else { CONTROL_NICE });
     }
 }
 
@@ -180,7 +186,7 @@ impl Driver for QemuDriver {
             return Err(DriverError::Start(if msg.is_empty() { format!("exit {}", out.status) } else { msg }));
         }
         let pid = live_pid(dir).ok_or_else(|| DriverError::Start("QEMU exited right after starting".into()))?;
-        lower_vcpu_priority(pid);
+        set_priorities(pid);
         Ok(pid)
     }
 

@@ -275,6 +275,17 @@ fn sum_path(out: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// Once the guest runs again, the snapshot's migration thread (started at the main loop's
+/// high priority, which shortens the pause) drops to the vCPUs' priority: while RAM is
+/// streamed the guest must get its share of the CPU, or it stalls for the whole save.
+pub fn background_priority(dir: &DomainDir) {
+    if let Some(pid) = super::live_pid(dir) {
+        for tid in super::threads_named(pid, "bg_snapshot") {
+            super::set_thread_nice(tid, super::BACKGROUND_NICE);
+        }
+    }
+}
+
 /// Starts a saver for one memory image: a process of its own (`<exe> save-image`, in its
 /// own session) that accepts QEMU's migration stream on `listener` and writes `out`. The
 /// returned thread waits for the saver, counts its progress into `progress` and yields
@@ -297,10 +308,13 @@ pub fn spawn_saver(
     let fd = listener.as_raw_fd();
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("save-image").arg("--out").arg(out).stdin(std::process::Stdio::null());
-    // SAFETY: only async-signal-safe calls (setsid, dup2, fcntl) between fork and exec.
+    // SAFETY: only async-signal-safe calls (setsid, setpriority, dup2, fcntl) between fork
+    // and exec.
     unsafe {
         cmd.pre_exec(move || {
             libc::setsid();
+            // Like the migration thread feeding it (`background_priority`).
+            libc::setpriority(libc::PRIO_PROCESS, 0, super::BACKGROUND_NICE);
             let ok = if fd == SAVER_FD {
                 libc::fcntl(fd, libc::F_SETFD, 0) == 0
             } else {

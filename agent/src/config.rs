@@ -22,9 +22,15 @@ pub struct Config {
     pub memory_mib: u64,
     /// Mutual TLS with the cluster CA.
     pub tls: TlsConfig,
+    /// Which hypervisor driver runs this host's domains (`qemu`, the default, or `xen`).
+    #[serde(default)]
+    pub driver: DriverKind,
     /// QEMU settings.
     #[serde(default)]
     pub qemu: QemuConfig,
+    /// Xen settings (used when `driver = "xen"`).
+    #[serde(default)]
+    pub xen: XenConfig,
     /// Switch settings.
     #[serde(default)]
     pub switch: SwitchSettings,
@@ -77,6 +83,67 @@ fn default_accel() -> String {
     "auto".into()
 }
 
+/// The hypervisor driver of a host.
+#[derive(Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DriverKind {
+    /// One QEMU process per domain (`domain::qemu`).
+    #[default]
+    Qemu,
+    /// Xen domains through the `xl` toolstack; the agent runs in dom0 (`domain::xen`).
+    Xen,
+}
+
+/// Xen settings.
+#[derive(Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct XenConfig {
+    /// The `xl` binary.
+    #[serde(default = "default_xl")]
+    pub xl: PathBuf,
+    /// The `xenstore-read` binary (finds a domain's console pty).
+    #[serde(default = "default_xenstore_read")]
+    pub xenstore_read: PathBuf,
+    /// Where xenconsoled writes guest console logs (`xenconsoled --log=guest --log-dir=...`).
+    #[serde(default = "default_console_dir")]
+    pub console_dir: PathBuf,
+    /// Guest type for every domain: `pv` or `pvh`.
+    #[serde(default)]
+    pub guest_type: XenGuestType,
+}
+
+/// Xen guest types the driver creates.
+#[derive(Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum XenGuestType {
+    /// Paravirtualised guest.
+    #[default]
+    Pv,
+    /// PVH guest (an HVM container without emulated devices; needs hardware virtualisation).
+    Pvh,
+}
+
+impl Default for XenConfig {
+    fn default() -> Self {
+        XenConfig {
+            xl: default_xl(),
+            xenstore_read: default_xenstore_read(),
+            console_dir: default_console_dir(),
+            guest_type: XenGuestType::Pv,
+        }
+    }
+}
+
+fn default_xl() -> PathBuf {
+    PathBuf::from("xl")
+}
+fn default_xenstore_read() -> PathBuf {
+    PathBuf::from("xenstore-read")
+}
+fn default_console_dir() -> PathBuf {
+    PathBuf::from("/var/log/xen/console")
+}
+
 /// Switch settings.
 #[derive(Deserialize, Clone, Debug)]
 #[serde(deny_unknown_fields)]
@@ -107,5 +174,35 @@ impl Config {
     pub fn load(path: &std::path::Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "name = \"h\"\nstate_dir = \"/s\"\nlisten = \"127.0.0.1:1\"\ntunnel = \"127.0.0.1:2\"\n\
+                        vcpus = 1\nmemory_mib = 64\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n";
+
+    #[test]
+    fn driver_defaults_to_qemu() {
+        let c: Config = toml::from_str(BASE).unwrap();
+        assert_eq!(c.driver, DriverKind::Qemu);
+    }
+
+    #[test]
+    fn accepts_xen_driver_with_settings() {
+        let text = format!("driver = \"xen\"\n{BASE}[xen]\nxl = \"/usr/sbin/xl\"\nguest_type = \"pvh\"\n");
+        let c: Config = toml::from_str(&text).unwrap();
+        assert_eq!(c.driver, DriverKind::Xen);
+        assert_eq!(c.xen.xl, PathBuf::from("/usr/sbin/xl"));
+        assert_eq!(c.xen.guest_type, XenGuestType::Pvh);
+        assert_eq!(c.xen.console_dir, PathBuf::from("/var/log/xen/console"));
+    }
+
+    #[test]
+    fn rejects_unknown_driver() {
+        let text = format!("driver = \"lxc\"\n{BASE}");
+        assert!(toml::from_str::<Config>(&text).is_err());
     }
 }

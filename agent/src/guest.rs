@@ -19,7 +19,12 @@ impl GuestConn {
     pub fn connect(path: &Path) -> std::io::Result<GuestConn> {
         let writer = UnixStream::connect(path)?;
         let reader = BufReader::new(writer.try_clone()?);
-        Ok(GuestConn { reader, writer, next_id: 1 })
+        // Ids are unique across connections too: a Xen guest's channel is one console
+        // shared by successive connections, where a late reply to a request of an earlier
+        // connection must not match a new request.
+        static FIRST_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let next_id = FIRST_ID.fetch_add(1 << 20, std::sync::atomic::Ordering::Relaxed);
+        Ok(GuestConn { reader, writer, next_id })
     }
 
     /// Sends one request and reads its reply within `timeout`. Each request carries a

@@ -4,8 +4,9 @@
 //! pool. Lifecycle operations on one domain are serialised by that domain's `op` lock;
 //! operations on different domains run in parallel.
 
-use crate::config::Config;
-use crate::domain::qemu::{create_overlay, QemuDriver};
+use crate::config::{Config, DriverKind};
+use crate::domain::qemu::QemuDriver;
+use crate::domain::xen::XenDriver;
 use crate::domain::{load_record, save_record, DomainDir, DomainRecord, Driver, PortRecord};
 use crate::events::EventLog;
 use crate::guest::GuestConn;
@@ -82,9 +83,13 @@ fn free_udp_port() -> Res<u16> {
 impl Host {
     /// Opens the state directory, re-attaches to running domains and restores switch ports.
     pub fn open(cfg: Config, switch: Switch) -> anyhow::Result<Arc<Host>> {
-        let driver: Arc<dyn Driver> =
-            Arc::new(QemuDriver::new(cfg.qemu.binary.clone(), &cfg.qemu.accel, cfg.qemu.disk_flush));
         std::fs::create_dir_all(cfg.state_dir.join("domains"))?;
+        let driver: Arc<dyn Driver> = match cfg.driver {
+            DriverKind::Qemu => {
+                Arc::new(QemuDriver::new(cfg.qemu.binary.clone(), &cfg.qemu.accel, cfg.qemu.disk_flush))
+            }
+            DriverKind::Xen => Arc::new(XenDriver::new(cfg.xen.clone(), &cfg.state_dir)?),
+        };
         std::fs::create_dir_all(cfg.state_dir.join("snapshots"))?;
         std::fs::create_dir_all(cfg.state_dir.join("layers"))?;
         let host = Arc::new(Host {
@@ -117,7 +122,7 @@ impl Host {
     /// A fresh, unused path for a new top layer of disk `i` of `domain`.
     pub fn new_layer(&self, domain: &str, i: usize) -> PathBuf {
         let tag = uuid::Uuid::new_v4().simple().to_string();
-        self.layers_dir().join(format!("{domain}-d{i}-{}.qcow2", &tag[..12]))
+        self.layers_dir().join(format!("{domain}-d{i}-{}.{}", &tag[..12], self.driver.layer_ext()))
     }
 
     /// Registers a domain record created by a restore.
@@ -208,6 +213,9 @@ impl Host {
                 (false, s) => s,
             };
             if alive {
+                if let Err(e) = self.driver.attach(&dir, &rec) {
+                    tracing::error!("domain {}: re-attaching: {e}", rec.spec.name);
+                }
                 reattached.push(rec.spec.name.clone());
             }
             let _ = save_record(&dir, &rec);
@@ -372,7 +380,8 @@ impl Host {
         let mut rec = lock(&dom.rec);
         for (i, d) in spec.disks.iter().enumerate() {
             let overlay = self.new_layer(&spec.name, i);
-            create_overlay(Path::new(&d.base), &overlay, d.size_mib)
+            self.driver
+                .create_disk(Path::new(&d.base), &overlay, d.size_mib)
                 .map_err(|e| err(ErrorKind::BadRequest, e.to_string()))?;
             rec.chains.push(vec![overlay.clone()]);
             rec.disks.push(overlay);

@@ -3,9 +3,11 @@
 //! A [`DomainRecord`] is everything the agent persists about one domain, in
 //! `<state_dir>/domains/<name>/domain.json`; with the QEMU pid file beside it, that is
 //! enough to re-attach to a running QEMU after an agent restart. Drivers implement
-//! [`Driver`]; QEMU is the one built here, Xen comes later behind the same trait.
+//! [`Driver`]: `qemu/` (one QEMU process per domain) and `xen/` (Xen domains through
+//! `xl`, the agent in dom0); the agent's config picks one per host.
 
 pub mod qemu;
+pub mod xen;
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -127,6 +129,23 @@ pub trait Driver: Send + Sync {
     fn set_paused(&self, dir: &DomainDir, paused: bool) -> Result<(), DriverError>;
     /// Is the guest paused?
     fn is_paused(&self, dir: &DomainDir) -> Result<bool, DriverError>;
+    /// Re-attaches to a domain found running after an agent restart (relays, links).
+    fn attach(&self, _dir: &DomainDir, _rec: &DomainRecord) -> Result<(), DriverError> {
+        Ok(())
+    }
+    /// Creates the writable disk `out` of a new domain over (or from) `base`.
+    fn create_disk(&self, base: &Path, out: &Path, size_mib: Option<u64>) -> Result<(), DriverError> {
+        qemu::create_overlay(base, out, size_mib)
+    }
+    /// Starts a domain paused from a memory image saved by this driver's snapshot cut
+    /// (restore). QEMU does not use it: its restore streams the image over QMP.
+    fn restore_paused(&self, _dir: &DomainDir, _rec: &DomainRecord, _image: &Path) -> Result<(), DriverError> {
+        Err(DriverError::Start(format!("the {} driver restores through its own path", self.name())))
+    }
+    /// File extension of the disk layers this driver writes.
+    fn layer_ext(&self) -> &'static str {
+        "qcow2"
+    }
 }
 
 /// Persists a record atomically (write to a temp file, then rename).

@@ -10,6 +10,7 @@
 pub mod forward;
 pub mod port;
 pub mod tunnel;
+pub mod vif;
 
 use forward::{AheadPolicy, Ingress, Location, Mac, MacTable, Route};
 use mio::net::UdpSocket;

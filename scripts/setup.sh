@@ -11,6 +11,7 @@ PKGS=(
   qemu-system-x86 qemu-utils busybox-static cpio e2fsprogs iproute2
   libxml2-utils xmlsec1 libxmlsec1-dev libclang-dev pkg-config python3-venv
   openssl ca-certificates iputils-ping socat
+  debootstrap  # the dom0 root of nested Xen hosts (testbed/src/xenhost)
 )
 
 missing=()

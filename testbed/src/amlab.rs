@@ -380,13 +380,19 @@ pub struct TestSlice {
 impl AmTestbed {
     /// Brings up `hosts` agents and an AM configured with them.
     pub fn up(hosts: usize, opts: AmLabOptions) -> anyhow::Result<AmTestbed> {
+        Self::up_lab(crate::lab::LabOptions { hosts, ..Default::default() }, opts)
+    }
+
+    /// Brings up a lab built with `lab_opts` (its `dir` is replaced by a short one of our
+    /// own) and an AM configured with its agents; for labs that mix nested Xen hosts in.
+    pub fn up_lab(lab_opts: crate::lab::LabOptions, opts: AmLabOptions) -> anyhow::Result<AmTestbed> {
         // A directory of our own: the default `target/labs/<id>` can be removed by another
         // process's lab teardown racing with our claim of the same id. Short, because QEMU's
         // unix socket paths under it must stay below 108 bytes.
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let lab_dir = PathBuf::from(format!("/tmp/vam-{}-{n}", std::process::id()));
-        let lab = crate::lab::Lab::up(crate::lab::LabOptions { hosts, dir: Some(lab_dir), ..Default::default() })?;
+        let lab = crate::lab::Lab::up(crate::lab::LabOptions { dir: Some(lab_dir), ..lab_opts })?;
         let dir = lab.dir.join("am-testbed");
         std::fs::create_dir_all(&dir)?;
         let ch = Clearinghouse::create(&dir.join("ch"), "geni:gpo:gcf")?;

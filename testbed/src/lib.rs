@@ -8,3 +8,4 @@ pub mod demo;
 pub mod image;
 pub mod lab;
 pub mod snapshot_demo;
+pub mod xenhost;

@@ -108,6 +108,9 @@ enum LabCmd {
         /// Lab directory.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Hosts (1-based, repeatable) that are nested Xen hosts, the agent in their dom0.
+        #[arg(long = "xen")]
+        xen: Vec<usize>,
     },
     /// Stops a lab and removes everything it made.
     Down {
@@ -121,13 +124,15 @@ enum LabCmd {
 enum ImageCmd {
     /// Builds (or finds in the cache) the guest image and prints its paths.
     Build,
+    /// Builds (or finds in the cache) the dom0 image of nested Xen hosts.
+    Xen,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Lab { cmd: LabCmd::Up { hosts, dir } } => {
-            let lab = Lab::up(LabOptions { hosts, dir, keep: true, ..Default::default() })?;
+        Cmd::Lab { cmd: LabCmd::Up { hosts, dir, xen } } => {
+            let lab = Lab::up(LabOptions { hosts, dir, keep: true, xen_hosts: xen, ..Default::default() })?;
             println!("lab {} up in {}", lab.id, lab.dir.display());
             for h in &lab.hosts {
                 println!("  {}  ns {}  agent https://{}", h.name, h.ns, h.api());
@@ -146,6 +151,16 @@ fn main() -> anyhow::Result<()> {
                 img.kernel.display(),
                 img.initrd.display(),
                 img.data_disk.display()
+            );
+        }
+        Cmd::Image { cmd: ImageCmd::Xen } => {
+            let root = vnsnap_testbed::image::repo_root();
+            let img = vnsnap_testbed::xenhost::image::build(&vnsnap_testbed::image::cache_dir(&root))?;
+            println!(
+                "xen {}\ndom0 kernel {}\ndom0 root {}",
+                img.xen.display(),
+                img.vmlinuz.display(),
+                img.initrd.display()
             );
         }
         Cmd::Ch { args } => {

@@ -6,6 +6,10 @@
 //!   with that MAC (case-insensitive) with those IPv4 addresses; NICs without
 //!   an entry are only brought up.
 //! - `vnsnap.shell=0` disables the shell on `ttyS0`.
+//! - `vnsnap.ctl=DEV` serves the control channel on `/dev/DEV` (set raw) instead of the
+//!   virtio-serial port `vnsnap.ctl`: a Xen PV/PVH guest has only its console `hvc0`.
+//!
+//! The data disk is `/dev/vda` (virtio) or `/dev/xvda` (Xen blkfront).
 //!
 //! It loads the modules listed in `/etc/vnsnap/modules` (one path per line,
 //! relative to `/lib/modules/<version>`, in dependency order), mounts
@@ -36,11 +40,13 @@ done < /etc/vnsnap/modules
 HOSTNAME_ARG=vnsnap
 NETSPEC=
 SHELL_ON=1
+CTL_DEV=
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     vnsnap.hostname=*) HOSTNAME_ARG="${arg#vnsnap.hostname=}" ;;
     vnsnap.net=*) NETSPEC="${arg#vnsnap.net=}" ;;
     vnsnap.shell=0) SHELL_ON=0 ;;
+    vnsnap.ctl=*) CTL_DEV="${arg#vnsnap.ctl=}" ;;
   esac
 done
 hostname "$HOSTNAME_ARG"
@@ -81,14 +87,30 @@ echo "$NETSPEC" | tr ',' '\n' | while read -r ent; do
   fi
 done
 
-if [ -b /dev/vda ]; then
+DISK=
+tries=0
+while [ $tries -lt 30 ]; do
+  for d in /dev/vda /dev/xvda; do [ -b $d ] && DISK=$d; done
+  # virtio disks exist once their module is loaded; Xen blkfront ones appear a little later.
+  [ -n "$DISK" ] || [ -z "$CTL_DEV" ] && break
+  tries=$((tries + 1))
+  sleep 0.1
+done
+if [ -n "$DISK" ]; then
   mkdir -p /data
-  mount -t ext4 -o noatime /dev/vda /data || echo "vnsnap-init: mounting /dev/vda failed"
+  mount -t ext4 -o noatime $DISK /data || echo "vnsnap-init: mounting $DISK failed"
 fi
 
+SERVE_ARGS=
+if [ -n "$CTL_DEV" ]; then
+  # The channel shares the console: no echo, no line editing, and no shell on it.
+  SHELL_ON=0
+  stty -F "/dev/$CTL_DEV" raw -echo
+  SERVE_ARGS="--dev /dev/$CTL_DEV"
+fi
 (
   while true; do
-    /bin/vnsnap-guest serve >>/run/vnsnap-guest.log 2>&1
+    /bin/vnsnap-guest serve $SERVE_ARGS >>/run/vnsnap-guest.log 2>&1
     echo "vnsnap-init: vnsnap-guest exited ($?), restarting"
     sleep 1
   done
@@ -96,7 +118,7 @@ fi
 
 echo "vnsnap-init: ready ($(hostname))"
 while true; do
-  if [ "$SHELL_ON" = 1 ]; then
+  if [ "$SHELL_ON" = 1 ] && [ -c /dev/ttyS0 ]; then
     setsid cttyhack sh -l </dev/ttyS0 >/dev/ttyS0 2>&1
   fi
   sleep 5

@@ -28,7 +28,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub const BUILDER_VERSION: &str = "vnsnap-image-2";
 
 /// Modules loaded at boot (their dependencies are added automatically).
-pub const DEFAULT_MODULES: &[&str] = &["virtio_pci", "virtio_net", "virtio_blk", "virtio_console", "ext4"];
+/// The Xen front ends fail to load (harmlessly) in a QEMU guest and the virtio modules
+/// find no devices in a Xen guest, so one image serves both hypervisors.
+pub const DEFAULT_MODULES: &[&str] =
+    &["virtio_pci", "virtio_net", "virtio_blk", "virtio_console", "ext4", "xen_netfront", "xen_blkfront"];
 
 /// The Rust target the guest binary is built for.
 pub const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";

@@ -8,6 +8,7 @@ pub mod certs;
 pub mod netns;
 
 use crate::image::{self, GuestImage};
+use crate::xenhost;
 use certs::{ClusterCa, Identity};
 use netns::LabNet;
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,10 @@ use vnsnap_proto::client::{AgentClient, TlsFiles};
 pub const AGENT_PORT: u16 = 7443;
 /// UDP port of every agent's switch tunnel.
 pub const TUNNEL_PORT: u16 = 4790;
+/// RAM a nested Xen host's agent may hand out to domUs (MiB).
+pub const XEN_HOST_GUEST_MIB: u64 = xenhost::MACHINE_MIB - xenhost::DOM0_MIB - 256;
+/// How long a nested Xen host may take to boot and start its agent (TCG, shared CPUs).
+pub const XEN_BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How to build a lab.
 #[derive(Clone, Debug)]
@@ -37,6 +42,9 @@ pub struct LabOptions {
     pub keep: bool,
     /// Agents forward guest disk flushes to the host (see the agent's `qemu.disk_flush`).
     pub disk_flush: bool,
+    /// Hosts (1-based) that are nested Xen hosts (`crate::xenhost`) instead of agents in
+    /// a namespace; the others run QEMU domains.
+    pub xen_hosts: Vec<usize>,
 }
 
 impl Default for LabOptions {
@@ -49,6 +57,7 @@ impl Default for LabOptions {
             // For debugging a failed test: VNSNAP_KEEP_LAB=1 leaves it up.
             keep: std::env::var_os("VNSNAP_KEEP_LAB").is_some(),
             disk_flush: false,
+            xen_hosts: Vec::new(),
         }
     }
 }
@@ -64,8 +73,11 @@ pub struct LabHost {
     pub addr: Ipv4Addr,
     /// Its files (config, certificate, state, log).
     pub dir: PathBuf,
-    /// Agent pid, while running.
+    /// Agent pid, while running (for a Xen host: the pid of its nested QEMU).
     pub pid: Option<u32>,
+    /// A nested Xen host (the agent runs in its dom0).
+    #[serde(default)]
+    pub xen: bool,
 }
 
 impl LabHost {
@@ -209,19 +221,22 @@ impl Lab {
             std::fs::create_dir_all(&hdir)?;
             let addr = net.addr(n);
             let id = ca.issue(&hdir, "agent", &format!("host{n}"), &[addr.to_string(), "localhost".into()])?;
+            let xen = opts.xen_hosts.contains(&n);
+            let driver = if xen { "driver = \"xen\"\n" } else { "" };
+            let state = if xen { PathBuf::from(xenhost::DOM0_STATE_DIR) } else { hdir.join("state") };
+            let mem = if xen { opts.host_memory_mib.min(XEN_HOST_GUEST_MIB) } else { opts.host_memory_mib };
             let cfg = format!(
-                "name = \"host{n}\"\nstate_dir = \"{state}\"\nlisten = \"{addr}:{AGENT_PORT}\"\ntunnel = \"{addr}:{TUNNEL_PORT}\"\n\
+                "{driver}name = \"host{n}\"\nstate_dir = \"{state}\"\nlisten = \"{addr}:{AGENT_PORT}\"\ntunnel = \"{addr}:{TUNNEL_PORT}\"\n\
                  vcpus = {vcpus}\nmemory_mib = {mem}\n\n[tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\n[qemu]\n# These machines have no usable KVM: TCG always.\naccel = \"tcg\"\ndisk_flush = {flush}\n",
-                state = hdir.join("state").display(),
+                state = state.display(),
                 vcpus = opts.host_vcpus,
-                mem = opts.host_memory_mib,
                 ca = lab.ca.display(),
                 cert = id.cert.display(),
                 key = id.key.display(),
                 flush = opts.disk_flush,
             );
             std::fs::write(hdir.join("agent.toml"), cfg)?;
-            lab.hosts.push(LabHost { name: format!("host{n}"), ns: net.ns(n), addr, dir: hdir, pid: None });
+            lab.hosts.push(LabHost { name: format!("host{n}"), ns: net.ns(n), addr, dir: hdir, pid: None, xen });
             lab.start_agent(n - 1)?;
         }
         lab.save()?;
@@ -230,6 +245,9 @@ impl Lab {
 
     /// Starts (or restarts) the agent of host `i` (0-based) and waits until it listens.
     pub fn start_agent(&mut self, i: usize) -> anyhow::Result<()> {
+        if self.hosts[i].xen {
+            return self.start_xen_host(i);
+        }
         let h = &self.hosts[i];
         let log_path = h.dir.join("agent.log");
         let ready_lines = |p: &Path| std::fs::read_to_string(p).map(|s| s.matches("agent ready").count()).unwrap_or(0);
@@ -263,8 +281,75 @@ impl Lab {
         self.save()
     }
 
-    /// Kills the agent of host `i` with SIGKILL (its QEMUs keep running).
+    /// Boots the nested Xen host `i` with the agent in its dom0 and waits until the agent
+    /// listens (its log, on the 9p share, says `agent ready`).
+    fn start_xen_host(&mut self, i: usize) -> anyhow::Result<()> {
+        if xenhost::running(&self.hosts[i].dir) {
+            // The machine runs and restarts its agent by itself (see `kill_agent`).
+            return self.wait_xen_agent(i, None);
+        }
+        let root = image::repo_root();
+        let img = xenhost::image::build(&image::cache_dir(&root))?;
+        let h = self.hosts[i].clone();
+        let agent = bin("vnsnap-agent");
+        let image_dir = self.kernel.parent().map(Path::to_path_buf).unwrap_or_default();
+        let spec = xenhost::XenHostSpec {
+            ns: h.ns.clone(),
+            addr: h.addr,
+            dir: h.dir.clone(),
+            shares: vec![agent.parent().map(Path::to_path_buf).unwrap_or_default(), self.dir.clone(), image_dir],
+            agent,
+            config: h.config(),
+            log: h.dir.join("agent.log"),
+            mac: format!("52:54:00:77:{:02x}:{:02x}", self.id, i + 1),
+        };
+        let _ = std::fs::remove_file(&spec.log);
+        let _ = std::fs::remove_file(h.dir.join("agent.kill"));
+        let pid = xenhost::boot(&img, &spec)?;
+        self.hosts[i].pid = Some(pid);
+        self.save()?;
+        self.wait_xen_agent(i, Some(spec.serial()))
+    }
+
+    /// Waits until the dom0 agent of host `i` has started once more than it was killed.
+    fn wait_xen_agent(&mut self, i: usize, serial: Option<PathBuf>) -> anyhow::Result<()> {
+        let h = self.hosts[i].clone();
+        let log_path = h.dir.join("agent.log");
+        let serial = serial.unwrap_or_else(|| h.dir.join("xen-serial.log"));
+        let deadline = Instant::now() + XEN_BOOT_TIMEOUT;
+        loop {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if log.matches("agent ready").count() > log.matches("vnsnap-lab: agent killed").count() {
+                break;
+            }
+            let alive = xenhost::running(&h.dir);
+            if !alive || Instant::now() > deadline {
+                let serial = std::fs::read_to_string(&serial).unwrap_or_default();
+                let tail: String =
+                    serial.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+                anyhow::bail!(
+                    "nested Xen host{} {}: agent log:\n{log}\nserial console (tail):\n{tail}",
+                    i + 1,
+                    if alive { "did not start its agent in time" } else { "exited" }
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let addr: SocketAddr = h.api().parse()?;
+        if !wait_port(addr, Duration::from_secs(30)) {
+            anyhow::bail!("agent in the dom0 of host{} does not answer on {addr}", i + 1);
+        }
+        Ok(())
+    }
+
+    /// Kills the agent of host `i` with SIGKILL (its QEMUs keep running). On a nested Xen
+    /// host dom0 kills its agent and starts it again at once (its domains keep running);
+    /// [`Lab::start_agent`] then waits for it.
     pub fn kill_agent(&mut self, i: usize) {
+        if self.hosts[i].xen {
+            xenhost::kill_agent(&self.hosts[i].dir);
+            return;
+        }
         if let Some(pid) = self.hosts[i].pid.take() {
             kill(pid, libc::SIGKILL);
             reap(pid);
@@ -301,6 +386,10 @@ impl Lab {
         }
         self.downed = true;
         for i in 0..self.hosts.len() {
+            if self.hosts[i].xen {
+                xenhost::kill(&self.hosts[i].dir);
+                continue;
+            }
             self.kill_agent(i);
             kill_qemus(&self.hosts[i].state_dir());
         }

@@ -1,8 +1,10 @@
-//! A test slice on a lab (3 VMs, 2 hosts, 2 segments) and slice snapshot/restore through
-//! the AM's coordinator called directly against the lab's agents.
+//! Test slices on a lab (the 3-VM, 2-host, 2-segment one and N VMs round-robin over the
+//! hosts) and slice snapshot/restore through the AM's coordinator called directly against
+//! the lab's agents.
 
 use super::VmRef;
 use anyhow::{anyhow, bail, Context};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use vnsnap_am::snapshot::coordinator::{self, HostPart, RestorePart, RestoreResult, SliceSnapshot, VmCut};
 use vnsnap_proto::client::AgentClient;
@@ -19,10 +21,15 @@ pub const L1: SegmentId = 101;
 /// `target/labs/<id>` can be removed by another process's lab teardown racing with our
 /// claim of the same id. Short, because agents bind unix sockets below it (108 bytes).
 pub fn lab_options() -> crate::lab::LabOptions {
+    lab_options_hosts(2)
+}
+
+/// [`lab_options`] with `hosts` hosts.
+pub fn lab_options_hosts(hosts: usize) -> crate::lab::LabOptions {
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
     let dir = std::path::PathBuf::from(format!("/tmp/vsl-{}-{}", std::process::id(), nanos % 1_000_000));
-    crate::lab::LabOptions { hosts: 2, dir: Some(dir), ..Default::default() }
+    crate::lab::LabOptions { hosts, dir: Some(dir), ..Default::default() }
 }
 
 pub use crate::lab::vm_spec;
@@ -50,45 +57,115 @@ impl Slice {
     }
 }
 
-/// Defines and starts the test slice on hosts 0 and 1 of `lab`: vm1 (L0) and vm2 (L0, L1)
-/// on host 0, vm3 (L0, L1) on host 1; waits until every guest answers.
-pub async fn three_vm_slice(lab: &Lab, mem_mib: u64) -> anyhow::Result<Slice> {
-    let a = lab.client(0)?;
-    let b = lab.client(1)?;
-    let (ha, hb) = (a.host().await?, b.host().await?);
-    a.define(&vm_spec(lab, "vm1", mem_mib, &[("52:54:00:00:00:11", L0, "10.10.0.1/24")])).await?;
-    a.define(&vm_spec(
-        lab,
-        "vm2",
-        mem_mib,
-        &[("52:54:00:00:00:21", L0, "10.10.0.2/24"), ("52:54:00:00:01:21", L1, "10.20.0.2/24")],
-    ))
-    .await?;
-    b.define(&vm_spec(
-        lab,
-        "vm3",
-        mem_mib,
-        &[("52:54:00:00:00:31", L0, "10.10.0.3/24"), ("52:54:00:00:01:31", L1, "10.20.0.3/24")],
-    ))
-    .await?;
-    for seg in [L0, L1] {
-        a.set_segment_peers(seg, &SegmentPeers { peers: vec![hb.tunnel.clone()] }).await?;
-        b.set_segment_peers(seg, &SegmentPeers { peers: vec![ha.tunnel.clone()] }).await?;
+/// One VM of a slice to build: its host (lab index), name and NICs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmPlan {
+    /// Lab host index.
+    pub host: usize,
+    /// Domain name.
+    pub name: String,
+    /// NICs in order: (MAC, segment, `ip/prefix`).
+    pub nics: Vec<(String, SegmentId, String)>,
+}
+
+impl VmPlan {
+    fn vm_ref(&self) -> VmRef {
+        let ips = self.nics.iter().map(|(_, seg, ip)| (*seg, ip.split('/').next().unwrap_or(ip).to_string())).collect();
+        VmRef { host: self.host, name: self.name.clone(), ips }
     }
-    for n in ["vm1", "vm2"] {
-        a.action(n, Action::Start, &ActionRequest::default()).await?;
+}
+
+/// The layout of the 3-VM test slice: vm1 (L0) and vm2 (L0, L1) on host 0, vm3 (L0, L1)
+/// on host 1.
+pub fn three_vm_plan() -> Vec<VmPlan> {
+    let nic = |mac: &str, seg, ip: &str| (mac.to_string(), seg, ip.to_string());
+    vec![
+        VmPlan { host: 0, name: "vm1".into(), nics: vec![nic("52:54:00:00:00:11", L0, "10.10.0.1/24")] },
+        VmPlan {
+            host: 0,
+            name: "vm2".into(),
+            nics: vec![nic("52:54:00:00:00:21", L0, "10.10.0.2/24"), nic("52:54:00:00:01:21", L1, "10.20.0.2/24")],
+        },
+        VmPlan {
+            host: 1,
+            name: "vm3".into(),
+            nics: vec![nic("52:54:00:00:00:31", L0, "10.10.0.3/24"), nic("52:54:00:00:01:31", L1, "10.20.0.3/24")],
+        },
+    ]
+}
+
+/// An N-VM layout: `vm1..vmN` round-robin over `hosts` hosts, every VM on L0
+/// (`10.10.0.<i>`) and, with `segments == 2`, also on L1 (`10.20.0.<i>`). The checker's
+/// ring then runs over L0 and its UDP streams over the last shared segment (L1 with two).
+pub fn n_vm_plan(n: usize, hosts: usize, segments: usize) -> anyhow::Result<Vec<VmPlan>> {
+    if !(1..=250).contains(&n) || hosts == 0 || !(1..=2).contains(&segments) {
+        bail!("a slice of 1..=250 VMs on at least one host and one or two segments (got {n}, {hosts}, {segments})");
     }
-    b.action("vm3", Action::Start, &ActionRequest::default()).await?;
-    let slice = Slice {
-        clients: vec![a, b],
-        vms: vec![
-            VmRef { host: 0, name: "vm1".into(), ips: vec![(L0, "10.10.0.1".into())] },
-            VmRef { host: 0, name: "vm2".into(), ips: vec![(L0, "10.10.0.2".into()), (L1, "10.20.0.2".into())] },
-            VmRef { host: 1, name: "vm3".into(), ips: vec![(L0, "10.10.0.3".into()), (L1, "10.20.0.3".into())] },
-        ],
-    };
-    wait_guests(&slice, Duration::from_secs(180)).await?;
+    Ok((1..=n)
+        .map(|i| VmPlan {
+            host: (i - 1) % hosts,
+            name: format!("vm{i}"),
+            nics: [(L0, "10.10.0"), (L1, "10.20.0")][..segments]
+                .iter()
+                .enumerate()
+                .map(|(s, (seg, net))| (format!("52:54:00:00:{s:02x}:{i:02x}"), *seg, format!("{net}.{i}/24")))
+                .collect(),
+        })
+        .collect())
+}
+
+/// Defines and starts the VMs of `plan` on `lab` (each segment joined by tunnels between
+/// every host that has a VM on it) and waits up to `timeout` until every guest answers.
+pub async fn build_slice(lab: &Lab, plan: &[VmPlan], mem_mib: u64, timeout: Duration) -> anyhow::Result<Slice> {
+    let clients = (0..lab.hosts.len()).map(|h| lab.client(h)).collect::<anyhow::Result<Vec<_>>>()?;
+    for vm in plan {
+        let c = clients.get(vm.host).ok_or_else(|| anyhow!("{}: no host {} in the lab", vm.name, vm.host))?;
+        let nics: Vec<(&str, SegmentId, &str)> =
+            vm.nics.iter().map(|(m, s, ip)| (m.as_str(), *s, ip.as_str())).collect();
+        c.define(&vm_spec(lab, &vm.name, mem_mib, &nics)).await?;
+    }
+    // The segments' tunnels are in place before any guest sends.
+    let mut segments: BTreeMap<SegmentId, Vec<usize>> = BTreeMap::new();
+    for vm in plan {
+        for (_, seg, _) in &vm.nics {
+            segments.entry(*seg).or_default().push(vm.host);
+        }
+    }
+    let mut tunnels = Vec::new();
+    for c in &clients {
+        tunnels.push(c.host().await?.tunnel);
+    }
+    for (seg, mut hosts) in segments {
+        hosts.sort_unstable();
+        hosts.dedup();
+        for &h in &hosts {
+            let peers = hosts.iter().filter(|&&o| o != h).map(|&o| tunnels[o].clone()).collect();
+            clients[h].set_segment_peers(seg, &SegmentPeers { peers }).await?;
+        }
+    }
+    // Hosts start their VMs in parallel, each host one after the other.
+    let mut set = tokio::task::JoinSet::new();
+    for (h, c) in clients.iter().enumerate() {
+        let (c, names) = (c.clone(), plan.iter().filter(|v| v.host == h).map(|v| v.name.clone()).collect::<Vec<_>>());
+        set.spawn(async move {
+            for n in names {
+                c.action(&n, Action::Start, &ActionRequest::default()).await.with_context(|| format!("start {n}"))?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r??;
+    }
+    let slice = Slice { clients, vms: plan.iter().map(VmPlan::vm_ref).collect() };
+    wait_guests(&slice, timeout).await?;
     Ok(slice)
+}
+
+/// Defines and starts the test slice on hosts 0 and 1 of `lab` ([`three_vm_plan`]); waits
+/// until every guest answers.
+pub async fn three_vm_slice(lab: &Lab, mem_mib: u64) -> anyhow::Result<Slice> {
+    build_slice(lab, &three_vm_plan(), mem_mib, Duration::from_secs(180)).await
 }
 
 /// Waits until every VM of the slice runs and its guest answers.
@@ -229,4 +306,39 @@ pub async fn delete(slice: &Slice, snap: &Taken) -> anyhow::Result<()> {
         slice.clients[h].snapshot_delete(&snap.id).await.with_context(|| format!("delete {} on host {h}", snap.id))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn n_vm_plan_spreads_vms_round_robin_on_both_segments() {
+        let p = n_vm_plan(16, 4, 2).unwrap();
+        assert_eq!(p.len(), 16);
+        for h in 0..4 {
+            assert_eq!(p.iter().filter(|v| v.host == h).count(), 4);
+        }
+        assert_eq!(p[4].host, 0);
+        assert_eq!(p[15].name, "vm16");
+        assert_eq!(
+            p[15].nics,
+            vec![
+                ("52:54:00:00:00:10".to_string(), L0, "10.10.0.16/24".to_string()),
+                ("52:54:00:00:01:10".to_string(), L1, "10.20.0.16/24".to_string()),
+            ]
+        );
+        assert_eq!(p[15].vm_ref().ips, vec![(L0, "10.10.0.16".to_string()), (L1, "10.20.0.16".to_string())]);
+        let macs: std::collections::BTreeSet<_> = p.iter().flat_map(|v| v.nics.iter().map(|n| n.0.clone())).collect();
+        assert_eq!(macs.len(), 32);
+    }
+
+    #[test]
+    fn n_vm_plan_rejects_bad_layouts() {
+        assert!(n_vm_plan(0, 4, 1).is_err());
+        assert!(n_vm_plan(251, 4, 1).is_err());
+        assert!(n_vm_plan(8, 0, 1).is_err());
+        assert!(n_vm_plan(8, 4, 3).is_err());
+        assert_eq!(n_vm_plan(8, 4, 1).unwrap()[7].nics.len(), 1);
+    }
 }

@@ -96,6 +96,40 @@ enum BenchCmd {
         #[arg(long, default_value_t = 3)]
         reps: usize,
     },
+    /// Consistent snapshots of larger slices (8 and 16 VMs over 4 hosts by default): cut
+    /// skew, per-VM pause, total time, image bytes, frames, invariants after each snapshot.
+    Scale {
+        /// Where to write the JSON results.
+        #[arg(long, default_value = "target/bench/scale.json")]
+        out: PathBuf,
+        /// Slice sizes in VMs (one lab each), comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "8,16")]
+        sizes: Vec<usize>,
+        /// Lab hosts (VMs go round-robin over them).
+        #[arg(long, default_value_t = 4)]
+        hosts: usize,
+        /// Segments every VM is on (1 or 2).
+        #[arg(long, default_value_t = 2)]
+        segments: usize,
+        /// Guest RAM per VM (MiB).
+        #[arg(long, default_value_t = 128)]
+        vm_mib: u64,
+        /// Snapshots per size.
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// Also run the 1 kHz UDP stall meters.
+        #[arg(long)]
+        stall: bool,
+    },
+    /// SVG figures from the JSON files of `bench scale` and `bench snapshot`.
+    Plot {
+        /// Directory of the JSON files.
+        #[arg(long, default_value = "target/bench")]
+        dir: PathBuf,
+        /// Directory for the SVG files.
+        #[arg(long, default_value = "docs")]
+        out_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -180,6 +214,13 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench { cmd: BenchCmd::Restore { out, vm_mib, reps } } => {
             use vnsnap_testbed::bench::restore::{run, RestoreBenchOptions};
             run(&RestoreBenchOptions { out, vm_mib, reps })?;
+        }
+        Cmd::Bench { cmd: BenchCmd::Scale { out, sizes, hosts, segments, vm_mib, reps, stall } } => {
+            use vnsnap_testbed::bench::scale::{run, ScaleBenchOptions};
+            run(&ScaleBenchOptions { out, sizes, hosts, segments, vm_mib, reps, stall })?;
+        }
+        Cmd::Bench { cmd: BenchCmd::Plot { dir, out_dir } } => {
+            vnsnap_testbed::bench::plot::run(&vnsnap_testbed::bench::plot::PlotOptions { dir, out_dir })?;
         }
     }
     Ok(())

@@ -376,6 +376,7 @@ fn cut_one(
     // Whether the disks were switched to the new layers: from then on the guest writes there
     // whatever else fails, so the domain's record must follow.
     let mut inserted = rec.disks.is_empty();
+    let boost = persist::VcpuBoost::find(&dom.dir);
     // Everything above is set-up; the cut itself starts at the agreed instant.
     match at.duration_since(SystemTime::now()) {
         Ok(wait) => std::thread::sleep(wait),
@@ -385,6 +386,8 @@ fn cut_one(
             "cut set-up overran the agreed cut instant"
         ),
     }
+    let mut steps_us = BTreeMap::new();
+    boost.raise();
     let result: Res<(Instant, u128, Option<u64>)> = (|| match mode {
         CutMode::Consistent | CutMode::Naive => {
             let t0 = Instant::now();
@@ -403,7 +406,13 @@ fn cut_one(
             if !persist::wait_resumed(&mut s, deadline).map_err(internal)? {
                 return Err(err(ErrorKind::Internal, "guest did not resume after the snapshot setup"));
             }
+            drop(boost);
             persist::background_priority(&dom.dir);
+            for (step, t) in
+                [("stop", t_stop), ("switch", t_switch), ("disks_and_save", t_mig), ("resumed", t0.elapsed())]
+            {
+                steps_us.insert(step.to_string(), t.as_micros() as u64);
+            }
             tracing::info!(
                 domain = name,
                 stop_us = t_stop.as_micros() as u64,
@@ -477,7 +486,7 @@ fn cut_one(
     let pause_us = t0.elapsed().as_micros() as u64;
 
     // The guest runs again; record the port epochs and the snapshot's part.
-    let cut = DomainCut { domain: name.to_string(), cut_at_ns, pause_us, qemu_downtime_ms };
+    let cut = DomainCut { domain: name.to_string(), cut_at_ns, pause_us, qemu_downtime_ms, steps_us };
     let mut epochs: Vec<u64> = rec.ports.iter().map(|p| p.epoch).collect();
     if matches!(mode, CutMode::Consistent | CutMode::StopCopy | CutMode::PrecopyDrop) {
         let mut live = lock(&dom.rec);

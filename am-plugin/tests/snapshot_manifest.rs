@@ -58,7 +58,13 @@ fn spec() -> impl Strategy<Value = DomainSpec> {
 
 fn cut() -> impl Strategy<Value = DomainCut> {
     ("[a-z0-9-]{1,20}", any::<u128>(), any::<u64>(), proptest::option::of(any::<u64>())).prop_map(
-        |(domain, cut_at_ns, pause_us, qemu_downtime_ms)| DomainCut { domain, cut_at_ns, pause_us, qemu_downtime_ms },
+        |(domain, cut_at_ns, pause_us, qemu_downtime_ms)| DomainCut {
+            domain,
+            cut_at_ns,
+            pause_us,
+            qemu_downtime_ms,
+            steps_us: Default::default(),
+        },
     )
 }
 
@@ -104,6 +110,7 @@ fn vm_cut() -> impl Strategy<Value = VmCut> {
             cut_at_ns,
             pause_us,
             qemu_downtime_ms,
+            steps_us: Default::default(),
         },
     )
 }

@@ -406,6 +406,10 @@ pub struct DomainCut {
     pub pause_us: u64,
     /// QEMU's own reported downtime, ms, once known.
     pub qemu_downtime_ms: Option<u64>,
+    /// Where the pause went: for each step of the cut, microseconds from the `stop` command
+    /// to the end of that step (`stop`, `switch`, `disks_and_save`, `resumed`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub steps_us: BTreeMap<String, u64>,
 }
 
 /// Reply to cut.

@@ -230,6 +230,9 @@ pub struct VmCut {
     pub pause_us: u64,
     /// QEMU's own downtime, ms, if reported.
     pub qemu_downtime_ms: Option<u64>,
+    /// Where the pause went (see [`DomainCut::steps_us`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub steps_us: BTreeMap<String, u64>,
 }
 
 /// Frame counters of the switches over the cut window, summed over the hosts.
@@ -707,6 +710,7 @@ fn summarize(id: &str, epoch: u64, cuts: Vec<CutReply>, hosts: Vec<CommitReply>,
                 domain: d.domain.clone(),
                 cut_at_ns: d.cut.cut_at_ns,
                 pause_us: d.cut.pause_us,
+                steps_us: d.cut.steps_us.clone(),
                 qemu_downtime_ms: d.cut.qemu_downtime_ms.or_else(|| {
                     cuts.iter().flat_map(|c| &c.cuts).find(|c| c.domain == d.domain).and_then(|c| c.qemu_downtime_ms)
                 }),
@@ -898,7 +902,13 @@ mod tests {
             disks: vec![f("disk0")],
             channel_logs: vec![],
             epochs: vec![3],
-            cut: DomainCut { domain: domain.into(), cut_at_ns: at, pause_us: 1500, qemu_downtime_ms: Some(2) },
+            cut: DomainCut {
+                domain: domain.into(),
+                cut_at_ns: at,
+                pause_us: 1500,
+                qemu_downtime_ms: Some(2),
+                steps_us: BTreeMap::new(),
+            },
         }
     }
 
@@ -916,6 +926,7 @@ mod tests {
                     cut_at_ns: at,
                     pause_us: 1,
                     qemu_downtime_ms: None,
+                    steps_us: BTreeMap::new(),
                 }],
             })
         }

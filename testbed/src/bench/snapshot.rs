@@ -75,6 +75,8 @@ pub struct VmResult {
     pub stall_ms: f64,
     /// TCP retransmission timeouts in this guest over the snapshot.
     pub tcp_timeouts: u64,
+    /// Where the pause went: ms from `stop` to the end of each step (ours only).
+    pub steps_ms: BTreeMap<String, f64>,
 }
 
 /// One snapshot.
@@ -318,6 +320,9 @@ async fn one(bed: &Bed, mode: CutMode) -> anyhow::Result<(RunResult, Taken)> {
                 qemu_downtime_ms: c.and_then(|c| c.qemu_downtime_ms),
                 stall_ms: stalls.get(&v.name).copied().unwrap_or(f64::NAN),
                 tcp_timeouts: tcp.get(&v.name).copied().unwrap_or(0),
+                steps_ms: c
+                    .map(|c| c.steps_us.iter().map(|(k, us)| (k.clone(), *us as f64 / 1000.0)).collect())
+                    .unwrap_or_default(),
             }
         })
         .collect();
@@ -496,11 +501,23 @@ fn print_table(r: &SnapshotReport) {
             m.stall_vs_ours
         );
     }
-    println!("per VM (pause ms / stall ms, each run):");
+    println!(
+        "per VM (pause ms / stall ms, each run; ours: [ms from stop to the end of stop, switch, disks+save, resume]):"
+    );
     for m in &r.modes {
         for (i, run) in m.runs.iter().enumerate() {
-            let cells: Vec<String> =
-                run.vms.iter().map(|v| format!("{} {:.1}/{:.0}", v.vm, v.pause_ms, v.stall_ms)).collect();
+            let cells: Vec<String> = run
+                .vms
+                .iter()
+                .map(|v| {
+                    let steps: Vec<String> = ["stop", "switch", "disks_and_save", "resumed"]
+                        .iter()
+                        .filter_map(|k| v.steps_ms.get(*k).map(|ms| format!("{ms:.1}")))
+                        .collect();
+                    let steps = if steps.is_empty() { String::new() } else { format!(" [{}]", steps.join(" ")) };
+                    format!("{} {:.1}/{:.0}{steps}", v.vm, v.pause_ms, v.stall_ms)
+                })
+                .collect();
             println!("  {:<13} #{i}: {}", m.mode, cells.join("  "));
         }
     }

@@ -113,7 +113,7 @@ pub const BACKGROUND_NICE: i32 = 10;
 /// Nice value of QEMU's other threads (main loop, monitor I/O thread, ...) and of the
 /// threads the main loop starts later (the snapshot's migration thread among them).
 /// Raising priority needs root; without it the call fails and the default stays.
-const CONTROL_NICE: i32 = -5;
+pub const CONTROL_NICE: i32 = -5;
 
 /// Sets the nice value of one thread (best effort).
 pub fn set_thread_nice(tid: u32, nice: i32) {

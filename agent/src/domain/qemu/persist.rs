@@ -275,6 +275,34 @@ fn sum_path(out: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// The vCPU threads of a domain raised to the control threads' priority for the length
+/// of a cut. `stop` waits until every vCPU thread has noticed it and left guest code; at
+/// their usual low priority (nice 10) that can take a scheduling period on a busy host,
+/// all of it guest pause. Dropping the guard puts them back.
+pub struct VcpuBoost(Vec<u32>);
+
+impl VcpuBoost {
+    /// Finds the vCPU threads (done during the cut's set-up, before the pause).
+    pub fn find(dir: &DomainDir) -> VcpuBoost {
+        VcpuBoost(super::live_pid(dir).map(|pid| super::threads_named(pid, "CPU ")).unwrap_or_default())
+    }
+
+    /// Raises them.
+    pub fn raise(&self) {
+        for &tid in &self.0 {
+            super::set_thread_nice(tid, super::CONTROL_NICE);
+        }
+    }
+}
+
+impl Drop for VcpuBoost {
+    fn drop(&mut self) {
+        for &tid in &self.0 {
+            super::set_thread_nice(tid, super::BACKGROUND_NICE);
+        }
+    }
+}
+
 /// Once the guest runs again, the snapshot's migration thread (started at the main loop's
 /// high priority, which shortens the pause) drops to the vCPUs' priority: while RAM is
 /// streamed the guest must get its share of the CPU, or it stalls for the whole save.

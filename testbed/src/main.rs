@@ -33,7 +33,8 @@ enum Cmd {
     /// The main job: AM + 2 agent hosts + test clearinghouse; a 3-VM slice created through
     /// the AM API runs workloads, is snapshotted live, damaged, restored and verified.
     Demo {
-        /// Leave the lab running at the end (only with --network-only).
+        /// Leave the lab (and, for the main job, the AM and the slice) running at the end;
+        /// the main job then waits for Ctrl-C.
         #[arg(long)]
         keep: bool,
         /// Only the network part: 3 VMs on 2 hosts ping each other (no AM, no snapshot).
@@ -203,7 +204,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Demo { keep, network_only: true } => {
             vnsnap_testbed::demo::run(&vnsnap_testbed::demo::DemoOptions { keep })?
         }
-        Cmd::Demo { network_only: false, .. } => vnsnap_testbed::snapshot_demo::main_job()?,
+        Cmd::Demo { network_only: false, keep } => vnsnap_testbed::snapshot_demo::main_job(keep)?,
         Cmd::Bench { cmd: BenchCmd::Net { out, secs, reps } } => {
             vnsnap_testbed::bench::net::run(&vnsnap_testbed::bench::net::NetOptions { out, secs, reps })?;
         }

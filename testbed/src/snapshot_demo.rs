@@ -206,7 +206,7 @@ fn num(v: &Value, k: &str) -> u64 {
 }
 
 /// Runs the whole scenario on a testbed; `say` reports progress.
-pub async fn scenario(tb: &AmTestbed, say: &(dyn Fn(&str) + Sync)) -> anyhow::Result<Summary> {
+pub async fn scenario(tb: &AmTestbed, say: &(dyn Fn(&str) + Sync), keep: bool) -> anyhow::Result<Summary> {
     let blocking = |f: &mut dyn FnMut() -> anyhow::Result<()>| tokio::task::block_in_place(f);
     let s = tokio::task::block_in_place(|| DemoSlice::new(tb, "demo"))?;
     say("creating a 3-VM slice on 2 hosts through the AM API (Allocate, Provision, geni_start)");
@@ -271,7 +271,10 @@ pub async fn scenario(tb: &AmTestbed, say: &(dyn Fn(&str) + Sync)) -> anyhow::Re
     w.wait_flowing(Duration::from_secs(60)).await?;
     say("verifying every invariant");
     let after_restore = w.check().await;
-    blocking(&mut || s.delete())?;
+    // With `keep` the slice (and its workloads) stay for the person trying the AM.
+    if !keep {
+        blocking(&mut || s.delete())?;
+    }
     Ok(Summary {
         pauses,
         skew_us: num(&d, "vnsnap_skew_us"),
@@ -284,15 +287,17 @@ pub async fn scenario(tb: &AmTestbed, say: &(dyn Fn(&str) + Sync)) -> anyhow::Re
 }
 
 /// The main job: brings up AM + 2 agents + clearinghouse, runs [`scenario`], prints a
-/// report, tears everything down. Fails unless every invariant holds.
-pub fn main_job() -> anyhow::Result<()> {
+/// report, tears everything down. Fails unless every invariant holds. With `keep` the lab
+/// and the slice stay up, the job prints how to reach them with the `vnsnap` CLI, and
+/// tears down on Ctrl-C.
+pub fn main_job(keep: bool) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let say = |m: &str| println!("[{:6.1}s] {m}", t0.elapsed().as_secs_f64());
     say("starting the lab: test clearinghouse, AM, 2 agent hosts in network namespaces");
     let tb = AmTestbed::up(2, AmLabOptions::default())?;
     say(&format!("AM at {} (v3) and {} (v2)", tb.am.url_v3(), tb.am.url_v2()));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(3).enable_all().build()?;
-    let sum = rt.block_on(scenario(&tb, &say))?;
+    let sum = rt.block_on(scenario(&tb, &say, keep))?;
     println!("\n=== vnsnap main job report");
     for (vm, host, p) in &sum.pauses {
         println!("  {vm:<4} on {host:<6} paused {:>7.2} ms", *p as f64 / 1000.0);
@@ -317,6 +322,41 @@ pub fn main_job() -> anyhow::Result<()> {
     println!("  total {:.1} s", t0.elapsed().as_secs_f64());
     if !sum.after_snapshot.is_ok() || !sum.after_restore.is_ok() {
         anyhow::bail!("invariants violated");
+    }
+    if keep {
+        print_reach(&tb)?;
+        rt.block_on(tokio::signal::ctrl_c())?;
+        println!("tearing the lab down");
+    }
+    Ok(())
+}
+
+/// How to reach a kept lab: the AM, Alice's files and the slice, with `vnsnap` commands.
+fn print_reach(tb: &AmTestbed) -> anyhow::Result<()> {
+    let slice = tb.slice("demo")?;
+    let cli = crate::lab::bin("vnsnap");
+    let base = format!(
+        "{} -a {} --cert {} --key {} --cred {}",
+        cli.display(),
+        tb.am.url_v3(),
+        tb.alice_chain.display(),
+        tb.alice.key.display(),
+        slice.cred.display()
+    );
+    println!("\n=== the lab stays up (Ctrl-C tears it down)");
+    println!("  AM:    {} (v3), {} (v2)", tb.am.url_v3(), tb.am.url_v2());
+    println!(
+        "  user:  {} (certificate chain {}, key {})",
+        tb.alice.urn,
+        tb.alice_chain.display(),
+        tb.alice.key.display()
+    );
+    println!("  slice: {} (credential {})", slice.urn, slice.cred.display());
+    println!("  try:");
+    for cmd in
+        ["status", "snapshots", "snapshot --name mine", "snapshot-info URN", "restore URN", "delete-snapshot URN"]
+    {
+        println!("    {base} {cmd} {}", slice.urn);
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use vnsnap_testbed::snapshot_demo::scenario;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn snapshot_and_restore_through_the_am() {
     let tb = tokio::task::block_in_place(|| AmTestbed::up(2, AmLabOptions::default())).expect("testbed");
-    let sum = scenario(&tb, &|m: &str| eprintln!("{m}")).await.expect("scenario");
+    let sum = scenario(&tb, &|m: &str| eprintln!("{m}"), false).await.expect("scenario");
     eprintln!("{sum:?}");
     assert_eq!(sum.pauses.len(), 3, "one cut per VM");
     assert!(sum.after_snapshot.is_ok(), "after snapshot: {:?}", sum.after_snapshot.violations);

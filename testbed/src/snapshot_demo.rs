@@ -353,10 +353,16 @@ fn print_reach(tb: &AmTestbed) -> anyhow::Result<()> {
     );
     println!("  slice: {} (credential {})", slice.urn, slice.cred.display());
     println!("  try:");
-    for cmd in
-        ["status", "snapshots", "snapshot --name mine", "snapshot-info URN", "restore URN", "delete-snapshot URN"]
-    {
-        println!("    {base} {cmd} {}", slice.urn);
+    let s = &slice.urn;
+    for cmd in [
+        format!("status {s}"),
+        format!("snapshots {s}"),
+        format!("snapshot --name mine {s}"),
+        "snapshot-info SNAPSHOT_URN".to_string(),
+        format!("restore {s} SNAPSHOT_URN"),
+        "delete-snapshot SNAPSHOT_URN".to_string(),
+    ] {
+        println!("    {base} {cmd}");
     }
     Ok(())
 }

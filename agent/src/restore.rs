@@ -156,8 +156,12 @@ pub fn prepare(h: &Arc<Host>, r: RestoreRequest) -> Res<RestoreReply> {
             };
             for (i, frozen) in img.disks.iter().enumerate() {
                 let top = h.new_layer(&name, i);
-                create_overlay(Path::new(&frozen.path), &top, None)
-                    .map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
+                if h.driver.name() == "xen" {
+                    h.driver.create_disk(Path::new(&frozen.path), &top, None)
+                } else {
+                    create_overlay(Path::new(&frozen.path), &top, None)
+                }
+                .map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
                 let below = chains.get(i).cloned().unwrap_or_else(|| vec![PathBuf::from(&frozen.path)]);
                 rec.chains.push(std::iter::once(top.clone()).chain(below).collect());
                 rec.disks.push(top);
@@ -180,8 +184,16 @@ pub fn prepare(h: &Arc<Host>, r: RestoreRequest) -> Res<RestoreReply> {
             let dom = h.insert_domain(dir.clone(), rec.clone());
             dom.persist(&rec)?;
             created.push(name.clone());
-            h.driver.start(&dir, &rec, true).map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
             logs.push((name.clone(), port_logs));
+            if h.driver.name() == "xen" {
+                // `xl restore -p` loads the image itself and leaves the domain paused.
+                let (h2, image) = (h.clone(), PathBuf::from(&img.memory.path));
+                loads.push(std::thread::spawn(move || {
+                    h2.driver.restore_paused(&dir, &rec, &image).map_err(|e| format!("{name}: {e}"))
+                }));
+                continue;
+            }
+            h.driver.start(&dir, &rec, true).map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
             let (image, sock) = (
                 PathBuf::from(&img.memory.path),
                 crate::snapshot::short_socket_path(&dir.path().join("incoming.sock")),
@@ -240,8 +252,13 @@ pub fn resume(h: &Arc<Host>, id: &str) -> Res<RestoreReply> {
             let (h, name) = (h.clone(), name.clone());
             std::thread::spawn(move || -> Res<()> {
                 let dom = h.get(&name)?;
-                let mut s = Session::connect(&dom.dir.qmp()).map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
-                s.run(&qapi::qmp::cont {}).map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
+                if h.driver.name() == "xen" {
+                    h.driver.set_paused(&dom.dir, false).map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
+                } else {
+                    let mut s =
+                        Session::connect(&dom.dir.qmp()).map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
+                    s.run(&qapi::qmp::cont {}).map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
+                }
                 let mut rec = lock(&dom.rec);
                 rec.state = DomainState::Running;
                 dom.persist(&rec)

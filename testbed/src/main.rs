@@ -84,6 +84,10 @@ enum BenchCmd {
         /// Snapshots per mode.
         #[arg(long, default_value_t = 3)]
         reps: usize,
+        /// `qemu` (the 3-VM slice on QEMU hosts) or `xen`: one domU on a nested Xen host,
+        /// the live method against `xl save -c` (stop-and-copy).
+        #[arg(long, default_value = "qemu")]
+        host: String,
     },
     /// Slice restore time vs image bytes and the disk's read bandwidth (3-VM slice).
     Restore {
@@ -208,7 +212,20 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench { cmd: BenchCmd::Net { out, secs, reps } } => {
             vnsnap_testbed::bench::net::run(&vnsnap_testbed::bench::net::NetOptions { out, secs, reps })?;
         }
-        Cmd::Bench { cmd: BenchCmd::Snapshot { compare, out, vm_mib, dirty_mib, dirty_rate, reps } } => {
+        Cmd::Bench { cmd: BenchCmd::Snapshot { out, vm_mib, dirty_mib, dirty_rate, reps, host, .. } }
+            if host == "xen" =>
+        {
+            use vnsnap_testbed::bench::xen::{run, XenBenchOptions};
+            let out = if out == std::path::Path::new("target/bench/snapshot.json") {
+                PathBuf::from("target/bench/snapshot-xen.json")
+            } else {
+                out
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build()?;
+            rt.block_on(run(&XenBenchOptions { out, vm_mib, dirty_mib, dirty_rate, reps }))?;
+        }
+        Cmd::Bench { cmd: BenchCmd::Snapshot { compare, out, vm_mib, dirty_mib, dirty_rate, reps, host } } => {
+            anyhow::ensure!(host == "qemu", "--host is qemu or xen, not {host:?}");
             use vnsnap_testbed::bench::snapshot::{run, SnapshotBenchOptions};
             run(&SnapshotBenchOptions { out, compare, vm_mib, dirty_mib, dirty_rate, reps, ..Default::default() })?;
         }

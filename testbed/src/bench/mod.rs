@@ -6,6 +6,7 @@ pub mod plot;
 pub mod restore;
 pub mod scale;
 pub mod snapshot;
+pub mod xen;
 
 /// The `p`-quantile (0..=1, nearest rank) of `v`; 0 for an empty slice.
 pub fn percentile(v: &[f64], p: f64) -> f64 {

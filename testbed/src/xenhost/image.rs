@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Bumped whenever the output changes for the same inputs.
-pub const BUILDER_VERSION: &str = "vnsnap-xen-dom0-1";
+pub const BUILDER_VERSION: &str = "vnsnap-xen-dom0-2";
 /// Debian suite of dom0.
 pub const SUITE: &str = "bookworm";
 /// Packages installed in dom0 on top of minbase.
@@ -44,6 +44,13 @@ pub const MODULE_DIRS: &[&str] = &[
     "net/bridge",
     "net/802",
     "net/llc",
+    // The state disk (snapshot images outgrow dom0's RAM); present only where not built in.
+    "drivers/block/virtio_blk.ko",
+    "fs/ext4",
+    "fs/jbd2",
+    "fs/mbcache.ko",
+    "lib/crc16.ko",
+    "crypto/crc32c_generic.ko",
 ];
 
 /// dom0's `/init`: kernel file systems, Xen modules and daemons (xenstored, dom0 setup,
@@ -58,9 +65,13 @@ mkdir -p /dev/pts /run /tmp /mnt/vnsctl /var/lib/vnsnap
 mount -t devpts devpts /dev/pts; mount -t tmpfs tmpfs /run; mount -t tmpfs tmpfs /tmp
 echo "VNSNAP-DOM0 init $(cut -d' ' -f1 /proc/uptime)"
 for m in xenfs xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xen-blkback xen-netback \
-         loop tun bridge virtio_pci virtio_net 9pnet_virtio 9p; do
-  modprobe $m || echo "VNSNAP-DOM0 modprobe $m failed"
+         loop tun bridge virtio_pci virtio_net 9pnet_virtio 9p virtio_blk ext4; do
+  modprobe $m 2>/dev/null || grep -q "/$m.ko" /lib/modules/$(uname -r)/modules.builtin ||
+    echo "VNSNAP-DOM0 modprobe $m failed"
 done
+# The agent's state (domains, disk layers, snapshot images) on the host's state disk.
+n=0; until [ -b /dev/vda ] || [ $n -gt 20 ]; do n=$((n+1)); sleep 0.2; done
+mount -t ext4 -o noatime /dev/vda /var/lib/vnsnap || echo "VNSNAP-DOM0 no state disk"
 mount -t xenfs xenfs /proc/xen
 mkdir -p /run/xen /run/xenstored /var/log/xen/console /var/lib/xen /var/lock /run/lock
 XENSTORED_ROOTDIR=/run/xenstored oxenstored --pid-file /run/xenstore.pid
@@ -239,6 +250,7 @@ rm -rf dom0root/usr/share/doc dom0root/usr/share/man dom0root/usr/share/info dom
        dom0root/usr/lib/x86_64-linux-gnu/libpython3* dom0root/usr/share/python3 dom0root/.complete
 M=x/lib/modules/{kver}/kernel
 for sub in {mods}; do
+  [ -e "$M/$sub" ] || continue  # built into this kernel
   mkdir -p "dom0root/lib/modules/{kver}/kernel/$(dirname "$sub")"
   cp -a "$M/$sub" "dom0root/lib/modules/{kver}/kernel/$sub"
 done

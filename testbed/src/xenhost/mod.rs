@@ -22,7 +22,9 @@ use std::process::{Command, Stdio};
 
 /// QEMU's CPU model for the nested machine (see [`boot`] for each flag).
 pub const CPU: &str = "qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16,+svm,+npt";
-/// Where the agent keeps its state inside dom0.
+/// Size of dom0's (sparse) state disk, GiB.
+pub const STATE_DISK_GIB: u64 = 16;
+/// Where the agent keeps its state inside dom0 (the state disk is mounted there).
 pub const DOM0_STATE_DIR: &str = "/var/lib/vnsnap";
 /// RAM of the nested machine (MiB).
 pub const MACHINE_MIB: u64 = 3072;
@@ -113,6 +115,17 @@ done
 /// for the agent (its log says `agent ready`).
 pub fn boot(img: &image::Dom0Image, spec: &XenHostSpec) -> anyhow::Result<u32> {
     std::fs::write(spec.dir.join("boot.sh"), boot_script(spec))?;
+    // dom0's state disk: a sparse ext4 image in the host directory (its root is in RAM,
+    // and snapshot images of live pre-copies are larger than the domU's memory).
+    let disk = spec.dir.join("dom0-state.img");
+    let out = Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext4", "-E", "lazy_itable_init=1,lazy_journal_init=1"])
+        .arg(&disk)
+        .arg(format!("{STATE_DISK_GIB}G"))
+        .output()?;
+    if !out.status.success() {
+        anyhow::bail!("mke2fs {}: {}", disk.display(), String::from_utf8_lossy(&out.stderr).trim());
+    }
     let ns = &spec.ns;
     ipns(ns, &["link", "add", "xbr0", "type", "bridge"])?;
     ipns(ns, &["addr", "flush", "dev", "eth0"])?;
@@ -142,6 +155,7 @@ pub fn boot(img: &image::Dom0Image, spec: &XenHostSpec) -> anyhow::Result<u32> {
     push(&["-accel", "tcg,thread=single", "-M", "pc", "-cpu", CPU, "-smp", "2", "-m", &MACHINE_MIB.to_string()]);
     push(&["-display", "none", "-monitor", "none", "-no-reboot", "-nodefaults"]);
     push(&["-serial", &format!("file:{}", spec.serial().display())]);
+    push(&["-drive", &format!("file={},format=raw,if=virtio,cache=unsafe", disk.display())]);
     push(&["-netdev", "tap,id=n0,ifname=xtap0,script=no,downscript=no"]);
     push(&["-device", &format!("virtio-net-pci,netdev=n0,mac={}", spec.mac)]);
     push(&["-virtfs", &format!("local,path={},mount_tag=vnsctl,security_model=none,id=vnsctl", spec.dir.display())]);

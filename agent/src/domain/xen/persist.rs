@@ -5,7 +5,8 @@
 //! take the memory image, both ending with the domain running on as before:
 //!
 //! - **Stop-and-copy** ([`checkpoint_stop_copy`]): `xl save -c`. The domain is suspended,
-//!   its whole memory written, then resumed: the pause grows with the RAM size.
+//!   its whole memory written, then resumed: the pause grows with the RAM size. The rest
+//!   of the cut runs once `xl list` shows the domain suspended.
 //! - **Live** ([`checkpoint_live`]): `xl migrate`, whose sender pre-copies memory while
 //!   the domain runs (log-dirty rounds) and suspends it only for the last dirty pages and
 //!   the vCPU state. The "remote host" is the agent itself: xl's ssh command is a small
@@ -91,18 +92,52 @@ fn open_writer(p: &Path, timeout: Duration) -> Result<std::fs::File, DriverError
 }
 
 /// Stop-and-copy: `xl save -c` of `xen_name` into `out`; the domain runs again afterwards.
-pub fn checkpoint_stop_copy(xl: &Path, xen_name: &str, out: &Path) -> Result<Checkpoint, DriverError> {
+/// xl suspends the domain itself (a PV guest must acknowledge the request, so it cannot
+/// be paused beforehand); `at_cut` runs as soon as `xl list` shows it suspended, while xl
+/// is still writing its memory. The pause is the whole `xl save -c`.
+pub fn checkpoint_stop_copy(
+    xl: &Path,
+    xen_name: &str,
+    out: &Path,
+    at_cut: impl FnOnce() -> Result<(), DriverError>,
+) -> Result<Checkpoint, DriverError> {
     let t0 = Instant::now();
-    let o = Command::new(xl)
+    let mut child = Command::new(xl)
         .args(["save", "-c", xen_name])
         .arg(out)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(io_err("running xl save".into()))?;
+    let mut at_cut = Some(at_cut);
+    let mut cut = Ok(());
+    while at_cut.is_some() {
+        if child.try_wait().map_err(io_err("waiting for xl save".into()))?.is_some() {
+            break;
+        }
+        let suspended = Command::new(xl)
+            .args(["list", xen_name])
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).lines().nth(1).map(str::to_string))
+            .and_then(|l| l.split_whitespace().nth(4).map(|st| st.contains('s')))
+            .unwrap_or(false);
+        if suspended {
+            cut = (at_cut.take().expect("checked"))();
+        } else {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let o = child.wait_with_output().map_err(io_err("waiting for xl save".into()))?;
     let total = t0.elapsed();
     if !o.status.success() {
         return Err(DriverError::Monitor("xl save", String::from_utf8_lossy(&o.stderr).trim().to_string()));
     }
+    if at_cut.is_some() {
+        return Err(DriverError::Monitor("xl save", "the domain was never seen suspended: no cut taken".into()));
+    }
+    cut?;
     let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
     let us = total.as_micros() as u64;
     Ok(Checkpoint { bytes, pause_us: us, total_us: us })
@@ -167,7 +202,16 @@ pub fn checkpoint_live(
                 let _ = std::fs::OpenOptions::new().read(true).write(true).open(f);
             }
             let _ = child.wait();
-            return Err(e);
+            let xl_log = std::fs::read_to_string(work.join("xl-migrate.log")).unwrap_or_default();
+            let tail: Vec<&str> = xl_log.lines().rev().take(8).collect();
+            let cause = match &e {
+                DriverError::Io(what, err) => format!("{what}: {err}"),
+                other => other.to_string(),
+            };
+            return Err(DriverError::Monitor(
+                "xl migrate",
+                format!("{cause}; xl says: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | ")),
+            ));
         }
     };
     let cut = at_cut();

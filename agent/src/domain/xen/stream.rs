@@ -13,7 +13,7 @@
 //!    (type 0).
 //! 3. The LIBXC_CONTEXT record (type 1, empty) is followed by libxc's own stream
 //!    (`libxc-migration-stream.pandoc`): a 24-byte big-endian image header (marker
-//!    `0xffff_ffff_ffff_ffff`, id `"XenF"`, version, options), a 16-byte domain header,
+//!    `0xffff_ffff_ffff_ffff`, id `"XENF"`, version, options), a 16-byte domain header,
 //!    then records framed as above up to its own END record.
 //!
 //! The same bytes are a valid `xl restore` file, which is what the agent stores.
@@ -24,7 +24,7 @@ use std::io::{self, Read, Write};
 pub const XL_MAGIC: &[u8; 32] = b"Xen saved domain, xl format\n \0 \r";
 const LIBXL_IDENT: u64 = 0x4c69_6278_6c46_6d74;
 const LIBXC_MARKER: u64 = u64::MAX;
-const LIBXC_ID: u32 = 0x5865_6e46;
+const LIBXC_ID: u32 = 0x5845_4e46;
 const REC_END: u32 = 0;
 const REC_LIBXC_CONTEXT: u32 = 1;
 /// Largest record body accepted (a batch of 1024 pages plus its pfn list is ~4 MiB).
@@ -44,11 +44,15 @@ pub fn copy_stream(r: &mut impl Read, w: &mut impl Write) -> io::Result<u64> {
     if u64::from_be_bytes(lh[..8].try_into().unwrap_or_default()) != LIBXL_IDENT {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "no libxl stream header"));
     }
+    let mut seen = Vec::new();
     loop {
-        let ty = c.record()?;
+        let ty = c.record().map_err(|e| io::Error::new(e.kind(), format!("{e} (libxl records so far: {seen:?})")))?;
+        seen.push(ty);
         match ty {
             REC_END => return Ok(c.n),
-            REC_LIBXC_CONTEXT => c.libxc()?,
+            REC_LIBXC_CONTEXT => {
+                c.libxc().map_err(|e| io::Error::new(e.kind(), format!("{e} (libxl records so far: {seen:?})")))?
+            }
             _ => {}
         }
     }
@@ -101,7 +105,11 @@ impl<R: Read, W: Write> Copier<'_, R, W> {
         let marker = u64::from_be_bytes(ih[..8].try_into().unwrap_or_default());
         let id = u32::from_be_bytes(ih[8..12].try_into().unwrap_or_default());
         if marker != LIBXC_MARKER || id != LIBXC_ID {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "no libxc image header"));
+            let hex: String = ih.iter().map(|b| format!("{b:02x}")).collect();
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("no libxc image header at offset {}: {hex}", self.n - 24),
+            ));
         }
         self.take(16)?; // domain header
         while self.record()? != REC_END {}

@@ -36,9 +36,16 @@ struct ModeFigures {
     stall_max_ms: f64,
 }
 
+/// The guest stalls over windows without a snapshot (the machine's own noise).
+#[derive(Clone, Debug, Deserialize)]
+struct IdleFigures {
+    stall_max_ms: f64,
+}
+
 #[derive(Clone, Debug, Deserialize)]
 struct SnapshotFigures {
     modes: Vec<ModeFigures>,
+    idle: Option<IdleFigures>,
 }
 
 /// Draws every figure whose JSON file exists; returns the SVG files written.
@@ -60,7 +67,7 @@ pub fn run(opts: &PlotOptions) -> anyhow::Result<Vec<PathBuf>> {
         let r: SnapshotFigures =
             serde_json::from_slice(&std::fs::read(&snap)?).with_context(|| format!("reading {}", snap.display()))?;
         let out = opts.out_dir.join("perf-modes.svg");
-        modes_figure(&r.modes, &out)?;
+        modes_figure(&r.modes, r.idle.as_ref(), &out)?;
         written.push(out);
     } else {
         println!("no {}: skipping perf-modes.svg", snap.display());
@@ -128,11 +135,12 @@ fn scale_figure(r: &ScaleReport, out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn modes_figure(modes: &[ModeFigures], out: &Path) -> anyhow::Result<()> {
+fn modes_figure(modes: &[ModeFigures], idle: Option<&IdleFigures>, out: &Path) -> anyhow::Result<()> {
     anyhow::ensure!(!modes.is_empty(), "snapshot.json has no mode");
     let floor = 0.1;
+    // A decade and a half of headroom above the bars for the legend.
     let ymax =
-        modes.iter().map(|m| m.pause_max_ms.max(m.stall_max_ms)).filter(|v| v.is_finite()).fold(10.0, f64::max) * 3.0;
+        modes.iter().map(|m| m.pause_max_ms.max(m.stall_max_ms)).filter(|v| v.is_finite()).fold(10.0, f64::max) * 30.0;
     let n = modes.len();
     let root = SVGBackend::new(out, (760, 460)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -180,6 +188,14 @@ fn modes_figure(modes: &[ModeFigures], out: &Path) -> anyhow::Result<()> {
             .draw_series(rects)?
             .label(name)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.filled()));
+    }
+    // Stalls below this line are within what the guests see without any snapshot.
+    if let Some(idle) = idle.filter(|i| i.stall_max_ms.is_finite() && i.stall_max_ms > floor) {
+        let (y, color) = (idle.stall_max_ms, RGBColor(90, 90, 90));
+        chart
+            .draw_series(DashedLineSeries::new(vec![(-0.5, y), (n as f64 - 0.5, y)], 6, 4, color.stroke_width(1)))?
+            .label("stall max with no snapshot")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(1)));
     }
     chart
         .configure_series_labels()

@@ -357,7 +357,7 @@ fn targets(sizes: &[ScaleSize]) -> BTreeMap<String, (String, bool)> {
 fn print_table(r: &ScaleReport) {
     println!();
     println!(
-        "{:>4} {:>6} {:>9} {:>9} {:>10} {:>10} {:>10} {:>9} {:>16} {:>11}",
+        "{:>4} {:>6} {:>9} {:>9} {:>10} {:>10} {:>10} {:>9} {:>16} {:>6} {:>11}",
         "VMs",
         "hosts",
         "skew p50",
@@ -367,6 +367,7 @@ fn print_table(r: &ScaleReport) {
         "total p50",
         "MiB",
         "held/rec/drop",
+        "RTOs",
         "invariants"
     );
     for s in &r.sizes {

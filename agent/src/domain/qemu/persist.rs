@@ -334,8 +334,17 @@ pub fn spawn_saver(
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
     let fd = listener.as_raw_fd();
+    let log_path = out.with_extension("saver.log");
+    let log =
+        std::fs::File::create(&log_path).map_err(|e| DriverError::Io(format!("creating {}", log_path.display()), e))?;
     let mut cmd = std::process::Command::new(exe);
-    cmd.arg("save-image").arg("--out").arg(out).stdin(std::process::Stdio::null());
+    cmd.arg("save-image")
+        .arg("--out")
+        .arg(out)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .env("RUST_BACKTRACE", "0")
+        .stderr(log);
     // SAFETY: only async-signal-safe calls (setsid, setpriority, dup2, fcntl) between fork
     // and exec.
     unsafe {
@@ -372,7 +381,13 @@ pub fn spawn_saver(
             std::thread::sleep(Duration::from_millis(10));
         };
         if !status.success() {
-            return Err(format!("saver for {} ended with {status}", out.display()));
+            let said = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let said: Vec<&str> = said.lines().filter(|l| !l.trim().is_empty()).collect();
+            return Err(format!(
+                "saver for {} ended with {status}: {}",
+                out.display(),
+                said[said.len().saturating_sub(4)..].join(" / ")
+            ));
         }
         let sum = std::fs::read_to_string(sum_path(&out)).map_err(|e| format!("saver left no checksum: {e}"))?;
         let (bytes, hash) = sum.trim().split_once(' ').ok_or_else(|| format!("bad saver checksum {sum:?}"))?;

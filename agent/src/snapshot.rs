@@ -443,7 +443,7 @@ fn cut_one(
             inserted = true;
             persist::start_migration(&mut s, &sock).map_err(internal)?;
             let downtime = persist::wait_migration(&mut s, Duration::from_secs(600)).map_err(internal)?;
-            s.run(&qapi::qmp::cont {}).map_err(internal)?;
+            persist::cont_after_migration(&mut s).map_err(internal)?;
             Ok((t0, at, Some(downtime)))
         }
         CutMode::PrecopyDrop => {
@@ -457,7 +457,7 @@ fn cut_one(
             let downtime = persist::wait_migration(&mut s, Duration::from_secs(60)).map_err(internal)?;
             persist::snapshot_disks(&mut s, &rec.disk_nodes, &new_nodes).map_err(internal)?;
             inserted = true;
-            s.run(&qapi::qmp::cont {}).map_err(internal)?;
+            persist::cont_after_migration(&mut s).map_err(internal)?;
             Ok((t0, at, Some(downtime)))
         }
     })();

@@ -204,6 +204,21 @@ pub fn wait_paused(s: &mut Session, timeout: Duration) -> Result<bool, DriverErr
     Ok(false)
 }
 
+/// Resumes a guest after a plain migration completed. `query-migrate` reports
+/// `completed` a moment before the main loop has finished the migration's clean-up, and a
+/// `cont` in between is refused ("Migration is not finalized yet"): retried for up to 1 s.
+pub fn cont_after_migration(s: &mut Session) -> Result<(), DriverError> {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        match s.run(&q::cont {}) {
+            Err(DriverError::Monitor(_, m)) if m.contains("not finalized") && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            r => return r.map(drop),
+        }
+    }
+}
+
 /// The migration's final state: `Ok(Some(downtime_ms))` when completed.
 pub fn migration_result(s: &mut Session) -> Result<Option<u64>, DriverError> {
     let info = s.run(&q::query_migrate {})?;

@@ -119,16 +119,7 @@ pub fn cut_disks_and_save(
     overlays: &[String],
     sock: &Path,
 ) -> (Result<(), DriverError>, Result<(), DriverError>) {
-    let disks = (!nodes.is_empty()).then(|| q::transaction {
-        actions: nodes
-            .iter()
-            .zip(overlays)
-            .map(|(node, overlay)| {
-                q::TransactionAction::from(q::BlockdevSnapshot { node: node.clone(), overlay: overlay.clone() })
-            })
-            .collect(),
-        properties: None,
-    });
+    let disks = disk_transaction(nodes, overlays);
     if let Some(t) = &disks {
         if let Err(e) = s.send(t) {
             return (Err(e), Err(DriverError::Monitor("migrate", "not sent".into())));
@@ -145,18 +136,25 @@ pub fn cut_disks_and_save(
 /// Snapshots every disk in one transaction (see `cut_disks_and_save`), without saving
 /// memory: for the baselines, which order the steps differently.
 pub fn snapshot_disks(s: &mut Session, nodes: &[String], overlays: &[String]) -> Result<(), DriverError> {
-    if nodes.is_empty() {
-        return Ok(());
+    if let Some(t) = disk_transaction(nodes, overlays) {
+        s.run(&t)?;
     }
-    let actions = nodes
-        .iter()
-        .zip(overlays)
-        .map(|(node, overlay)| {
-            q::TransactionAction::from(q::BlockdevSnapshot { node: node.clone(), overlay: overlay.clone() })
-        })
-        .collect();
-    s.run(&q::transaction { actions, properties: None })?;
     Ok(())
+}
+
+/// One `transaction` putting `overlays[i]` above `nodes[i]` for every disk; `None` for a
+/// domain without disks.
+fn disk_transaction(nodes: &[String], overlays: &[String]) -> Option<q::transaction> {
+    (!nodes.is_empty()).then(|| q::transaction {
+        actions: nodes
+            .iter()
+            .zip(overlays)
+            .map(|(node, overlay)| {
+                q::TransactionAction::from(q::BlockdevSnapshot { node: node.clone(), overlay: overlay.clone() })
+            })
+            .collect(),
+        properties: None,
+    })
 }
 
 fn migrate_cmd(sock: &Path) -> q::migrate {

@@ -85,9 +85,7 @@ impl Host {
     pub fn open(cfg: Config, switch: Switch) -> anyhow::Result<Arc<Host>> {
         std::fs::create_dir_all(cfg.state_dir.join("domains"))?;
         let driver: Arc<dyn Driver> = match cfg.driver {
-            DriverKind::Qemu => {
-                Arc::new(QemuDriver::new(cfg.qemu.binary.clone(), &cfg.qemu.accel, cfg.qemu.disk_flush))
-            }
+            DriverKind::Qemu => Arc::new(QemuDriver::new(&cfg.qemu)),
             DriverKind::Xen => Arc::new(XenDriver::new(cfg.xen.clone(), &cfg.state_dir)?),
         };
         std::fs::create_dir_all(cfg.state_dir.join("snapshots"))?;

@@ -377,6 +377,7 @@ fn cut_one(
     if new_nodes.len() != rec.disks.len() {
         return Err(err(ErrorKind::Conflict, format!("domain {name:?} has no prepared disk layers")));
     }
+    persist::connect_saver(&mut s, &sock).map_err(internal)?;
     let colour = |policy: AheadPolicy, record: bool| -> Res<()> {
         for p in &rec.ports {
             h.switch.cut(p.port, snap.epoch, policy, record).map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
@@ -387,7 +388,7 @@ fn cut_one(
     // Whether the disks were switched to the new layers: from then on the guest writes there
     // whatever else fails, so the domain's record must follow.
     let mut inserted = rec.disks.is_empty();
-    let boost = persist::VcpuBoost::find(&dom.dir);
+    let mut boost = persist::CutPriority::find(&dom.dir);
     // Everything above is set-up; the cut itself starts at the agreed instant.
     match at.duration_since(SystemTime::now()) {
         Ok(wait) => std::thread::sleep(wait),
@@ -398,7 +399,10 @@ fn cut_one(
         ),
     }
     let mut steps_us = BTreeMap::new();
-    boost.raise();
+    // Pre-copy runs with the guest live: only its final pause is raised.
+    if mode != CutMode::PrecopyDrop {
+        boost.raise();
+    }
     let result: Res<(Instant, u128, Option<u64>)> = (|| match mode {
         CutMode::Consistent | CutMode::Naive => {
             let t0 = Instant::now();
@@ -409,7 +413,7 @@ fn cut_one(
                 colour(AheadPolicy::Hold, true)?;
             }
             let t_switch = t0.elapsed();
-            let (disks, save) = persist::cut_disks_and_save(&mut s, &rec.disk_nodes, &new_nodes, &sock);
+            let (disks, save) = persist::cut_disks_and_save(&mut s, &rec.disk_nodes, &new_nodes);
             inserted |= disks.is_ok();
             disks.map_err(internal)?;
             save.map_err(internal)?;
@@ -417,8 +421,7 @@ fn cut_one(
             if !persist::wait_resumed(&mut s, deadline).map_err(internal)? {
                 return Err(err(ErrorKind::Internal, "guest did not resume after the snapshot setup"));
             }
-            drop(boost);
-            persist::background_priority(&dom.dir);
+            boost.lower();
             for (step, t) in
                 [("stop", t_stop), ("switch", t_switch), ("disks_and_save", t_mig), ("resumed", t0.elapsed())]
             {
@@ -441,16 +444,18 @@ fn cut_one(
             colour(AheadPolicy::Hold, true)?;
             persist::snapshot_disks(&mut s, &rec.disk_nodes, &new_nodes).map_err(internal)?;
             inserted = true;
-            persist::start_migration(&mut s, &sock).map_err(internal)?;
+            persist::start_migration(&mut s).map_err(internal)?;
             let downtime = persist::wait_migration(&mut s, Duration::from_secs(600)).map_err(internal)?;
             persist::cont_after_migration(&mut s).map_err(internal)?;
+            boost.lower();
             Ok((t0, at, Some(downtime)))
         }
         CutMode::PrecopyDrop => {
-            persist::start_migration(&mut s, &sock).map_err(internal)?;
+            persist::start_migration(&mut s).map_err(internal)?;
             if !persist::wait_paused(&mut s, Duration::from_secs(600)).map_err(internal)? {
                 return Err(err(ErrorKind::Internal, "pre-copy did not converge"));
             }
+            boost.raise();
             let t0 = Instant::now();
             let at = now_ns();
             colour(AheadPolicy::Drop, false)?;
@@ -458,6 +463,7 @@ fn cut_one(
             persist::snapshot_disks(&mut s, &rec.disk_nodes, &new_nodes).map_err(internal)?;
             inserted = true;
             persist::cont_after_migration(&mut s).map_err(internal)?;
+            boost.lower();
             Ok((t0, at, Some(downtime)))
         }
     })();
@@ -485,6 +491,7 @@ fn cut_one(
             // abort that follows deletes the image.
             drop(s);
             if let Ok(mut s) = Session::connect(&dom.dir.qmp()) {
+                persist::release_saver(&mut s);
                 if !background {
                     let _ = s.run(&qapi::qmp::migrate_cancel {});
                 }

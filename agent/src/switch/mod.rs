@@ -139,7 +139,12 @@ impl Switch {
         };
         let handle = std::thread::Builder::new()
             .name("vswitch".into())
-            .spawn(move || core.run())
+            .spawn(move || {
+                // A real-time thread, like the cut threads it serves: a switch that waits
+                // for a CPU delays every frame and the recolouring step of every cut.
+                crate::domain::qemu::set_thread_fifo(0, crate::domain::qemu::SWITCH_FIFO);
+                core.run()
+            })
             .map_err(|e| SwitchError::Io("spawn", e))?;
         Ok((Switch { tx, waker, tunnel: tunnel_addr }, handle))
     }

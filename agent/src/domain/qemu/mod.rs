@@ -20,24 +20,32 @@ pub struct QemuDriver {
     pub accel: String,
     /// Forward guest flushes to the host disk.
     pub disk_flush: bool,
+    /// Try huge pages for guest RAM (see `QemuConfig::huge_pages`).
+    pub huge_pages: bool,
 }
 
 impl QemuDriver {
-    /// A driver using `binary`, with KVM if `/dev/kvm` can be opened and `accel` is `auto`.
-    pub fn new(binary: PathBuf, accel: &str, disk_flush: bool) -> QemuDriver {
-        let accel = match accel {
+    /// A driver from the host's settings, with KVM if `/dev/kvm` can be opened and `accel`
+    /// is `auto`. With huge pages on, makes sure the kernel may hand them out on demand.
+    pub fn new(cfg: &crate::config::QemuConfig) -> QemuDriver {
+        let accel = match cfg.accel.as_str() {
             "auto" => {
                 let kvm = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
                 if kvm { "kvm" } else { "tcg" }.to_string()
             }
             other => other.to_string(),
         };
-        QemuDriver { binary, accel, disk_flush }
+        if cfg.huge_pages {
+            allow_huge_page_overcommit();
+        }
+        QemuDriver { binary: cfg.binary.clone(), accel, disk_flush: cfg.disk_flush, huge_pages: cfg.huge_pages }
     }
 
     /// The full QEMU argument list for a domain. `incoming` adds `-incoming defer` and
     /// `-S` (restore: the guest stays paused until the agent resumes the whole slice).
-    pub fn args(&self, dir: &DomainDir, rec: &DomainRecord, incoming: bool) -> Vec<String> {
+    /// `huge` backs guest RAM with preallocated 2 MiB pages. Either way the RAM block is
+    /// called `pc.ram`, as without a memory backend, so images move between the two.
+    pub fn args(&self, dir: &DomainDir, rec: &DomainRecord, incoming: bool, huge: bool) -> Vec<String> {
         let spec = &rec.spec;
         let mut a: Vec<String> = Vec::new();
         let mut push = |s: &[&str]| a.extend(s.iter().map(|x| x.to_string()));
@@ -45,6 +53,13 @@ impl QemuDriver {
         push(&["-name", &format!("vnsnap-{},process=vnsnap-{},debug-threads=on", spec.name, spec.name)]);
         push(&["-machine", "q35", "-accel", &accel, "-cpu", "max"]);
         push(&["-smp", &spec.vcpus.to_string(), "-m", &format!("{}M", spec.memory_mib)]);
+        if huge {
+            let mem = format!(
+                "memory-backend-memfd,id=pc.ram,size={}M,hugetlb=on,hugetlbsize=2M,prealloc=on",
+                spec.memory_mib
+            );
+            push(&["-object", &mem, "-machine", "memory-backend=pc.ram"]);
+        }
         push(&["-nodefaults", "-no-user-config", "-display", "none", "-vga", "none"]);
         push(&["-chardev", &format!("socket,id=qmp,path={},server=on,wait=off", dir.qmp().display())]);
         push(&["-mon", "chardev=qmp,mode=control"]);
@@ -79,6 +94,14 @@ impl QemuDriver {
         }
         if incoming {
             push(&["-incoming", "defer", "-S"]);
+        }
+        // Diagnosis: `VNSNAP_QEMU_TRACE=pattern[,pattern...]` turns on those QEMU trace events,
+        // logged with timestamps to `qemu-trace.log` in the domain's directory.
+        if let Ok(events) = std::env::var("VNSNAP_QEMU_TRACE") {
+            for e in events.split(',').filter(|e| !e.is_empty()) {
+                push(&["-trace", &format!("enable={e}")]);
+            }
+            push(&["-msg", "timestamp=on", "-D", &dir.path().join("qemu-trace.log").display().to_string()]);
         }
         push(&["-pidfile", &dir.pidfile().display().to_string(), "-daemonize"]);
         a
@@ -123,6 +146,21 @@ pub fn set_thread_nice(tid: u32, nice: i32) {
     }
 }
 
+/// Real-time priority of the agent's switch thread (the cut threads run at the same).
+pub const SWITCH_FIFO: i32 = 2;
+
+/// Puts one thread (0: the calling one) under the real-time FIFO policy at `priority`, or
+/// back under the normal policy with `priority` 0 (its nice value is kept). Best effort:
+/// without the privilege the call fails and the policy stays.
+pub fn set_thread_fifo(tid: u32, priority: i32) {
+    let policy = if priority > 0 { libc::SCHED_FIFO } else { libc::SCHED_OTHER };
+    let param = libc::sched_param { sched_priority: priority };
+    // SAFETY: sched_setscheduler(2) on a thread id with a valid parameter struct.
+    unsafe {
+        libc::sched_setscheduler(tid as libc::pid_t, policy, &param);
+    }
+}
+
 /// Threads of process `pid` whose name starts with `prefix` (QEMU names its threads
 /// with `-name ...,debug-threads=on`).
 pub fn threads_named(pid: u32, prefix: &str) -> Vec<u32> {
@@ -141,6 +179,26 @@ fn set_priorities(pid: u32) {
     let vcpus = threads_named(pid, "CPU ");
     for tid in threads_named(pid, "") {
         set_thread_nice(tid, if vcpus.contains(&tid) { BACKGROUND_NICE } else { CONTROL_NICE });
+    }
+}
+
+/// Lets the kernel allocate 2 MiB huge pages on demand, beyond its reserved pool, up to
+/// half of the host's RAM (`vm.nr_overcommit_hugepages`; only ever raised). Pages taken
+/// so go back to the kernel when their domain ends. Best effort: without it, domains
+/// use the reserved pool, or ordinary memory once that is empty.
+fn allow_huge_page_overcommit() {
+    const KNOB: &str = "/proc/sys/vm/nr_overcommit_hugepages";
+    let total_kib: u64 = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0);
+    let want = total_kib / 2048 / 2;
+    let now: u64 = std::fs::read_to_string(KNOB).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    if want > now {
+        if let Err(e) = std::fs::write(KNOB, want.to_string()) {
+            tracing::warn!(error = %e, "cannot allow huge pages on demand ({KNOB})");
+        }
     }
 }
 
@@ -177,13 +235,26 @@ impl Driver for QemuDriver {
         let _ = std::fs::remove_file(dir.ctl());
         // With -daemonize the foreground process exits only once the machine is built
         // (kernel loaded, devices created), so every start error is reported here.
-        let out = Command::new(&self.binary)
-            .args(self.args(dir, rec, incoming))
-            .output()
-            .map_err(|e| DriverError::Io(format!("spawning {}", self.binary.display()), e))?;
-        if !out.status.success() {
+        let run = |huge: bool| {
+            let out = Command::new(&self.binary)
+                .args(self.args(dir, rec, incoming, huge))
+                .output()
+                .map_err(|e| DriverError::Io(format!("spawning {}", self.binary.display()), e))?;
+            if out.status.success() {
+                return Ok(());
+            }
             let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            return Err(DriverError::Start(if msg.is_empty() { format!("exit {}", out.status) } else { msg }));
+            Err(DriverError::Start(if msg.is_empty() { format!("exit {}", out.status) } else { msg }))
+        };
+        // Huge pages can run out (or be missing from the kernel): the domain then starts
+        // on ordinary memory; its snapshots only pause it a little longer.
+        let huge = self.huge_pages && rec.spec.memory_mib.is_multiple_of(2);
+        match run(huge) {
+            Err(DriverError::Start(msg)) if huge => {
+                tracing::warn!(domain = %rec.spec.name, error = %msg, "no huge pages for guest RAM; starting on ordinary memory");
+                run(false)?;
+            }
+            other => other?,
         }
         let pid = live_pid(dir).ok_or_else(|| DriverError::Start("QEMU exited right after starting".into()))?;
         set_priorities(pid);

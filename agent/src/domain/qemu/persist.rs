@@ -5,6 +5,7 @@ use super::qmp::Session;
 use crate::domain::{DomainDir, DriverError};
 use qapi::qmp as q;
 use std::io::{Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -109,7 +110,8 @@ pub fn remove_layers(s: &mut Session, nodes: &[(String, String)]) {
 /// The cut's two QMP commands, sent back to back so that the pause pays for one round
 /// trip, not two: one `transaction` that puts every pre-added overlay (`overlays[i]`)
 /// above the active node `nodes[i]` (all disks cut at the same instant; the old nodes
-/// become read-only backing layers), then the background-snapshot migration into `sock`.
+/// become read-only backing layers), then the background-snapshot migration into the
+/// saver (`connect_saver`).
 /// QEMU runs them in order. If the transaction fails the migration still runs (it must
 /// not be cancelled, see `spawn_saver`); the caller fails the cut and discards the image.
 /// Returns the outcome of each: (disks, migration).
@@ -117,7 +119,6 @@ pub fn cut_disks_and_save(
     s: &mut Session,
     nodes: &[String],
     overlays: &[String],
-    sock: &Path,
 ) -> (Result<(), DriverError>, Result<(), DriverError>) {
     let disks = disk_transaction(nodes, overlays);
     if let Some(t) = &disks {
@@ -125,7 +126,7 @@ pub fn cut_disks_and_save(
             return (Err(e), Err(DriverError::Monitor("migrate", "not sent".into())));
         }
     }
-    if let Err(e) = s.send(&migrate_cmd(sock)) {
+    if let Err(e) = s.send(&migrate_cmd()) {
         let cut = if disks.is_some() { s.recv::<q::transaction>().map(drop) } else { Ok(()) };
         return (cut, Err(e));
     }
@@ -157,13 +158,32 @@ fn disk_transaction(nodes: &[String], overlays: &[String]) -> Option<q::transact
     })
 }
 
-fn migrate_cmd(sock: &Path) -> q::migrate {
-    q::migrate { uri: Some(format!("unix:{}", sock.display())), channels: None, detach: None, resume: None }
+/// The name under which QEMU holds the connection to the saver (see `connect_saver`).
+const SAVER_FD_NAME: &str = "vnsnap-saver";
+
+/// Connects to the saver's socket and hands the connected stream to QEMU, before the cut.
+/// The migration then starts on a ready descriptor (`fd:` URI): with a `unix:` URI QEMU
+/// connects from a helper thread and starts the migration thread only once its main loop
+/// has seen the connection complete, which on a busy host took up to 60 ms of pause.
+/// Until `migrate` takes it, `release_saver` drops it again.
+pub fn connect_saver(s: &mut Session, sock: &Path) -> Result<(), DriverError> {
+    let conn = UnixStream::connect(sock).map_err(|e| DriverError::Io(format!("connecting {}", sock.display()), e))?;
+    s.pass_fd(SAVER_FD_NAME, conn.as_fd())
 }
 
-/// Starts the outgoing migration stream to the saver's unix socket.
-pub fn start_migration(s: &mut Session, sock: &Path) -> Result<(), DriverError> {
-    s.run(&migrate_cmd(sock))?;
+/// Drops the saver connection QEMU holds if no migration took it (best effort), so that
+/// the saver sees the stream end.
+pub fn release_saver(s: &mut Session) {
+    let _ = s.run(&q::closefd { fdname: SAVER_FD_NAME.to_string() });
+}
+
+fn migrate_cmd() -> q::migrate {
+    q::migrate { uri: Some(format!("fd:{SAVER_FD_NAME}")), channels: None, detach: None, resume: None }
+}
+
+/// Starts the outgoing migration stream into the saver connected by `connect_saver`.
+pub fn start_migration(s: &mut Session) -> Result<(), DriverError> {
+    s.run(&migrate_cmd())?;
     Ok(())
 }
 
@@ -248,6 +268,10 @@ pub fn wait_migration(s: &mut Session, timeout: Duration) -> Result<u64, DriverE
 pub fn receive_image(listener: UnixListener, out: &Path, progress: &AtomicU64) -> Result<ImageFile, DriverError> {
     let io = |what: &str, e| DriverError::Io(format!("{what} {}", out.display()), e);
     let (mut conn, _) = listener.accept().map_err(|e| io("accepting migration stream for", e))?;
+    // The connection is made before the cut (`connect_saver`); a cut that never comes is
+    // normally ended by `release_saver`, and this bounds the wait if even that was missed
+    // (an agent killed between the two). A running migration never idles this long.
+    conn.set_read_timeout(Some(STREAM_IDLE)).map_err(|e| io("setting a timeout on the stream for", e))?;
     let mut file = std::fs::File::create(out).map_err(|e| io("creating", e))?;
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 4 << 20];
@@ -278,6 +302,9 @@ pub fn receive_image(listener: UnixListener, out: &Path, progress: &AtomicU64) -
     Ok(ImageFile { path: out.display().to_string(), bytes: total, blake3: hasher.finalize().to_hex().to_string() })
 }
 
+/// How long a memory stream may stay silent before the receiver gives up.
+const STREAM_IDLE: Duration = Duration::from_secs(300);
+
 /// The file descriptor on which a saver process finds its listening socket.
 const SAVER_FD: i32 = 3;
 
@@ -288,42 +315,78 @@ fn sum_path(out: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// The vCPU threads of a domain raised to the control threads' priority for the length
-/// of a cut. `stop` waits until every vCPU thread has noticed it and left guest code; at
-/// their usual low priority (nice 10) that can take a scheduling period on a busy host,
-/// all of it guest pause. Dropping the guard puts them back.
-pub struct VcpuBoost(Vec<u32>);
+/// Real-time priority of a QEMU's control threads during the pause of a cut.
+const CUT_FIFO_QEMU: i32 = 1;
+/// Real-time priority of the agent thread that drives a cut: above QEMU's, so that it
+/// sees `RESUME` and ends the boost at once.
+const CUT_FIFO_AGENT: i32 = super::SWITCH_FIFO;
 
-impl VcpuBoost {
-    /// Finds the vCPU threads (done during the cut's set-up, before the pause).
-    pub fn find(dir: &DomainDir) -> VcpuBoost {
-        VcpuBoost(super::live_pid(dir).map(|pid| super::threads_named(pid, "CPU ")).unwrap_or_default())
+/// A domain's threads raised for the pause of a cut, and put back (lower than before for
+/// the snapshot's own threads) when dropped.
+///
+/// Setting up a background snapshot costs QEMU about 10 ms of CPU with the guest paused:
+/// its new migration thread reads every page of guest RAM once before write-protecting
+/// it (`ram_write_tracking_prepare`), then saves the device state. At a normal priority,
+/// on a host whose CPUs are shared with busy vCPUs, savers and the other domains being
+/// cut at the same instant, that thread was preempted again and again and the pause grew
+/// to 50-120 ms. So for the pause QEMU's control threads (main loop, monitor I/O) run
+/// under SCHED_FIFO: the migration thread the main loop starts inherits it. The vCPU
+/// threads are only raised to the control nice value (`stop` waits for them to leave
+/// guest code; under FIFO a busy guest would starve the host). The agent's cut thread
+/// runs above QEMU's so that it ends the boost as soon as the guest runs.
+///
+/// On drop every thread of the QEMU is put back under the normal policy: the vCPUs and
+/// the snapshot's migration thread at the background nice value (while RAM is streamed
+/// the guest must get its share of the CPU), the rest at the control value. If the agent
+/// dies in between, the kernel's real-time throttling still leaves 5% of each CPU to the
+/// others and the threads stay raised until the next cut or the domain's restart.
+pub struct CutPriority {
+    pid: Option<u32>,
+    vcpus: Vec<u32>,
+    raised: bool,
+}
+
+impl CutPriority {
+    /// Finds the domain's threads (done during the cut's set-up, before the pause).
+    pub fn find(dir: &DomainDir) -> CutPriority {
+        let pid = super::live_pid(dir);
+        let vcpus = pid.map(|pid| super::threads_named(pid, "CPU ")).unwrap_or_default();
+        CutPriority { pid, vcpus, raised: false }
     }
 
-    /// Raises them.
-    pub fn raise(&self) {
-        for &tid in &self.0 {
-            super::set_thread_nice(tid, super::CONTROL_NICE);
+    /// Raises them, and the calling thread.
+    pub fn raise(&mut self) {
+        let Some(pid) = self.pid else { return };
+        super::set_thread_fifo(0, CUT_FIFO_AGENT);
+        for tid in super::threads_named(pid, "") {
+            if self.vcpus.contains(&tid) {
+                super::set_thread_nice(tid, super::CONTROL_NICE);
+            } else {
+                super::set_thread_fifo(tid, CUT_FIFO_QEMU);
+            }
         }
+        self.raised = true;
+    }
+
+    /// Puts every thread back (also done on drop).
+    pub fn lower(&mut self) {
+        if !std::mem::take(&mut self.raised) {
+            return;
+        }
+        let Some(pid) = self.pid else { return };
+        let background = super::threads_named(pid, "bg_snapshot");
+        for tid in super::threads_named(pid, "") {
+            super::set_thread_fifo(tid, 0);
+            let low = self.vcpus.contains(&tid) || background.contains(&tid);
+            super::set_thread_nice(tid, if low { super::BACKGROUND_NICE } else { super::CONTROL_NICE });
+        }
+        super::set_thread_fifo(0, 0);
     }
 }
 
-impl Drop for VcpuBoost {
+impl Drop for CutPriority {
     fn drop(&mut self) {
-        for &tid in &self.0 {
-            super::set_thread_nice(tid, super::BACKGROUND_NICE);
-        }
-    }
-}
-
-/// Once the guest runs again, the snapshot's migration thread (started at the main loop's
-/// high priority, which shortens the pause) drops to the vCPUs' priority: while RAM is
-/// streamed the guest must get its share of the CPU, or it stalls for the whole save.
-pub fn background_priority(dir: &DomainDir) {
-    if let Some(pid) = super::live_pid(dir) {
-        for tid in super::threads_named(pid, "bg_snapshot") {
-            super::set_thread_nice(tid, super::BACKGROUND_NICE);
-        }
+        self.lower();
     }
 }
 

@@ -3,6 +3,7 @@
 use crate::domain::DriverError;
 use qapi::{qmp, Command, Qmp};
 use std::io::{BufRead, BufReader};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -82,6 +83,24 @@ impl Session {
         };
         let _ = self.qmp.inner_mut().get_mut_write().set_read_timeout(Some(READ_TIMEOUT));
         result
+    }
+
+    /// Hands QEMU an open file descriptor under `name` (QMP `getfd`: the command goes with
+    /// the descriptor as `SCM_RIGHTS` ancillary data). QEMU keeps its own duplicate; a later
+    /// `fd:<name>` migration URI takes it, `closefd` drops it.
+    pub fn pass_fd(&mut self, name: &str, fd: BorrowedFd<'_>) -> Result<(), DriverError> {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+        let fail = |e: String| DriverError::Monitor("getfd", e);
+        let line = serde_json::json!({ "execute": "getfd", "arguments": { "fdname": name } }).to_string() + "\n";
+        let fds = [fd.as_raw_fd()];
+        let sock = self.qmp.inner_mut().get_mut_write().as_raw_fd();
+        let iov = [std::io::IoSlice::new(line.as_bytes())];
+        let sent = sendmsg::<()>(sock, &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)
+            .map_err(|e| fail(e.to_string()))?;
+        if sent != line.len() {
+            return Err(fail(format!("short write ({sent} of {} bytes)", line.len())));
+        }
+        self.recv::<qmp::getfd>().map(drop)
     }
 
     /// True if the guest's vCPUs are running.

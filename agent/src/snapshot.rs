@@ -600,6 +600,7 @@ fn write_log(path: &Path, frames: &[Vec<u8>]) -> std::io::Result<ImageFile> {
         path: path.display().to_string(),
         bytes: buf.len() as u64,
         blake3: blake3::hash(&buf).to_hex().to_string(),
+        saved_at_ns: None,
     })
 }
 
@@ -627,13 +628,18 @@ pub fn layer_hash(path: &Path) -> std::io::Result<ImageFile> {
     if let Ok(text) = std::fs::read_to_string(&side) {
         if let Some((len, hash)) = text.trim().split_once(' ') {
             if len.parse::<u64>().ok() == Some(meta.len()) {
-                return Ok(ImageFile { path: path.display().to_string(), bytes: meta.len(), blake3: hash.to_string() });
+                return Ok(ImageFile {
+                    path: path.display().to_string(),
+                    bytes: meta.len(),
+                    blake3: hash.to_string(),
+                    saved_at_ns: None,
+                });
             }
         }
     }
     let (bytes, hash) = persist::hash_file(path)?;
     std::fs::write(&side, format!("{bytes} {hash}\n"))?;
-    Ok(ImageFile { path: path.display().to_string(), bytes, blake3: hash })
+    Ok(ImageFile { path: path.display().to_string(), bytes, blake3: hash, saved_at_ns: None })
 }
 
 /// Commit: channel logs written, every file checksummed, `host.json` made durable.

@@ -19,6 +19,7 @@ fn file() -> impl Strategy<Value = ImageFile> {
         path,
         bytes,
         blake3,
+        saved_at_ns: None,
     })
 }
 

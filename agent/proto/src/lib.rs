@@ -457,6 +457,10 @@ pub struct ImageFile {
     pub bytes: u64,
     /// BLAKE3 of the content, hex.
     pub blake3: String,
+    /// For a memory image: when its writer had it on disk (after fsync), Unix ns. With the
+    /// cut instants this gives how long the background save took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved_at_ns: Option<u64>,
 }
 
 /// What one domain contributes to a snapshot.

@@ -160,3 +160,8 @@ pub fn load_record(dir: &DomainDir) -> std::io::Result<DomainRecord> {
     let bytes = std::fs::read(dir.record())?;
     serde_json::from_slice(&bytes).map_err(std::io::Error::other)
 }
+
+/// Now, as Unix time in ns.
+pub fn unix_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}

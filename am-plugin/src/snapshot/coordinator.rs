@@ -885,7 +885,7 @@ mod tests {
     }
 
     fn image(domain: &str, at: u128) -> DomainImage {
-        let f = |p: &str| ImageFile { path: p.into(), bytes: 10, blake3: "00".into() };
+        let f = |p: &str| ImageFile { path: p.into(), bytes: 10, blake3: "00".into(), saved_at_ns: None };
         DomainImage {
             domain: domain.into(),
             spec: DomainSpec {

@@ -102,7 +102,10 @@ pub struct RunResult {
     pub dropped: u64,
     /// Frames dropped on the slice's switch ports over the snapshot (switch counters).
     pub switch_dropped: u64,
-    /// image bytes / (cut + save), MB/s.
+    /// From the first cut instant until the last memory image was on disk (fsync done), ms;
+    /// for precopy-drop, whose copy starts before its cut, the cut and save phases.
+    pub save_window_ms: f64,
+    /// Memory image bytes / `save_window_ms`, MB/s.
     pub save_mb_s: f64,
     /// Invariants of the checker right after (no restore).
     pub check: String,
@@ -326,6 +329,10 @@ async fn one(bed: &Bed, mode: CutMode) -> anyhow::Result<(RunResult, Taken)> {
             }
         })
         .collect();
+    let save_window_ms = match (snap.saved_at_ns(), snap.domain_cuts().iter().map(|c| c.cut_at_ns).min()) {
+        (Some(end), Some(start)) if mode != CutMode::PrecopyDrop => (end as f64 - start as f64) / 1e6,
+        _ => (t.cut_ms + t.save_ms) as f64,
+    };
     let r = RunResult {
         vms,
         skew_ms: snap.skew_ms(),
@@ -337,7 +344,8 @@ async fn one(bed: &Bed, mode: CutMode) -> anyhow::Result<(RunResult, Taken)> {
         recorded,
         dropped,
         switch_dropped: drop1.saturating_sub(drop0),
-        save_mb_s: snap.image_bytes() as f64 / ((t.cut_ms + t.save_ms).max(1) as f64 / 1000.0) / 1e6,
+        save_window_ms,
+        save_mb_s: snap.memory_bytes() as f64 / (save_window_ms.max(1.0) / 1000.0) / 1e6,
         check: check.to_string(),
     };
     Ok((r, snap))

@@ -230,6 +230,14 @@ impl Taken {
     pub fn memory_bytes(&self) -> u64 {
         self.snap.hosts.iter().flat_map(|c| c.domains.iter()).map(|d| d.memory.bytes).sum()
     }
+    /// When the last memory image was on disk, Unix ns (if every image says).
+    pub fn saved_at_ns(&self) -> Option<u128> {
+        let mut last = 0u128;
+        for d in self.snap.hosts.iter().flat_map(|c| c.domains.iter()) {
+            last = last.max(d.memory.saved_at_ns? as u128);
+        }
+        Some(last)
+    }
     /// (held, recorded, dropped) frames summed over hosts.
     pub fn frames(&self) -> (u64, u64, u64) {
         let f = self.snap.frames;

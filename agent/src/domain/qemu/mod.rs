@@ -131,7 +131,7 @@ pub fn kernel_cmdline(rec: &DomainRecord, extra: &str) -> String {
     c
 }
 
-/// Nice value of the vCPU threads, and of the snapshot threads once the guest runs again.
+/// Nice value of the vCPU threads.
 pub const BACKGROUND_NICE: i32 = 10;
 /// Nice value of QEMU's other threads (main loop, monitor I/O thread, ...) and of the
 /// threads the main loop starts later (the snapshot's migration thread among them).

@@ -299,7 +299,12 @@ pub fn receive_image(listener: UnixListener, out: &Path, progress: &AtomicU64) -
         progress.fetch_add(n as u64, Ordering::Relaxed);
     }
     file.sync_all().map_err(|e| io("syncing", e))?;
-    Ok(ImageFile { path: out.display().to_string(), bytes: total, blake3: hasher.finalize().to_hex().to_string() })
+    Ok(ImageFile {
+        path: out.display().to_string(),
+        bytes: total,
+        blake3: hasher.finalize().to_hex().to_string(),
+        saved_at_ns: Some(crate::domain::unix_ns()),
+    })
 }
 
 /// How long a memory stream may stay silent before the receiver gives up.
@@ -321,12 +326,12 @@ const CUT_FIFO_QEMU: i32 = 1;
 /// sees `RESUME` and ends the boost at once.
 const CUT_FIFO_AGENT: i32 = super::SWITCH_FIFO;
 
-/// A domain's threads raised for the pause of a cut, and put back (lower than before for
-/// the snapshot's own threads) when dropped.
+/// A domain's threads raised for the pause of a cut, and put back when dropped.
 ///
-/// Setting up a background snapshot costs QEMU about 10 ms of CPU with the guest paused:
-/// its new migration thread reads every page of guest RAM once before write-protecting
-/// it (`ram_write_tracking_prepare`), then saves the device state. At a normal priority,
+/// Setting up a background snapshot costs QEMU CPU with the guest paused: its new
+/// migration thread reads every page of guest RAM once before write-protecting it
+/// (`ram_write_tracking_prepare`; 2-20 ms over 4 KiB pages, well under 1 ms over huge
+/// pages, see `QemuConfig::huge_pages`), then saves the device state. At a normal priority,
 /// on a host whose CPUs are shared with busy vCPUs, savers and the other domains being
 /// cut at the same instant, that thread was preempted again and again and the pause grew
 /// to 50-120 ms. So for the pause QEMU's control threads (main loop, monitor I/O) run
@@ -335,11 +340,14 @@ const CUT_FIFO_AGENT: i32 = super::SWITCH_FIFO;
 /// guest code; under FIFO a busy guest would starve the host). The agent's cut thread
 /// runs above QEMU's so that it ends the boost as soon as the guest runs.
 ///
-/// On drop every thread of the QEMU is put back under the normal policy: the vCPUs and
-/// the snapshot's migration thread at the background nice value (while RAM is streamed
-/// the guest must get its share of the CPU), the rest at the control value. If the agent
-/// dies in between, the kernel's real-time throttling still leaves 5% of each CPU to the
-/// others and the threads stay raised until the next cut or the domain's restart.
+/// On drop every thread of the QEMU is put back under the normal policy: the vCPUs at the
+/// background nice value, the rest (the snapshot's migration thread included) at the
+/// control value, the saver's too. A save at the vCPUs' priority was tried: over four
+/// `bench snapshot` runs each it saved at 630-730 MB/s against 710-910 at the control
+/// priority, with no clear difference in the guests' stall (both 110-160 ms p50, 260-730 ms
+/// max on 2 cores shared by 3 busy TCG guests). If the agent dies in between, the kernel's
+/// real-time throttling still leaves 5% of each CPU to the others, and the threads stay
+/// raised until the next cut or the domain's restart.
 pub struct CutPriority {
     pid: Option<u32>,
     vcpus: Vec<u32>,
@@ -374,11 +382,10 @@ impl CutPriority {
             return;
         }
         let Some(pid) = self.pid else { return };
-        let background = super::threads_named(pid, "bg_snapshot");
         for tid in super::threads_named(pid, "") {
             super::set_thread_fifo(tid, 0);
-            let low = self.vcpus.contains(&tid) || background.contains(&tid);
-            super::set_thread_nice(tid, if low { super::BACKGROUND_NICE } else { super::CONTROL_NICE });
+            let nice = if self.vcpus.contains(&tid) { super::BACKGROUND_NICE } else { super::CONTROL_NICE };
+            super::set_thread_nice(tid, nice);
         }
         super::set_thread_fifo(0, 0);
     }
@@ -426,8 +433,8 @@ pub fn spawn_saver(
     unsafe {
         cmd.pre_exec(move || {
             libc::setsid();
-            // Like the migration thread feeding it (`background_priority`).
-            libc::setpriority(libc::PRIO_PROCESS, 0, super::BACKGROUND_NICE);
+            // Like the migration thread feeding it (see `CutPriority`).
+            libc::setpriority(libc::PRIO_PROCESS, 0, super::CONTROL_NICE);
             let ok = if fd == SAVER_FD {
                 libc::fcntl(fd, libc::F_SETFD, 0) == 0
             } else {
@@ -466,15 +473,19 @@ pub fn spawn_saver(
             ));
         }
         let sum = std::fs::read_to_string(sum_path(&out)).map_err(|e| format!("saver left no checksum: {e}"))?;
-        let (bytes, hash) = sum.trim().split_once(' ').ok_or_else(|| format!("bad saver checksum {sum:?}"))?;
-        let bytes: u64 = bytes.parse().map_err(|_| format!("bad saver checksum {sum:?}"))?;
+        let bad = || format!("bad saver checksum {sum:?}");
+        let mut fields = sum.split_whitespace();
+        let bytes: u64 = fields.next().and_then(|b| b.parse().ok()).ok_or_else(bad)?;
+        let hash = fields.next().ok_or_else(bad)?.to_string();
+        let saved_at_ns = fields.next().and_then(|t| t.parse().ok());
         progress.fetch_add(bytes.saturating_sub(seen), Ordering::Relaxed);
-        Ok(ImageFile { path: out.display().to_string(), bytes, blake3: hash.to_string() })
+        Ok(ImageFile { path: out.display().to_string(), bytes, blake3: hash, saved_at_ns })
     }))
 }
 
 /// The saver process (`vnsnap-agent save-image --out FILE`, see `spawn_saver`): receives
-/// one image on the listening socket at fd 3, then records `<bytes> <blake3>` next to it
+/// one image on the listening socket at fd 3, then records `<bytes> <blake3> <saved at,
+/// Unix ns>` next to it
 /// (written to a temporary file and renamed, so it exists only complete). Gives up if
 /// QEMU has not connected within `accept_timeout`.
 pub fn save_image_main(out: &Path, accept_timeout: Duration) -> Result<(), DriverError> {
@@ -497,7 +508,7 @@ pub fn save_image_main(out: &Path, accept_timeout: Duration) -> Result<(), Drive
     let sum = sum_path(out);
     let tmp = sum.with_extension("sum.tmp");
     let io = |e| DriverError::Io(format!("writing {}", sum.display()), e);
-    std::fs::write(&tmp, format!("{} {}\n", img.bytes, img.blake3)).map_err(io)?;
+    std::fs::write(&tmp, format!("{} {} {}\n", img.bytes, img.blake3, img.saved_at_ns.unwrap_or(0))).map_err(io)?;
     std::fs::rename(&tmp, &sum).map_err(io)?;
     Ok(())
 }

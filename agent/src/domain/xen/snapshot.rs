@@ -116,7 +116,12 @@ pub(super) fn cut_one(h: &Host, snap: &LocalSnap, name: &str, mode: CutMode, at:
             bytes += n as u64;
             progress.fetch_add(n as u64, Ordering::Relaxed);
         }
-        Ok(ImageFile { path: image.display().to_string(), bytes, blake3: hasher.finalize().to_hex().to_string() })
+        Ok(ImageFile {
+            path: image.display().to_string(),
+            bytes,
+            blake3: hasher.finalize().to_hex().to_string(),
+            saved_at_ns: Some(crate::domain::unix_ns()),
+        })
     });
     let mut st = lock(&snap.st);
     st.parts.insert(name.to_string(), part);

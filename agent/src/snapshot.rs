@@ -292,12 +292,15 @@ pub fn cut(h: &Arc<Host>, id: &str, req: CutRequest) -> Res<CutReply> {
     let threads: Vec<_> = snap
         .domains
         .iter()
-        .map(|name| {
+        .enumerate()
+        .map(|(i, name)| {
             let (h, snap, name) = (h.clone(), snap.clone(), name.clone());
-            let stagger = req.stagger_ms.get(&name).copied().unwrap_or(0);
+            let stagger = Duration::from_millis(req.stagger_ms.get(&name).copied().unwrap_or(0));
             let mode = req.mode;
+            // Pipelined: this host's domains start their cuts one stride apart.
+            let stride = if mode == CutMode::Consistent { CUT_STRIDE * i as u32 } else { Duration::ZERO };
             std::thread::spawn(move || {
-                let at = at.unwrap_or_else(SystemTime::now) + Duration::from_millis(stagger);
+                let at = at.unwrap_or_else(SystemTime::now) + stagger + stride;
                 let r = cut_one(&h, &snap, &name, mode, deadline, at);
                 (name, r)
             })
@@ -321,6 +324,16 @@ pub fn cut(h: &Arc<Host>, id: &str, req: CutRequest) -> Res<CutReply> {
     lock(&snap.st).phase = SavePhase::Saving;
     Ok(CutReply { cuts })
 }
+
+/// The gap between the cut instants of two domains of one host. A cut's pause is mostly
+/// CPU work in QEMU (stop, device state, write-protecting RAM: about 4 ms on this
+/// project's test machine); when a host cuts more domains at once than it has CPUs the
+/// later ones queue behind the others' work, and all of that is pause (16 guests cut at
+/// the same instant on 2 CPUs: pause p50 36 ms). One stride apart, each set-up mostly
+/// has a CPU to itself, at the price of a wider cut: (domains per host - 1) strides of
+/// skew, during which the switch holds or records the frames that cross it. Only the
+/// consistent mode strides: the naive mode's and the baselines' cuts keep their timing.
+const CUT_STRIDE: Duration = Duration::from_millis(4);
 
 fn now_ns() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)

@@ -445,8 +445,10 @@ where
 /// for every domain beyond the first on the busiest host. Each agent sets up every one of
 /// its domains' cuts (QMP session, saver process, migration settings) before the instant;
 /// a set-up that overruns it starts that cut late and widens the skew. At 4 domains per
-/// host on 2 shared cores the set-up took up to 450 ms and more (`bench scale`, 16 VMs),
-/// so the fixed 250 ms this used to be let the skew reach 220 ms. The lead costs the snapshot
+/// host on 2 shared cores the set-up took up to 450 ms (`bench scale`, 16 VMs), so the
+/// fixed 250 ms this used to be let the skew reach 220 ms. One VM in about ten snapshots
+/// still overruns by ~55 ms, at a lead of 700 ms and at 1 s alike: not a matter of lead
+/// (docs/performance.md). The lead costs the snapshot
 /// call that much latency and the guests nothing.
 const CUT_LEAD_BASE: Duration = Duration::from_millis(250);
 const CUT_LEAD_PER_DOMAIN: Duration = Duration::from_millis(150);

@@ -1,7 +1,10 @@
-//! Issue 7 "Xen domains", acceptance 1: a nested Xen host (real Xen 4.17 under QEMU TCG,
-//! the agent in its dom0) and a QEMU host in one lab; through the AM API a slice with one
-//! VM on each host and one link between them is provisioned, and the two VMs ping each
-//! other across the Xen vif, both switches and the tunnel.
+//! Issue 7 "Xen domains", acceptances 1 and 2: a nested Xen host (real Xen 4.17 under QEMU
+//! TCG, the agent in its dom0) and a QEMU host in one lab; through the AM API a slice with
+//! one VM on each host and one link between them is provisioned, and the two VMs ping each
+//! other across the Xen vif, both switches and the tunnel. Then, with the consistency
+//! checker's workloads running between them, the mixed slice is snapshotted
+//! (`vnsnap_snapshot`) and restored (`vnsnap_restore`, the Xen domain through
+//! `xl restore -p`), and every invariant holds after each.
 
 #[allow(unused_imports)]
 mod common;
@@ -9,8 +12,9 @@ mod common;
 use common::{ping, wait_ready};
 use std::time::{Duration, Instant};
 use vnsnap_testbed::amlab::{AmLabOptions, AmTestbed};
+use vnsnap_testbed::checker::{WorkloadOptions, Workloads};
 use vnsnap_testbed::lab::LabOptions;
-use vnsnap_testbed::snapshot_demo::DemoSlice;
+use vnsnap_testbed::snapshot_demo::{vm_refs, DemoSlice};
 
 /// One VM bound to each host (`component_name`), one link.
 fn mixed_rspec() -> String {
@@ -52,5 +56,24 @@ async fn mixed_xen_and_qemu_slice_through_the_am() {
     let sx = x.switch().await.unwrap();
     assert!(sx.tunnels.iter().any(|t| t.tx_frames > 0 && t.rx_frames > 0), "{sx:?}");
     eprintln!("[{:.0}s] pings both ways", t0.elapsed().as_secs_f64());
+
+    // Acceptance 2: snapshot and restore of the mixed slice with the checker's workloads.
+    let clients = [x.clone(), q.clone()];
+    let vms = vm_refs(&clients).await.expect("vm refs");
+    let w = Workloads::start(&clients, &vms, WorkloadOptions::default()).await.expect("workloads");
+    w.wait_flowing(Duration::from_secs(120)).await.expect("workloads flowing");
+    let urn = tokio::task::block_in_place(|| s.snapshot("mixed")).expect("vnsnap_snapshot");
+    tokio::task::block_in_place(|| s.wait_ready(2, Duration::from_secs(600))).expect("ready after the snapshot");
+    let d = tokio::task::block_in_place(|| s.describe(&urn)).expect("DescribeSnapshot");
+    assert_eq!(d.get("vnsnap_state").and_then(|v| v.as_str()), Some("complete"), "{d:?}");
+    let after_snapshot = w.check().await;
+    assert!(after_snapshot.is_ok(), "after the snapshot: {:?}", after_snapshot.violations);
+    eprintln!("[{:.0}s] mixed slice snapshotted, invariants hold", t0.elapsed().as_secs_f64());
+    tokio::task::block_in_place(|| s.restore(&urn)).expect("vnsnap_restore");
+    tokio::task::block_in_place(|| s.wait_ready(2, Duration::from_secs(600))).expect("ready after the restore");
+    w.wait_flowing(Duration::from_secs(120)).await.expect("workloads flowing after the restore");
+    let after_restore = w.check().await;
+    assert!(after_restore.is_ok(), "after the restore: {:?}", after_restore.violations);
+    eprintln!("[{:.0}s] mixed slice restored, invariants hold", t0.elapsed().as_secs_f64());
     tokio::task::block_in_place(|| s.delete()).expect("delete");
 }

@@ -335,8 +335,21 @@ pub fn cut(h: &Arc<Host>, id: &str, req: CutRequest) -> Res<CutReply> {
 /// consistent mode strides: the naive mode's and the baselines' cuts keep their timing.
 const CUT_STRIDE: Duration = Duration::from_millis(4);
 
+/// The record of domain `name` (its op lock held by the caller), which must be running,
+/// and its directory in the snapshot, made here.
+fn cut_target(dom: &Dom, snap: &LocalSnap, name: &str) -> Res<(crate::domain::DomainRecord, PathBuf)> {
+    let rec = lock(&dom.rec).clone();
+    if rec.state != DomainState::Running {
+        return Err(err(ErrorKind::Conflict, format!("domain {name:?} is not running")));
+    }
+    let ddir = snap.dir.join(name);
+    std::fs::create_dir_all(&ddir).map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
+    Ok((rec, ddir))
+}
+
+/// Now, as Unix time in ns (the cut instants' unit).
 fn now_ns() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    crate::domain::unix_ns().into()
 }
 
 /// The cut of one domain. The order is the algorithm (ARCHITECTURE.md 5.1):
@@ -364,13 +377,8 @@ fn cut_one(
     }
     let dom = h.get(name)?;
     let _op = lock(&dom.op);
-    let rec = lock(&dom.rec).clone();
-    if rec.state != DomainState::Running {
-        return Err(err(ErrorKind::Conflict, format!("domain {name:?} is not running")));
-    }
+    let (rec, ddir) = cut_target(&dom, snap, name)?;
     let internal = |e: crate::domain::DriverError| err(ErrorKind::Internal, e.to_string());
-    let ddir = snap.dir.join(name);
-    std::fs::create_dir_all(&ddir).map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
     let sock = short_socket_path(&ddir.join("mig.sock"));
     let listener =
         UnixListener::bind(&sock).map_err(|e| err(ErrorKind::Internal, format!("binding {}: {e}", sock.display())))?;

@@ -23,13 +23,8 @@ use crate::domain::DomainRecord;
 pub(super) fn cut_one(h: &Host, snap: &LocalSnap, name: &str, mode: CutMode, at: SystemTime) -> Res<DomainCut> {
     let dom = h.get(name)?;
     let _op = lock(&dom.op);
-    let rec = lock(&dom.rec).clone();
-    if rec.state != DomainState::Running {
-        return Err(err(ErrorKind::Conflict, format!("domain {name:?} is not running")));
-    }
+    let (rec, ddir) = cut_target(&dom, snap, name)?;
     let internal = |e: crate::domain::DriverError| err(ErrorKind::Internal, e.to_string());
-    let ddir = snap.dir.join(name);
-    std::fs::create_dir_all(&ddir).map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
     let frozen: Vec<PathBuf> = snap.layers.get(name).cloned().unwrap_or_default();
     if frozen.len() != rec.disks.len() {
         return Err(err(ErrorKind::Conflict, format!("domain {name:?} disks changed since prepare")));

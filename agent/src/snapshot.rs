@@ -273,6 +273,9 @@ pub fn cut(h: &Arc<Host>, id: &str, req: CutRequest) -> Res<CutReply> {
             format!("Cut instant more than {MAX_CUT_LEAD_MS} ms ahead (clocks out of step?)"),
         ));
     }
+    if req.stride_us.is_some_and(|us| us > MAX_CUT_STRIDE_US) {
+        return Err(err(ErrorKind::BadRequest, format!("Cut stride above {MAX_CUT_STRIDE_US} us")));
+    }
     {
         let mut st = lock(&snap.st);
         if st.phase != SavePhase::Prepared || st.cut_started {
@@ -298,7 +301,8 @@ pub fn cut(h: &Arc<Host>, id: &str, req: CutRequest) -> Res<CutReply> {
             let stagger = Duration::from_millis(req.stagger_ms.get(&name).copied().unwrap_or(0));
             let mode = req.mode;
             // Pipelined: this host's domains start their cuts one stride apart.
-            let stride = if mode == CutMode::Consistent { CUT_STRIDE * i as u32 } else { Duration::ZERO };
+            let step = req.stride_us.map(Duration::from_micros).unwrap_or(CUT_STRIDE);
+            let stride = if mode == CutMode::Consistent { step * i as u32 } else { Duration::ZERO };
             std::thread::spawn(move || {
                 let at = at.unwrap_or_else(SystemTime::now) + stagger + stride;
                 let r = cut_one(&h, &snap, &name, mode, deadline, at);
@@ -333,7 +337,11 @@ pub fn cut(h: &Arc<Host>, id: &str, req: CutRequest) -> Res<CutReply> {
 /// has a CPU to itself, at the price of a wider cut: (domains per host - 1) strides of
 /// skew, during which the switch holds or records the frames that cross it. Only the
 /// consistent mode strides: the naive mode's and the baselines' cuts keep their timing.
+/// This is the default; the AM's coordinator sends its own (`CutRequest::stride_us`) to
+/// interleave the hosts.
 const CUT_STRIDE: Duration = Duration::from_millis(4);
+/// The widest stride a cut request may ask for.
+const MAX_CUT_STRIDE_US: u64 = 1_000_000;
 
 /// The record of domain `name` (its op lock held by the caller), which must be running,
 /// and its directory in the snapshot, made here.

@@ -390,6 +390,12 @@ pub struct CutRequest {
     /// `MAX_CUT_LEAD_MS` ahead.
     #[serde(default)]
     pub at_unix_ns: Option<u128>,
+    /// Consistent mode only: the gap between the cut instants of two consecutive domains
+    /// of this host, microseconds (the first is cut at `at_unix_ns`). `None`: the agent's
+    /// own stride (4 ms). The coordinator interleaves the hosts' domains with it, so that
+    /// the whole slice is cut one domain at a time, a fixed step apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stride_us: Option<u64>,
 }
 
 /// How far ahead of its receipt a cut may be scheduled ([`CutRequest::at_unix_ns`]).

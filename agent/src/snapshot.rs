@@ -384,7 +384,13 @@ fn cut_one(
         return xen_cut::cut_one(h, snap, name, mode, at);
     }
     let dom = h.get(name)?;
+    // The set-up's steps, timed for the warning below should they overrun the instant.
+    let setup = Instant::now();
+    let lead_at_start_us = at.duration_since(SystemTime::now()).map_or(0, |d| d.as_micros() as u64);
+    let mut setup_us: Vec<(&str, u64)> = Vec::new();
+    let mut mark = |step: &'static str| setup_us.push((step, setup.elapsed().as_micros() as u64));
     let _op = lock(&dom.op);
+    mark("locked");
     let (rec, ddir) = cut_target(&dom, snap, name)?;
     let internal = |e: crate::domain::DriverError| err(ErrorKind::Internal, e.to_string());
     let sock = short_socket_path(&ddir.join("mig.sock"));
@@ -393,10 +399,12 @@ fn cut_one(
     let out = ddir.join("memory.bin");
     let saver: Saver =
         persist::spawn_saver(Path::new(SAVER_EXE), listener, &out, snap.progress.clone()).map_err(internal)?;
-
+    mark("saver");
     let mut s = Session::connect(&dom.dir.qmp()).map_err(internal)?;
+    mark("qmp");
     let background = matches!(mode, CutMode::Consistent | CutMode::Naive);
     persist::arm(&mut s, background).map_err(internal)?;
+    mark("arm");
     let new_files: Vec<PathBuf> = snap.layers.get(name).cloned().unwrap_or_default();
     if new_files.len() != rec.disks.len() {
         return Err(err(ErrorKind::Conflict, format!("domain {name:?} disks changed since prepare")));
@@ -407,6 +415,7 @@ fn cut_one(
         return Err(err(ErrorKind::Conflict, format!("domain {name:?} has no prepared disk layers")));
     }
     persist::connect_saver(&mut s, &sock).map_err(internal)?;
+    mark("getfd");
     let colour = |policy: AheadPolicy, record: bool| -> Res<()> {
         for p in &rec.ports {
             h.switch.cut(p.port, snap.epoch, policy, record).map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
@@ -418,12 +427,15 @@ fn cut_one(
     // whatever else fails, so the domain's record must follow.
     let mut inserted = rec.disks.is_empty();
     let mut boost = persist::CutPriority::find(&dom.dir);
+    mark("found");
     // Everything above is set-up; the cut itself starts at the agreed instant.
     match at.duration_since(SystemTime::now()) {
         Ok(wait) => std::thread::sleep(wait),
         Err(late) => tracing::warn!(
             domain = name,
             late_us = late.duration().as_micros() as u64,
+            lead_at_start_us,
+            setup_us = ?setup_us,
             "cut set-up overran the agreed cut instant"
         ),
     }

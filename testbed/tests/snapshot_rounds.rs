@@ -42,7 +42,9 @@ fn opts() -> WorkloadOptions {
     WorkloadOptions { ring_tokens: 5, ..Default::default() }
 }
 
-/// The checker against a live slice, no snapshots: all invariants hold; then a ring node
+/// The checker against a live slice, no snapshots: all invariants hold; a VM frozen for
+/// 1.5 s makes a peer's TCP retransmission timer fire, and the guests report when (what
+/// `bench snapshot` uses to tell the timeouts a snapshot caused); then a ring node
 /// restarted (its tokens vanish) and a UDP sender restarted (it resends numbers its
 /// receiver has) are both reported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -57,6 +59,24 @@ async fn checker_detects_broken_invariants() {
         eprintln!("live check ({} ms): {r}", t.elapsed().as_millis());
         assert!(r.is_ok(), "{r}");
     }
+    // A stall the guests must time-stamp: vm2's QEMU frozen for 1.5 s (SIGSTOP, as a host
+    // that starves it would), so that its ring predecessor's retransmission timer fires.
+    let pid = qemu_pid(&lab, "vm2");
+    let unix_ns = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let (before, frozen) = (w.tcp_timeouts().await.unwrap(), unix_ns());
+    signal(pid, libc::SIGSTOP);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    signal(pid, libc::SIGCONT);
+    let thawed = unix_ns();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = w.tcp_timeouts().await.unwrap();
+    let at = w.tcp_timeout_instants().await.unwrap();
+    eprintln!("tcp timeouts before {before:?}, after {after:?}; instants {at:?}; frozen {frozen}..{thawed}");
+    assert!(after.values().sum::<u64>() > before.values().sum::<u64>(), "no timeout while vm2 was frozen");
+    assert!(
+        at.values().flatten().any(|t| (frozen..=thawed + 1_000_000_000).contains(t)),
+        "no timeout time-stamped while vm2 was frozen: {at:?}"
+    );
     // Restart vm2's ring node: the tokens it held are gone, its connections reset.
     let peers = w.state("vm2").await.unwrap()["ring"]["peers"].clone();
     let c = &s.clients[0];
@@ -83,6 +103,23 @@ async fn checker_detects_broken_invariants() {
     assert!(r.violations.iter().any(|v| v.contains("ring")), "{r}");
     assert!(r.violations.iter().any(|v| v.contains("udp vm1 -> vm2") && v.contains("already been received")), "{r}");
     tokio::task::block_in_place(|| lab.down());
+}
+
+/// The pid of the QEMU of domain `name`, from its pid file on whichever lab host runs it.
+fn qemu_pid(lab: &Lab, name: &str) -> i32 {
+    let pids: Vec<i32> = lab
+        .hosts
+        .iter()
+        .filter_map(|h| std::fs::read_to_string(h.state_dir().join("domains").join(name).join("qemu.pid")).ok())
+        .filter_map(|p| p.trim().parse().ok())
+        .collect();
+    assert_eq!(pids.len(), 1, "one QEMU for {name}: {pids:?}");
+    pids[0]
+}
+
+fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill(2) on a pid read from our own lab's pid file.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill({pid}, {sig})");
 }
 
 struct RoundStats {

@@ -11,5 +11,6 @@
 pub mod channel;
 pub mod ops;
 pub mod procfs;
+pub mod rto;
 pub mod util;
 pub mod workloads;

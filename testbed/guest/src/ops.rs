@@ -461,11 +461,15 @@ fn ping(p: &Params) -> OpResult {
     })))
 }
 
-/// Reads TCP counters: all of `TcpExt` plus the headline ones.
+/// Reads TCP counters: all of `TcpExt` plus the headline ones, and how long ago each
+/// retransmission timeout since the first call happened (`TCPTimeouts_ms_ago`, see
+/// [`crate::rto`]).
 pub fn netstat() -> Result<Value, String> {
     let ns = std::fs::read_to_string("/proc/net/netstat").map_err(|e| format!("netstat: {e}"))?;
     let snmp = std::fs::read_to_string("/proc/net/snmp").map_err(|e| format!("snmp: {e}"))?;
-    Ok(netstat_from(&ns, &snmp))
+    let mut v = netstat_from(&ns, &snmp);
+    v["TCPTimeouts_ms_ago"] = json!(crate::rto::ages_ms());
+    Ok(v)
 }
 
 /// Builds the `netstat` reply from the texts of `/proc/net/netstat` and `/proc/net/snmp`.

@@ -157,6 +157,20 @@ impl Workloads {
         Ok(out)
     }
 
+    /// When each VM's TCP retransmission timeouts happened (wall clock, ns since the Unix
+    /// epoch), as far back as the guest watches them (the guests poll the counter every
+    /// 25 ms from their first `netstat`; see the guest's `rto` module).
+    pub async fn tcp_timeout_instants(&self) -> anyhow::Result<BTreeMap<String, Vec<u128>>> {
+        let mut out = BTreeMap::new();
+        for (vm, r) in self.vms.iter().zip(self.on_all(|_| json!({"op": "netstat"})).await) {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
+            let ages = r?.get("TCPTimeouts_ms_ago").and_then(Value::as_array).cloned().unwrap_or_default();
+            let at = ages.iter().filter_map(Value::as_f64).map(|ms| now.saturating_sub((ms * 1e6) as u128)).collect();
+            out.insert(vm.name.clone(), at);
+        }
+        Ok(out)
+    }
+
     /// Resets every stall meter (max gap starts over).
     pub async fn stall_reset(&self) -> anyhow::Result<()> {
         for r in self.on_all(|_| json!({"op": "stall_reset"})).await {

@@ -4,6 +4,7 @@ use super::elements::value;
 use super::{attr_iter, take, values, Ctx, Next, Ns, Res, Tag};
 use crate::error::ProblemKind;
 use crate::model::*;
+use smol_str::SmolStr;
 
 impl<'i> Ctx<'i> {
     pub(super) fn link(&mut self, tag: Tag<'i>) -> Res<Link> {
@@ -15,10 +16,10 @@ impl<'i> Ctx<'i> {
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
-                Some("client_id") => l.client_id = Some(a.value.into_owned()),
-                Some("component_id") => l.component_id = Some(a.value.into_owned()),
-                Some("component_name") => l.component_name = Some(a.value.into_owned()),
-                Some("sliver_id") => l.sliver_id = Some(a.value.into_owned()),
+                Some("client_id") => l.client_id = Some(self.strs.get(&a.value)),
+                Some("component_id") => l.component_id = Some(self.strs.get(&a.value)),
+                Some("component_name") => l.component_name = Some(self.strs.get(&a.value)),
+                Some("sliver_id") => l.sliver_id = Some(self.strs.get(&a.value)),
                 Some("vlantag") => {
                     l.vlantag = value(
                         &mut self.problems,
@@ -29,7 +30,7 @@ impl<'i> Ctx<'i> {
                         values::vlantag,
                     )
                 }
-                _ => self.sc.attrs.push(a.into_ext()),
+                _ => self.sc.attrs.push(a.into_ext(&mut self.strs)),
             }
         }
         l.ext_attrs = take(&mut self.sc.attrs, 0);
@@ -78,13 +79,13 @@ impl<'i> Ctx<'i> {
         }
     }
 
-    fn component_manager(&mut self, tag: Tag<'i>) -> Res<String> {
+    fn component_manager(&mut self, tag: Tag<'i>) -> Res<SmolStr> {
         let off = tag.offset;
         let mut name = None;
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             if a.plain() == Some("name") {
-                name = Some(a.value.into_owned());
+                name = Some(self.strs.get(&a.value));
             }
         }
         let name = self.required(off, "component_manager", "name", name);
@@ -98,10 +99,10 @@ impl<'i> Ctx<'i> {
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
-                Some("client_id") => r.client_id = Some(a.value.into_owned()),
-                Some("component_id") => r.component_id = Some(a.value.into_owned()),
-                Some("sliver_id") => r.sliver_id = Some(a.value.into_owned()),
-                _ => self.sc.attrs.push(a.into_ext()),
+                Some("client_id") => r.client_id = Some(self.strs.get(&a.value)),
+                Some("component_id") => r.component_id = Some(self.strs.get(&a.value)),
+                Some("sliver_id") => r.sliver_id = Some(self.strs.get(&a.value)),
+                _ => self.sc.attrs.push(a.into_ext(&mut self.strs)),
             }
         }
         r.ext_attrs = take(&mut self.sc.attrs, 0);
@@ -116,9 +117,9 @@ impl<'i> Ctx<'i> {
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
-                Some("name") => name = Some(a.value.into_owned()),
-                Some("class") => t.class = Some(a.value.into_owned()),
-                _ => self.sc.attrs.push(a.into_ext()),
+                Some("name") => name = Some(self.strs.get(&a.value)),
+                Some("class") => t.class = Some(self.strs.get(&a.value)),
+                _ => self.sc.attrs.push(a.into_ext(&mut self.strs)),
             }
         }
         t.ext_attrs = take(&mut self.sc.attrs, 0);
@@ -135,8 +136,8 @@ impl<'i> Ctx<'i> {
             let a = a?;
             let bad = ProblemKind::BadNumber;
             match a.plain() {
-                Some("source_id") => src = Some(a.value.into_owned()),
-                Some("dest_id") => dst = Some(a.value.into_owned()),
+                Some("source_id") => src = Some(self.strs.get(&a.value)),
+                Some("dest_id") => dst = Some(self.strs.get(&a.value)),
                 Some("capacity") => {
                     p.capacity = value(&mut self.problems, off, "property capacity", &a.value, bad, values::unsigned)
                 }
@@ -148,7 +149,7 @@ impl<'i> Ctx<'i> {
                         values::decimal_in(s, 0.0, 1.0)
                     })
                 }
-                _ => self.sc.attrs.push(a.into_ext()),
+                _ => self.sc.attrs.push(a.into_ext(&mut self.strs)),
             }
         }
         p.ext_attrs = take(&mut self.sc.attrs, 0);

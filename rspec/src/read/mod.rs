@@ -12,6 +12,7 @@ mod link;
 mod node;
 mod ns;
 mod opstate;
+mod strings;
 mod values;
 
 pub(crate) use attrs::attr_iter;
@@ -22,9 +23,11 @@ use std::borrow::Cow;
 
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
+use smol_str::SmolStr;
 
 pub(crate) use ns::Ns;
 use ns::{Scopes, XMLNS_NS};
+use strings::Strings;
 
 use crate::error::{Error, Position, Problem, ProblemKind};
 use crate::model::{
@@ -77,8 +80,9 @@ impl RawAttr<'_> {
         }
     }
 
-    pub(crate) fn into_ext(self) -> XmlAttr {
-        XmlAttr { name: QName { ns: self.ns.uri(), local: self.local.to_owned() }, value: self.value.into_owned() }
+    #[inline]
+    pub(crate) fn into_ext(self, strs: &mut Strings) -> XmlAttr {
+        XmlAttr { name: QName { ns: self.ns.uri(), local: SmolStr::new(self.local) }, value: strs.get(&self.value) }
     }
 }
 
@@ -99,10 +103,11 @@ pub(crate) struct Scratch {
     pub(crate) interface_refs: Vec<InterfaceRef>,
     pub(crate) link_types: Vec<LinkType>,
     pub(crate) properties: Vec<LinkProperty>,
-    pub(crate) strings: Vec<String>,
+    pub(crate) strings: Vec<SmolStr>,
 }
 
 /// Moves the items above `mark` out of a scratch stack into an exactly sized `Vec`.
+#[inline]
 pub(crate) fn take<T>(stack: &mut Vec<T>, mark: usize) -> Vec<T> {
     if stack.len() <= mark {
         return Vec::new();
@@ -129,6 +134,8 @@ pub(crate) struct Ctx<'i> {
     /// The document kind, once the root's `type` is read (some attributes depend on it).
     pub(crate) kind: RSpecType,
     pub(crate) sc: Scratch,
+    /// Attribute values that repeat share one allocation.
+    pub(crate) strs: Strings,
 }
 
 /// An event that matters to the element readers (comments, processing instructions and
@@ -190,6 +197,7 @@ impl<'i> Ctx<'i> {
             offsets: Offsets::default(),
             kind: RSpecType::Request,
             sc: Scratch::default(),
+            strs: Strings::new(),
         }
     }
 
@@ -203,6 +211,7 @@ impl<'i> Ctx<'i> {
 
     /// Reads the next event that matters, tracking depth and namespace scopes and
     /// resolving the namespace of start tags.
+    #[inline(always)]
     fn event(&mut self) -> Res<Ev<'i>> {
         self.scopes.settle();
         loop {
@@ -273,6 +282,7 @@ impl<'i> Ctx<'i> {
 
     /// Checks the limits for a start tag, applies its namespace declarations and resolves
     /// its name.
+    #[inline(always)]
     fn start_tag(&mut self, e: &BytesStart<'i>, empty: bool, offset: usize) -> Res<Tag<'i>> {
         let fatal = |kind| Fatal { offset, kind };
         self.elements += 1;
@@ -302,6 +312,7 @@ impl<'i> Ctx<'i> {
     }
 
     /// The next child of the element being read, its text, or its end.
+    #[inline]
     pub(crate) fn next_child(&mut self) -> Res<Next<'i>> {
         loop {
             return Ok(match self.event()? {
@@ -341,18 +352,19 @@ impl<'i> Ctx<'i> {
     /// Reads an element the model does not know into an owned tree.
     pub(crate) fn ext_element(&mut self, tag: Tag<'i>) -> Res<XmlElement> {
         for a in attr_iter(&self.scopes, &tag) {
-            self.sc.attrs.push(a?.into_ext());
+            self.sc.attrs.push(a?.into_ext(&mut self.strs));
         }
         let attrs = take(&mut self.sc.attrs, 0);
-        let local = std::str::from_utf8(tag.local()).map_err(|e| self.malformed(e.to_string()))?.to_owned();
+        let local = std::str::from_utf8(tag.local()).map_err(|e| self.malformed(e.to_string()))?;
         // quick-xml does not check names; a kept name must be writable again.
-        if !is_ncname(&local) || tag.ns.as_str() == Some(XMLNS_NS) {
+        if !is_ncname(local) || tag.ns.as_str() == Some(XMLNS_NS) {
             return Err(Fatal {
                 offset: tag.offset,
                 kind: FatalKind::Malformed(format!("Invalid element name {local:?}")),
             });
         }
-        let mut el = XmlElement { name: QName { ns: tag.ns.uri(), local }, attrs, children: Vec::new() };
+        let mut el =
+            XmlElement { name: QName { ns: tag.ns.uri(), local: SmolStr::new(local) }, attrs, children: Vec::new() };
         if tag.empty {
             return Ok(el);
         }

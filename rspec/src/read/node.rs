@@ -16,11 +16,11 @@ impl<'i> Ctx<'i> {
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
-                Some("client_id") => n.client_id = Some(a.value.into_owned()),
-                Some("component_id") => n.component_id = Some(a.value.into_owned()),
-                Some("component_manager_id") => n.component_manager_id = Some(a.value.into_owned()),
-                Some("component_name") => n.component_name = Some(a.value.into_owned()),
-                Some("sliver_id") => n.sliver_id = Some(a.value.into_owned()),
+                Some("client_id") => n.client_id = Some(self.strs.get(&a.value)),
+                Some("component_id") => n.component_id = Some(self.strs.get(&a.value)),
+                Some("component_manager_id") => n.component_manager_id = Some(self.strs.get(&a.value)),
+                Some("component_name") => n.component_name = Some(self.strs.get(&a.value)),
+                Some("sliver_id") => n.sliver_id = Some(self.strs.get(&a.value)),
                 Some("exclusive") => {
                     n.exclusive = value(
                         &mut self.problems,
@@ -31,7 +31,7 @@ impl<'i> Ctx<'i> {
                         values::boolean,
                     )
                 }
-                _ => self.sc.attrs.push(a.into_ext()),
+                _ => self.sc.attrs.push(a.into_ext(&mut self.strs)),
             }
         }
         n.ext_attrs = take(&mut self.sc.attrs, 0);
@@ -91,8 +91,8 @@ impl<'i> Ctx<'i> {
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
-                Some("name") => name = Some(a.value.into_owned()),
-                _ => self.sc.attrs.push(a.into_ext()),
+                Some("name") => name = Some(self.strs.get(&a.value)),
+                _ => self.sc.attrs.push(a.into_ext(&mut self.strs)),
             }
         }
         s.ext_attrs = take(&mut self.sc.attrs, 0);
@@ -132,13 +132,13 @@ impl<'i> Ctx<'i> {
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
-                Some("name") => name = Some(a.value.into_owned()),
-                Some("url") => d.url = Some(a.value.into_owned()),
-                Some("os") => d.os = Some(a.value.into_owned()),
-                Some("version") => d.version = Some(a.value.into_owned()),
-                Some("description") => d.description = Some(a.value.into_owned()),
-                Some("default") => d.default = Some(a.value.into_owned()),
-                _ => self.sc.attrs.push(a.into_ext()),
+                Some("name") => name = Some(self.strs.get(&a.value)),
+                Some("url") => d.url = Some(self.strs.get(&a.value)),
+                Some("os") => d.os = Some(self.strs.get(&a.value)),
+                Some("version") => d.version = Some(self.strs.get(&a.value)),
+                Some("description") => d.description = Some(self.strs.get(&a.value)),
+                Some("default") => d.default = Some(self.strs.get(&a.value)),
+                _ => self.sc.attrs.push(a.into_ext(&mut self.strs)),
             }
         }
         d.ext_attrs = take(&mut self.sc.attrs, 0);
@@ -163,7 +163,7 @@ impl<'i> Ctx<'i> {
                 Some("disk") => {
                     x.disk = value(&mut self.problems, off, "emulab:xen disk", &a.value, bad, values::unsigned)
                 }
-                _ => self.sc.attrs.push(a.into_ext()),
+                _ => self.sc.attrs.push(a.into_ext(&mut self.strs)),
             }
         }
         x.ext_attrs = take(&mut self.sc.attrs, 0);
@@ -178,8 +178,8 @@ impl<'i> Ctx<'i> {
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
-                Some("name") => name = Some(a.value.into_owned()),
-                _ => self.sc.attrs.push(a.into_ext()),
+                Some("name") => name = Some(self.strs.get(&a.value)),
+                _ => self.sc.attrs.push(a.into_ext(&mut self.strs)),
             }
         }
         h.ext_attrs = take(&mut self.sc.attrs, 0);
@@ -195,11 +195,11 @@ impl<'i> Ctx<'i> {
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
-                Some("client_id") => i.client_id = Some(a.value.into_owned()),
-                Some("component_id") => i.component_id = Some(a.value.into_owned()),
-                Some("sliver_id") => i.sliver_id = Some(a.value.into_owned()),
-                Some("mac_address") => i.mac_address = Some(a.value.into_owned()),
-                _ => self.sc.attrs.push(a.into_ext()),
+                Some("client_id") => i.client_id = Some(self.strs.get(&a.value)),
+                Some("component_id") => i.component_id = Some(self.strs.get(&a.value)),
+                Some("sliver_id") => i.sliver_id = Some(self.strs.get(&a.value)),
+                Some("mac_address") => i.mac_address = Some(self.strs.get(&a.value)),
+                _ => self.sc.attrs.push(a.into_ext(&mut self.strs)),
             }
         }
         i.ext_attrs = take(&mut self.sc.attrs, 0);
@@ -247,8 +247,8 @@ impl<'i> Ctx<'i> {
                 Some("netmask") => {
                     netmask = value(&mut self.problems, off, "ip netmask", &a.value, bad, values::netmask)
                 }
-                Some("type") => ip_type = Some(a.value.into_owned()),
-                _ => self.sc.attrs.push(a.into_ext()),
+                Some("type") => ip_type = Some(self.strs.get(&a.value)),
+                _ => self.sc.attrs.push(a.into_ext(&mut self.strs)),
             }
         }
         let ext_attrs = take(&mut self.sc.attrs, 0);
@@ -273,7 +273,7 @@ impl<'i> Ctx<'i> {
         let mut s = Services::default();
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
-            self.sc.attrs.push(a.into_ext());
+            self.sc.attrs.push(a.into_ext(&mut self.strs));
         }
         s.ext_attrs = take(&mut self.sc.attrs, 0);
         if tag.empty {
@@ -320,14 +320,14 @@ impl<'i> Ctx<'i> {
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
-                Some("authentication") => auth = Some(a.value.into_owned()),
-                Some("hostname") => l.hostname = Some(a.value.into_owned()),
-                Some("username") => l.username = Some(a.value.into_owned()),
+                Some("authentication") => auth = Some(self.strs.get(&a.value)),
+                Some("hostname") => l.hostname = Some(self.strs.get(&a.value)),
+                Some("username") => l.username = Some(self.strs.get(&a.value)),
                 Some("port") => {
                     l.port =
                         value(&mut self.problems, off, "login port", &a.value, ProblemKind::BadNumber, values::unsigned)
                 }
-                _ => self.sc.attrs.push(a.into_ext()),
+                _ => self.sc.attrs.push(a.into_ext(&mut self.strs)),
             }
         }
         l.ext_attrs = take(&mut self.sc.attrs, 0);
@@ -343,10 +343,10 @@ impl<'i> Ctx<'i> {
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
-                Some("url") => url = Some(a.value.into_owned()),
-                Some("install_path") => path = Some(a.value.into_owned()),
-                Some("file_type") => i.file_type = Some(a.value.into_owned()),
-                _ => self.sc.attrs.push(a.into_ext()),
+                Some("url") => url = Some(self.strs.get(&a.value)),
+                Some("install_path") => path = Some(self.strs.get(&a.value)),
+                Some("file_type") => i.file_type = Some(self.strs.get(&a.value)),
+                _ => self.sc.attrs.push(a.into_ext(&mut self.strs)),
             }
         }
         i.ext_attrs = take(&mut self.sc.attrs, 0);
@@ -372,9 +372,9 @@ impl<'i> Ctx<'i> {
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
-                Some("shell") => shell = Some(a.value.into_owned()),
-                Some("command") => command = Some(a.value.into_owned()),
-                _ => self.sc.attrs.push(a.into_ext()),
+                Some("shell") => shell = Some(self.strs.get(&a.value)),
+                Some("command") => command = Some(self.strs.get(&a.value)),
+                _ => self.sc.attrs.push(a.into_ext(&mut self.strs)),
             }
         }
         e.ext_attrs = take(&mut self.sc.attrs, 0);
@@ -396,8 +396,8 @@ impl<'i> Ctx<'i> {
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
-                Some("login") => login = Some(a.value.into_owned()),
-                Some("user_urn") => u.user_urn = Some(a.value.into_owned()),
+                Some("login") => login = Some(self.strs.get(&a.value)),
+                Some("user_urn") => u.user_urn = Some(self.strs.get(&a.value)),
                 _ => {}
             }
         }
@@ -433,8 +433,8 @@ impl<'i> Ctx<'i> {
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
-                Some("name") => name = Some(a.value.into_owned()),
-                _ => self.sc.attrs.push(a.into_ext()),
+                Some("name") => name = Some(self.strs.get(&a.value)),
+                _ => self.sc.attrs.push(a.into_ext(&mut self.strs)),
             }
         }
         h.ext_attrs = take(&mut self.sc.attrs, 0);
@@ -451,7 +451,7 @@ impl<'i> Ctx<'i> {
             let a = a?;
             let bad = ProblemKind::BadNumber;
             match a.plain() {
-                Some("country") => country = Some(a.value.into_owned()),
+                Some("country") => country = Some(self.strs.get(&a.value)),
                 Some("latitude") => {
                     l.latitude = value(&mut self.problems, off, "location latitude", &a.value, bad, |s| {
                         values::decimal_in(s, -90.0, 90.0)
@@ -462,7 +462,7 @@ impl<'i> Ctx<'i> {
                         values::decimal_in(s, -180.0, 180.0)
                     })
                 }
-                _ => self.sc.attrs.push(a.into_ext()),
+                _ => self.sc.attrs.push(a.into_ext(&mut self.strs)),
             }
         }
         l.ext_attrs = take(&mut self.sc.attrs, 0);
@@ -488,7 +488,7 @@ impl<'i> Ctx<'i> {
                         values::boolean,
                     ))
                 }
-                _ => self.sc.attrs.push(a.into_ext()),
+                _ => self.sc.attrs.push(a.into_ext(&mut self.strs)),
             }
         }
         v.ext_attrs = take(&mut self.sc.attrs, 0);

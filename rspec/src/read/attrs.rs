@@ -165,7 +165,7 @@ pub(crate) fn attr_iter<'r, 'i>(scopes: &'r Scopes<'i>, tag: &Tag<'i>) -> AttrIt
 impl<'i> Iterator for AttrIter<'_, 'i> {
     type Item = Res<RawAttr<'i>>;
 
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
         let &Lexed { key, colon, value, has_amp } = self.scopes.lexed.get(self.next)?;
         self.next += 1;

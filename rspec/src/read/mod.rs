@@ -312,7 +312,7 @@ impl<'i> Ctx<'i> {
     }
 
     /// The next child of the element being read, its text, or its end.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn next_child(&mut self) -> Res<Next<'i>> {
         loop {
             return Ok(match self.event()? {

@@ -9,7 +9,7 @@
 //! every problem of the document.
 
 use super::values;
-use super::{attr_iter, take, Ctx, Next, Ns, Res, Tag};
+use super::{attr_iter, push_child, Ctx, Next, Ns, Res, Tag};
 use crate::error::ProblemKind;
 use crate::model::*;
 use crate::xml::XmlElement;
@@ -61,18 +61,14 @@ impl<'i> Ctx<'i> {
         if tag.empty {
             return Ok(());
         }
-        let mark = self.sc.elements.len();
         loop {
             match self.next_child()? {
                 Next::Child(c) => {
                     let e = self.ext_element(c)?;
-                    self.sc.elements.push(e);
+                    push_child(out, e);
                 }
                 Next::Text(_) => {}
-                Next::End => {
-                    *out = take(&mut self.sc.elements, mark);
-                    return Ok(());
-                }
+                Next::End => return Ok(()),
             }
         }
     }
@@ -123,10 +119,9 @@ impl<'i> Ctx<'i> {
                         }
                     }
                 }
-                _ => self.sc.attrs.push(a.into_ext(&mut self.strs)),
+                _ => push_child(&mut r.ext_attrs, a.into_ext(&mut self.strs)),
             }
         }
-        r.ext_attrs = take(&mut self.sc.attrs, 0);
         match rtype {
             Some(Some(t)) => {
                 r.rspec_type = t;
@@ -140,7 +135,6 @@ impl<'i> Ctx<'i> {
         if tag.empty {
             return Ok(r);
         }
-        let m_extensions = self.sc.elements.len();
         loop {
             match self.next_child()? {
                 Next::Child(c) => match (&c.ns, c.local()) {
@@ -160,12 +154,11 @@ impl<'i> Ctx<'i> {
                     }
                     _ => {
                         let e = self.ext_element(c)?;
-                        self.sc.elements.push(e);
+                        push_child(&mut r.extensions, e);
                     }
                 },
                 Next::Text(_) => {}
                 Next::End => {
-                    r.extensions = take(&mut self.sc.elements, m_extensions);
                     return Ok(r);
                 }
             }

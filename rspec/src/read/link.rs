@@ -17,9 +17,9 @@ impl<'i> Ctx<'i> {
             let a = a?;
             match a.plain() {
                 Some("client_id") => l.client_id = Some(self.strs.get(&a.value)),
-                Some("component_id") => l.component_id = Some(self.strs.get(&a.value)),
+                Some("component_id") => l.component_id = Some(SmolStr::new(&a.value)),
                 Some("component_name") => l.component_name = Some(self.strs.get(&a.value)),
-                Some("sliver_id") => l.sliver_id = Some(self.strs.get(&a.value)),
+                Some("sliver_id") => l.sliver_id = Some(SmolStr::new(&a.value)),
                 Some("vlantag") => {
                     l.vlantag = value(
                         &mut self.problems,

@@ -4,6 +4,7 @@ use super::elements::value;
 use super::{attr_iter, push_child, values, Ctx, Next, Ns, Res, Tag};
 use crate::error::ProblemKind;
 use crate::model::*;
+use smol_str::SmolStr;
 
 impl<'i> Ctx<'i> {
     /// Reads a node into `n` (a fresh `Node::default()` already in its final place: a node is
@@ -17,10 +18,10 @@ impl<'i> Ctx<'i> {
             let a = a?;
             match a.plain() {
                 Some("client_id") => n.client_id = Some(self.strs.get(&a.value)),
-                Some("component_id") => n.component_id = Some(self.strs.get(&a.value)),
+                Some("component_id") => n.component_id = Some(SmolStr::new(&a.value)),
                 Some("component_manager_id") => n.component_manager_id = Some(self.strs.get(&a.value)),
                 Some("component_name") => n.component_name = Some(self.strs.get(&a.value)),
-                Some("sliver_id") => n.sliver_id = Some(self.strs.get(&a.value)),
+                Some("sliver_id") => n.sliver_id = Some(SmolStr::new(&a.value)),
                 Some("exclusive") => {
                     n.exclusive = value(
                         &mut self.problems,
@@ -179,8 +180,8 @@ impl<'i> Ctx<'i> {
             let a = a?;
             match a.plain() {
                 Some("client_id") => i.client_id = Some(self.strs.get(&a.value)),
-                Some("component_id") => i.component_id = Some(self.strs.get(&a.value)),
-                Some("sliver_id") => i.sliver_id = Some(self.strs.get(&a.value)),
+                Some("component_id") => i.component_id = Some(SmolStr::new(&a.value)),
+                Some("sliver_id") => i.sliver_id = Some(SmolStr::new(&a.value)),
                 Some("mac_address") => i.mac_address = Some(self.strs.get(&a.value)),
                 _ => push_child(&mut i.ext_attrs, a.into_ext(&mut self.strs)),
             }

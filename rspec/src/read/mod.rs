@@ -355,12 +355,10 @@ impl<'i> Ctx<'i> {
                 }
                 // Text split by CDATA sections or dropped whitespace is one text node, as the
                 // writer will emit it as one.
-                Next::Text(t) => {
-                    match el.children.last_mut() {
-                        Some(XmlChild::Text(prev)) => prev.push_str(&t),
-                        _ => push_child(&mut el.children, XmlChild::Text(t)),
-                    }
-                }
+                Next::Text(t) => match el.children.last_mut() {
+                    Some(XmlChild::Text(prev)) => prev.push_str(&t),
+                    _ => push_child(&mut el.children, XmlChild::Text(t)),
+                },
                 Next::End => {
                     return Ok(el);
                 }

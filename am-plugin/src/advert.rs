@@ -125,11 +125,11 @@ impl Am {
             .images
             .iter()
             .map(|(name, img)| DiskImage {
-                name: self.cfg.image_urn(name),
-                os: img.os.clone(),
-                version: img.version.clone(),
-                description: img.description.clone(),
-                default: (name == &self.cfg.default_image).then(|| "true".to_string()),
+                name: self.cfg.image_urn(name).into(),
+                os: img.os.as_deref().map(Into::into),
+                version: img.version.as_deref().map(Into::into),
+                description: img.description.as_deref().map(Into::into),
+                default: (name == &self.cfg.default_image).then(|| "true".into()),
                 ..Default::default()
             })
             .collect();
@@ -137,8 +137,8 @@ impl Am {
         let user_images = crate::image::advertised(self)?;
         let mut ad = RSpec::new(RSpecType::Advertisement);
         let now = rfc3339(Utc::now());
-        ad.generated = Some(now.clone());
-        ad.expires = Some(now);
+        ad.generated = Some(now.clone().into());
+        ad.expires = Some(now.into());
         for name in self.agents.names() {
             let info = hosts.get(name);
             let (used_v, used_m) = live
@@ -159,23 +159,19 @@ impl Am {
             }
             let mut node_images = images.clone();
             node_images.extend(user_images.iter().filter(|(_, _, h)| h == name).map(|(urn, description, _)| {
-                DiskImage { name: urn.clone(), description: Some(description.clone()), ..Default::default() }
+                DiskImage { name: urn.into(), description: Some(description.into()), ..Default::default() }
             }));
             let mut node_type = XmlElement::new(QName::new(EMULAB_NS, "node_type"));
             node_type.attrs.push(XmlAttr::new(QName::local("type_slots"), slots.to_string()));
             node_type.attrs.push(XmlAttr::new(QName::local("static"), "true"));
             ad.nodes.push(Node {
-                component_id: Some(self.cfg.node_urn(name)),
-                component_manager_id: Some(self.cfg.am_urn()),
-                component_name: Some(name.to_string()),
+                component_id: Some(self.cfg.node_urn(name).into()),
+                component_manager_id: Some(self.cfg.am_urn().into()),
+                component_name: Some(name.into()),
                 exclusive: Some(false),
                 sliver_types: [VM_TYPE, XEN_TYPE]
                     .iter()
-                    .map(|t| SliverType {
-                        name: (*t).to_string(),
-                        disk_images: node_images.clone(),
-                        ..Default::default()
-                    })
+                    .map(|t| SliverType { name: (*t).into(), disk_images: node_images.clone(), ..Default::default() })
                     .collect(),
                 hardware_types: vec![HardwareType {
                     name: "pcvm".into(),

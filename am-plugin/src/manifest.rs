@@ -46,9 +46,9 @@ impl Am {
             by_alloc.entry(s.allocation).or_default().push(s);
         }
         let mut m = RSpec::new(RSpecType::Manifest);
-        m.generated = Some(rfc3339(Utc::now()));
-        m.generated_by = Some(format!("vnsnap-am {}", env!("CARGO_PKG_VERSION")));
-        m.expires = slivers.iter().map(|s| s.expires).min().map(rfc3339);
+        m.generated = Some(rfc3339(Utc::now()).into());
+        m.generated_by = Some(format!("vnsnap-am {}", env!("CARGO_PKG_VERSION")).into());
+        m.expires = slivers.iter().map(|s| s.expires).min().map(rfc3339).map(Into::into);
         for (alloc, ss) in by_alloc {
             let Some(text) = self.db.allocation_rspec(alloc)? else {
                 continue;
@@ -72,17 +72,17 @@ impl Am {
             let Some(s) = node.client_id.as_deref().and_then(|c| by_client.get(c)) else {
                 continue;
             };
-            node.sliver_id = Some(s.urn.clone());
-            node.component_id = Some(self.cfg.node_urn(&s.host));
-            node.component_manager_id = Some(self.cfg.am_urn());
-            node.component_name = Some(s.host.clone());
+            node.sliver_id = Some(s.urn.as_str().into());
+            node.component_id = Some(self.cfg.node_urn(&s.host).into());
+            node.component_manager_id = Some(self.cfg.am_urn().into());
+            node.component_name = Some(s.host.as_str().into());
             node.exclusive = Some(false);
             for iface in &mut node.interfaces {
                 let cid = iface.client_id.clone().unwrap_or_default();
                 if let Some(nic) = s.plan.nics.iter().find(|n| n.client_id == cid) {
-                    iface.sliver_id = Some(nic.sliver_urn.clone());
-                    iface.mac_address = Some(nic.mac.clone());
-                    iface_sliver.insert(cid, nic.sliver_urn.clone());
+                    iface.sliver_id = Some(nic.sliver_urn.as_str().into());
+                    iface.mac_address = Some(nic.mac.as_str().into());
+                    iface_sliver.insert(cid.to_string(), nic.sliver_urn.clone());
                 }
             }
             if !users.is_empty() {
@@ -90,8 +90,8 @@ impl Am {
                 // No login element: the test guest has no reachable SSH port.
                 for u in users {
                     services.users.push(UserKey {
-                        login: u.login(),
-                        user_urn: Some(u.urn.clone()),
+                        login: u.login().into(),
+                        user_urn: Some(u.urn.as_str().into()),
                         public_keys: u.keys.clone(),
                     });
                 }
@@ -103,14 +103,14 @@ impl Am {
             let Some(row) = links.iter().find(|l| l.client_id == cid) else {
                 continue;
             };
-            link.sliver_id = Some(row.urn.clone());
+            link.sliver_id = Some(row.urn.clone().into());
             link.vlantag = u16::try_from(row.segment).ok();
             if !link.component_managers.iter().any(|c| c.eq_ignore_ascii_case(&self.cfg.am_urn())) {
-                link.component_managers.push(self.cfg.am_urn());
+                link.component_managers.push(self.cfg.am_urn().into());
             }
             for r in &mut link.interface_refs {
-                if let Some(sid) = r.client_id.as_ref().and_then(|c| iface_sliver.get(c)) {
-                    r.sliver_id = Some(sid.clone());
+                if let Some(sid) = r.client_id.as_ref().and_then(|c| iface_sliver.get(c.as_str())) {
+                    r.sliver_id = Some(sid.clone().into());
                 }
             }
             m.links.push(link);

@@ -1,5 +1,5 @@
 //! Profiling aid for the reader: `prof MODE [NODES] [ROUNDS]` on a generated advertisement.
-//! Modes: `raw` (quick-xml Reader scan), `ns` (NsReader scan), `parse` (parse and drop),
+//! Modes: `none` (setup only, to subtract from counter totals), `raw` (quick-xml Reader scan), `ns` (NsReader scan), `parse` (parse and drop),
 //! `fresh` (parse while the previous model is still alive; reports the fastest round).
 #[path = "../tests/common/gen.rs"]
 mod gen;
@@ -18,6 +18,7 @@ fn main() {
     for _ in 0..rounds {
         let t = Instant::now();
         match mode.as_str() {
+            "none" => {}
             "raw" => {
                 let mut r = quick_xml::Reader::from_str(&xml);
                 while !matches!(r.read_event().unwrap(), Event::Eof) {}

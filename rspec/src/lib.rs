@@ -15,6 +15,13 @@
 //! serves requests, manifests and advertisements; attributes that exist only in some kinds are
 //! `Option`s.
 //!
+//! Attribute values and names are [`SmolStr`]s (re-exported from `smol_str`): immutable
+//! strings that hold up to 23 bytes inline and share longer ones behind a reference count, so
+//! cloning a model does not copy its strings. Build them with `.into()` from `&str` or
+//! `String`; they dereference to `&str`. Text content (descriptions, public keys, text in
+//! [`XmlElement`]s) stays `String`. When reading, a long value equal to a recently read one
+//! (the component manager URN, image names on every node) shares that one's allocation.
+//!
 //! # What is kept
 //! Elements and attributes this model does not know (foreign namespaces such as stitching or
 //! jacks, and GENI elements outside the model such as `relation`) are kept as [`XmlElement`]
@@ -50,6 +57,7 @@ mod xml;
 
 pub use error::{Error, Position, Problem, ProblemKind};
 pub use model::*;
+pub use smol_str::SmolStr;
 pub use xml::{QName, XmlAttr, XmlChild, XmlElement};
 
 /// The largest document [`parse`] accepts, in bytes (16 MiB: a 5,000-node advertisement is

@@ -8,6 +8,8 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use smol_str::SmolStr;
+
 use crate::xml::{XmlAttr, XmlElement};
 
 /// The GENI RSpec v3 core namespace.
@@ -61,11 +63,11 @@ pub struct RSpec {
     /// The document kind (`type` attribute, required).
     pub rspec_type: RSpecType,
     /// `generated`: an `xs:dateTime` such as `2025-01-01T12:00:00Z`.
-    pub generated: Option<String>,
+    pub generated: Option<SmolStr>,
     /// `generated_by`: free text naming the producing tool.
-    pub generated_by: Option<String>,
+    pub generated_by: Option<SmolStr>,
     /// `expires`: an `xs:dateTime`; a manifest must carry it.
-    pub expires: Option<String>,
+    pub expires: Option<SmolStr>,
     /// The `<node>` elements, in document order.
     pub nodes: Vec<Node>,
     /// The `<link>` elements, in document order.
@@ -75,7 +77,7 @@ pub struct RSpec {
     /// `xsi:schemaLocation` pairs `(namespace, url)` for namespaces the writer does not
     /// already know a location for (for example the stitching schema). The writer emits its
     /// own pairs for the core, emulab and opstate namespaces.
-    pub extra_schema_locations: Vec<(String, String)>,
+    pub extra_schema_locations: Vec<(SmolStr, SmolStr)>,
     /// Foreign top-level elements (stitching topologies, client extensions, ...).
     pub extensions: Vec<XmlElement>,
     /// Unknown root attributes (namespace declarations and `xsi:schemaLocation` excluded).
@@ -121,17 +123,17 @@ impl RSpec {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Node {
     /// `client_id`: required in requests and manifests, absent in advertisements.
-    pub client_id: Option<String>,
+    pub client_id: Option<SmolStr>,
     /// `component_id`: the physical resource URN; makes a request node *bound*.
-    pub component_id: Option<String>,
+    pub component_id: Option<SmolStr>,
     /// `component_manager_id`: the URN of the aggregate that owns the node.
-    pub component_manager_id: Option<String>,
+    pub component_manager_id: Option<SmolStr>,
     /// `component_name`: the short resource name.
-    pub component_name: Option<String>,
+    pub component_name: Option<SmolStr>,
     /// `exclusive`: whether the node is a whole physical machine.
     pub exclusive: Option<bool>,
     /// `sliver_id` (manifest only): the sliver URN used in AM API v3 `urns[]`.
-    pub sliver_id: Option<String>,
+    pub sliver_id: Option<SmolStr>,
     /// `<sliver_type>`: exactly one in a request, a list of offers in an advertisement.
     pub sliver_types: Vec<SliverType>,
     /// `<hardware_type>` elements.
@@ -168,7 +170,7 @@ impl Node {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SliverType {
     /// `name`, for example `emulab-xen`, `raw-pc` or `default-vm`.
-    pub name: String,
+    pub name: SmolStr,
     /// `<disk_image>` elements.
     pub disk_images: Vec<DiskImage>,
     /// `<emulab:xen cores ram disk>`, if present.
@@ -183,17 +185,17 @@ pub struct SliverType {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct DiskImage {
     /// `name` (required): usually an image URN.
-    pub name: String,
+    pub name: SmolStr,
     /// `url`: where the image can be fetched.
-    pub url: Option<String>,
+    pub url: Option<SmolStr>,
     /// `os`, for example `Linux`.
-    pub os: Option<String>,
+    pub os: Option<SmolStr>,
     /// `version`, for example `22.04`.
-    pub version: Option<String>,
+    pub version: Option<SmolStr>,
     /// `description`: free text.
-    pub description: Option<String>,
+    pub description: Option<SmolStr>,
     /// `default` (advertisement only): marks the default image, usually `"true"`.
-    pub default: Option<String>,
+    pub default: Option<SmolStr>,
     /// Foreign child elements.
     pub extensions: Vec<XmlElement>,
     /// Unknown attributes.
@@ -217,7 +219,7 @@ pub struct EmulabXen {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct HardwareType {
     /// `name` (required), for example `pc3000`.
-    pub name: String,
+    pub name: SmolStr,
     /// Foreign child elements (`emulab:node_type`, ...).
     pub extensions: Vec<XmlElement>,
     /// Unknown attributes.
@@ -228,13 +230,13 @@ pub struct HardwareType {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Interface {
     /// `client_id`: required in requests and manifests (convention `node:if0`).
-    pub client_id: Option<String>,
+    pub client_id: Option<SmolStr>,
     /// `component_id`: the physical interface URN; required in advertisements.
-    pub component_id: Option<String>,
+    pub component_id: Option<SmolStr>,
     /// `sliver_id` (manifest only).
-    pub sliver_id: Option<String>,
+    pub sliver_id: Option<SmolStr>,
     /// `mac_address` (manifest only), for example `02:00:0a:0a:01:01`.
-    pub mac_address: Option<String>,
+    pub mac_address: Option<SmolStr>,
     /// `<ip>` children.
     pub ips: Vec<Ip>,
     /// Foreign or unknown child elements.
@@ -251,7 +253,7 @@ pub struct Ip {
     /// `netmask`, dotted (`255.255.255.0`) or a prefix length (`64`).
     pub netmask: Option<Netmask>,
     /// `type`, normally `ipv4` (the default when absent).
-    pub ip_type: Option<String>,
+    pub ip_type: Option<SmolStr>,
     /// Unknown attributes.
     pub ext_attrs: Vec<XmlAttr>,
 }
@@ -280,17 +282,17 @@ impl Netmask {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Link {
     /// `client_id`: required in requests and manifests.
-    pub client_id: Option<String>,
+    pub client_id: Option<SmolStr>,
     /// `component_id`: required in advertisements.
-    pub component_id: Option<String>,
+    pub component_id: Option<SmolStr>,
     /// `component_name` (advertisement).
-    pub component_name: Option<String>,
+    pub component_name: Option<SmolStr>,
     /// `sliver_id` (manifest only).
-    pub sliver_id: Option<String>,
+    pub sliver_id: Option<SmolStr>,
     /// `vlantag` (manifest; the manifest schema requires it), 0..=4095.
     pub vlantag: Option<u16>,
     /// `<component_manager name=...>`: one URN per aggregate the link touches.
-    pub component_managers: Vec<String>,
+    pub component_managers: Vec<SmolStr>,
     /// `<interface_ref>` children: the link's end points.
     pub interface_refs: Vec<InterfaceRef>,
     /// `<link_type>` children (`lan`, `gre-tunnel`, `vlan`, ...).
@@ -307,11 +309,11 @@ pub struct Link {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct InterfaceRef {
     /// `client_id` of the interface (requests and manifests).
-    pub client_id: Option<String>,
+    pub client_id: Option<SmolStr>,
     /// `component_id` of the interface (advertisements; optional in manifests).
-    pub component_id: Option<String>,
+    pub component_id: Option<SmolStr>,
     /// `sliver_id` (manifest only).
-    pub sliver_id: Option<String>,
+    pub sliver_id: Option<SmolStr>,
     /// Foreign child elements.
     pub extensions: Vec<XmlElement>,
     /// Unknown attributes.
@@ -322,9 +324,9 @@ pub struct InterfaceRef {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LinkType {
     /// `name` (required), for example `lan`.
-    pub name: String,
+    pub name: SmolStr,
     /// `class`.
-    pub class: Option<String>,
+    pub class: Option<SmolStr>,
     /// Foreign child elements.
     pub extensions: Vec<XmlElement>,
     /// Unknown attributes.
@@ -335,9 +337,9 @@ pub struct LinkType {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LinkProperty {
     /// `source_id` (required): the sending interface's client_id.
-    pub source_id: String,
+    pub source_id: SmolStr,
     /// `dest_id` (required): the receiving interface's client_id.
-    pub dest_id: String,
+    pub dest_id: SmolStr,
     /// `capacity` in kbit/s.
     pub capacity: Option<u64>,
     /// `latency` in milliseconds.
@@ -371,13 +373,13 @@ pub struct Services {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Login {
     /// `authentication` (required), normally `ssh-keys`.
-    pub authentication: String,
+    pub authentication: SmolStr,
     /// `hostname` to ssh to.
-    pub hostname: Option<String>,
+    pub hostname: Option<SmolStr>,
     /// `port` to ssh to.
     pub port: Option<u16>,
     /// `username` (manifest).
-    pub username: Option<String>,
+    pub username: Option<SmolStr>,
     /// Unknown or foreign child elements (the manifest's `<user name=...>`).
     pub extensions: Vec<XmlElement>,
     /// Unknown attributes.
@@ -389,11 +391,11 @@ pub struct Login {
 pub struct Install {
     /// `url` of the tarball (required in requests and manifests; an advertisement has
     /// none, which is the empty string here).
-    pub url: String,
+    pub url: SmolStr,
     /// `install_path` (like `url`: empty in an advertisement).
-    pub install_path: String,
+    pub install_path: SmolStr,
     /// `file_type` (advertisement only, where it is required).
-    pub file_type: Option<String>,
+    pub file_type: Option<SmolStr>,
     /// Foreign child elements.
     pub extensions: Vec<XmlElement>,
     /// Unknown attributes.
@@ -404,10 +406,10 @@ pub struct Install {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Execute {
     /// `shell` (required), for example `sh`.
-    pub shell: String,
+    pub shell: SmolStr,
     /// `command` (required in requests and manifests; empty in an advertisement, which
     /// only names shells).
-    pub command: String,
+    pub command: SmolStr,
     /// Foreign child elements.
     pub extensions: Vec<XmlElement>,
     /// Unknown attributes.
@@ -418,9 +420,9 @@ pub struct Execute {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct UserKey {
     /// `login` (required): the account name on the node.
-    pub login: String,
+    pub login: SmolStr,
     /// `user_urn`: the GENI user URN.
-    pub user_urn: Option<String>,
+    pub user_urn: Option<SmolStr>,
     /// `<user:public_key>` texts, such as `ssh-ed25519 AAAA... alice@laptop`.
     pub public_keys: Vec<String>,
 }
@@ -429,7 +431,7 @@ pub struct UserKey {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Host {
     /// `name` (required): the node's DNS name.
-    pub name: String,
+    pub name: SmolStr,
     /// Unknown attributes (ProtoGENI's `ipv4`; not schema-valid, kept when read).
     pub ext_attrs: Vec<XmlAttr>,
 }
@@ -438,7 +440,7 @@ pub struct Host {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Location {
     /// `country` (required), ISO code such as `US`.
-    pub country: String,
+    pub country: SmolStr,
     /// `latitude` in degrees, `-90.0..=90.0`.
     pub latitude: Option<f64>,
     /// `longitude` in degrees, `-180.0..=180.0`.
@@ -464,11 +466,11 @@ pub struct Available {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Opstate {
     /// `aggregate_manager_id` (required): the AM's URN.
-    pub aggregate_manager_id: String,
+    pub aggregate_manager_id: SmolStr,
     /// `start` (required): the first state after provisioning, e.g. `geni_notready`.
-    pub start: String,
+    pub start: SmolStr,
     /// `<sliver_type name=...>` entries this block applies to.
-    pub sliver_types: Vec<String>,
+    pub sliver_types: Vec<SmolStr>,
     /// `<state>` entries.
     pub states: Vec<OpstateState>,
 }
@@ -477,7 +479,7 @@ pub struct Opstate {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct OpstateState {
     /// `name` (required), e.g. `geni_ready`.
-    pub name: String,
+    pub name: SmolStr,
     /// `<description>` text.
     pub description: Option<String>,
     /// `<action>` entries: what a user may invoke in this state.
@@ -490,9 +492,9 @@ pub struct OpstateState {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct OpstateAction {
     /// `name` (required), e.g. `geni_start` or `myam_snapshot`.
-    pub name: String,
+    pub name: SmolStr,
     /// `next` (required): the resulting state.
-    pub next: String,
+    pub next: SmolStr,
     /// `<description>` text.
     pub description: Option<String>,
 }
@@ -501,9 +503,9 @@ pub struct OpstateAction {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct OpstateWait {
     /// `type`, e.g. `geni_success` or `geni_failure`.
-    pub wait_type: Option<String>,
+    pub wait_type: Option<SmolStr>,
     /// `next` (required): the resulting state.
-    pub next: String,
+    pub next: SmolStr,
     /// `<description>` text.
     pub description: Option<String>,
 }

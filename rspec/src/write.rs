@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 
 use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
 use quick_xml::Writer;
+use smol_str::SmolStr;
 
 use crate::model::*;
 use crate::xml::{QName, XmlAttr, XmlChild, XmlElement};
@@ -135,9 +136,9 @@ fn attr(start: &mut BytesStart<'_>, name: &str, value: &str) {
     start.push_attribute((name.as_bytes(), v.as_bytes()));
 }
 
-fn opt(start: &mut BytesStart<'_>, name: &str, value: &Option<String>) {
+fn opt<S: AsRef<str>>(start: &mut BytesStart<'_>, name: &str, value: &Option<S>) {
     if let Some(v) = value {
-        attr(start, name, v);
+        attr(start, name, v.as_ref());
     }
 }
 
@@ -148,16 +149,16 @@ fn opt_num<T: ToString>(start: &mut BytesStart<'_>, name: &str, value: Option<T>
 }
 
 /// Collects the namespaces used by extension content, so they can be declared on the root.
-fn collect_ns(rspec: &RSpec) -> BTreeSet<String> {
+fn collect_ns(rspec: &RSpec) -> BTreeSet<SmolStr> {
     let mut set = BTreeSet::new();
-    fn attrs(set: &mut BTreeSet<String>, a: &[XmlAttr]) {
+    fn attrs(set: &mut BTreeSet<SmolStr>, a: &[XmlAttr]) {
         for x in a {
             if let Some(ns) = &x.name.ns {
                 set.insert(ns.clone());
             }
         }
     }
-    fn elems(set: &mut BTreeSet<String>, e: &[XmlElement]) {
+    fn elems(set: &mut BTreeSet<SmolStr>, e: &[XmlElement]) {
         for x in e {
             if let Some(ns) = &x.name.ns {
                 if !set.contains(ns) {
@@ -182,7 +183,7 @@ fn collect_ns(rspec: &RSpec) -> BTreeSet<String> {
             attrs(s, &t.ext_attrs);
             elems(s, &t.extensions);
             if let Some(x) = &t.xen {
-                s.insert(EMULAB_NS.to_owned());
+                s.insert(SmolStr::new_static(EMULAB_NS));
                 attrs(s, &x.ext_attrs);
             }
             for d in &t.disk_images {
@@ -205,7 +206,7 @@ fn collect_ns(rspec: &RSpec) -> BTreeSet<String> {
             attrs(s, &sv.ext_attrs);
             elems(s, &sv.extensions);
             if !sv.users.is_empty() {
-                s.insert(USER_NS.to_owned());
+                s.insert(SmolStr::new_static(USER_NS));
             }
             for l in &sv.logins {
                 attrs(s, &l.ext_attrs);
@@ -249,7 +250,7 @@ fn collect_ns(rspec: &RSpec) -> BTreeSet<String> {
         }
     }
     if !rspec.opstates.is_empty() {
-        set.insert(OPSTATE_NS.to_owned());
+        set.insert(SmolStr::new_static(OPSTATE_NS));
     }
     set
 }
@@ -257,7 +258,7 @@ fn collect_ns(rspec: &RSpec) -> BTreeSet<String> {
 impl Doc {
     fn new(rspec: &RSpec) -> Doc {
         let mut used = collect_ns(rspec);
-        used.insert(XSI_NS.to_owned());
+        used.insert(SmolStr::new_static(XSI_NS));
         let geni_attrs = used.contains(GENI_V3_NS);
         used.remove(GENI_V3_NS);
         used.remove(XML_NS);
@@ -274,7 +275,7 @@ impl Doc {
                     }
                 },
             };
-            prefixes.push((ns, prefix));
+            prefixes.push((ns.to_string(), prefix));
         }
         Doc {
             w: Writer::new_with_indent(Vec::with_capacity(4096), b' ', 2),
@@ -291,7 +292,7 @@ impl Doc {
     /// The qualified name of an attribute of kept content.
     fn attr_name(&self, name: &QName) -> String {
         match name.ns.as_deref() {
-            None => name.local.clone(),
+            None => name.local.to_string(),
             Some(XML_NS) => format!("xml:{}", name.local),
             Some(GENI_V3_NS) => format!("{GENI_ATTR_PREFIX}:{}", name.local),
             Some(ns) => format!("{}:{}", self.prefix(ns), name.local),
@@ -418,11 +419,11 @@ impl Doc {
         let (name, redeclare) = match ns {
             None => {
                 new_default = None;
-                (e.name.local.clone(), default.is_some())
+                (e.name.local.to_string(), default.is_some())
             }
             Some(GENI_V3_NS) => {
                 new_default = Some(GENI_V3_NS);
-                (e.name.local.clone(), default != Some(GENI_V3_NS))
+                (e.name.local.to_string(), default != Some(GENI_V3_NS))
             }
             Some(XML_NS) => (format!("xml:{}", e.name.local), false),
             Some(other) => (format!("{}:{}", self.prefix(other), e.name.local), false),

@@ -1,23 +1,40 @@
 //! A small owned XML tree, used to keep extension content the typed model does not know.
 
+use smol_str::SmolStr;
+
+use crate::model::{EMULAB_NS, GENI_V3_NS, OPSTATE_NS, USER_NS, XSI_NS};
+
 /// A namespace-qualified name. Prefixes are not kept: only the namespace carries meaning.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct QName {
     /// The namespace URI, `None` for names in no namespace (unprefixed attributes).
-    pub ns: Option<String>,
+    pub ns: Option<SmolStr>,
     /// The local part of the name.
-    pub local: String,
+    pub local: SmolStr,
 }
 
 impl QName {
     /// A name in namespace `ns`.
     pub fn new(ns: &str, local: &str) -> Self {
-        QName { ns: Some(ns.to_owned()), local: local.to_owned() }
+        QName { ns: Some(namespace(ns)), local: SmolStr::new(local) }
     }
 
     /// A name in no namespace.
     pub fn local(local: &str) -> Self {
-        QName { ns: None, local: local.to_owned() }
+        QName { ns: None, local: SmolStr::new(local) }
+    }
+}
+
+/// A namespace name as a [`SmolStr`]: the namespaces this crate knows are static strings,
+/// so names in them allocate nothing.
+pub(crate) fn namespace(ns: &str) -> SmolStr {
+    match ns {
+        GENI_V3_NS => SmolStr::new_static(GENI_V3_NS),
+        EMULAB_NS => SmolStr::new_static(EMULAB_NS),
+        USER_NS => SmolStr::new_static(USER_NS),
+        OPSTATE_NS => SmolStr::new_static(OPSTATE_NS),
+        XSI_NS => SmolStr::new_static(XSI_NS),
+        other => SmolStr::new(other),
     }
 }
 
@@ -27,12 +44,12 @@ pub struct XmlAttr {
     /// The attribute's expanded name.
     pub name: QName,
     /// The unescaped value.
-    pub value: String,
+    pub value: SmolStr,
 }
 
 impl XmlAttr {
     /// An attribute `name = value`.
-    pub fn new(name: QName, value: impl Into<String>) -> Self {
+    pub fn new(name: QName, value: impl Into<SmolStr>) -> Self {
         XmlAttr { name, value: value.into() }
     }
 }

@@ -26,8 +26,8 @@ fn ncname() -> impl Strategy<Value = String> {
 }
 
 /// Attribute values: any printable text including markup characters and whitespace.
-fn value() -> impl Strategy<Value = String> {
-    "[ -~\u{e9}\u{263a}\t\n]{0,14}"
+fn value() -> impl Strategy<Value = SmolStr> {
+    "[ -~\u{e9}\u{263a}\t\n]{0,14}".prop_map(SmolStr::from)
 }
 
 /// Text that is not whitespace-only (whitespace-only text is indentation to the reader).
@@ -40,14 +40,14 @@ fn trimmed() -> impl Strategy<Value = String> {
     "[!-~]([ -~]{0,20}[!-~])?"
 }
 
-fn urn(kind: &'static str) -> impl Strategy<Value = String> {
-    "[a-z]{2,8}".prop_map(move |s| format!("urn:publicid:IDN+{s}.example.org+{kind}+{s}"))
+fn urn(kind: &'static str) -> impl Strategy<Value = SmolStr> {
+    "[a-z]{2,8}".prop_map(move |s| format!("urn:publicid:IDN+{s}.example.org+{kind}+{s}").into())
 }
 
-fn datetime() -> impl Strategy<Value = String> {
+fn datetime() -> impl Strategy<Value = SmolStr> {
     (2000u32..2100, 1u32..=12, 1u32..=28, 0u32..24, 0u32..60, prop::bool::ANY).prop_map(|(y, mo, d, h, mi, z)| {
         let tz = if z { "Z" } else { "+00:00" };
-        format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:07{tz}")
+        format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:07{tz}").into()
     })
 }
 
@@ -128,7 +128,7 @@ fn disk_image(ad: bool) -> impl Strategy<Value = DiskImage> {
                 version,
                 description,
                 // `default` exists only in the advertisement schema.
-                default: if ad { default.map(|d| d.to_string()) } else { None },
+                default: if ad { default.map(|d| d.to_string().into()) } else { None },
                 extensions,
                 ext_attrs,
             }
@@ -176,7 +176,7 @@ fn services(kind: RSpecType) -> impl Strategy<Value = Services> {
             hostname,
             port,
             // Only the manifest schema has `username`.
-            username: if kind == RSpecType::Manifest { username } else { None },
+            username: if kind == RSpecType::Manifest { username.map(Into::into) } else { None },
             extensions,
             ext_attrs,
         });
@@ -185,8 +185,8 @@ fn services(kind: RSpecType) -> impl Strategy<Value = Services> {
             let ad = kind == RSpecType::Advertisement;
             Install {
                 // An advertisement install has only file_type.
-                url: if ad { String::new() } else { url },
-                install_path: if ad { String::new() } else { install_path },
+                url: if ad { SmolStr::default() } else { url },
+                install_path: if ad { SmolStr::default() } else { install_path },
                 file_type: if ad { Some(file_type.unwrap_or_default()) } else { None },
                 extensions: vec![],
                 ext_attrs,
@@ -196,12 +196,12 @@ fn services(kind: RSpecType) -> impl Strategy<Value = Services> {
     let execute =
         (value(), value(), ext_attrs(), exts()).prop_map(move |(shell, command, ext_attrs, extensions)| Execute {
             shell,
-            command: if kind == RSpecType::Advertisement { String::new() } else { command },
+            command: if kind == RSpecType::Advertisement { SmolStr::default() } else { command },
             extensions,
             ext_attrs,
         });
     let user = ("[a-z]{1,8}", prop::option::of(urn("user")), prop::collection::vec(trimmed(), 0..3))
-        .prop_map(|(login, user_urn, public_keys)| UserKey { login, user_urn, public_keys });
+        .prop_map(|(login, user_urn, public_keys)| UserKey { login: login.into(), user_urn, public_keys });
     (
         prop::collection::vec(login, 0..3),
         prop::collection::vec(install, 0..2),
@@ -261,7 +261,7 @@ fn node(kind: RSpecType) -> impl Strategy<Value = Node> {
                 let mut n = Node {
                     component_id: cid.clone(),
                     component_manager_id: Some(cm),
-                    component_name: cname,
+                    component_name: cname.map(Into::into),
                     exclusive,
                     sliver_types,
                     services,
@@ -276,14 +276,14 @@ fn node(kind: RSpecType) -> impl Strategy<Value = Node> {
                     n.available = Some(Available { now, ..Available::default() });
                 }
                 if kind == RSpecType::Manifest {
-                    n.host = host.map(|name| Host { name, ext_attrs: vec![] });
+                    n.host = host.map(|name| Host { name: name.into(), ext_attrs: vec![] });
                 }
                 n.hardware_types = hws
                     .into_iter()
-                    .map(|(name, ext_attrs, extensions)| HardwareType { name, extensions, ext_attrs })
+                    .map(|(name, ext_attrs, extensions)| HardwareType { name: name.into(), extensions, ext_attrs })
                     .collect();
                 n.location = loc.map(|(country, latitude, longitude, ext_attrs)| Location {
-                    country,
+                    country: country.into(),
                     latitude,
                     longitude,
                     extensions: vec![],
@@ -293,7 +293,7 @@ fn node(kind: RSpecType) -> impl Strategy<Value = Node> {
                     .into_iter()
                     .map(|(ips, mac, ext_attrs, extensions)| Interface {
                         ips,
-                        mac_address: if kind == RSpecType::Manifest { mac } else { None },
+                        mac_address: if kind == RSpecType::Manifest { mac.map(Into::into) } else { None },
                         ext_attrs,
                         extensions,
                         ..Interface::default()
@@ -327,7 +327,12 @@ fn link_parts() -> impl Strategy<Value = (Link, Vec<Index>)> {
                 component_managers,
                 link_types: types
                     .into_iter()
-                    .map(|(name, class, ext_attrs)| LinkType { name, class, extensions: vec![], ext_attrs })
+                    .map(|(name, class, ext_attrs)| LinkType {
+                        name: name.into(),
+                        class: class.map(Into::into),
+                        extensions: vec![],
+                        ext_attrs,
+                    })
                     .collect(),
                 properties: props
                     .into_iter()
@@ -350,21 +355,31 @@ fn link_parts() -> impl Strategy<Value = (Link, Vec<Index>)> {
 
 fn opstate() -> impl Strategy<Value = Opstate> {
     let action = ("[a-z_]{1,10}", "[a-z_]{1,10}", prop::option::of(trimmed()))
-        .prop_map(|(name, next, description)| OpstateAction { name, next, description });
-    let wait = (prop::option::of("geni_success|geni_failure"), "[a-z_]{1,10}", prop::option::of(trimmed()))
-        .prop_map(|(wait_type, next, description)| OpstateWait { wait_type, next, description });
+        .prop_map(|(name, next, description)| OpstateAction { name: name.into(), next: next.into(), description });
+    let wait = (prop::option::of("geni_success|geni_failure"), "[a-z_]{1,10}", prop::option::of(trimmed())).prop_map(
+        |(wait_type, next, description)| OpstateWait {
+            wait_type: wait_type.map(Into::into),
+            next: next.into(),
+            description,
+        },
+    );
     let state = (
         "[a-z_]{1,10}",
         prop::option::of(trimmed()),
         prop::collection::vec(action, 0..3),
         prop::collection::vec(wait, 0..3),
     )
-        .prop_map(|(name, description, actions, waits)| OpstateState { name, description, actions, waits });
+        .prop_map(|(name, description, actions, waits)| OpstateState {
+            name: name.into(),
+            description,
+            actions,
+            waits,
+        });
     (urn("authority"), "[a-z_]{1,10}", prop::collection::vec("[a-z-]{1,10}", 0..3), prop::collection::vec(state, 0..4))
         .prop_map(|(aggregate_manager_id, start, sliver_types, states)| Opstate {
             aggregate_manager_id,
-            start,
-            sliver_types,
+            start: start.into(),
+            sliver_types: sliver_types.into_iter().map(Into::into).collect(),
             states,
         })
 }
@@ -386,20 +401,20 @@ fn rspec(kind: RSpecType) -> impl Strategy<Value = RSpec> {
             let mut iface_ids = Vec::new();
             for (i, n) in nodes.iter_mut().enumerate() {
                 if !ad {
-                    n.client_id = Some(format!("node-{i}"));
+                    n.client_id = Some(format!("node-{i}").into());
                 }
                 if kind == RSpecType::Manifest {
-                    n.sliver_id = Some(format!("urn:publicid:IDN+am.example.org+sliver+{i}"));
+                    n.sliver_id = Some(format!("urn:publicid:IDN+am.example.org+sliver+{i}").into());
                 }
                 for (j, iface) in n.interfaces.iter_mut().enumerate() {
                     let id = format!("node-{i}:if{j}");
                     if ad {
-                        iface.component_id = Some(format!("urn:publicid:IDN+am.example.org+interface+{id}"));
+                        iface.component_id = Some(format!("urn:publicid:IDN+am.example.org+interface+{id}").into());
                     } else {
-                        iface.client_id = Some(id.clone());
+                        iface.client_id = Some(id.clone().into());
                     }
                     if kind == RSpecType::Manifest {
-                        iface.sliver_id = Some(format!("urn:publicid:IDN+am.example.org+sliver+{i}-{j}"));
+                        iface.sliver_id = Some(format!("urn:publicid:IDN+am.example.org+sliver+{i}-{j}").into());
                     }
                     iface_ids.push(id);
                 }
@@ -420,9 +435,9 @@ fn rspec(kind: RSpecType) -> impl Strategy<Value = RSpec> {
                         let id = p.get(&iface_ids).clone();
                         let mut iref = InterfaceRef::default();
                         if ad {
-                            iref.component_id = Some(format!("urn:publicid:IDN+am.example.org+interface+{id}"));
+                            iref.component_id = Some(format!("urn:publicid:IDN+am.example.org+interface+{id}").into());
                         } else {
-                            iref.client_id = Some(id.clone());
+                            iref.client_id = Some(id.clone().into());
                         }
                         link.interface_refs.push(iref);
                     }
@@ -434,16 +449,16 @@ fn rspec(kind: RSpecType) -> impl Strategy<Value = RSpec> {
                     }
                     match kind {
                         RSpecType::Advertisement => {
-                            link.component_id = Some(format!("urn:publicid:IDN+am.example.org+link+l{k}"));
+                            link.component_id = Some(format!("urn:publicid:IDN+am.example.org+link+l{k}").into());
                             link.vlantag = None;
                         }
                         RSpecType::Request => {
-                            link.client_id = Some(format!("link-{k}"));
+                            link.client_id = Some(format!("link-{k}").into());
                             link.vlantag = None;
                         }
                         RSpecType::Manifest => {
-                            link.client_id = Some(format!("link-{k}"));
-                            link.sliver_id = Some(format!("urn:publicid:IDN+am.example.org+sliver+l{k}"));
+                            link.client_id = Some(format!("link-{k}").into());
+                            link.sliver_id = Some(format!("urn:publicid:IDN+am.example.org+sliver+l{k}").into());
                         }
                     }
                     r.links.push(link);

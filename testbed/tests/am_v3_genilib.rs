@@ -17,7 +17,7 @@ async fn vms(tb: &AmTestbed, manifest: &str) -> BTreeMap<String, (String, AgentC
         for i in 0..tb.lab.hosts.len() {
             let c = tb.lab.client(i).unwrap();
             if c.domain(&domain).await.is_ok() {
-                out.insert(n.client_id.clone().unwrap(), (domain.clone(), c));
+                out.insert(n.client_id.as_deref().unwrap().to_string(), (domain.clone(), c));
             }
         }
     }

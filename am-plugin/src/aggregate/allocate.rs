@@ -70,7 +70,7 @@ impl Am {
         let memory_mib = xen.and_then(|x| x.ram).filter(|&r| r > 0).unwrap_or(self.cfg.vm.memory_mib);
         let mut bound = match (&node.component_id, &node.component_name) {
             (Some(id), _) => Some(id.rsplit('+').next().unwrap_or(id).to_string()),
-            (None, Some(name)) => Some(name.clone()),
+            (None, Some(name)) => Some(name.to_string()),
             _ => None,
         };
         // A user image is a file on one host: the VM runs there.
@@ -86,7 +86,7 @@ impl Am {
         }
         Ok(Wanted {
             node,
-            client_id,
+            client_id: client_id.to_string(),
             plan: VmPlan { vcpus, memory_mib, image, sliver_type: type_name.to_string(), nics: Vec::new() },
             bound,
         })
@@ -202,13 +202,13 @@ impl Am {
                     urn: self.sliver_urn(&uuid::Uuid::new_v4()),
                     slice_urn: slice.to_string(),
                     allocation,
-                    client_id: lid.clone(),
+                    client_id: lid.to_string(),
                     segment,
                     alive: true,
                 },
             )?;
             for i in mine {
-                iface_link.insert(i.to_string(), (lid.clone(), segment));
+                iface_link.insert(i.to_string(), (lid.to_string(), segment));
             }
         }
         let mut out = Vec::new();
@@ -216,12 +216,12 @@ impl Am {
             for iface in &w.node.interfaces {
                 let cid = iface.client_id.clone().unwrap_or_default();
                 let n = next_counter(c, "mac", 1)?;
-                let (link, segment) = match iface_link.get(&cid) {
+                let (link, segment) = match iface_link.get(cid.as_str()) {
                     Some((l, s)) => (Some(l.clone()), Some(*s)),
                     None => (None, None),
                 };
                 w.plan.nics.push(NicPlan {
-                    client_id: cid,
+                    client_id: cid.to_string(),
                     sliver_urn: self.sliver_urn(&uuid::Uuid::new_v4()),
                     mac: mac_for(n),
                     segment,

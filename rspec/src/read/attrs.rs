@@ -59,6 +59,7 @@ impl<'i> Lexer<'i> {
     }
 
     /// The next attribute; an error message when the syntax is wrong.
+    #[inline(always)]
     pub(crate) fn next_raw(&mut self) -> Option<Result<Lexed<'i>, String>> {
         let bytes = self.text.as_bytes();
         while self.pos < bytes.len() && bytes[self.pos].is_ascii_whitespace() {
@@ -152,6 +153,7 @@ pub(crate) struct AttrIter<'r, 'i> {
 
 /// The attributes of `tag`, which must be the last start tag read: [`Scopes::open`] has
 /// already scanned and checked them.
+#[inline]
 pub(crate) fn attr_iter<'r, 'i>(scopes: &'r Scopes<'i>, tag: &Tag<'i>) -> AttrIter<'r, 'i> {
     // Every element reader takes its attributes before reading its children. Should one ever
     // not, it sees no attributes, and debug builds (all tests) fail here.
@@ -163,6 +165,7 @@ pub(crate) fn attr_iter<'r, 'i>(scopes: &'r Scopes<'i>, tag: &Tag<'i>) -> AttrIt
 impl<'i> Iterator for AttrIter<'_, 'i> {
     type Item = Res<RawAttr<'i>>;
 
+    #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
         let &Lexed { key, colon, value, has_amp } = self.scopes.lexed.get(self.next)?;
         self.next += 1;

@@ -9,10 +9,11 @@
 //! every problem of the document.
 
 use super::values;
-use super::{attr_iter, take, Ctx, Next, Ns, Res, Tag};
+use super::{attr_iter, push_child, Ctx, Next, Ns, Res, Tag};
 use crate::error::ProblemKind;
 use crate::model::*;
 use crate::xml::XmlElement;
+use smol_str::SmolStr;
 
 /// Parses an attribute value, recording a problem (and yielding `None`) if it is bad. A free
 /// function over the problem list, so it can run while an attribute iterator borrows the
@@ -35,23 +36,23 @@ pub(super) fn value<T>(
 }
 
 /// Checks an `xs:dateTime` attribute, recording a problem if it is not one.
-pub(super) fn datetime(problems: &mut Vec<(usize, ProblemKind, String)>, off: usize, what: &str, raw: &str) -> String {
+pub(super) fn datetime(problems: &mut Vec<(usize, ProblemKind, String)>, off: usize, what: &str, raw: &str) -> SmolStr {
     if !values::is_datetime(raw.trim()) {
         problems.push((off, ProblemKind::BadValue, format!("{what}: {raw:?} is not an xs:dateTime")));
     }
-    raw.trim().to_owned()
+    SmolStr::new(raw.trim())
 }
 
 impl<'i> Ctx<'i> {
     /// Unwraps a required attribute, recording a problem (and yielding "") if it is absent.
-    pub(super) fn required(&mut self, offset: usize, element: &str, attr: &str, v: Option<String>) -> String {
+    pub(super) fn required(&mut self, offset: usize, element: &str, attr: &str, v: Option<SmolStr>) -> SmolStr {
         v.unwrap_or_else(|| {
             self.problem(
                 offset,
                 ProblemKind::MissingAttribute,
                 format!("<{element}> lacks the required attribute {attr}"),
             );
-            String::new()
+            SmolStr::default()
         })
     }
 
@@ -60,18 +61,14 @@ impl<'i> Ctx<'i> {
         if tag.empty {
             return Ok(());
         }
-        let mark = self.sc.elements.len();
         loop {
             match self.next_child()? {
                 Next::Child(c) => {
                     let e = self.ext_element(c)?;
-                    self.sc.elements.push(e);
+                    push_child(out, e);
                 }
                 Next::Text(_) => {}
-                Next::End => {
-                    *out = take(&mut self.sc.elements, mark);
-                    return Ok(());
-                }
+                Next::End => return Ok(()),
             }
         }
     }
@@ -111,21 +108,20 @@ impl<'i> Ctx<'i> {
                     }));
                 }
                 (Ns::None, "generated") => r.generated = Some(datetime(&mut self.problems, off, "generated", &a.value)),
-                (Ns::None, "generated_by") => r.generated_by = Some(a.value.into_owned()),
+                (Ns::None, "generated_by") => r.generated_by = Some(self.strs.get(&a.value)),
                 (Ns::None, "expires") => r.expires = Some(datetime(&mut self.problems, off, "expires", &a.value)),
                 (Ns::Xsi, "schemaLocation") => {
                     let words: Vec<&str> = a.value.split_whitespace().collect();
                     for pair in words.chunks_exact(2) {
                         let known = [GENI_V3_NS, EMULAB_NS, USER_NS, OPSTATE_NS];
                         if !known.contains(&pair[0]) {
-                            r.extra_schema_locations.push((pair[0].to_owned(), pair[1].to_owned()));
+                            r.extra_schema_locations.push((SmolStr::new(pair[0]), SmolStr::new(pair[1])));
                         }
                     }
                 }
-                _ => self.sc.attrs.push(a.into_ext()),
+                _ => push_child(&mut r.ext_attrs, a.into_ext(&mut self.strs)),
             }
         }
-        r.ext_attrs = take(&mut self.sc.attrs, 0);
         match rtype {
             Some(Some(t)) => {
                 r.rspec_type = t;
@@ -139,7 +135,6 @@ impl<'i> Ctx<'i> {
         if tag.empty {
             return Ok(r);
         }
-        let m_extensions = self.sc.elements.len();
         loop {
             match self.next_child()? {
                 Next::Child(c) => match (&c.ns, c.local()) {
@@ -159,12 +154,11 @@ impl<'i> Ctx<'i> {
                     }
                     _ => {
                         let e = self.ext_element(c)?;
-                        self.sc.elements.push(e);
+                        push_child(&mut r.extensions, e);
                     }
                 },
                 Next::Text(_) => {}
                 Next::End => {
-                    r.extensions = take(&mut self.sc.elements, m_extensions);
                     return Ok(r);
                 }
             }

@@ -1,9 +1,10 @@
 //! Reading `<link>` and its children.
 
 use super::elements::value;
-use super::{attr_iter, take, values, Ctx, Next, Ns, Res, Tag};
+use super::{attr_iter, push_child, values, Ctx, Next, Ns, Res, Tag};
 use crate::error::ProblemKind;
 use crate::model::*;
+use smol_str::SmolStr;
 
 impl<'i> Ctx<'i> {
     pub(super) fn link(&mut self, tag: Tag<'i>) -> Res<Link> {
@@ -15,10 +16,10 @@ impl<'i> Ctx<'i> {
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
-                Some("client_id") => l.client_id = Some(a.value.into_owned()),
-                Some("component_id") => l.component_id = Some(a.value.into_owned()),
-                Some("component_name") => l.component_name = Some(a.value.into_owned()),
-                Some("sliver_id") => l.sliver_id = Some(a.value.into_owned()),
+                Some("client_id") => l.client_id = Some(self.strs.get(&a.value)),
+                Some("component_id") => l.component_id = Some(SmolStr::new(&a.value)),
+                Some("component_name") => l.component_name = Some(self.strs.get(&a.value)),
+                Some("sliver_id") => l.sliver_id = Some(SmolStr::new(&a.value)),
                 Some("vlantag") => {
                     l.vlantag = value(
                         &mut self.problems,
@@ -29,62 +30,51 @@ impl<'i> Ctx<'i> {
                         values::vlantag,
                     )
                 }
-                _ => self.sc.attrs.push(a.into_ext()),
+                _ => push_child(&mut l.ext_attrs, a.into_ext(&mut self.strs)),
             }
         }
-        l.ext_attrs = take(&mut self.sc.attrs, 0);
         if tag.empty {
             return Ok(l);
         }
-        let m_component_managers = self.sc.strings.len();
-        let m_interface_refs = self.sc.interface_refs.len();
-        let m_link_types = self.sc.link_types.len();
-        let m_properties = self.sc.properties.len();
-        let m_extensions = self.sc.elements.len();
         loop {
             match self.next_child()? {
                 Next::Child(c) => match (&c.ns, c.local()) {
                     (Ns::Geni, b"component_manager") => {
                         let m = self.component_manager(c)?;
-                        self.sc.strings.push(m);
+                        push_child(&mut l.component_managers, m);
                     }
                     (Ns::Geni, b"interface_ref") => {
                         let r = self.interface_ref(c)?;
-                        self.sc.interface_refs.push(r);
+                        push_child(&mut l.interface_refs, r);
                     }
                     (Ns::Geni, b"link_type") => {
                         let t = self.link_type(c)?;
-                        self.sc.link_types.push(t);
+                        push_child(&mut l.link_types, t);
                     }
                     (Ns::Geni, b"property") => {
                         let p = self.property(c)?;
-                        self.sc.properties.push(p);
+                        push_child(&mut l.properties, p);
                     }
                     _ => {
                         let e = self.ext_element(c)?;
-                        self.sc.elements.push(e);
+                        push_child(&mut l.extensions, e);
                     }
                 },
                 Next::Text(_) => {}
                 Next::End => {
-                    l.component_managers = take(&mut self.sc.strings, m_component_managers);
-                    l.interface_refs = take(&mut self.sc.interface_refs, m_interface_refs);
-                    l.link_types = take(&mut self.sc.link_types, m_link_types);
-                    l.properties = take(&mut self.sc.properties, m_properties);
-                    l.extensions = take(&mut self.sc.elements, m_extensions);
                     return Ok(l);
                 }
             }
         }
     }
 
-    fn component_manager(&mut self, tag: Tag<'i>) -> Res<String> {
+    fn component_manager(&mut self, tag: Tag<'i>) -> Res<SmolStr> {
         let off = tag.offset;
         let mut name = None;
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             if a.plain() == Some("name") {
-                name = Some(a.value.into_owned());
+                name = Some(self.strs.get(&a.value));
             }
         }
         let name = self.required(off, "component_manager", "name", name);
@@ -98,13 +88,12 @@ impl<'i> Ctx<'i> {
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
-                Some("client_id") => r.client_id = Some(a.value.into_owned()),
-                Some("component_id") => r.component_id = Some(a.value.into_owned()),
-                Some("sliver_id") => r.sliver_id = Some(a.value.into_owned()),
-                _ => self.sc.attrs.push(a.into_ext()),
+                Some("client_id") => r.client_id = Some(self.strs.get(&a.value)),
+                Some("component_id") => r.component_id = Some(self.strs.get(&a.value)),
+                Some("sliver_id") => r.sliver_id = Some(self.strs.get(&a.value)),
+                _ => push_child(&mut r.ext_attrs, a.into_ext(&mut self.strs)),
             }
         }
-        r.ext_attrs = take(&mut self.sc.attrs, 0);
         self.ext_children(&tag, &mut r.extensions)?;
         Ok(r)
     }
@@ -116,12 +105,11 @@ impl<'i> Ctx<'i> {
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
-                Some("name") => name = Some(a.value.into_owned()),
-                Some("class") => t.class = Some(a.value.into_owned()),
-                _ => self.sc.attrs.push(a.into_ext()),
+                Some("name") => name = Some(self.strs.get(&a.value)),
+                Some("class") => t.class = Some(self.strs.get(&a.value)),
+                _ => push_child(&mut t.ext_attrs, a.into_ext(&mut self.strs)),
             }
         }
-        t.ext_attrs = take(&mut self.sc.attrs, 0);
         t.name = self.required(off, "link_type", "name", name);
         self.ext_children(&tag, &mut t.extensions)?;
         Ok(t)
@@ -135,8 +123,8 @@ impl<'i> Ctx<'i> {
             let a = a?;
             let bad = ProblemKind::BadNumber;
             match a.plain() {
-                Some("source_id") => src = Some(a.value.into_owned()),
-                Some("dest_id") => dst = Some(a.value.into_owned()),
+                Some("source_id") => src = Some(self.strs.get(&a.value)),
+                Some("dest_id") => dst = Some(self.strs.get(&a.value)),
                 Some("capacity") => {
                     p.capacity = value(&mut self.problems, off, "property capacity", &a.value, bad, values::unsigned)
                 }
@@ -148,10 +136,9 @@ impl<'i> Ctx<'i> {
                         values::decimal_in(s, 0.0, 1.0)
                     })
                 }
-                _ => self.sc.attrs.push(a.into_ext()),
+                _ => push_child(&mut p.ext_attrs, a.into_ext(&mut self.strs)),
             }
         }
-        p.ext_attrs = take(&mut self.sc.attrs, 0);
         p.source_id = self.required(off, "property", "source_id", src);
         p.dest_id = self.required(off, "property", "dest_id", dst);
         self.ext_children(&tag, &mut p.extensions)?;

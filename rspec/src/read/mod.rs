@@ -12,6 +12,7 @@ mod link;
 mod node;
 mod ns;
 mod opstate;
+mod strings;
 mod values;
 
 pub(crate) use attrs::attr_iter;
@@ -22,15 +23,14 @@ use std::borrow::Cow;
 
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
+use smol_str::SmolStr;
 
 pub(crate) use ns::Ns;
 use ns::{Scopes, XMLNS_NS};
+use strings::Strings;
 
 use crate::error::{Error, Position, Problem, ProblemKind};
-use crate::model::{
-    DiskImage, HardwareType, Interface, InterfaceRef, Ip, LinkProperty, LinkType, RSpec, RSpecType, SliverType,
-    PROTOGENI_V2_NS,
-};
+use crate::model::{RSpec, RSpecType, PROTOGENI_V2_NS};
 use crate::validate::{self, Offsets};
 use crate::xml::{QName, XmlAttr, XmlChild, XmlElement};
 use crate::{MAX_DEPTH, MAX_DOCUMENT_BYTES, MAX_ELEMENTS};
@@ -77,37 +77,23 @@ impl RawAttr<'_> {
         }
     }
 
-    pub(crate) fn into_ext(self) -> XmlAttr {
-        XmlAttr { name: QName { ns: self.ns.uri(), local: self.local.to_owned() }, value: self.value.into_owned() }
+    #[inline]
+    pub(crate) fn into_ext(self, strs: &mut Strings) -> XmlAttr {
+        XmlAttr { name: QName { ns: self.ns.uri(), local: SmolStr::new(self.local) }, value: strs.get(&self.value) }
     }
 }
 
-/// Stacks that child lists are collected on before being moved into the model with exact
-/// capacity: growing each small `Vec` in place would allocate four slots for one child and
-/// more than double the memory a parsed advertisement holds. Nested elements push above the
-/// mark their parent took, so recursion is safe.
-#[derive(Default)]
-pub(crate) struct Scratch {
-    pub(crate) attrs: Vec<XmlAttr>,
-    pub(crate) elements: Vec<XmlElement>,
-    pub(crate) children: Vec<XmlChild>,
-    pub(crate) sliver_types: Vec<SliverType>,
-    pub(crate) disk_images: Vec<DiskImage>,
-    pub(crate) hardware_types: Vec<HardwareType>,
-    pub(crate) interfaces: Vec<Interface>,
-    pub(crate) ips: Vec<Ip>,
-    pub(crate) interface_refs: Vec<InterfaceRef>,
-    pub(crate) link_types: Vec<LinkType>,
-    pub(crate) properties: Vec<LinkProperty>,
-    pub(crate) strings: Vec<String>,
-}
-
-/// Moves the items above `mark` out of a scratch stack into an exactly sized `Vec`.
-pub(crate) fn take<T>(stack: &mut Vec<T>, mark: usize) -> Vec<T> {
-    if stack.len() <= mark {
-        return Vec::new();
+/// Appends a child to one of the model's lists. Most lists hold one or two children, so the
+/// first four are given exactly the room they need (growing a `Vec` by `push` alone would
+/// allocate four slots for one child and more than double the memory a parsed advertisement
+/// holds); beyond four, room doubles as usual, so long lists stay linear to build. Children
+/// are pushed straight into the list they end up in.
+#[inline]
+pub(crate) fn push_child<T>(list: &mut Vec<T>, child: T) {
+    if list.len() == list.capacity() && list.len() < 4 {
+        list.reserve_exact(1);
     }
-    stack.drain(mark..).collect()
+    list.push(child);
 }
 
 /// Reader state for one document.
@@ -128,7 +114,8 @@ pub(crate) struct Ctx<'i> {
     pub(crate) offsets: Offsets,
     /// The document kind, once the root's `type` is read (some attributes depend on it).
     pub(crate) kind: RSpecType,
-    pub(crate) sc: Scratch,
+    /// Attribute values that repeat share one allocation.
+    pub(crate) strs: Strings,
 }
 
 /// An event that matters to the element readers (comments, processing instructions and
@@ -189,7 +176,7 @@ impl<'i> Ctx<'i> {
             problems: Vec::new(),
             offsets: Offsets::default(),
             kind: RSpecType::Request,
-            sc: Scratch::default(),
+            strs: Strings::new(),
         }
     }
 
@@ -203,6 +190,7 @@ impl<'i> Ctx<'i> {
 
     /// Reads the next event that matters, tracking depth and namespace scopes and
     /// resolving the namespace of start tags.
+    #[inline(always)]
     fn event(&mut self) -> Res<Ev<'i>> {
         self.scopes.settle();
         loop {
@@ -273,6 +261,7 @@ impl<'i> Ctx<'i> {
 
     /// Checks the limits for a start tag, applies its namespace declarations and resolves
     /// its name.
+    #[inline(always)]
     fn start_tag(&mut self, e: &BytesStart<'i>, empty: bool, offset: usize) -> Res<Tag<'i>> {
         let fatal = |kind| Fatal { offset, kind };
         self.elements += 1;
@@ -302,6 +291,7 @@ impl<'i> Ctx<'i> {
     }
 
     /// The next child of the element being read, its text, or its end.
+    #[inline(always)]
     pub(crate) fn next_child(&mut self) -> Res<Next<'i>> {
         loop {
             return Ok(match self.event()? {
@@ -340,40 +330,36 @@ impl<'i> Ctx<'i> {
 
     /// Reads an element the model does not know into an owned tree.
     pub(crate) fn ext_element(&mut self, tag: Tag<'i>) -> Res<XmlElement> {
+        let mut attrs = Vec::new();
         for a in attr_iter(&self.scopes, &tag) {
-            self.sc.attrs.push(a?.into_ext());
+            push_child(&mut attrs, a?.into_ext(&mut self.strs));
         }
-        let attrs = take(&mut self.sc.attrs, 0);
-        let local = std::str::from_utf8(tag.local()).map_err(|e| self.malformed(e.to_string()))?.to_owned();
+        let local = std::str::from_utf8(tag.local()).map_err(|e| self.malformed(e.to_string()))?;
         // quick-xml does not check names; a kept name must be writable again.
-        if !is_ncname(&local) || tag.ns.as_str() == Some(XMLNS_NS) {
+        if !is_ncname(local) || tag.ns.as_str() == Some(XMLNS_NS) {
             return Err(Fatal {
                 offset: tag.offset,
                 kind: FatalKind::Malformed(format!("Invalid element name {local:?}")),
             });
         }
-        let mut el = XmlElement { name: QName { ns: tag.ns.uri(), local }, attrs, children: Vec::new() };
+        let mut el =
+            XmlElement { name: QName { ns: tag.ns.uri(), local: SmolStr::new(local) }, attrs, children: Vec::new() };
         if tag.empty {
             return Ok(el);
         }
-        let mark = self.sc.children.len();
         loop {
             match self.next_child()? {
                 Next::Child(child) => {
                     let c = self.ext_element(child)?;
-                    self.sc.children.push(XmlChild::Element(c));
+                    push_child(&mut el.children, XmlChild::Element(c));
                 }
                 // Text split by CDATA sections or dropped whitespace is one text node, as the
                 // writer will emit it as one.
-                Next::Text(t) => {
-                    let above = self.sc.children.len() > mark;
-                    match self.sc.children.last_mut() {
-                        Some(XmlChild::Text(prev)) if above => prev.push_str(&t),
-                        _ => self.sc.children.push(XmlChild::Text(t)),
-                    }
-                }
+                Next::Text(t) => match el.children.last_mut() {
+                    Some(XmlChild::Text(prev)) => prev.push_str(&t),
+                    _ => push_child(&mut el.children, XmlChild::Text(t)),
+                },
                 Next::End => {
-                    el.children = take(&mut self.sc.children, mark);
                     return Ok(el);
                 }
             }

@@ -1,9 +1,10 @@
 //! Reading `<node>` and everything inside it.
 
 use super::elements::value;
-use super::{attr_iter, take, values, Ctx, Next, Ns, Res, Tag};
+use super::{attr_iter, push_child, values, Ctx, Next, Ns, Res, Tag};
 use crate::error::ProblemKind;
 use crate::model::*;
+use smol_str::SmolStr;
 
 impl<'i> Ctx<'i> {
     /// Reads a node into `n` (a fresh `Node::default()` already in its final place: a node is
@@ -16,11 +17,11 @@ impl<'i> Ctx<'i> {
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
-                Some("client_id") => n.client_id = Some(a.value.into_owned()),
-                Some("component_id") => n.component_id = Some(a.value.into_owned()),
-                Some("component_manager_id") => n.component_manager_id = Some(a.value.into_owned()),
-                Some("component_name") => n.component_name = Some(a.value.into_owned()),
-                Some("sliver_id") => n.sliver_id = Some(a.value.into_owned()),
+                Some("client_id") => n.client_id = Some(self.strs.get(&a.value)),
+                Some("component_id") => n.component_id = Some(SmolStr::new(&a.value)),
+                Some("component_manager_id") => n.component_manager_id = Some(self.strs.get(&a.value)),
+                Some("component_name") => n.component_name = Some(self.strs.get(&a.value)),
+                Some("sliver_id") => n.sliver_id = Some(SmolStr::new(&a.value)),
                 Some("exclusive") => {
                     n.exclusive = value(
                         &mut self.problems,
@@ -31,31 +32,26 @@ impl<'i> Ctx<'i> {
                         values::boolean,
                     )
                 }
-                _ => self.sc.attrs.push(a.into_ext()),
+                _ => push_child(&mut n.ext_attrs, a.into_ext(&mut self.strs)),
             }
         }
-        n.ext_attrs = take(&mut self.sc.attrs, 0);
         if tag.empty {
             return Ok(());
         }
-        let m_sliver_types = self.sc.sliver_types.len();
-        let m_hardware_types = self.sc.hardware_types.len();
-        let m_interfaces = self.sc.interfaces.len();
-        let m_extensions = self.sc.elements.len();
         loop {
             match self.next_child()? {
                 Next::Child(c) => match (&c.ns, c.local()) {
                     (Ns::Geni, b"sliver_type") => {
                         let s = self.sliver_type(c)?;
-                        self.sc.sliver_types.push(s);
+                        push_child(&mut n.sliver_types, s);
                     }
                     (Ns::Geni, b"hardware_type") => {
                         let h = self.hardware_type(c)?;
-                        self.sc.hardware_types.push(h);
+                        push_child(&mut n.hardware_types, h);
                     }
                     (Ns::Geni, b"interface") => {
                         let i = self.interface(c)?;
-                        self.sc.interfaces.push(i);
+                        push_child(&mut n.interfaces, i);
                     }
                     (Ns::Geni, b"services") if n.services.is_none() => {
                         n.services = Some(self.services(c)?);
@@ -69,15 +65,11 @@ impl<'i> Ctx<'i> {
                     }
                     _ => {
                         let e = self.ext_element(c)?;
-                        self.sc.elements.push(e);
+                        push_child(&mut n.extensions, e);
                     }
                 },
                 Next::Text(_) => {}
                 Next::End => {
-                    n.sliver_types = take(&mut self.sc.sliver_types, m_sliver_types);
-                    n.hardware_types = take(&mut self.sc.hardware_types, m_hardware_types);
-                    n.interfaces = take(&mut self.sc.interfaces, m_interfaces);
-                    n.extensions = take(&mut self.sc.elements, m_extensions);
                     return Ok(());
                 }
             }
@@ -91,34 +83,29 @@ impl<'i> Ctx<'i> {
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
-                Some("name") => name = Some(a.value.into_owned()),
-                _ => self.sc.attrs.push(a.into_ext()),
+                Some("name") => name = Some(self.strs.get(&a.value)),
+                _ => push_child(&mut s.ext_attrs, a.into_ext(&mut self.strs)),
             }
         }
-        s.ext_attrs = take(&mut self.sc.attrs, 0);
         s.name = self.required(off, "sliver_type", "name", name);
         if tag.empty {
             return Ok(s);
         }
-        let m_disk_images = self.sc.disk_images.len();
-        let m_extensions = self.sc.elements.len();
         loop {
             match self.next_child()? {
                 Next::Child(c) => match (&c.ns, c.local()) {
                     (Ns::Geni, b"disk_image") => {
                         let d = self.disk_image(c)?;
-                        self.sc.disk_images.push(d);
+                        push_child(&mut s.disk_images, d);
                     }
                     (Ns::Emulab, b"xen") if s.xen.is_none() => s.xen = Some(self.xen(c)?),
                     _ => {
                         let e = self.ext_element(c)?;
-                        self.sc.elements.push(e);
+                        push_child(&mut s.extensions, e);
                     }
                 },
                 Next::Text(_) => {}
                 Next::End => {
-                    s.disk_images = take(&mut self.sc.disk_images, m_disk_images);
-                    s.extensions = take(&mut self.sc.elements, m_extensions);
                     return Ok(s);
                 }
             }
@@ -132,16 +119,15 @@ impl<'i> Ctx<'i> {
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
-                Some("name") => name = Some(a.value.into_owned()),
-                Some("url") => d.url = Some(a.value.into_owned()),
-                Some("os") => d.os = Some(a.value.into_owned()),
-                Some("version") => d.version = Some(a.value.into_owned()),
-                Some("description") => d.description = Some(a.value.into_owned()),
-                Some("default") => d.default = Some(a.value.into_owned()),
-                _ => self.sc.attrs.push(a.into_ext()),
+                Some("name") => name = Some(self.strs.get(&a.value)),
+                Some("url") => d.url = Some(self.strs.get(&a.value)),
+                Some("os") => d.os = Some(self.strs.get(&a.value)),
+                Some("version") => d.version = Some(self.strs.get(&a.value)),
+                Some("description") => d.description = Some(self.strs.get(&a.value)),
+                Some("default") => d.default = Some(self.strs.get(&a.value)),
+                _ => push_child(&mut d.ext_attrs, a.into_ext(&mut self.strs)),
             }
         }
-        d.ext_attrs = take(&mut self.sc.attrs, 0);
         d.name = self.required(off, "disk_image", "name", name);
         self.ext_children(&tag, &mut d.extensions)?;
         Ok(d)
@@ -163,10 +149,9 @@ impl<'i> Ctx<'i> {
                 Some("disk") => {
                     x.disk = value(&mut self.problems, off, "emulab:xen disk", &a.value, bad, values::unsigned)
                 }
-                _ => self.sc.attrs.push(a.into_ext()),
+                _ => push_child(&mut x.ext_attrs, a.into_ext(&mut self.strs)),
             }
         }
-        x.ext_attrs = take(&mut self.sc.attrs, 0);
         self.no_children(&tag, "emulab:xen")?;
         Ok(x)
     }
@@ -178,11 +163,10 @@ impl<'i> Ctx<'i> {
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
-                Some("name") => name = Some(a.value.into_owned()),
-                _ => self.sc.attrs.push(a.into_ext()),
+                Some("name") => name = Some(self.strs.get(&a.value)),
+                _ => push_child(&mut h.ext_attrs, a.into_ext(&mut self.strs)),
             }
         }
-        h.ext_attrs = take(&mut self.sc.attrs, 0);
         h.name = self.required(off, "hardware_type", "name", name);
         self.ext_children(&tag, &mut h.extensions)?;
         Ok(h)
@@ -195,36 +179,31 @@ impl<'i> Ctx<'i> {
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
-                Some("client_id") => i.client_id = Some(a.value.into_owned()),
-                Some("component_id") => i.component_id = Some(a.value.into_owned()),
-                Some("sliver_id") => i.sliver_id = Some(a.value.into_owned()),
-                Some("mac_address") => i.mac_address = Some(a.value.into_owned()),
-                _ => self.sc.attrs.push(a.into_ext()),
+                Some("client_id") => i.client_id = Some(self.strs.get(&a.value)),
+                Some("component_id") => i.component_id = Some(SmolStr::new(&a.value)),
+                Some("sliver_id") => i.sliver_id = Some(SmolStr::new(&a.value)),
+                Some("mac_address") => i.mac_address = Some(self.strs.get(&a.value)),
+                _ => push_child(&mut i.ext_attrs, a.into_ext(&mut self.strs)),
             }
         }
-        i.ext_attrs = take(&mut self.sc.attrs, 0);
         if tag.empty {
             return Ok(i);
         }
-        let m_ips = self.sc.ips.len();
-        let m_extensions = self.sc.elements.len();
         loop {
             match self.next_child()? {
                 Next::Child(c) => match (&c.ns, c.local()) {
                     (Ns::Geni, b"ip") => {
                         if let Some(ip) = self.ip(c)? {
-                            self.sc.ips.push(ip);
+                            push_child(&mut i.ips, ip);
                         }
                     }
                     _ => {
                         let e = self.ext_element(c)?;
-                        self.sc.elements.push(e);
+                        push_child(&mut i.extensions, e);
                     }
                 },
                 Next::Text(_) => {}
                 Next::End => {
-                    i.ips = take(&mut self.sc.ips, m_ips);
-                    i.extensions = take(&mut self.sc.elements, m_extensions);
                     return Ok(i);
                 }
             }
@@ -235,6 +214,7 @@ impl<'i> Ctx<'i> {
     fn ip(&mut self, tag: Tag<'i>) -> Res<Option<Ip>> {
         let off = tag.offset;
         let (mut address, mut netmask, mut ip_type) = (None, None, None);
+        let mut ext_attrs = Vec::new();
         let mut seen_address = false;
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
@@ -247,11 +227,10 @@ impl<'i> Ctx<'i> {
                 Some("netmask") => {
                     netmask = value(&mut self.problems, off, "ip netmask", &a.value, bad, values::netmask)
                 }
-                Some("type") => ip_type = Some(a.value.into_owned()),
-                _ => self.sc.attrs.push(a.into_ext()),
+                Some("type") => ip_type = Some(self.strs.get(&a.value)),
+                _ => push_child(&mut ext_attrs, a.into_ext(&mut self.strs)),
             }
         }
-        let ext_attrs = take(&mut self.sc.attrs, 0);
         if !seen_address {
             self.required(off, "ip", "address", None);
         }
@@ -273,13 +252,11 @@ impl<'i> Ctx<'i> {
         let mut s = Services::default();
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
-            self.sc.attrs.push(a.into_ext());
+            push_child(&mut s.ext_attrs, a.into_ext(&mut self.strs));
         }
-        s.ext_attrs = take(&mut self.sc.attrs, 0);
         if tag.empty {
             return Ok(s);
         }
-        let m_extensions = self.sc.elements.len();
         loop {
             match self.next_child()? {
                 Next::Child(c) => match (&c.ns, c.local()) {
@@ -301,12 +278,11 @@ impl<'i> Ctx<'i> {
                     }
                     _ => {
                         let e = self.ext_element(c)?;
-                        self.sc.elements.push(e);
+                        push_child(&mut s.extensions, e);
                     }
                 },
                 Next::Text(_) => {}
                 Next::End => {
-                    s.extensions = take(&mut self.sc.elements, m_extensions);
                     return Ok(s);
                 }
             }
@@ -320,17 +296,16 @@ impl<'i> Ctx<'i> {
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
-                Some("authentication") => auth = Some(a.value.into_owned()),
-                Some("hostname") => l.hostname = Some(a.value.into_owned()),
-                Some("username") => l.username = Some(a.value.into_owned()),
+                Some("authentication") => auth = Some(self.strs.get(&a.value)),
+                Some("hostname") => l.hostname = Some(self.strs.get(&a.value)),
+                Some("username") => l.username = Some(self.strs.get(&a.value)),
                 Some("port") => {
                     l.port =
                         value(&mut self.problems, off, "login port", &a.value, ProblemKind::BadNumber, values::unsigned)
                 }
-                _ => self.sc.attrs.push(a.into_ext()),
+                _ => push_child(&mut l.ext_attrs, a.into_ext(&mut self.strs)),
             }
         }
-        l.ext_attrs = take(&mut self.sc.attrs, 0);
         l.authentication = self.required(off, "login", "authentication", auth);
         self.ext_children(&tag, &mut l.extensions)?;
         Ok(l)
@@ -343,13 +318,12 @@ impl<'i> Ctx<'i> {
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
-                Some("url") => url = Some(a.value.into_owned()),
-                Some("install_path") => path = Some(a.value.into_owned()),
-                Some("file_type") => i.file_type = Some(a.value.into_owned()),
-                _ => self.sc.attrs.push(a.into_ext()),
+                Some("url") => url = Some(self.strs.get(&a.value)),
+                Some("install_path") => path = Some(self.strs.get(&a.value)),
+                Some("file_type") => i.file_type = Some(self.strs.get(&a.value)),
+                _ => push_child(&mut i.ext_attrs, a.into_ext(&mut self.strs)),
             }
         }
-        i.ext_attrs = take(&mut self.sc.attrs, 0);
         if self.kind == RSpecType::Advertisement {
             // An advertisement describes what installs are possible: only `file_type`.
             i.url = url.unwrap_or_default();
@@ -372,12 +346,11 @@ impl<'i> Ctx<'i> {
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
-                Some("shell") => shell = Some(a.value.into_owned()),
-                Some("command") => command = Some(a.value.into_owned()),
-                _ => self.sc.attrs.push(a.into_ext()),
+                Some("shell") => shell = Some(self.strs.get(&a.value)),
+                Some("command") => command = Some(self.strs.get(&a.value)),
+                _ => push_child(&mut e.ext_attrs, a.into_ext(&mut self.strs)),
             }
         }
-        e.ext_attrs = take(&mut self.sc.attrs, 0);
         e.shell = self.required(off, "execute", "shell", shell);
         e.command = if self.kind == RSpecType::Advertisement {
             // An advertisement names the available shells only.
@@ -396,8 +369,8 @@ impl<'i> Ctx<'i> {
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
-                Some("login") => login = Some(a.value.into_owned()),
-                Some("user_urn") => u.user_urn = Some(a.value.into_owned()),
+                Some("login") => login = Some(self.strs.get(&a.value)),
+                Some("user_urn") => u.user_urn = Some(self.strs.get(&a.value)),
                 _ => {}
             }
         }
@@ -433,11 +406,10 @@ impl<'i> Ctx<'i> {
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
-                Some("name") => name = Some(a.value.into_owned()),
-                _ => self.sc.attrs.push(a.into_ext()),
+                Some("name") => name = Some(self.strs.get(&a.value)),
+                _ => push_child(&mut h.ext_attrs, a.into_ext(&mut self.strs)),
             }
         }
-        h.ext_attrs = take(&mut self.sc.attrs, 0);
         h.name = self.required(off, "host", "name", name);
         self.no_children(&tag, "host")?;
         Ok(h)
@@ -451,7 +423,7 @@ impl<'i> Ctx<'i> {
             let a = a?;
             let bad = ProblemKind::BadNumber;
             match a.plain() {
-                Some("country") => country = Some(a.value.into_owned()),
+                Some("country") => country = Some(self.strs.get(&a.value)),
                 Some("latitude") => {
                     l.latitude = value(&mut self.problems, off, "location latitude", &a.value, bad, |s| {
                         values::decimal_in(s, -90.0, 90.0)
@@ -462,10 +434,9 @@ impl<'i> Ctx<'i> {
                         values::decimal_in(s, -180.0, 180.0)
                     })
                 }
-                _ => self.sc.attrs.push(a.into_ext()),
+                _ => push_child(&mut l.ext_attrs, a.into_ext(&mut self.strs)),
             }
         }
-        l.ext_attrs = take(&mut self.sc.attrs, 0);
         l.country = self.required(off, "location", "country", country);
         self.ext_children(&tag, &mut l.extensions)?;
         Ok(l)
@@ -488,10 +459,9 @@ impl<'i> Ctx<'i> {
                         values::boolean,
                     ))
                 }
-                _ => self.sc.attrs.push(a.into_ext()),
+                _ => push_child(&mut v.ext_attrs, a.into_ext(&mut self.strs)),
             }
         }
-        v.ext_attrs = take(&mut self.sc.attrs, 0);
         match now {
             Some(n) => v.now = n.unwrap_or(false),
             None => {

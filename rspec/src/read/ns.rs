@@ -9,7 +9,8 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
-use std::rc::Rc;
+
+use smol_str::SmolStr;
 
 use crate::model::{EMULAB_NS, GENI_V3_NS, OPSTATE_NS, USER_NS, XSI_NS};
 use crate::MAX_NAMESPACES_IN_SCOPE;
@@ -40,7 +41,7 @@ pub(crate) enum Ns {
     /// XML Schema instance.
     Xsi,
     /// Any other namespace (shared by every name its declaration binds).
-    Other(Rc<str>),
+    Other(SmolStr),
 }
 
 impl Ns {
@@ -52,7 +53,7 @@ impl Ns {
             USER_NS => Ns::User,
             OPSTATE_NS => Ns::Opstate,
             XSI_NS => Ns::Xsi,
-            other => Ns::Other(Rc::from(other)),
+            other => Ns::Other(SmolStr::new(other)),
         }
     }
 
@@ -69,9 +70,20 @@ impl Ns {
         })
     }
 
-    /// The namespace name as an owned string, for the kept-extension tree.
-    pub(crate) fn uri(&self) -> Option<String> {
-        self.as_str().map(str::to_owned)
+    /// The namespace name as a model string, for the kept-extension tree (no allocation:
+    /// the known namespaces are static, another one is shared with its declaration).
+    pub(crate) fn uri(&self) -> Option<SmolStr> {
+        Some(match self {
+            Ns::None => return None,
+            Ns::Other(s) => s.clone(),
+            known => SmolStr::new_static(match known {
+                Ns::Geni => GENI_V3_NS,
+                Ns::Emulab => EMULAB_NS,
+                Ns::User => USER_NS,
+                Ns::Opstate => OPSTATE_NS,
+                _ => XSI_NS,
+            }),
+        })
     }
 }
 
@@ -113,8 +125,8 @@ impl<'i> Scopes<'i> {
             pushed: Vec::new(),
             pending: 0,
             default: Ns::None,
-            xml: Ns::Other(Rc::from(XML_NS)),
-            xmlns: Ns::Other(Rc::from(XMLNS_NS)),
+            xml: Ns::Other(SmolStr::new_static(XML_NS)),
+            xmlns: Ns::Other(SmolStr::new_static(XMLNS_NS)),
             lexed: Vec::new(),
             seq: 0,
             keys: Vec::new(),
@@ -134,6 +146,7 @@ impl<'i> Scopes<'i> {
     /// Scans the attributes of a start tag: applies its declarations and keeps the other
     /// attributes in `lexed`. `attrs` is the tag's attribute text, a slice of the input.
     /// `empty` tags keep their bindings only until [`Scopes::settle`].
+    #[inline]
     pub(crate) fn open(&mut self, attrs: &'i str, empty: bool) -> Result<(), NsError> {
         let before = self.bindings.len();
         self.seq += 1;
@@ -231,6 +244,7 @@ impl<'i> Scopes<'i> {
 
     /// Resolves a prefix (`None`: the name has none). Unprefixed attribute names are in no
     /// namespace, unprefixed element names in the default one.
+    #[inline]
     pub(crate) fn resolve(&self, prefix: Option<&[u8]>, element: bool) -> Result<Ns, NsError> {
         let p: &[u8] = match prefix {
             None if !element => return Ok(Ns::None),

@@ -3,6 +3,7 @@
 use super::{attr_iter, Ctx, Next, Ns, Res, Tag};
 use crate::error::ProblemKind;
 use crate::model::*;
+use smol_str::SmolStr;
 
 impl<'i> Ctx<'i> {
     pub(super) fn opstate(&mut self, tag: Tag<'i>) -> Res<Opstate> {
@@ -12,8 +13,8 @@ impl<'i> Ctx<'i> {
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
-                Some("aggregate_manager_id") => am = Some(a.value.into_owned()),
-                Some("start") => start = Some(a.value.into_owned()),
+                Some("aggregate_manager_id") => am = Some(self.strs.get(&a.value)),
+                Some("start") => start = Some(self.strs.get(&a.value)),
                 _ => {}
             }
         }
@@ -43,12 +44,12 @@ impl<'i> Ctx<'i> {
     }
 
     /// The required `name` attribute of an opstate element.
-    fn named(&mut self, tag: &Tag<'i>, element: &str) -> Res<String> {
+    fn named(&mut self, tag: &Tag<'i>, element: &str) -> Res<SmolStr> {
         let mut name = None;
         for a in attr_iter(&self.scopes, tag) {
             let a = a?;
             if a.plain() == Some("name") {
-                name = Some(a.value.into_owned());
+                name = Some(self.strs.get(&a.value));
             }
         }
         Ok(self.required(tag.offset, element, "name", name))
@@ -77,8 +78,8 @@ impl<'i> Ctx<'i> {
                         for a in attr_iter(&self.scopes, &c) {
                             let a = a?;
                             match a.plain() {
-                                Some("name") => name = Some(a.value.into_owned()),
-                                Some("next") => next = Some(a.value.into_owned()),
+                                Some("name") => name = Some(self.strs.get(&a.value)),
+                                Some("next") => next = Some(self.strs.get(&a.value)),
                                 _ => {}
                             }
                         }
@@ -95,8 +96,8 @@ impl<'i> Ctx<'i> {
                         for a in attr_iter(&self.scopes, &c) {
                             let a = a?;
                             match a.plain() {
-                                Some("type") => wait_type = Some(a.value.into_owned()),
-                                Some("next") => next = Some(a.value.into_owned()),
+                                Some("type") => wait_type = Some(self.strs.get(&a.value)),
+                                Some("next") => next = Some(self.strs.get(&a.value)),
                                 _ => {}
                             }
                         }

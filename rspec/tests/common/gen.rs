@@ -16,9 +16,9 @@ pub fn big_advertisement(nodes: usize) -> RSpec {
         let name = format!("pc{i}");
         let node_urn = format!("urn:publicid:IDN+big.example.org+node+{name}");
         let mut n = Node {
-            component_id: Some(node_urn.clone()),
+            component_id: Some(node_urn.clone().into()),
             component_manager_id: Some(cm.into()),
-            component_name: Some(name.clone()),
+            component_name: Some(name.clone().into()),
             exclusive: Some(i % 3 == 0),
             ..Node::default()
         };
@@ -33,10 +33,10 @@ pub fn big_advertisement(nodes: usize) -> RSpec {
             n.sliver_types.push(SliverType {
                 name: st.into(),
                 disk_images: vec![DiskImage {
-                    name: format!("urn:publicid:IDN+big.example.org+image+emulab-ops:{img}"),
+                    name: format!("urn:publicid:IDN+big.example.org+image+emulab-ops:{img}").into(),
                     os: Some("Linux".into()),
                     version: Some("22.04".into()),
-                    description: Some(format!("Standard {img} image")),
+                    description: Some(format!("Standard {img} image").into()),
                     default: Some("true".into()),
                     ..DiskImage::default()
                 }],
@@ -45,7 +45,7 @@ pub fn big_advertisement(nodes: usize) -> RSpec {
         }
         for eth in 0..2 {
             n.interfaces.push(Interface {
-                component_id: Some(format!("urn:publicid:IDN+big.example.org+interface+{name}:eth{eth}")),
+                component_id: Some(format!("urn:publicid:IDN+big.example.org+interface+{name}:eth{eth}").into()),
                 ext_attrs: vec![
                     XmlAttr::new(QName::local("component_name"), format!("eth{eth}")),
                     XmlAttr::new(QName::local("role"), if eth == 0 { "control" } else { "experimental" }),
@@ -67,17 +67,17 @@ pub fn big_advertisement(nodes: usize) -> RSpec {
         let a = format!("urn:publicid:IDN+big.example.org+interface+pc{}:eth1", i - 1);
         let b = format!("urn:publicid:IDN+big.example.org+interface+pc{i}:eth1");
         r.links.push(Link {
-            component_id: Some(format!("urn:publicid:IDN+big.example.org+link+link{i}")),
-            component_name: Some(format!("link{i}")),
+            component_id: Some(format!("urn:publicid:IDN+big.example.org+link+link{i}").into()),
+            component_name: Some(format!("link{i}").into()),
             component_managers: vec![cm.into()],
             interface_refs: vec![
-                InterfaceRef { component_id: Some(a.clone()), ..InterfaceRef::default() },
-                InterfaceRef { component_id: Some(b.clone()), ..InterfaceRef::default() },
+                InterfaceRef { component_id: Some(a.clone().into()), ..InterfaceRef::default() },
+                InterfaceRef { component_id: Some(b.clone().into()), ..InterfaceRef::default() },
             ],
             link_types: vec![LinkType { name: "ethernet".into(), ..LinkType::default() }],
             properties: vec![LinkProperty {
-                source_id: a,
-                dest_id: b,
+                source_id: a.into(),
+                dest_id: b.into(),
                 capacity: Some(1_000_000),
                 latency: Some(0),
                 packet_loss: Some(0.0),

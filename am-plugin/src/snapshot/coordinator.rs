@@ -443,13 +443,13 @@ where
 
 /// How far ahead the coordinator schedules the common cut instant: a base, plus a step
 /// for every domain beyond the first on the busiest host. Each agent sets up every one of
-/// its domains' cuts (QMP session, saver process, migration settings) before the instant;
-/// a set-up that overruns it starts that cut late and widens the skew. At 4 domains per
-/// host on 2 shared cores the set-up took up to 450 ms (`bench scale`, 16 VMs), so the
-/// fixed 250 ms this used to be let the skew reach 220 ms. One VM in about ten snapshots
-/// still overruns by ~55 ms, at a lead of 700 ms and at 1 s alike: not a matter of lead
-/// (docs/performance.md). The lead costs the snapshot
-/// call that much latency and the guests nothing.
+/// its domains' cuts (QMP session, migration settings; the savers are started at prepare)
+/// before the instant; a set-up that overruns it starts that cut late and widens the skew.
+/// At 4 domains per host on 2 shared cores the set-up, saver start included, took up to
+/// 450 ms (`bench scale`, 16 VMs), so the fixed 250 ms this used to be let the skew reach
+/// 220 ms; one VM in 10-15 snapshots still overran by 55-90 ms at a lead of 700 ms and at
+/// 1 s alike, which moved the savers to prepare (docs/performance.md). The lead costs the
+/// snapshot call that much latency and the guests nothing.
 const CUT_LEAD_BASE: Duration = Duration::from_millis(250);
 const CUT_LEAD_PER_DOMAIN: Duration = Duration::from_millis(150);
 

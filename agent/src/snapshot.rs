@@ -834,18 +834,16 @@ pub fn abort(h: &Host, id: &str) -> Res<()> {
             let mut st = lock(&snap.st);
             (st.inserted.contains(name), st.ready.remove(name))
         };
-        let Ok(mut s) = Session::connect(&dom.dir.qmp()) else {
-            // Without its QEMU the saver's stream ends anyway (QEMU gone) or times out.
-            if let Some(t) = ready {
-                lock(&snap.st).savers.push((name.clone(), t));
-            }
-            continue;
-        };
+        let mut session = Session::connect(&dom.dir.qmp());
         if let Some(t) = ready {
-            // Prepared, never cut: QEMU drops its end of the connection, the saver stops.
-            persist::release_saver(&mut s);
+            // Prepared, never cut: QEMU drops its end of the connection and the saver stops
+            // (without a QEMU to ask, its stream has ended anyway or times out).
+            if let Ok(s) = session.as_mut() {
+                persist::release_saver(s);
+            }
             lock(&snap.st).savers.push((name.clone(), t));
         }
+        let Ok(mut s) = session else { continue };
         if !background {
             let _ = s.run(&qapi::qmp::migrate_cancel {});
         }

@@ -15,9 +15,9 @@
 //! 2 s after it), the cut skew, total and save times, image bytes, frames held/recorded/
 //! dropped (switch counters over the snapshot), guest TCP retransmission timeouts
 //! (netstat `TCPTimeouts` delta over the window, and of those the ones that fired from the
-//! first cut until 1 s after the commit, which the guests time-stamp), and the raw sequential write bandwidth of the disk under
-//! the agents' state directories (1 GiB `dd` with `oflag=direct`), measured in the same run:
-//! the ceiling for saving. Ratios against ours are in the last columns; JSON goes to
+//! first cut until 1 s after the commit, which the guests time-stamp), and the raw
+//! sequential write bandwidth of the disk under the agents' state directories (1 GiB `dd`
+//! with `oflag=direct`), measured in the same run: the ceiling for saving. Ratios against ours are in the last columns; JSON goes to
 //! `target/bench/snapshot.json`.
 
 use crate::checker::slice::{self, Slice, Taken};
@@ -322,15 +322,11 @@ async fn one(bed: &Bed, mode: CutMode) -> anyhow::Result<(RunResult, Taken)> {
     // Let retransmission timers fire (the first RTO is 200 ms; backoff doubles).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let stalls = w.stall_max_gaps().await?;
-    let tcp = w.tcp_timeouts().await?;
+    let (tcp, tcp_at) = w.tcp_timeouts_timed().await?;
     let first_cut_ns = snap.domain_cuts().iter().map(|c| c.cut_at_ns).min().unwrap_or(committed_ns);
-    let during = (first_cut_ns, committed_ns + CAUSE_WINDOW_AFTER.as_nanos());
-    let tcp_during: BTreeMap<String, u64> = w
-        .tcp_timeout_instants()
-        .await?
-        .into_iter()
-        .map(|(vm, at)| (vm, at.iter().filter(|t| (during.0..=during.1).contains(t)).count() as u64))
-        .collect();
+    let during = first_cut_ns..=committed_ns + CAUSE_WINDOW_AFTER.as_nanos();
+    let tcp_during: BTreeMap<String, u64> =
+        tcp_at.into_iter().map(|(vm, at)| (vm, at.iter().filter(|t| during.contains(t)).count() as u64)).collect();
     let drop1 = switch_dropped(s).await?;
     let check = w.check().await;
     let t = &snap.snap.timings;

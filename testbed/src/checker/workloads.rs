@@ -148,27 +148,25 @@ impl Workloads {
 
     /// TCPTimeouts per VM since the baseline.
     pub async fn tcp_timeouts(&self) -> anyhow::Result<BTreeMap<String, u64>> {
-        let base = self.tcp_base.lock().unwrap().clone();
-        let mut out = BTreeMap::new();
-        for (vm, r) in self.vms.iter().zip(self.on_all(|_| json!({"op": "netstat"})).await) {
-            let now = tcp_timeouts(&r?);
-            out.insert(vm.name.clone(), now.saturating_sub(base.get(&vm.name).copied().unwrap_or(0)));
-        }
-        Ok(out)
+        Ok(self.tcp_timeouts_timed().await?.0)
     }
 
-    /// When each VM's TCP retransmission timeouts happened (wall clock, ns since the Unix
-    /// epoch), as far back as the guest watches them (the guests poll the counter every
-    /// 25 ms from their first `netstat`; see the guest's `rto` module).
-    pub async fn tcp_timeout_instants(&self) -> anyhow::Result<BTreeMap<String, Vec<u128>>> {
-        let mut out = BTreeMap::new();
+    /// TCPTimeouts per VM since the baseline, and when each VM's timeouts happened (wall
+    /// clock, ns since the Unix epoch) as far back as the guest watches them (the guests
+    /// poll the counter every 25 ms from their first `netstat`; see the guest's `rto`
+    /// module), from one `netstat` per VM.
+    pub async fn tcp_timeouts_timed(&self) -> anyhow::Result<(BTreeMap<String, u64>, BTreeMap<String, Vec<u128>>)> {
+        let base = self.tcp_base.lock().unwrap().clone();
+        let (mut counts, mut instants) = (BTreeMap::new(), BTreeMap::new());
         for (vm, r) in self.vms.iter().zip(self.on_all(|_| json!({"op": "netstat"})).await) {
+            let r = r?;
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
-            let ages = r?.get("TCPTimeouts_ms_ago").and_then(Value::as_array).cloned().unwrap_or_default();
+            counts.insert(vm.name.clone(), tcp_timeouts(&r).saturating_sub(base.get(&vm.name).copied().unwrap_or(0)));
+            let ages = r.get("TCPTimeouts_ms_ago").and_then(Value::as_array).cloned().unwrap_or_default();
             let at = ages.iter().filter_map(Value::as_f64).map(|ms| now.saturating_sub((ms * 1e6) as u128)).collect();
-            out.insert(vm.name.clone(), at);
+            instants.insert(vm.name.clone(), at);
         }
-        Ok(out)
+        Ok((counts, instants))
     }
 
     /// Resets every stall meter (max gap starts over).

@@ -38,8 +38,10 @@ use crate::{MAX_DEPTH, MAX_DOCUMENT_BYTES, MAX_ELEMENTS};
 /// A start tag seen by the reader, with its namespace resolved.
 pub(crate) struct Tag<'i> {
     pub(crate) ns: Ns,
-    /// The qualified name as written.
-    pub(crate) name: &'i [u8],
+    /// The local part of the name.
+    pub(crate) local: &'i [u8],
+    /// The attribute text of the tag (after the name), a slice of the input.
+    pub(crate) attrs: &'i str,
     /// `<x/>`: there are no children and no end event to consume.
     pub(crate) empty: bool,
     /// Byte offset of the event (before any leading whitespace).
@@ -48,12 +50,10 @@ pub(crate) struct Tag<'i> {
     pub(crate) seq: u64,
 }
 
-impl Tag<'_> {
-    pub(crate) fn local(&self) -> &[u8] {
-        match memchr::memchr(b':', self.name) {
-            Some(i) => &self.name[i + 1..],
-            None => self.name,
-        }
+impl<'i> Tag<'i> {
+    #[inline(always)]
+    pub(crate) fn local(&self) -> &'i [u8] {
+        self.local
     }
 
     pub(crate) fn is(&self, ns: &Ns, local: &str) -> bool {
@@ -116,6 +116,11 @@ pub(crate) struct Ctx<'i> {
     pub(crate) kind: RSpecType,
     /// Attribute values that repeat share one allocation.
     pub(crate) strs: Strings,
+    /// Finds `xmlns` in a tag's attribute text.
+    xmlns: memchr::memmem::Finder<'static>,
+    /// The attribute text and offset of the last start tag, checked before the next event
+    /// if its reader did not take them all.
+    last_attrs: (&'i str, usize),
 }
 
 /// An event that matters to the element readers (comments, processing instructions and
@@ -177,6 +182,8 @@ impl<'i> Ctx<'i> {
             offsets: Offsets::default(),
             kind: RSpecType::Request,
             strs: Strings::new(),
+            xmlns: memchr::memmem::Finder::new("xmlns"),
+            last_attrs: ("", 0),
         }
     }
 
@@ -192,6 +199,9 @@ impl<'i> Ctx<'i> {
     /// resolving the namespace of start tags.
     #[inline(always)]
     fn event(&mut self) -> Res<Ev<'i>> {
+        if self.scopes.checked.get() != self.scopes.seq {
+            self.check_last_attrs()?;
+        }
         self.scopes.settle();
         loop {
             let offset = self.reader.buffer_position() as usize;
@@ -223,6 +233,15 @@ impl<'i> Ctx<'i> {
                 Event::Comment(_) | Event::PI(_) | Event::Decl(_) => continue,
             });
         }
+    }
+
+    /// Checks the attributes of the last start tag, which its reader did not take (an element
+    /// that is skipped, or whose attributes do not matter): they must still be well-formed.
+    #[cold]
+    fn check_last_attrs(&mut self) -> Res<()> {
+        let (attrs, offset) = self.last_attrs;
+        self.scopes.checked.set(self.scopes.seq);
+        attrs::Checked::new(attrs).check_all().map_err(|m| Fatal { offset, kind: FatalKind::Malformed(m) })
     }
 
     /// Checks the input up to `upto` for control characters XML forbids (quick-xml does not).
@@ -281,13 +300,28 @@ impl<'i> Ctx<'i> {
             Some((n, a)) => (n.as_bytes(), a),
             None => return Err(fatal(FatalKind::Malformed("Start tag could not be located in the input".into()))),
         };
-        self.scopes.open(attrs, empty).map_err(|m| fatal(FatalKind::Malformed(m)))?;
-        let prefix = memchr::memchr(b':', name).map(|i| &name[..i]);
-        let ns = self.scopes.resolve(prefix, true).map_err(|m| fatal(FatalKind::Malformed(m)))?;
+        // A tag without `xmlns` declares no namespace: its attributes need not be lexed
+        // before its name is resolved.
+        let declares = self.xmlns.find(attrs.as_bytes()).is_some();
+        self.scopes.open(attrs, empty, declares).map_err(|m| fatal(FatalKind::Malformed(m)))?;
+        self.last_attrs = (attrs, offset);
+        let (prefix, local) = match name.iter().position(|&b| b == b':') {
+            Some(i) => (Some(&name[..i]), &name[i + 1..]),
+            None => (None, name),
+        };
+        let ns = match self.scopes.resolve(prefix, true) {
+            Ok(ns) => ns,
+            Err(m) => {
+                // A malformed attribute is reported before the name, as when every tag's
+                // attributes were checked first.
+                attrs::Checked::new(attrs).check_all().map_err(|m| fatal(FatalKind::Malformed(m)))?;
+                return Err(fatal(FatalKind::Malformed(m)));
+            }
+        };
         if !empty {
             self.depth += 1;
         }
-        Ok(Tag { ns, name, empty, offset, seq: self.scopes.seq })
+        Ok(Tag { ns, local, attrs, empty, offset, seq: self.scopes.seq })
     }
 
     /// The next child of the element being read, its text, or its end.

@@ -1,7 +1,7 @@
 //! Reading `<link>` and its children.
 
 use super::elements::value;
-use super::{attr_iter, push_child, values, Ctx, Next, Ns, Res, Tag};
+use super::{attr_iter, list, push_child, values, Ctx, Next, Ns, Res, Tag};
 use crate::error::ProblemKind;
 use crate::model::*;
 use smol_str::SmolStr;
@@ -30,9 +30,10 @@ impl<'i> Ctx<'i> {
                         values::vlantag,
                     )
                 }
-                _ => push_child(&mut l.ext_attrs, a.into_ext(&mut self.strs)),
+                _ => self.hints.push(&mut l.ext_attrs, a.into_ext(&mut self.strs), list::LINK_ATTRS),
             }
         }
+        self.hints.fit(&mut l.ext_attrs, list::LINK_ATTRS);
         if tag.empty {
             return Ok(l);
         }
@@ -41,27 +42,32 @@ impl<'i> Ctx<'i> {
                 Next::Child(c) => match (&c.ns, c.local()) {
                     (Ns::Geni, b"component_manager") => {
                         let m = self.component_manager(c)?;
-                        push_child(&mut l.component_managers, m);
+                        self.hints.push(&mut l.component_managers, m, list::LINK_MANAGERS);
                     }
                     (Ns::Geni, b"interface_ref") => {
                         let r = self.interface_ref(c)?;
-                        push_child(&mut l.interface_refs, r);
+                        self.hints.push(&mut l.interface_refs, r, list::LINK_REFS);
                     }
                     (Ns::Geni, b"link_type") => {
                         let t = self.link_type(c)?;
-                        push_child(&mut l.link_types, t);
+                        self.hints.push(&mut l.link_types, t, list::LINK_TYPES);
                     }
                     (Ns::Geni, b"property") => {
                         let p = self.property(c)?;
-                        push_child(&mut l.properties, p);
+                        self.hints.push(&mut l.properties, p, list::LINK_PROPERTIES);
                     }
                     _ => {
                         let e = self.ext_element(c)?;
-                        push_child(&mut l.extensions, e);
+                        self.hints.push(&mut l.extensions, e, list::LINK_EXTENSIONS);
                     }
                 },
                 Next::Text(_) => {}
                 Next::End => {
+                    self.hints.fit(&mut l.component_managers, list::LINK_MANAGERS);
+                    self.hints.fit(&mut l.interface_refs, list::LINK_REFS);
+                    self.hints.fit(&mut l.link_types, list::LINK_TYPES);
+                    self.hints.fit(&mut l.properties, list::LINK_PROPERTIES);
+                    self.hints.fit(&mut l.extensions, list::LINK_EXTENSIONS);
                     return Ok(l);
                 }
             }

@@ -96,6 +96,64 @@ pub(crate) fn push_child<T>(list: &mut Vec<T>, child: T) {
     list.push(child);
 }
 
+/// The lists whose length is learned from the previous element of the same kind.
+pub(crate) mod list {
+    pub(crate) const NODE_ATTRS: usize = 0;
+    pub(crate) const NODE_SLIVER_TYPES: usize = 1;
+    pub(crate) const NODE_HARDWARE_TYPES: usize = 2;
+    pub(crate) const NODE_INTERFACES: usize = 3;
+    pub(crate) const NODE_EXTENSIONS: usize = 4;
+    pub(crate) const SLIVER_DISK_IMAGES: usize = 5;
+    pub(crate) const INTERFACE_ATTRS: usize = 6;
+    pub(crate) const INTERFACE_IPS: usize = 7;
+    pub(crate) const LINK_ATTRS: usize = 8;
+    pub(crate) const LINK_MANAGERS: usize = 9;
+    pub(crate) const LINK_REFS: usize = 10;
+    pub(crate) const LINK_TYPES: usize = 11;
+    pub(crate) const LINK_PROPERTIES: usize = 12;
+    pub(crate) const LINK_EXTENSIONS: usize = 13;
+    pub(crate) const XML_ATTRS: usize = 14;
+    pub(crate) const XML_CHILDREN: usize = 15;
+    pub(crate) const COUNT: usize = 16;
+}
+
+/// The largest length a hint remembers (so a hostile element cannot make later ones reserve
+/// much).
+const MAX_HINT: usize = 16;
+
+/// Learned list lengths. Elements of one kind tend to have the same number of children of
+/// each kind (every node of an advertisement has three sliver types and two interfaces), so
+/// a list's first child reserves as many slots as the last list of its kind held: the list
+/// is allocated once instead of grown one child at a time, and [`Hints::fit`] gives back
+/// what a shorter list did not use, so the model holds no spare room.
+pub(crate) struct Hints([u8; list::COUNT]);
+
+impl Hints {
+    /// Appends `child` to a list of kind `kind`.
+    #[inline(always)]
+    pub(crate) fn push<T>(&self, list: &mut Vec<T>, child: T, kind: usize) {
+        if list.len() == list.capacity() {
+            // Beyond the hint: room for four, then doubling (`fit` trims the excess).
+            let more = match list.len() {
+                0 => usize::from(self.0[kind]).max(1),
+                n @ 1..=3 => 4 - n,
+                n => n,
+            };
+            list.reserve_exact(more);
+        }
+        list.push(child);
+    }
+
+    /// Learns the length of a finished list and frees its unused room.
+    #[inline(always)]
+    pub(crate) fn fit<T>(&mut self, list: &mut Vec<T>, kind: usize) {
+        self.0[kind] = list.len().min(MAX_HINT) as u8;
+        if list.capacity() > list.len() {
+            list.shrink_to_fit();
+        }
+    }
+}
+
 /// Reader state for one document.
 pub(crate) struct Ctx<'i> {
     reader: Reader<&'i [u8]>,
@@ -116,6 +174,7 @@ pub(crate) struct Ctx<'i> {
     pub(crate) kind: RSpecType,
     /// Attribute values that repeat share one allocation.
     pub(crate) strs: Strings,
+    pub(crate) hints: Hints,
     /// Finds `xmlns` in a tag's attribute text.
     xmlns: memchr::memmem::Finder<'static>,
     /// The attribute text and offset of the last start tag, checked before the next event
@@ -182,6 +241,7 @@ impl<'i> Ctx<'i> {
             offsets: Offsets::default(),
             kind: RSpecType::Request,
             strs: Strings::new(),
+            hints: Hints([0; list::COUNT]),
             xmlns: memchr::memmem::Finder::new("xmlns"),
             last_attrs: ("", 0),
         }
@@ -366,8 +426,9 @@ impl<'i> Ctx<'i> {
     pub(crate) fn ext_element(&mut self, tag: Tag<'i>) -> Res<XmlElement> {
         let mut attrs = Vec::new();
         for a in attr_iter(&self.scopes, &tag) {
-            push_child(&mut attrs, a?.into_ext(&mut self.strs));
+            self.hints.push(&mut attrs, a?.into_ext(&mut self.strs), list::XML_ATTRS);
         }
+        self.hints.fit(&mut attrs, list::XML_ATTRS);
         let local = std::str::from_utf8(tag.local()).map_err(|e| self.malformed(e.to_string()))?;
         // quick-xml does not check names; a kept name must be writable again.
         if !is_ncname(local) || tag.ns.as_str() == Some(XMLNS_NS) {
@@ -385,15 +446,16 @@ impl<'i> Ctx<'i> {
             match self.next_child()? {
                 Next::Child(child) => {
                     let c = self.ext_element(child)?;
-                    push_child(&mut el.children, XmlChild::Element(c));
+                    self.hints.push(&mut el.children, XmlChild::Element(c), list::XML_CHILDREN);
                 }
                 // Text split by CDATA sections or dropped whitespace is one text node, as the
                 // writer will emit it as one.
                 Next::Text(t) => match el.children.last_mut() {
                     Some(XmlChild::Text(prev)) => prev.push_str(&t),
-                    _ => push_child(&mut el.children, XmlChild::Text(t)),
+                    _ => self.hints.push(&mut el.children, XmlChild::Text(t), list::XML_CHILDREN),
                 },
                 Next::End => {
+                    self.hints.fit(&mut el.children, list::XML_CHILDREN);
                     return Ok(el);
                 }
             }

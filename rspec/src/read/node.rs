@@ -1,7 +1,7 @@
 //! Reading `<node>` and everything inside it.
 
 use super::elements::value;
-use super::{attr_iter, push_child, values, Ctx, Next, Ns, Res, Tag};
+use super::{attr_iter, list, push_child, values, Ctx, Next, Ns, Res, Tag};
 use crate::error::ProblemKind;
 use crate::model::*;
 use smol_str::SmolStr;
@@ -32,9 +32,10 @@ impl<'i> Ctx<'i> {
                         values::boolean,
                     )
                 }
-                _ => push_child(&mut n.ext_attrs, a.into_ext(&mut self.strs)),
+                _ => self.hints.push(&mut n.ext_attrs, a.into_ext(&mut self.strs), list::NODE_ATTRS),
             }
         }
+        self.hints.fit(&mut n.ext_attrs, list::NODE_ATTRS);
         if tag.empty {
             return Ok(());
         }
@@ -43,15 +44,15 @@ impl<'i> Ctx<'i> {
                 Next::Child(c) => match (&c.ns, c.local()) {
                     (Ns::Geni, b"sliver_type") => {
                         let s = self.sliver_type(c)?;
-                        push_child(&mut n.sliver_types, s);
+                        self.hints.push(&mut n.sliver_types, s, list::NODE_SLIVER_TYPES);
                     }
                     (Ns::Geni, b"hardware_type") => {
                         let h = self.hardware_type(c)?;
-                        push_child(&mut n.hardware_types, h);
+                        self.hints.push(&mut n.hardware_types, h, list::NODE_HARDWARE_TYPES);
                     }
                     (Ns::Geni, b"interface") => {
                         let i = self.interface(c)?;
-                        push_child(&mut n.interfaces, i);
+                        self.hints.push(&mut n.interfaces, i, list::NODE_INTERFACES);
                     }
                     (Ns::Geni, b"services") if n.services.is_none() => {
                         n.services = Some(self.services(c)?);
@@ -65,11 +66,15 @@ impl<'i> Ctx<'i> {
                     }
                     _ => {
                         let e = self.ext_element(c)?;
-                        push_child(&mut n.extensions, e);
+                        self.hints.push(&mut n.extensions, e, list::NODE_EXTENSIONS);
                     }
                 },
                 Next::Text(_) => {}
                 Next::End => {
+                    self.hints.fit(&mut n.sliver_types, list::NODE_SLIVER_TYPES);
+                    self.hints.fit(&mut n.hardware_types, list::NODE_HARDWARE_TYPES);
+                    self.hints.fit(&mut n.interfaces, list::NODE_INTERFACES);
+                    self.hints.fit(&mut n.extensions, list::NODE_EXTENSIONS);
                     return Ok(());
                 }
             }
@@ -96,7 +101,7 @@ impl<'i> Ctx<'i> {
                 Next::Child(c) => match (&c.ns, c.local()) {
                     (Ns::Geni, b"disk_image") => {
                         let d = self.disk_image(c)?;
-                        push_child(&mut s.disk_images, d);
+                        self.hints.push(&mut s.disk_images, d, list::SLIVER_DISK_IMAGES);
                     }
                     (Ns::Emulab, b"xen") if s.xen.is_none() => s.xen = Some(self.xen(c)?),
                     _ => {
@@ -106,6 +111,7 @@ impl<'i> Ctx<'i> {
                 },
                 Next::Text(_) => {}
                 Next::End => {
+                    self.hints.fit(&mut s.disk_images, list::SLIVER_DISK_IMAGES);
                     return Ok(s);
                 }
             }
@@ -183,9 +189,10 @@ impl<'i> Ctx<'i> {
                 Some("component_id") => i.component_id = Some(SmolStr::new(&a.value)),
                 Some("sliver_id") => i.sliver_id = Some(SmolStr::new(&a.value)),
                 Some("mac_address") => i.mac_address = Some(self.strs.get(&a.value)),
-                _ => push_child(&mut i.ext_attrs, a.into_ext(&mut self.strs)),
+                _ => self.hints.push(&mut i.ext_attrs, a.into_ext(&mut self.strs), list::INTERFACE_ATTRS),
             }
         }
+        self.hints.fit(&mut i.ext_attrs, list::INTERFACE_ATTRS);
         if tag.empty {
             return Ok(i);
         }
@@ -194,7 +201,7 @@ impl<'i> Ctx<'i> {
                 Next::Child(c) => match (&c.ns, c.local()) {
                     (Ns::Geni, b"ip") => {
                         if let Some(ip) = self.ip(c)? {
-                            push_child(&mut i.ips, ip);
+                            self.hints.push(&mut i.ips, ip, list::INTERFACE_IPS);
                         }
                     }
                     _ => {
@@ -204,6 +211,7 @@ impl<'i> Ctx<'i> {
                 },
                 Next::Text(_) => {}
                 Next::End => {
+                    self.hints.fit(&mut i.ips, list::INTERFACE_IPS);
                     return Ok(i);
                 }
             }

@@ -154,6 +154,16 @@ impl Hints {
     }
 }
 
+/// Appends a default child to a list and returns it, for the element reader to fill in
+/// place (children are large; building one in place saves moving it through the reader's
+/// result and into the list).
+#[inline(always)]
+pub(crate) fn in_place<'l, T: Default>(hints: &Hints, list: &'l mut Vec<T>, kind: usize) -> &'l mut T {
+    hints.push(list, T::default(), kind);
+    let last = list.len() - 1;
+    &mut list[last]
+}
+
 /// Reader state for one document.
 pub(crate) struct Ctx<'i> {
     reader: Reader<&'i [u8]>,

@@ -164,6 +164,62 @@ pub(crate) fn in_place<'l, T: Default>(hints: &Hints, list: &'l mut Vec<T>, kind
     &mut list[last]
 }
 
+/// Finds the occurrences of `xmlns` in the input ahead of the reader, 64 KiB at a time (one
+/// vectorised substring search over a large chunk costs far less than one per start tag),
+/// so a start tag can tell from a few comparisons whether its attribute text holds one.
+struct XmlnsScan {
+    finder: memchr::memmem::Finder<'static>,
+    /// Start offsets of the occurrences found, in order; `next` is the first one not yet
+    /// behind the reader.
+    found: Vec<usize>,
+    next: usize,
+    /// Every occurrence starting before this offset has been found.
+    done: usize,
+}
+
+impl XmlnsScan {
+    fn new() -> Self {
+        XmlnsScan { finder: memchr::memmem::Finder::new("xmlns"), found: Vec::new(), next: 0, done: 0 }
+    }
+
+    /// Whether an occurrence starts in `from..to` of `input` (one that starts there but runs
+    /// past `to` also counts: the answer may be a false yes, never a false no). Calls come
+    /// with increasing `from`.
+    #[inline(always)]
+    fn within(&mut self, input: &[u8], from: usize, to: usize) -> bool {
+        if to > self.done {
+            if to - from > CONTROL_CHECK_WINDOW {
+                // A huge tag is searched on its own, so the list of occurrences stays short.
+                let tail = input.get(from..(to + 4).min(input.len())).unwrap_or_default();
+                return self.finder.find(tail).is_some();
+            }
+            self.scan(input, to);
+        }
+        while let Some(&at) = self.found.get(self.next) {
+            if at >= from {
+                return at < to;
+            }
+            self.next += 1;
+        }
+        false
+    }
+
+    /// Finds the occurrences starting before `to` (and up to a chunk further) that are not
+    /// yet known.
+    #[cold]
+    fn scan(&mut self, input: &[u8], to: usize) {
+        self.found.drain(..self.next);
+        self.next = 0;
+        let end = (to + 4).max(self.done + CONTROL_CHECK_WINDOW).min(input.len());
+        let chunk = input.get(self.done..end).unwrap_or_default();
+        let base = self.done;
+        self.found.extend(self.finder.find_iter(chunk).map(|i| base + i));
+        // An occurrence starting in the last four bytes of the chunk runs past its end, so it
+        // is left for the next chunk.
+        self.done = if end == input.len() { end } else { end - 4 };
+    }
+}
+
 /// Reader state for one document.
 pub(crate) struct Ctx<'i> {
     reader: Reader<&'i [u8]>,
@@ -185,8 +241,8 @@ pub(crate) struct Ctx<'i> {
     /// Attribute values that repeat share one allocation.
     pub(crate) strs: Strings,
     pub(crate) hints: Hints,
-    /// Finds `xmlns` in a tag's attribute text.
-    xmlns: memchr::memmem::Finder<'static>,
+    /// Where `xmlns` occurs in the input, found a chunk at a time ([`XmlnsScan`]).
+    xmlns: XmlnsScan,
     /// The attribute text and offset of the last start tag, checked before the next event
     /// if its reader did not take them all.
     last_attrs: (&'i str, usize),
@@ -252,7 +308,7 @@ impl<'i> Ctx<'i> {
             kind: RSpecType::Request,
             strs: Strings::new(),
             hints: Hints([0; list::COUNT]),
-            xmlns: memchr::memmem::Finder::new("xmlns"),
+            xmlns: XmlnsScan::new(),
             last_attrs: ("", 0),
         }
     }
@@ -372,7 +428,8 @@ impl<'i> Ctx<'i> {
         };
         // A tag without `xmlns` declares no namespace: its attributes need not be lexed
         // before its name is resolved.
-        let declares = self.xmlns.find(attrs.as_bytes()).is_some();
+        let attrs_at = at + name_len;
+        let declares = self.xmlns.within(self.input.as_bytes(), attrs_at, attrs_at + attrs.len());
         self.scopes.open(attrs, empty, declares).map_err(|m| fatal(FatalKind::Malformed(m)))?;
         self.last_attrs = (attrs, offset);
         let (prefix, local) = match name.iter().position(|&b| b == b':') {
@@ -684,6 +741,33 @@ mod tests {
         for s in samples {
             assert_eq!(first_control_char(&s), naive(&s), "{s:?}");
         }
+    }
+
+    #[test]
+    fn xmlns_scan_finds_every_occurrence_in_a_range() {
+        let w = CONTROL_CHECK_WINDOW;
+        let len = 3 * w + 100;
+        let mut input = vec![b'a'; len];
+        let mut starts = vec![0, 7, w - 6, w - 5, w - 4, w - 3, w - 1, w, w + 2, 2 * w - 4, 2 * w + 9, len - 5];
+        starts.sort_unstable();
+        for &p in &starts {
+            input[p..p + 5].copy_from_slice(b"xmlns");
+        }
+        let naive = |from: usize, to: usize| (from..to).any(|p| input[p..].starts_with(b"xmlns"));
+        for step in [1, 3, 17, 1000, w + 1] {
+            let mut scan = XmlnsScan::new();
+            let mut from = 0;
+            while from < len {
+                let to = (from + step).min(len);
+                assert_eq!(scan.within(&input, from, to), naive(from, to), "{from}..{to} step {step}");
+                from = to;
+            }
+        }
+        // A range longer than a chunk is searched on its own, with the same answers.
+        let mut one = vec![b'a'; 2 * w];
+        one[w + 3..w + 8].copy_from_slice(b"xmlns");
+        assert!(XmlnsScan::new().within(&one, 0, w + 5));
+        assert!(!XmlnsScan::new().within(&one, 0, w + 3));
     }
 
     #[test]

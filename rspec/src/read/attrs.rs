@@ -3,11 +3,15 @@
 //! quick-xml's `Attributes` iterator re-validates UTF-8 and allocates for duplicate checks;
 //! profiling showed it as the largest cost of reading after the event loop itself. The
 //! [`Lexer`] slices names and values straight out of the input `&str` (so no UTF-8 check is
-//! needed) and checks the syntax; [`Scopes::open`] runs it once per start tag. [`AttrIter`]
-//! then hands the element readers each attribute with its prefix resolved and its value
-//! unescaped (borrowed from the input unless it holds a reference).
+//! needed) and checks the syntax. It runs once per start tag, inside [`AttrIter`], which the
+//! element reader drives: each attribute is lexed, checked ([`Checked`]: count, duplicates),
+//! resolved and unescaped (borrowed from the input unless it holds a reference) and handed
+//! straight to the reader's match on its name, with no list of attributes in between. Tags
+//! that declare namespaces are also lexed when read ([`Scopes::open`]); tags whose reader
+//! does not take their attributes are checked before the next event.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 
 use super::ns::Scopes;
 use super::{Fatal, FatalKind, Ns, RawAttr, Res, Tag};
@@ -39,6 +43,8 @@ static NAME_CLASS: [u8; 256] = {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Lexed<'i> {
     pub(crate) key: &'i str,
+    /// Where `key` starts in the tag's attribute text.
+    pub(crate) start: usize,
     /// Index of the prefix colon in `key`.
     pub(crate) colon: Option<usize>,
     /// The value between the quotes, not unescaped.
@@ -120,46 +126,165 @@ impl<'i> Lexer<'i> {
         };
         // One pass over the value: find the closing quote, noting references and '<'.
         let value_start = self.pos + 1;
-        let mut end = value_start;
-        let (mut has_amp, mut has_lt) = (false, false);
-        loop {
-            let Some(found) = memchr::memchr3(quote, b'&', b'<', &bytes[end..]) else {
-                return Some(Err(format!("Attribute {key:?} value is not closed")));
-            };
-            end += found;
-            match bytes[end] {
-                b'&' => has_amp = true,
-                b'<' => has_lt = true,
-                _ => break,
-            }
-            end += 1;
-        }
+        let Some((end, has_amp, has_lt)) = value_end(bytes, value_start, quote) else {
+            return Some(Err(format!("Attribute {key:?} value is not closed")));
+        };
         let value = &self.text[value_start..end];
         self.pos = end + 1;
         if has_lt {
             return Some(Err(format!("Attribute {key:?} value contains '<'")));
         }
-        Some(Ok(Lexed { key, colon, value, has_amp }))
+        Some(Ok(Lexed { key, start: name_start, colon, value, has_amp }))
+    }
+}
+
+/// Eight copies of a byte.
+const fn splat(b: u8) -> u64 {
+    u64::from_ne_bytes([b; 8])
+}
+
+/// The high bit of each byte of `x` that equals `b` (exact for the lowest such byte, which is
+/// all the callers look at: a borrow can only mark bytes above a matching one).
+#[inline(always)]
+fn eq_bytes(x: u64, b: u8) -> u64 {
+    let y = x ^ splat(b);
+    y.wrapping_sub(splat(1)) & !y & splat(0x80)
+}
+
+/// Finds the closing `quote` of a value starting at `from`: its index, and whether a `&` or
+/// a `<` came before it. Eight bytes are tested at a time (values are mostly short, where a
+/// SIMD search costs more to set up than it saves).
+#[inline(always)]
+fn value_end(bytes: &[u8], from: usize, quote: u8) -> Option<(usize, bool, bool)> {
+    let (mut has_amp, mut has_lt) = (false, false);
+    let mut at = from;
+    loop {
+        // Whole words while they fit, then byte by byte.
+        if let Some(word) = bytes.get(at..at + 8) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(word);
+            let x = u64::from_le_bytes(w);
+            let hits = eq_bytes(x, quote) | eq_bytes(x, b'&') | eq_bytes(x, b'<');
+            if hits == 0 {
+                at += 8;
+                continue;
+            }
+            at += (hits.trailing_zeros() / 8) as usize;
+        } else {
+            let rest = bytes.get(at..)?;
+            let found = rest.iter().position(|&b| b == quote || b == b'&' || b == b'<')?;
+            at += found;
+        }
+        match bytes[at] {
+            b'&' => has_amp = true,
+            b'<' => has_lt = true,
+            _ => return Some((at, has_amp, has_lt)),
+        }
+        at += 1;
+    }
+}
+
+/// The attributes of one start tag, lexed on demand and checked for syntax, count and
+/// duplicates (namespace declarations included).
+pub(crate) struct Checked<'i> {
+    text: &'i str,
+    lexer: Lexer<'i>,
+    count: usize,
+    /// One bit per name hash seen; only a name whose bit is already set is compared with the
+    /// earlier names.
+    bloom: u64,
+    /// Past [`INLINE_KEYS`] attributes, the names are kept in a set (hostile tags stay linear).
+    spilled: Option<HashSet<&'i str>>,
+}
+
+/// Attributes compared by re-reading the earlier names before a set takes over.
+const INLINE_KEYS: usize = 16;
+
+impl<'i> Checked<'i> {
+    #[inline(always)]
+    pub(crate) fn new(text: &'i str) -> Self {
+        Checked { text, lexer: Lexer::new(text), count: 0, bloom: 0, spilled: None }
+    }
+
+    /// The next attribute, checked; an error message when the tag is malformed.
+    #[inline(always)]
+    pub(crate) fn next_checked(&mut self) -> Option<Result<Lexed<'i>, String>> {
+        let raw = match self.lexer.next_raw()? {
+            Ok(raw) => raw,
+            Err(message) => return Some(Err(message)),
+        };
+        self.count += 1;
+        if self.count > crate::MAX_ATTRIBUTES {
+            return Some(Err(format!("More than {} attributes on one element", crate::MAX_ATTRIBUTES)));
+        }
+        if self.duplicate(&raw) {
+            return Some(Err(format!("Duplicate attribute {:?}", raw.key)));
+        }
+        Some(Ok(raw))
+    }
+
+    /// Checks the whole tag.
+    pub(crate) fn check_all(mut self) -> Result<(), String> {
+        while let Some(raw) = self.next_checked() {
+            raw?;
+        }
+        Ok(())
+    }
+
+    /// Whether an earlier attribute of the tag has the same name.
+    #[inline(always)]
+    fn duplicate(&mut self, raw: &Lexed<'i>) -> bool {
+        if self.count > INLINE_KEYS {
+            return self.spilled_duplicate(raw);
+        }
+        let k = raw.key.as_bytes();
+        let (first, last) = (k.first().copied().unwrap_or(0), k.last().copied().unwrap_or(0));
+        let h = (k.len() as u32).wrapping_mul(0x9E37_79B1)
+            ^ u32::from(first).wrapping_mul(0x85EB_CA6B)
+            ^ u32::from(last).wrapping_mul(0xC2B2_AE35);
+        let bit = 1u64 << (h >> 26);
+        if self.bloom & bit == 0 {
+            self.bloom |= bit;
+            return false;
+        }
+        self.earlier_keys(raw.start).any(|key| key == raw.key)
+    }
+
+    #[cold]
+    fn spilled_duplicate(&mut self, raw: &Lexed<'i>) -> bool {
+        if self.spilled.is_none() {
+            let set: HashSet<&'i str> = self.earlier_keys(raw.start).collect();
+            self.spilled = Some(set);
+        }
+        self.spilled.as_mut().is_some_and(|set| !set.insert(raw.key))
+    }
+
+    /// The names of the attributes before byte `upto` of the tag (already checked).
+    fn earlier_keys(&self, upto: usize) -> impl Iterator<Item = &'i str> {
+        let mut lexer = Lexer::new(&self.text[..upto]);
+        std::iter::from_fn(move || lexer.next_raw()?.ok()).map(|l| l.key)
     }
 }
 
 /// Iterates the attributes of a start tag (declarations excluded), resolved and unescaped.
+/// The tag's text is lexed as it goes, once: syntax, count and duplicates are checked here
+/// (see [`Checked`]), and each name goes straight to the element reader.
 pub(crate) struct AttrIter<'r, 'i> {
     scopes: &'r Scopes<'i>,
-    /// The next index in `scopes.lexed`.
-    next: usize,
+    check: Checked<'i>,
     offset: usize,
+    seq: u64,
 }
 
-/// The attributes of `tag`, which must be the last start tag read: [`Scopes::open`] has
-/// already scanned and checked them.
-#[inline]
+/// The attributes of `tag`, which must be the last start tag read (its namespace
+/// declarations are the innermost in scope).
+#[inline(always)]
 pub(crate) fn attr_iter<'r, 'i>(scopes: &'r Scopes<'i>, tag: &Tag<'i>) -> AttrIter<'r, 'i> {
     // Every element reader takes its attributes before reading its children. Should one ever
     // not, it sees no attributes, and debug builds (all tests) fail here.
     debug_assert_eq!(tag.seq, scopes.seq, "attributes read after a later start tag");
-    let next = if tag.seq == scopes.seq { 0 } else { scopes.lexed.len() };
-    AttrIter { scopes, next, offset: tag.offset }
+    let text = if tag.seq == scopes.seq { tag.attrs } else { "" };
+    AttrIter { scopes, check: Checked::new(text), offset: tag.offset, seq: tag.seq }
 }
 
 impl<'i> Iterator for AttrIter<'_, 'i> {
@@ -167,20 +292,30 @@ impl<'i> Iterator for AttrIter<'_, 'i> {
 
     #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
-        let &Lexed { key, colon, value, has_amp } = self.scopes.lexed.get(self.next)?;
-        self.next += 1;
-        let fail = |message: String| Some(Err(Fatal { offset: self.offset, kind: FatalKind::Malformed(message) }));
+        let fail = |offset, message: String| Some(Err(Fatal { offset, kind: FatalKind::Malformed(message) }));
+        let Lexed { key, colon, value, has_amp, .. } = loop {
+            match self.check.next_checked() {
+                None => {
+                    self.scopes.checked.set(self.seq);
+                    return None;
+                }
+                Some(Err(message)) => return fail(self.offset, message),
+                // Declarations were applied when the tag was read.
+                Some(Ok(raw)) if raw.is_declaration() => continue,
+                Some(Ok(raw)) => break raw,
+            }
+        };
         let (ns, local) = match colon {
             None => (Ns::None, key),
             Some(c) => match self.scopes.resolve(Some(&key.as_bytes()[..c]), false) {
                 Ok(ns) => (ns, &key[c + 1..]),
-                Err(message) => return fail(message),
+                Err(message) => return fail(self.offset, message),
             },
         };
         let value = if has_amp {
             match super::unescape(value) {
                 Ok(v) => Cow::Owned(v.into_owned()),
-                Err(e) => return fail(e),
+                Err(e) => return fail(self.offset, e),
             }
         } else {
             Cow::Borrowed(value)
@@ -189,9 +324,63 @@ impl<'i> Iterator for AttrIter<'_, 'i> {
     }
 }
 
+impl Lexed<'_> {
+    /// Whether this is a namespace declaration (`xmlns` or `xmlns:p`).
+    #[inline(always)]
+    pub(crate) fn is_declaration(&self) -> bool {
+        match self.colon {
+            None => self.key.len() == 5 && self.key == "xmlns",
+            Some(c) => c == 5 && self.key.starts_with("xmlns"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Lexer;
+    use super::{value_end, Checked, Lexer};
+
+    #[test]
+    fn value_end_matches_a_bytewise_search() {
+        let naive = |b: &[u8], from: usize, q: u8| {
+            let end = from + b[from..].iter().position(|&c| c == q)?;
+            let before = &b[from..end];
+            Some((end, before.contains(&b'&'), before.contains(&b'<')))
+        };
+        for len in 0..40 {
+            for at in 0..=len {
+                for stop in [b'"', b'\'', b'&', b'<', b'x'] {
+                    let mut v = vec![b'a'; len];
+                    if at < len {
+                        v[at] = stop;
+                    }
+                    v.push(b'"');
+                    v.extend_from_slice(b"tail&<'\"");
+                    for from in [0, 1, 7, 8, 9].into_iter().filter(|&f| f <= len) {
+                        for q in [b'"', b'\''] {
+                            assert_eq!(value_end(&v, from, q), naive(&v, from, q), "{v:?} {from} {q}");
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(value_end(b"abc", 0, b'"'), None);
+    }
+
+    #[test]
+    fn duplicates_are_found_among_few_and_many_attributes() {
+        let check = |text: &str| Checked::new(text).check_all();
+        // Same length, first and last byte: the names are compared, not just their hashes.
+        assert!(check("axb='1' ayb='2' azb='3'").is_ok());
+        assert!(check("axb='1' ayb='2' axb='3'").unwrap_err().contains("Duplicate"));
+        assert!(check("p:a='1' q:a='2' xmlns='u' xmlns:p='v'").is_ok());
+        assert!(check("xmlns:p='1' a='2' xmlns:p='3'").unwrap_err().contains("Duplicate"));
+        let many: String = (0..40).map(|i| format!(" a{i}='{i}'")).collect();
+        assert!(check(&many).is_ok());
+        for dup in [0, 15, 16, 39] {
+            let text = format!("{many} a{dup}='again'");
+            assert!(check(&text).unwrap_err().contains("Duplicate"), "{dup}");
+        }
+    }
 
     fn first(text: &str) -> Result<(String, Option<usize>), String> {
         let l = Lexer::new(text).next_raw().expect("an attribute")?;

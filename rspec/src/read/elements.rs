@@ -145,8 +145,10 @@ impl<'i> Ctx<'i> {
                         }
                     }
                     (Ns::Geni, b"link") => {
-                        let l = self.link(c)?;
-                        r.links.push(l);
+                        r.links.push(Link::default());
+                        if let Some(l) = r.links.last_mut() {
+                            self.link(c, l)?;
+                        }
                     }
                     (Ns::Opstate, b"rspec_opstate") => {
                         let o = self.opstate(c)?;

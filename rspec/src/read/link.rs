@@ -1,18 +1,17 @@
 //! Reading `<link>` and its children.
 
 use super::elements::value;
-use super::{attr_iter, push_child, values, Ctx, Next, Ns, Res, Tag};
+use super::{attr_iter, in_place, list, push_child, values, Ctx, Next, Ns, Res, Tag};
 use crate::error::ProblemKind;
 use crate::model::*;
 use smol_str::SmolStr;
 
 impl<'i> Ctx<'i> {
-    pub(super) fn link(&mut self, tag: Tag<'i>) -> Res<Link> {
+    pub(super) fn link(&mut self, tag: Tag<'i>, l: &mut Link) -> Res<()> {
         let off = tag.offset;
         self.offsets.links.push(off);
         let first = self.offsets.refs.len();
         self.offsets.link_first_ref.push(first);
-        let mut l = Link::default();
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
@@ -30,39 +29,45 @@ impl<'i> Ctx<'i> {
                         values::vlantag,
                     )
                 }
-                _ => push_child(&mut l.ext_attrs, a.into_ext(&mut self.strs)),
+                _ => self.hints.push(&mut l.ext_attrs, a.into_ext(&mut self.strs), list::LINK_ATTRS),
             }
         }
+        self.hints.fit(&mut l.ext_attrs, list::LINK_ATTRS);
         if tag.empty {
-            return Ok(l);
+            return Ok(());
         }
         loop {
             match self.next_child()? {
                 Next::Child(c) => match (&c.ns, c.local()) {
                     (Ns::Geni, b"component_manager") => {
                         let m = self.component_manager(c)?;
-                        push_child(&mut l.component_managers, m);
+                        self.hints.push(&mut l.component_managers, m, list::LINK_MANAGERS);
                     }
                     (Ns::Geni, b"interface_ref") => {
-                        let r = self.interface_ref(c)?;
-                        push_child(&mut l.interface_refs, r);
+                        let r = in_place(&self.hints, &mut l.interface_refs, list::LINK_REFS);
+                        self.interface_ref(c, r)?;
                     }
                     (Ns::Geni, b"link_type") => {
-                        let t = self.link_type(c)?;
-                        push_child(&mut l.link_types, t);
+                        let t = in_place(&self.hints, &mut l.link_types, list::LINK_TYPES);
+                        self.link_type(c, t)?;
                     }
                     (Ns::Geni, b"property") => {
-                        let p = self.property(c)?;
-                        push_child(&mut l.properties, p);
+                        let p = in_place(&self.hints, &mut l.properties, list::LINK_PROPERTIES);
+                        self.property(c, p)?;
                     }
                     _ => {
                         let e = self.ext_element(c)?;
-                        push_child(&mut l.extensions, e);
+                        self.hints.push(&mut l.extensions, e, list::LINK_EXTENSIONS);
                     }
                 },
                 Next::Text(_) => {}
                 Next::End => {
-                    return Ok(l);
+                    self.hints.fit(&mut l.component_managers, list::LINK_MANAGERS);
+                    self.hints.fit(&mut l.interface_refs, list::LINK_REFS);
+                    self.hints.fit(&mut l.link_types, list::LINK_TYPES);
+                    self.hints.fit(&mut l.properties, list::LINK_PROPERTIES);
+                    self.hints.fit(&mut l.extensions, list::LINK_EXTENSIONS);
+                    return Ok(());
                 }
             }
         }
@@ -82,9 +87,8 @@ impl<'i> Ctx<'i> {
         Ok(name)
     }
 
-    fn interface_ref(&mut self, tag: Tag<'i>) -> Res<InterfaceRef> {
+    fn interface_ref(&mut self, tag: Tag<'i>, r: &mut InterfaceRef) -> Res<()> {
         self.offsets.refs.push(tag.offset);
-        let mut r = InterfaceRef::default();
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
@@ -95,12 +99,11 @@ impl<'i> Ctx<'i> {
             }
         }
         self.ext_children(&tag, &mut r.extensions)?;
-        Ok(r)
+        Ok(())
     }
 
-    fn link_type(&mut self, tag: Tag<'i>) -> Res<LinkType> {
+    fn link_type(&mut self, tag: Tag<'i>, t: &mut LinkType) -> Res<()> {
         let off = tag.offset;
-        let mut t = LinkType::default();
         let mut name = None;
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
@@ -112,12 +115,11 @@ impl<'i> Ctx<'i> {
         }
         t.name = self.required(off, "link_type", "name", name);
         self.ext_children(&tag, &mut t.extensions)?;
-        Ok(t)
+        Ok(())
     }
 
-    fn property(&mut self, tag: Tag<'i>) -> Res<LinkProperty> {
+    fn property(&mut self, tag: Tag<'i>, p: &mut LinkProperty) -> Res<()> {
         let off = tag.offset;
-        let mut p = LinkProperty::default();
         let (mut src, mut dst) = (None, None);
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
@@ -142,6 +144,6 @@ impl<'i> Ctx<'i> {
         p.source_id = self.required(off, "property", "source_id", src);
         p.dest_id = self.required(off, "property", "dest_id", dst);
         self.ext_children(&tag, &mut p.extensions)?;
-        Ok(p)
+        Ok(())
     }
 }

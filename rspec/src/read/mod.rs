@@ -38,8 +38,10 @@ use crate::{MAX_DEPTH, MAX_DOCUMENT_BYTES, MAX_ELEMENTS};
 /// A start tag seen by the reader, with its namespace resolved.
 pub(crate) struct Tag<'i> {
     pub(crate) ns: Ns,
-    /// The qualified name as written.
-    pub(crate) name: &'i [u8],
+    /// The local part of the name.
+    pub(crate) local: &'i [u8],
+    /// The attribute text of the tag (after the name), a slice of the input.
+    pub(crate) attrs: &'i str,
     /// `<x/>`: there are no children and no end event to consume.
     pub(crate) empty: bool,
     /// Byte offset of the event (before any leading whitespace).
@@ -48,12 +50,10 @@ pub(crate) struct Tag<'i> {
     pub(crate) seq: u64,
 }
 
-impl Tag<'_> {
-    pub(crate) fn local(&self) -> &[u8] {
-        match memchr::memchr(b':', self.name) {
-            Some(i) => &self.name[i + 1..],
-            None => self.name,
-        }
+impl<'i> Tag<'i> {
+    #[inline(always)]
+    pub(crate) fn local(&self) -> &'i [u8] {
+        self.local
     }
 
     pub(crate) fn is(&self, ns: &Ns, local: &str) -> bool {
@@ -96,6 +96,130 @@ pub(crate) fn push_child<T>(list: &mut Vec<T>, child: T) {
     list.push(child);
 }
 
+/// The lists whose length is learned from the previous element of the same kind.
+pub(crate) mod list {
+    pub(crate) const NODE_ATTRS: usize = 0;
+    pub(crate) const NODE_SLIVER_TYPES: usize = 1;
+    pub(crate) const NODE_HARDWARE_TYPES: usize = 2;
+    pub(crate) const NODE_INTERFACES: usize = 3;
+    pub(crate) const NODE_EXTENSIONS: usize = 4;
+    pub(crate) const SLIVER_DISK_IMAGES: usize = 5;
+    pub(crate) const INTERFACE_ATTRS: usize = 6;
+    pub(crate) const INTERFACE_IPS: usize = 7;
+    pub(crate) const LINK_ATTRS: usize = 8;
+    pub(crate) const LINK_MANAGERS: usize = 9;
+    pub(crate) const LINK_REFS: usize = 10;
+    pub(crate) const LINK_TYPES: usize = 11;
+    pub(crate) const LINK_PROPERTIES: usize = 12;
+    pub(crate) const LINK_EXTENSIONS: usize = 13;
+    pub(crate) const XML_ATTRS: usize = 14;
+    pub(crate) const XML_CHILDREN: usize = 15;
+    pub(crate) const COUNT: usize = 16;
+}
+
+/// The largest length a hint remembers (so a hostile element cannot make later ones reserve
+/// much).
+const MAX_HINT: usize = 16;
+
+/// Learned list lengths. Elements of one kind tend to have the same number of children of
+/// each kind (every node of an advertisement has three sliver types and two interfaces), so
+/// a list's first child reserves as many slots as the last list of its kind held: the list
+/// is allocated once instead of grown one child at a time, and [`Hints::fit`] gives back
+/// what a shorter list did not use, so the model holds no spare room.
+pub(crate) struct Hints([u8; list::COUNT]);
+
+impl Hints {
+    /// Appends `child` to a list of kind `kind`.
+    #[inline(always)]
+    pub(crate) fn push<T>(&self, list: &mut Vec<T>, child: T, kind: usize) {
+        if list.len() == list.capacity() {
+            // Beyond the hint: room for four, then doubling (`fit` trims the excess).
+            let more = match list.len() {
+                0 => usize::from(self.0[kind]).max(1),
+                n @ 1..=3 => 4 - n,
+                n => n,
+            };
+            list.reserve_exact(more);
+        }
+        list.push(child);
+    }
+
+    /// Learns the length of a finished list and frees its unused room.
+    #[inline(always)]
+    pub(crate) fn fit<T>(&mut self, list: &mut Vec<T>, kind: usize) {
+        self.0[kind] = list.len().min(MAX_HINT) as u8;
+        if list.capacity() > list.len() {
+            list.shrink_to_fit();
+        }
+    }
+}
+
+/// Appends a default child to a list and returns it, for the element reader to fill in
+/// place (children are large; building one in place saves moving it through the reader's
+/// result and into the list).
+#[inline(always)]
+pub(crate) fn in_place<'l, T: Default>(hints: &Hints, list: &'l mut Vec<T>, kind: usize) -> &'l mut T {
+    hints.push(list, T::default(), kind);
+    let last = list.len() - 1;
+    &mut list[last]
+}
+
+/// Finds the occurrences of `xmlns` in the input ahead of the reader, 64 KiB at a time (one
+/// vectorised substring search over a large chunk costs far less than one per start tag),
+/// so a start tag can tell from a few comparisons whether its attribute text holds one.
+struct XmlnsScan {
+    finder: memchr::memmem::Finder<'static>,
+    /// Start offsets of the occurrences found, in order; `next` is the first one not yet
+    /// behind the reader.
+    found: Vec<usize>,
+    next: usize,
+    /// Every occurrence starting before this offset has been found.
+    done: usize,
+}
+
+impl XmlnsScan {
+    fn new() -> Self {
+        XmlnsScan { finder: memchr::memmem::Finder::new("xmlns"), found: Vec::new(), next: 0, done: 0 }
+    }
+
+    /// Whether an occurrence starts in `from..to` of `input` (one that starts there but runs
+    /// past `to` also counts: the answer may be a false yes, never a false no). Calls come
+    /// with increasing `from`.
+    #[inline(always)]
+    fn within(&mut self, input: &[u8], from: usize, to: usize) -> bool {
+        if to > self.done {
+            if to - from > CONTROL_CHECK_WINDOW {
+                // A huge tag is searched on its own, so the list of occurrences stays short.
+                let tail = input.get(from..(to + 4).min(input.len())).unwrap_or_default();
+                return self.finder.find(tail).is_some();
+            }
+            self.scan(input, to);
+        }
+        while let Some(&at) = self.found.get(self.next) {
+            if at >= from {
+                return at < to;
+            }
+            self.next += 1;
+        }
+        false
+    }
+
+    /// Finds the occurrences starting before `to` (and up to a chunk further) that are not
+    /// yet known.
+    #[cold]
+    fn scan(&mut self, input: &[u8], to: usize) {
+        self.found.drain(..self.next);
+        self.next = 0;
+        let end = (to + 4).max(self.done + CONTROL_CHECK_WINDOW).min(input.len());
+        let chunk = input.get(self.done..end).unwrap_or_default();
+        let base = self.done;
+        self.found.extend(self.finder.find_iter(chunk).map(|i| base + i));
+        // An occurrence starting in the last four bytes of the chunk runs past its end, so it
+        // is left for the next chunk.
+        self.done = if end == input.len() { end } else { end - 4 };
+    }
+}
+
 /// Reader state for one document.
 pub(crate) struct Ctx<'i> {
     reader: Reader<&'i [u8]>,
@@ -116,6 +240,12 @@ pub(crate) struct Ctx<'i> {
     pub(crate) kind: RSpecType,
     /// Attribute values that repeat share one allocation.
     pub(crate) strs: Strings,
+    pub(crate) hints: Hints,
+    /// Where `xmlns` occurs in the input, found a chunk at a time ([`XmlnsScan`]).
+    xmlns: XmlnsScan,
+    /// The attribute text and offset of the last start tag, checked before the next event
+    /// if its reader did not take them all.
+    last_attrs: (&'i str, usize),
 }
 
 /// An event that matters to the element readers (comments, processing instructions and
@@ -177,6 +307,9 @@ impl<'i> Ctx<'i> {
             offsets: Offsets::default(),
             kind: RSpecType::Request,
             strs: Strings::new(),
+            hints: Hints([0; list::COUNT]),
+            xmlns: XmlnsScan::new(),
+            last_attrs: ("", 0),
         }
     }
 
@@ -192,6 +325,9 @@ impl<'i> Ctx<'i> {
     /// resolving the namespace of start tags.
     #[inline(always)]
     fn event(&mut self) -> Res<Ev<'i>> {
+        if self.scopes.checked.get() != self.scopes.seq {
+            self.check_last_attrs()?;
+        }
         self.scopes.settle();
         loop {
             let offset = self.reader.buffer_position() as usize;
@@ -223,6 +359,15 @@ impl<'i> Ctx<'i> {
                 Event::Comment(_) | Event::PI(_) | Event::Decl(_) => continue,
             });
         }
+    }
+
+    /// Checks the attributes of the last start tag, which its reader did not take (an element
+    /// that is skipped, or whose attributes do not matter): they must still be well-formed.
+    #[cold]
+    fn check_last_attrs(&mut self) -> Res<()> {
+        let (attrs, offset) = self.last_attrs;
+        self.scopes.checked.set(self.scopes.seq);
+        attrs::Checked::new(attrs).check_all().map_err(|m| Fatal { offset, kind: FatalKind::Malformed(m) })
     }
 
     /// Checks the input up to `upto` for control characters XML forbids (quick-xml does not).
@@ -281,13 +426,29 @@ impl<'i> Ctx<'i> {
             Some((n, a)) => (n.as_bytes(), a),
             None => return Err(fatal(FatalKind::Malformed("Start tag could not be located in the input".into()))),
         };
-        self.scopes.open(attrs, empty).map_err(|m| fatal(FatalKind::Malformed(m)))?;
-        let prefix = memchr::memchr(b':', name).map(|i| &name[..i]);
-        let ns = self.scopes.resolve(prefix, true).map_err(|m| fatal(FatalKind::Malformed(m)))?;
+        // A tag without `xmlns` declares no namespace: its attributes need not be lexed
+        // before its name is resolved.
+        let attrs_at = at + name_len;
+        let declares = self.xmlns.within(self.input.as_bytes(), attrs_at, attrs_at + attrs.len());
+        self.scopes.open(attrs, empty, declares).map_err(|m| fatal(FatalKind::Malformed(m)))?;
+        self.last_attrs = (attrs, offset);
+        let (prefix, local) = match name.iter().position(|&b| b == b':') {
+            Some(i) => (Some(&name[..i]), &name[i + 1..]),
+            None => (None, name),
+        };
+        let ns = match self.scopes.resolve(prefix, true) {
+            Ok(ns) => ns,
+            Err(m) => {
+                // A malformed attribute is reported before the name, as when every tag's
+                // attributes were checked first.
+                attrs::Checked::new(attrs).check_all().map_err(|m| fatal(FatalKind::Malformed(m)))?;
+                return Err(fatal(FatalKind::Malformed(m)));
+            }
+        };
         if !empty {
             self.depth += 1;
         }
-        Ok(Tag { ns, name, empty, offset, seq: self.scopes.seq })
+        Ok(Tag { ns, local, attrs, empty, offset, seq: self.scopes.seq })
     }
 
     /// The next child of the element being read, its text, or its end.
@@ -332,8 +493,9 @@ impl<'i> Ctx<'i> {
     pub(crate) fn ext_element(&mut self, tag: Tag<'i>) -> Res<XmlElement> {
         let mut attrs = Vec::new();
         for a in attr_iter(&self.scopes, &tag) {
-            push_child(&mut attrs, a?.into_ext(&mut self.strs));
+            self.hints.push(&mut attrs, a?.into_ext(&mut self.strs), list::XML_ATTRS);
         }
+        self.hints.fit(&mut attrs, list::XML_ATTRS);
         let local = std::str::from_utf8(tag.local()).map_err(|e| self.malformed(e.to_string()))?;
         // quick-xml does not check names; a kept name must be writable again.
         if !is_ncname(local) || tag.ns.as_str() == Some(XMLNS_NS) {
@@ -351,15 +513,16 @@ impl<'i> Ctx<'i> {
             match self.next_child()? {
                 Next::Child(child) => {
                     let c = self.ext_element(child)?;
-                    push_child(&mut el.children, XmlChild::Element(c));
+                    self.hints.push(&mut el.children, XmlChild::Element(c), list::XML_CHILDREN);
                 }
                 // Text split by CDATA sections or dropped whitespace is one text node, as the
                 // writer will emit it as one.
                 Next::Text(t) => match el.children.last_mut() {
                     Some(XmlChild::Text(prev)) => prev.push_str(&t),
-                    _ => push_child(&mut el.children, XmlChild::Text(t)),
+                    _ => self.hints.push(&mut el.children, XmlChild::Text(t), list::XML_CHILDREN),
                 },
                 Next::End => {
+                    self.hints.fit(&mut el.children, list::XML_CHILDREN);
                     return Ok(el);
                 }
             }
@@ -578,6 +741,33 @@ mod tests {
         for s in samples {
             assert_eq!(first_control_char(&s), naive(&s), "{s:?}");
         }
+    }
+
+    #[test]
+    fn xmlns_scan_finds_every_occurrence_in_a_range() {
+        let w = CONTROL_CHECK_WINDOW;
+        let len = 3 * w + 100;
+        let mut input = vec![b'a'; len];
+        let mut starts = vec![0, 7, w - 6, w - 5, w - 4, w - 3, w - 1, w, w + 2, 2 * w - 4, 2 * w + 9, len - 5];
+        starts.sort_unstable();
+        for &p in &starts {
+            input[p..p + 5].copy_from_slice(b"xmlns");
+        }
+        let naive = |from: usize, to: usize| (from..to).any(|p| input[p..].starts_with(b"xmlns"));
+        for step in [1, 3, 17, 1000, w + 1] {
+            let mut scan = XmlnsScan::new();
+            let mut from = 0;
+            while from < len {
+                let to = (from + step).min(len);
+                assert_eq!(scan.within(&input, from, to), naive(from, to), "{from}..{to} step {step}");
+                from = to;
+            }
+        }
+        // A range longer than a chunk is searched on its own, with the same answers.
+        let mut one = vec![b'a'; 2 * w];
+        one[w + 3..w + 8].copy_from_slice(b"xmlns");
+        assert!(XmlnsScan::new().within(&one, 0, w + 5));
+        assert!(!XmlnsScan::new().within(&one, 0, w + 3));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Reading `<node>` and everything inside it.
 
 use super::elements::value;
-use super::{attr_iter, push_child, values, Ctx, Next, Ns, Res, Tag};
+use super::{attr_iter, in_place, list, push_child, values, Ctx, Next, Ns, Res, Tag};
 use crate::error::ProblemKind;
 use crate::model::*;
 use smol_str::SmolStr;
@@ -32,9 +32,10 @@ impl<'i> Ctx<'i> {
                         values::boolean,
                     )
                 }
-                _ => push_child(&mut n.ext_attrs, a.into_ext(&mut self.strs)),
+                _ => self.hints.push(&mut n.ext_attrs, a.into_ext(&mut self.strs), list::NODE_ATTRS),
             }
         }
+        self.hints.fit(&mut n.ext_attrs, list::NODE_ATTRS);
         if tag.empty {
             return Ok(());
         }
@@ -42,43 +43,48 @@ impl<'i> Ctx<'i> {
             match self.next_child()? {
                 Next::Child(c) => match (&c.ns, c.local()) {
                     (Ns::Geni, b"sliver_type") => {
-                        let s = self.sliver_type(c)?;
-                        push_child(&mut n.sliver_types, s);
+                        let s = in_place(&self.hints, &mut n.sliver_types, list::NODE_SLIVER_TYPES);
+                        self.sliver_type(c, s)?;
                     }
                     (Ns::Geni, b"hardware_type") => {
-                        let h = self.hardware_type(c)?;
-                        push_child(&mut n.hardware_types, h);
+                        let h = in_place(&self.hints, &mut n.hardware_types, list::NODE_HARDWARE_TYPES);
+                        self.hardware_type(c, h)?;
                     }
                     (Ns::Geni, b"interface") => {
-                        let i = self.interface(c)?;
-                        push_child(&mut n.interfaces, i);
+                        let i = in_place(&self.hints, &mut n.interfaces, list::NODE_INTERFACES);
+                        self.interface(c, i)?;
                     }
                     (Ns::Geni, b"services") if n.services.is_none() => {
                         n.services = Some(self.services(c)?);
                     }
                     (Ns::Geni, b"host") if n.host.is_none() => n.host = Some(self.host(c)?),
                     (Ns::Geni, b"location") if n.location.is_none() => {
-                        n.location = Some(self.location(c)?);
+                        let l = n.location.insert(Location::default());
+                        self.location(c, l)?;
                     }
                     (Ns::Geni, b"available") if n.available.is_none() => {
-                        n.available = Some(self.available(c)?);
+                        let v = n.available.insert(Available::default());
+                        self.available(c, v)?;
                     }
                     _ => {
                         let e = self.ext_element(c)?;
-                        push_child(&mut n.extensions, e);
+                        self.hints.push(&mut n.extensions, e, list::NODE_EXTENSIONS);
                     }
                 },
                 Next::Text(_) => {}
                 Next::End => {
+                    self.hints.fit(&mut n.sliver_types, list::NODE_SLIVER_TYPES);
+                    self.hints.fit(&mut n.hardware_types, list::NODE_HARDWARE_TYPES);
+                    self.hints.fit(&mut n.interfaces, list::NODE_INTERFACES);
+                    self.hints.fit(&mut n.extensions, list::NODE_EXTENSIONS);
                     return Ok(());
                 }
             }
         }
     }
 
-    fn sliver_type(&mut self, tag: Tag<'i>) -> Res<SliverType> {
+    fn sliver_type(&mut self, tag: Tag<'i>, s: &mut SliverType) -> Res<()> {
         let off = tag.offset;
-        let mut s = SliverType::default();
         let mut name = None;
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
@@ -89,14 +95,14 @@ impl<'i> Ctx<'i> {
         }
         s.name = self.required(off, "sliver_type", "name", name);
         if tag.empty {
-            return Ok(s);
+            return Ok(());
         }
         loop {
             match self.next_child()? {
                 Next::Child(c) => match (&c.ns, c.local()) {
                     (Ns::Geni, b"disk_image") => {
-                        let d = self.disk_image(c)?;
-                        push_child(&mut s.disk_images, d);
+                        let d = in_place(&self.hints, &mut s.disk_images, list::SLIVER_DISK_IMAGES);
+                        self.disk_image(c, d)?;
                     }
                     (Ns::Emulab, b"xen") if s.xen.is_none() => s.xen = Some(self.xen(c)?),
                     _ => {
@@ -106,15 +112,15 @@ impl<'i> Ctx<'i> {
                 },
                 Next::Text(_) => {}
                 Next::End => {
-                    return Ok(s);
+                    self.hints.fit(&mut s.disk_images, list::SLIVER_DISK_IMAGES);
+                    return Ok(());
                 }
             }
         }
     }
 
-    fn disk_image(&mut self, tag: Tag<'i>) -> Res<DiskImage> {
+    fn disk_image(&mut self, tag: Tag<'i>, d: &mut DiskImage) -> Res<()> {
         let off = tag.offset;
-        let mut d = DiskImage::default();
         let mut name = None;
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
@@ -130,7 +136,7 @@ impl<'i> Ctx<'i> {
         }
         d.name = self.required(off, "disk_image", "name", name);
         self.ext_children(&tag, &mut d.extensions)?;
-        Ok(d)
+        Ok(())
     }
 
     fn xen(&mut self, tag: Tag<'i>) -> Res<EmulabXen> {
@@ -156,9 +162,8 @@ impl<'i> Ctx<'i> {
         Ok(x)
     }
 
-    fn hardware_type(&mut self, tag: Tag<'i>) -> Res<HardwareType> {
+    fn hardware_type(&mut self, tag: Tag<'i>, h: &mut HardwareType) -> Res<()> {
         let off = tag.offset;
-        let mut h = HardwareType::default();
         let mut name = None;
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
@@ -169,13 +174,12 @@ impl<'i> Ctx<'i> {
         }
         h.name = self.required(off, "hardware_type", "name", name);
         self.ext_children(&tag, &mut h.extensions)?;
-        Ok(h)
+        Ok(())
     }
 
-    fn interface(&mut self, tag: Tag<'i>) -> Res<Interface> {
+    fn interface(&mut self, tag: Tag<'i>, i: &mut Interface) -> Res<()> {
         let off = tag.offset;
         self.offsets.interfaces.push(off);
-        let mut i = Interface::default();
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
@@ -183,18 +187,19 @@ impl<'i> Ctx<'i> {
                 Some("component_id") => i.component_id = Some(SmolStr::new(&a.value)),
                 Some("sliver_id") => i.sliver_id = Some(SmolStr::new(&a.value)),
                 Some("mac_address") => i.mac_address = Some(self.strs.get(&a.value)),
-                _ => push_child(&mut i.ext_attrs, a.into_ext(&mut self.strs)),
+                _ => self.hints.push(&mut i.ext_attrs, a.into_ext(&mut self.strs), list::INTERFACE_ATTRS),
             }
         }
+        self.hints.fit(&mut i.ext_attrs, list::INTERFACE_ATTRS);
         if tag.empty {
-            return Ok(i);
+            return Ok(());
         }
         loop {
             match self.next_child()? {
                 Next::Child(c) => match (&c.ns, c.local()) {
                     (Ns::Geni, b"ip") => {
                         if let Some(ip) = self.ip(c)? {
-                            push_child(&mut i.ips, ip);
+                            self.hints.push(&mut i.ips, ip, list::INTERFACE_IPS);
                         }
                     }
                     _ => {
@@ -204,7 +209,8 @@ impl<'i> Ctx<'i> {
                 },
                 Next::Text(_) => {}
                 Next::End => {
-                    return Ok(i);
+                    self.hints.fit(&mut i.ips, list::INTERFACE_IPS);
+                    return Ok(());
                 }
             }
         }
@@ -415,9 +421,8 @@ impl<'i> Ctx<'i> {
         Ok(h)
     }
 
-    fn location(&mut self, tag: Tag<'i>) -> Res<Location> {
+    fn location(&mut self, tag: Tag<'i>, l: &mut Location) -> Res<()> {
         let off = tag.offset;
-        let mut l = Location::default();
         let mut country = None;
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
@@ -439,12 +444,11 @@ impl<'i> Ctx<'i> {
         }
         l.country = self.required(off, "location", "country", country);
         self.ext_children(&tag, &mut l.extensions)?;
-        Ok(l)
+        Ok(())
     }
 
-    fn available(&mut self, tag: Tag<'i>) -> Res<Available> {
+    fn available(&mut self, tag: Tag<'i>, v: &mut Available) -> Res<()> {
         let off = tag.offset;
-        let mut v = Available::default();
         let mut now = None;
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
@@ -469,6 +473,6 @@ impl<'i> Ctx<'i> {
             }
         }
         self.ext_children(&tag, &mut v.extensions)?;
-        Ok(v)
+        Ok(())
     }
 }

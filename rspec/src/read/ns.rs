@@ -1,24 +1,22 @@
 //! Namespace resolution on top of quick-xml's bare `Reader`.
 //!
 //! quick-xml's `NsReader` walks every start tag's attributes through its own iterator to find
-//! declarations, which made its event scan cost about 2.5 times the bare one. Here each start
-//! tag's attributes are scanned exactly once, when the tag is read: declarations are applied
-//! and the other attributes are kept, checked for syntax, count and duplicates, for the
-//! element reader to take through [`super::attr_iter`]. Bindings are a stack searched from
+//! declarations, which made its event scan cost about 2.5 times the bare one. Here a start
+//! tag's attribute text is only searched for `xmlns` when the tag is read; most tags have no
+//! declaration and their attributes are lexed once, by the element reader
+//! ([`super::attr_iter`]). A tag with a declaration is lexed and checked when it is read, so
+//! its declarations apply to its own name and attributes. Bindings are a stack searched from
 //! the top, bounded by [`crate::MAX_NAMESPACES_IN_SCOPE`]; the default namespace is cached.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::cell::Cell;
 
 use smol_str::SmolStr;
 
 use crate::model::{EMULAB_NS, GENI_V3_NS, OPSTATE_NS, USER_NS, XSI_NS};
 use crate::MAX_NAMESPACES_IN_SCOPE;
 
-use super::attrs::{Lexed, Lexer};
-
-/// Attribute names compared linearly for the duplicate check before a set takes over.
-const INLINE_KEYS: usize = 16;
+use super::attrs::{Checked, Lexed};
 
 /// The namespace the `xml` prefix is bound to by definition.
 pub(crate) const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
@@ -105,13 +103,12 @@ pub(crate) struct Scopes<'i> {
     default: Ns,
     xml: Ns,
     xmlns: Ns,
-    /// The attributes of the last start tag, declarations excluded.
-    pub(crate) lexed: Vec<Lexed<'i>>,
-    /// Counts start tags, so a reader can tell `lexed` belongs to its tag.
+    /// Counts start tags, so a reader can tell the innermost bindings belong to its tag.
     pub(crate) seq: u64,
-    /// Attribute names of the last start tag, for the duplicate check.
-    keys: Vec<&'i str>,
-    spilled: HashSet<&'i str>,
+    /// The [`Scopes::seq`] of the last tag whose attributes were all lexed and checked (by
+    /// the element reader, or when the tag was read); a tag left unchecked is checked before
+    /// the next event.
+    pub(crate) checked: Cell<u64>,
 }
 
 /// Why a name could not be resolved or a declaration was refused (the message of a
@@ -127,10 +124,8 @@ impl<'i> Scopes<'i> {
             default: Ns::None,
             xml: Ns::Other(SmolStr::new_static(XML_NS)),
             xmlns: Ns::Other(SmolStr::new_static(XMLNS_NS)),
-            lexed: Vec::new(),
             seq: 0,
-            keys: Vec::new(),
-            spilled: HashSet::new(),
+            checked: Cell::new(0),
         }
     }
 
@@ -143,39 +138,13 @@ impl<'i> Scopes<'i> {
         }
     }
 
-    /// Scans the attributes of a start tag: applies its declarations and keeps the other
-    /// attributes in `lexed`. `attrs` is the tag's attribute text, a slice of the input.
-    /// `empty` tags keep their bindings only until [`Scopes::settle`].
-    #[inline]
-    pub(crate) fn open(&mut self, attrs: &'i str, empty: bool) -> Result<(), NsError> {
-        let before = self.bindings.len();
+    /// Opens the scope of a start tag. `attrs` is the tag's attribute text, a slice of the
+    /// input; when it may hold a declaration (`declares`), it is lexed and checked now and its
+    /// declarations applied. `empty` tags keep their bindings only until [`Scopes::settle`].
+    #[inline(always)]
+    pub(crate) fn open(&mut self, attrs: &'i str, empty: bool, declares: bool) -> Result<(), NsError> {
         self.seq += 1;
-        self.lexed.clear();
-        self.keys.clear();
-        if !self.spilled.is_empty() {
-            self.spilled.clear();
-        }
-        let mut lexer = Lexer::new(attrs);
-        let mut count = 0;
-        while let Some(raw) = lexer.next_raw() {
-            let raw = raw?;
-            count += 1;
-            if count > crate::MAX_ATTRIBUTES {
-                return Err(format!("More than {} attributes on one element", crate::MAX_ATTRIBUTES));
-            }
-            if self.duplicate(raw.key) {
-                return Err(format!("Duplicate attribute {:?}", raw.key));
-            }
-            match raw.colon {
-                None if raw.key == "xmlns" => self.declare(b"", &raw)?,
-                Some(c) if &raw.key[..c] == "xmlns" => self.declare(&raw.key.as_bytes()[c + 1..], &raw)?,
-                _ => self.lexed.push(raw),
-            }
-        }
-        let added = self.bindings.len() - before;
-        if added > 0 {
-            self.update_default();
-        }
+        let added = if declares { self.declarations(attrs)? } else { 0 };
         if empty {
             self.pending = added;
         } else {
@@ -184,19 +153,28 @@ impl<'i> Scopes<'i> {
         Ok(())
     }
 
-    /// Records an attribute name, reporting whether the tag already had it.
-    fn duplicate(&mut self, key: &'i str) -> bool {
-        // Small tags compare against the first names; beyond them a set keeps the check
-        // linear, so a hostile tag with a thousand attributes stays cheap.
-        if self.keys.len() < INLINE_KEYS {
-            let seen = self.keys.contains(&key);
-            self.keys.push(key);
-            return seen;
+    /// Lexes and checks all attributes of a tag, applying its declarations; returns how many
+    /// bindings it added.
+    #[cold]
+    fn declarations(&mut self, attrs: &'i str) -> Result<usize, NsError> {
+        let before = self.bindings.len();
+        let mut check = Checked::new(attrs);
+        while let Some(raw) = check.next_checked() {
+            let raw = raw?;
+            if raw.is_declaration() {
+                let prefix = match raw.colon {
+                    None => &b""[..],
+                    Some(c) => &raw.key.as_bytes()[c + 1..],
+                };
+                self.declare(prefix, &raw)?;
+            }
         }
-        if self.spilled.is_empty() {
-            self.spilled.extend(self.keys.iter().copied());
+        self.checked.set(self.seq);
+        let added = self.bindings.len() - before;
+        if added > 0 {
+            self.update_default();
         }
-        !self.spilled.insert(key)
+        Ok(added)
     }
 
     /// Ends the innermost open element's scope.

@@ -182,6 +182,15 @@ fn set_priorities(pid: u32) {
     }
 }
 
+/// Whether QEMU's start error says the huge-page RAM backend could not be had: no pages
+/// left (the mapping or its preallocation fails) or none in the kernel (the memfd cannot be
+/// made or sized). Any other error is the domain's own and is not retried without them.
+/// The texts are QEMU 7.2's (`backends/hostmem-memfd.c`, `softmmu/physmem.c`,
+/// `util/oslib-posix.c`).
+fn huge_pages_refused(msg: &str) -> bool {
+    ["backing store for guest RAM", "memfd", "preallocating memory failed"].iter().any(|m| msg.contains(m))
+}
+
 /// Lets the kernel allocate 2 MiB huge pages on demand, beyond its reserved pool, up to
 /// half of the host's RAM (`vm.nr_overcommit_hugepages`; only ever raised). Pages taken
 /// so go back to the kernel when their domain ends. Best effort: without it, domains
@@ -250,7 +259,7 @@ impl Driver for QemuDriver {
         // on ordinary memory; its snapshots only pause it a little longer.
         let huge = self.huge_pages && rec.spec.memory_mib.is_multiple_of(2);
         match run(huge) {
-            Err(DriverError::Start(msg)) if huge => {
+            Err(DriverError::Start(msg)) if huge && huge_pages_refused(&msg) => {
                 tracing::warn!(domain = %rec.spec.name, error = %msg, "no huge pages for guest RAM; starting on ordinary memory");
                 run(false)?;
             }
@@ -361,4 +370,23 @@ pub fn image_format(path: &Path) -> Result<&'static str, DriverError> {
     let mut magic = [0u8; 4];
     let n = f.read(&mut magic).map_err(|e| DriverError::Io(format!("reading {}", path.display()), e))?;
     Ok(if n == 4 && magic == *b"QFI\xfb" { "qcow2" } else { "raw" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::huge_pages_refused;
+
+    #[test]
+    fn only_huge_page_errors_fall_back_to_ordinary_memory() {
+        // As QEMU 7.2 printed them here: no huge pages left, an unsupported page size.
+        assert!(huge_pages_refused(
+            "qemu-system-x86_64: unable to map backing store for guest RAM: Cannot allocate memory"
+        ));
+        assert!(huge_pages_refused("qemu-system-x86_64: failed to resize memfd to 67108864: Invalid argument"));
+        assert!(huge_pages_refused("qemu-system-x86_64: failed to create memfd with flags 0x5"));
+        assert!(huge_pages_refused("qemu-system-x86_64: qemu_prealloc_mem: preallocating memory failed"));
+        // The domain's own errors are reported as they are, not retried.
+        assert!(!huge_pages_refused("qemu: could not open kernel file '/nonexistent': No such file or directory"));
+        assert!(!huge_pages_refused("qemu-system-x86_64: -drive file=/x: Could not open '/x': No such file"));
+    }
 }

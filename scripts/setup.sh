@@ -25,14 +25,25 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Rust toolchain: present on the CI image; install via the distro only if absent.
-if ! command -v cargo >/dev/null 2>&1; then
-  if [ -x "$HOME/.cargo/bin/cargo" ]; then
-    export PATH="$HOME/.cargo/bin:$PATH"
-  else
-    echo "setup: cargo not found; installing Debian's rustc/cargo"
-    apt-get install -y -qq --no-install-recommends cargo rustc >/dev/null
-  fi
+# Rust toolchain: present on the CI image; install via the distro only if absent or too
+# old. Debian 12's own `cargo`/`rustc` are 1.63, far below what the workspace needs
+# (rust-version in Cargo.toml); its `cargo-web`/`rustc-web` (bookworm-updates and
+# -security) are the current Rust, packaged for the browsers' builds.
+rust_ok() {
+  local v
+  v="$(cargo --version 2>/dev/null | awk '{print $2}')" || return 1
+  [ -n "$v" ] && [ "$(printf '%s\n' 1.87.0 "$v" | sort -V | head -n1)" = 1.87.0 ]
+}
+if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if ! rust_ok; then
+  echo "setup: no cargo >= 1.87; installing Debian's cargo-web/rustc-web"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends cargo-web rustc-web >/dev/null
+  hash -r
+  rust_ok || { echo "setup: $(cargo --version 2>&1) is too old (need 1.87)" >&2; exit 1; }
 fi
 
 # Guest kernel: Debian's cloud kernel, taken from the package archive (apt-get

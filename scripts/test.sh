@@ -44,7 +44,8 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   if command -v rustup >/dev/null 2>&1; then
     rustup component add rustfmt clippy
   else
-    apt-get install -y -qq --no-install-recommends rustfmt rust-clippy >/dev/null
+    # The tools of Debian's current Rust (see setup.sh), not its 1.63 rustfmt/rust-clippy.
+    apt-get install -y -qq --no-install-recommends rustfmt-web rust-web-clippy >/dev/null
   fi
 fi
 

@@ -17,8 +17,8 @@
 //! (netstat `TCPTimeouts` delta over the window, and of those the ones that fired from the
 //! first cut until 1 s after the commit, which the guests time-stamp), and the raw
 //! sequential write bandwidth of the disk under the agents' state directories (1 GiB `dd`
-//! with `oflag=direct`), measured in the same run: the ceiling for saving. Ratios against ours are in the last columns; JSON goes to
-//! `target/bench/snapshot.json`.
+//! with `oflag=direct`), measured in the same run: the ceiling for saving. Ratios against
+//! ours are in the last columns; JSON goes to `target/bench/snapshot.json`.
 
 use crate::checker::slice::{self, Slice, Taken};
 use crate::checker::{WorkloadOptions, Workloads};

@@ -296,22 +296,22 @@ pub fn receive_image(listener: UnixListener, out: &Path, progress: &AtomicU64) -
             break;
         }
         hasher.update(&buf[..n]);
-        if direct && n % DIRECT_ALIGN != 0 {
-            // The unaligned tail goes through the page cache (the offset is aligned: every
-            // write before it was a whole chunk).
-            buffered(&file).map_err(|e| io("writing", e))?;
-            direct = false;
-        }
-        match file.write_all(&buf[..n]) {
-            // A file system that takes O_DIRECT at open but not for this write.
-            Err(e) if direct && e.raw_os_error() == Some(libc::EINVAL) => {
+        // Whole blocks go past the page cache. The stream's unaligned tail goes through it
+        // (at an aligned offset: every write before it was a whole chunk), and so does
+        // everything on a file system that took O_DIRECT at open but refuses it on write.
+        let written = direct
+            && n % DIRECT_ALIGN == 0
+            && match file.write_all(&buf[..n]) {
+                Ok(()) => true,
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => false,
+                Err(e) => return Err(io("writing", e)),
+            };
+        if !written {
+            if std::mem::take(&mut direct) {
                 buffered(&file).map_err(|e| io("writing", e))?;
-                direct = false;
-                file.write_all(&buf[..n])
             }
-            other => other,
+            file.write_all(&buf[..n]).map_err(|e| io("writing", e))?;
         }
-        .map_err(|e| io("writing", e))?;
         total += n as u64;
         progress.fetch_add(n as u64, Ordering::Relaxed);
     }

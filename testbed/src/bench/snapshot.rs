@@ -80,6 +80,8 @@ pub struct VmResult {
     pub qemu_downtime_ms: Option<u64>,
     /// Longest gap of the 1 kHz stream arriving at this VM, ms.
     pub stall_ms: f64,
+    /// When that gap began, ms after the snapshot's first cut instant (negative: before it).
+    pub stall_from_cut_ms: Option<f64>,
     /// TCP retransmission timeouts in this guest over the whole measurement window (from
     /// 2 s after the previous snapshot until 2 s after this one).
     pub tcp_timeouts: u64,
@@ -322,6 +324,7 @@ async fn one(bed: &Bed, mode: CutMode) -> anyhow::Result<(RunResult, Taken)> {
     // Let retransmission timers fire (the first RTO is 200 ms; backoff doubles).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let stalls = w.stall_max_gaps().await?;
+    let stall_starts = w.stall_gap_starts().await?;
     let (tcp, tcp_at) = w.tcp_timeouts_timed().await?;
     let first_cut_ns = snap.domain_cuts().iter().map(|c| c.cut_at_ns).min().unwrap_or(committed_ns);
     let during = first_cut_ns..=committed_ns + CAUSE_WINDOW_AFTER.as_nanos();
@@ -341,6 +344,7 @@ async fn one(bed: &Bed, mode: CutMode) -> anyhow::Result<(RunResult, Taken)> {
                 pause_ms: c.map(|c| c.pause_us as f64 / 1000.0).unwrap_or(f64::NAN),
                 qemu_downtime_ms: c.and_then(|c| c.qemu_downtime_ms),
                 stall_ms: stalls.get(&v.name).copied().unwrap_or(f64::NAN),
+                stall_from_cut_ms: stall_starts.get(&v.name).map(|&t| (t as f64 - first_cut_ns as f64) / 1e6),
                 tcp_timeouts: tcp.get(&v.name).copied().unwrap_or(0),
                 tcp_timeouts_during: tcp_during.get(&v.name).copied().unwrap_or(0),
                 steps_ms: c
@@ -536,7 +540,7 @@ fn print_table(r: &SnapshotReport) {
         );
     }
     println!(
-        "per VM (pause ms / stall ms, each run; ours: [ms from stop to the end of stop, switch, disks+save, resume]):"
+        "per VM (pause ms / stall ms @ its start, ms from the first cut, each run; ours: [ms from stop to the end of stop, switch, disks+save, resume]):"
     );
     for m in &r.modes {
         for (i, run) in m.runs.iter().enumerate() {
@@ -549,7 +553,8 @@ fn print_table(r: &SnapshotReport) {
                         .filter_map(|k| v.steps_ms.get(*k).map(|ms| format!("{ms:.1}")))
                         .collect();
                     let steps = if steps.is_empty() { String::new() } else { format!(" [{}]", steps.join(" ")) };
-                    format!("{} {:.1}/{:.0}{steps}", v.vm, v.pause_ms, v.stall_ms)
+                    let at = v.stall_from_cut_ms.map(|ms| format!("@{ms:+.0}")).unwrap_or_default();
+                    format!("{} {:.1}/{:.0}{at}{steps}", v.vm, v.pause_ms, v.stall_ms)
                 })
                 .collect();
             println!("  {:<13} #{i}: {}", m.mode, cells.join("  "));

@@ -192,6 +192,19 @@ impl Workloads {
         Ok(out)
     }
 
+    /// When each VM's longest arrival gap since the last reset began, as host Unix ns
+    /// (the guest says how long ago; VMs whose meter saw no gap yet are left out).
+    pub async fn stall_gap_starts(&self) -> anyhow::Result<BTreeMap<String, u128>> {
+        let mut out = BTreeMap::new();
+        for (vm, r) in self.vms.iter().zip(self.states().await) {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
+            if let Some(ago) = r?.pointer("/stall/max_gap_began_ms_ago").and_then(Value::as_f64) {
+                out.insert(vm.name.clone(), now.saturating_sub((ago * 1e6) as u128));
+            }
+        }
+        Ok(out)
+    }
+
     /// Waits until every workload has visibly started: ring tokens circulating, every UDP
     /// receiver has data, every disk counter ticked.
     pub async fn wait_flowing(&self, timeout: Duration) -> anyhow::Result<()> {

@@ -16,6 +16,8 @@ pub struct GapMeter {
     last: Option<Instant>,
     /// Longest gap between consecutive arrivals since the last reset (ms).
     pub max_gap_ms: f64,
+    /// The arrival that began the longest gap.
+    pub max_gap_from: Option<Instant>,
     /// Arrivals since the last reset.
     pub count: u64,
 }
@@ -27,6 +29,7 @@ impl GapMeter {
             let g = now.duration_since(l).as_secs_f64() * 1000.0;
             if g > self.max_gap_ms {
                 self.max_gap_ms = g;
+                self.max_gap_from = Some(l);
             }
         }
         self.last = Some(now);
@@ -109,13 +112,15 @@ impl Stall {
     /// Current state as JSON.
     pub fn state(&self) -> Value {
         let s = self.shared.lock().unwrap();
+        let now = Instant::now();
         json!({
+            "max_gap_began_ms_ago": s.meter.max_gap_from.map(|t| now.duration_since(t).as_secs_f64() * 1000.0),
             "dst": self.dst.to_string(),
             "hz": self.hz,
             "listen_port": self.listen_port,
             "max_gap_ms": s.meter.max_gap_ms,
             "count": s.meter.count,
-            "since_last_ms": s.meter.since_last_ms(Instant::now()),
+            "since_last_ms": s.meter.since_last_ms(now),
             "sent": s.sent,
             "send_errors": s.send_errors,
             "last_error": s.last_error,
@@ -151,6 +156,7 @@ mod tests {
         m.arrive(t0 + Duration::from_millis(52));
         assert_eq!(m.count, 4);
         assert!((m.max_gap_ms - 50.0).abs() < 0.01);
+        assert_eq!(m.max_gap_from, Some(t0 + Duration::from_millis(1)), "the gap began at the arrival before it");
         m.reset();
         m.arrive(t0 + Duration::from_millis(500));
         assert_eq!((m.count, m.max_gap_ms), (1, 0.0));

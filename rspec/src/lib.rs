@@ -106,6 +106,17 @@ pub fn parse_sequential(xml: &str) -> Result<RSpec, Error> {
     read::sequential(xml)
 }
 
+/// How many threads [`parse`] uses for a document of `len` bytes (1: read sequentially). For
+/// benchmarks; not part of the stable API.
+#[doc(hidden)]
+pub fn parse_threads(len: usize) -> usize {
+    if len < PARALLEL_MIN_BYTES {
+        1
+    } else {
+        read::default_threads(len)
+    }
+}
+
 /// Reads a document as [`parse`] does, but with the number of threads and the size threshold
 /// given, and says how it was read. For tests and benchmarks (a small `min_bytes` forces the
 /// parallel reader onto small documents); not part of the stable API.

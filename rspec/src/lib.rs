@@ -44,6 +44,10 @@
 //!
 //! Errors carry a line and column. A well-formed document that breaks RSpec rules yields
 //! [`Error::Invalid`] listing every problem found, not only the first.
+//!
+//! A document of at least [`PARALLEL_MIN_BYTES`] (1 MiB, such as a large advertisement) is
+//! read in parts on several threads (scoped: all have ended when [`parse`] returns), with the
+//! same result as [`parse_sequential`], which reads on the calling thread only.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -118,8 +122,8 @@ pub fn parse_threads(len: usize) -> usize {
 }
 
 /// Reads a document as [`parse`] does, but with the number of threads and the size threshold
-/// given, and says how it was read. For tests and benchmarks (a small `min_bytes` forces the
-/// parallel reader onto small documents); not part of the stable API.
+/// given (at most 64 parts), and says how it was read. For tests and benchmarks (a small
+/// `min_bytes` forces the parallel reader onto small documents); not part of the stable API.
 #[doc(hidden)]
 pub fn parse_split(xml: &str, threads: usize, min_bytes: usize) -> (Result<RSpec, Error>, Split) {
     read::parse(xml, threads, min_bytes)

@@ -49,6 +49,9 @@ pub const PARALLEL_MIN_BYTES: usize = 1024 * 1024;
 /// The most threads [`crate::parse`] uses for one document.
 const MAX_THREADS: usize = 8;
 
+/// The most parts a document is cut into, whatever [`crate::parse_split`] is asked for.
+const MAX_PARTS: usize = 64;
+
 /// [`crate::parse`] gives each thread at least this much of the document (so a document just
 /// above [`PARALLEL_MIN_BYTES`] is read by two threads, not by every core).
 const MIN_PART_BYTES: usize = 512 * 1024;
@@ -102,7 +105,7 @@ pub(super) fn parse(input: &str, threads: usize) -> Option<(RSpec, usize)> {
     }
     let bytes = input.as_bytes();
     let end = root_end(bytes, body, root_name(input, root.attrs)?)?;
-    let starts = split_points(bytes, body, end, threads);
+    let starts = split_points(bytes, body, end, threads.min(MAX_PARTS));
     let bounds = |i: usize| (starts[i], starts.get(i + 1).copied().unwrap_or(end));
     let parts = starts.len();
     let shared = Arc::new(Shared { elements: AtomicUsize::new(ctx.elements), failed: AtomicBool::new(false) });

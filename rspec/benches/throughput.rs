@@ -33,6 +33,8 @@ const NODES: usize = 5_000;
 
 /// One timed operation of the interleaved rounds.
 type Op<'a> = Box<dyn FnMut() -> Duration + 'a>;
+/// Rounds by default; `VNSNAP_BENCH_ROUNDS` sets another number (more rounds give a busy
+/// machine more chances to leave both cores free for a round).
 const ROUNDS: usize = 25;
 
 /// Times one run of `f`; the result is dropped after the clock stops (freeing the model is
@@ -117,7 +119,8 @@ fn main() {
         ("clone", Box::new(|| time(&mut || black_box(&model).clone()))),
     ];
     let mut best = vec![Duration::MAX; ops.len()];
-    for round in 0..=ROUNDS {
+    let rounds = std::env::var("VNSNAP_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(ROUNDS).max(1);
+    for round in 0..=rounds {
         for (i, (_, op)) in ops.iter_mut().enumerate() {
             let d = op();
             // Round 0 warms caches and the allocator up.
@@ -142,7 +145,7 @@ fn main() {
 
     println!();
     println!(
-        "vnsnap-rspec throughput: advertisement of {NODES} nodes, {mb:.2} MB, best of {ROUNDS} interleaved rounds"
+        "vnsnap-rspec throughput: advertisement of {NODES} nodes, {mb:.2} MB, best of {rounds} interleaved rounds"
     );
     println!("(scans: 1 thread; parse: {threads} threads (parse_threads); parse_sequential: 1 thread)");
     println!("{:<40} {:>9} {:>9} {:>10} {:>10}", "operation", "ms", "MB/s", "vs Reader", "vs NsReader");
@@ -177,7 +180,7 @@ fn main() {
     );
 
     let json = format!(
-        "{{\n  \"document\": {{\"nodes\": {NODES}, \"bytes\": {}}},\n  \"rounds\": {ROUNDS},\n  \
+        "{{\n  \"document\": {{\"nodes\": {NODES}, \"bytes\": {}}},\n  \"rounds\": {rounds},\n  \
          \"raw_scan\": {{\"ms\": {:.3}, \"mb_per_s\": {scan_mbs:.1}}},\n  \
          \"ns_scan\": {{\"ms\": {:.3}, \"mb_per_s\": {nscan_mbs:.1}}},\n  \
          \"ns_event_scan\": {{\"ms\": {:.3}, \"mb_per_s\": {:.1}}},\n  \

@@ -150,3 +150,32 @@ fn mutated_corpus_never_panics_and_accepted_input_round_trips() {
     eprintln!("{accepted} of {} mutated documents accepted, {split} of those read in parts", cases());
     assert!(split * 2 > accepted, "only {split} of {accepted} accepted documents read in parts");
 }
+
+/// The same mutations on a generated advertisement of many nodes, read in up to 8 parts, so
+/// mutations land in every part and near the cuts: both readers give the same result.
+#[test]
+fn mutated_large_documents_read_the_same_in_parts() {
+    let doc = common::gen::big_advertisement(60).to_xml();
+    let config = Config { cases: (cases() / 20).max(10), failure_persistence: None, ..Config::default() };
+    let mut runner = TestRunner::new(config);
+    let split_ok = AtomicUsize::new(0);
+    let input = (prop::collection::vec(mutation(), 1..4), 2usize..9);
+    let run = runner.run(&input, |(muts, threads)| {
+        let mutated = apply(doc.clone().into_bytes(), &muts);
+        let text = String::from_utf8_lossy(&mutated);
+        let sequential = vnsnap_rspec::parse_sequential(&text);
+        let (split, how) = vnsnap_rspec::parse_split(&text, threads, 0);
+        prop_assert_eq!(&split, &sequential, "read in parts ({:?})", how);
+        if matches!(how, Split::Parallel { parts } if parts > 1) {
+            split_ok.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    });
+    if let Err(e) = run {
+        panic!("{e}");
+    }
+    // Some mutated documents stay valid and are read in parts.
+    let split = split_ok.into_inner();
+    eprintln!("{split} of {} mutated large documents read in parts", (cases() / 20).max(10));
+    assert!(split > 0, "no mutated document was read in parts");
+}

@@ -5,6 +5,9 @@
 //! event, its attributes and its children up to the matching end event. Only extension content
 //! is built as an [`XmlElement`] tree. Semantic problems are collected (never returned early);
 //! byte offsets are kept and turned into line/column once, at the end, in a single sweep.
+//!
+//! A large document may be read in parts on several threads ([`split`]): each part by the
+//! same element readers, with a reader over its own bytes that starts inside the root.
 
 mod attrs;
 mod elements;
@@ -425,7 +428,7 @@ impl<'i> Ctx<'i> {
 
     /// Checks the input up to `upto` for control characters XML forbids (quick-xml does not).
     /// It runs on the bytes quick-xml has just read, while they are still in the cache, rather
-    /// than as a separate pass over the whole document; [`parse`] checks the rest, also when
+    /// than as a separate pass over the whole document; [`sequential`] checks the rest, also when
     /// reading failed, so a control character is always the error reported, as if the whole
     /// input had been checked first.
     fn check_controls(&mut self, upto: usize) -> Res<()> {

@@ -134,6 +134,19 @@ fn links_in_one_part_see_interfaces_of_another() {
     }
 }
 
+/// A document without indentation, one element per line: cuts go only to lines that start
+/// a node or a link, which hold, so it is read in parts.
+#[test]
+fn unindented_documents_are_cut_at_nodes_and_links() {
+    let xml: String = request(300, "").lines().map(|l| format!("{}\n", l.trim_start())).collect();
+    assert!(xml.contains("\n<interface_ref") && !xml.contains("\n "));
+    for t in 2..=6 {
+        let (got, how) = same(&xml, t);
+        assert_eq!(how, Split::Parallel { parts: t }, "{t} threads");
+        assert_eq!(got.unwrap().nodes.len(), 300);
+    }
+}
+
 /// Markup halfway whose content looks like children of the root (a newline, the children's
 /// indentation and `<node`): a cut moved forward from the middle lands in it, the part
 /// before ends inside it, and the whole document is read again sequentially.

@@ -270,12 +270,31 @@ fn child_line(content: &[u8]) -> Option<&[u8]> {
     })
 }
 
+/// Whether the start tag at `lt` (a `<` at a line start) may start a child of the root. In an
+/// indented document the indentation said so already; in one that starts every element on
+/// a line of its own without indentation, only a `node` or a `link` is taken (the children
+/// of the root that a large document has many of, and that do not hold each other).
+fn plausible_child(bytes: &[u8], lt: usize, indented: bool) -> bool {
+    let name = &bytes[(lt + 1).min(bytes.len())..];
+    if !name.first().is_some_and(|&b| starts_name(b)) {
+        return false;
+    }
+    if indented {
+        return true;
+    }
+    let len = name.iter().position(|&b| is_space(b) || b == b'>' || b == b'/').unwrap_or(name.len());
+    let local = name[..len].rsplit(|&b| b == b':').next().unwrap_or_default();
+    local == b"node" || local == b"link"
+}
+
 /// Where the parts of the root's content `body..end` start: `body`, then up to `parts - 1`
-/// offsets of a `<` that starts a line the way the first child's line does, each at or after
-/// `len * i / parts` (fewer when the content has no such line there).
+/// offsets of a `<` that starts a line the way the first child's line does (see
+/// [`plausible_child`]), each at or after `len * i / parts` (fewer when the content has no
+/// such line there).
 fn split_points(bytes: &[u8], body: usize, end: usize, parts: usize) -> Vec<usize> {
     let mut starts = vec![body];
     let Some(line) = child_line(&bytes[body..end]) else { return starts };
+    let indented = line.len() > 2;
     let finder = Finder::new(line);
     let mut from = body;
     for i in 1..parts {
@@ -283,7 +302,7 @@ fn split_points(bytes: &[u8], body: usize, end: usize, parts: usize) -> Vec<usiz
         loop {
             let Some(found) = finder.find(&bytes[at..end]) else { return starts };
             let lt = at + found + line.len() - 1;
-            if bytes.get(lt + 1).is_some_and(|&b| starts_name(b)) {
+            if plausible_child(bytes, lt, indented) {
                 starts.push(lt);
                 from = lt + 1;
                 break;
@@ -325,5 +344,11 @@ mod tests {
         assert!(many.len() <= 4 && many.windows(2).all(|w| w[0] < w[1]), "{many:?}");
         // One line: no cut.
         assert_eq!(split_points(b"<rspec><a/><b/></rspec>", 7, 15, 4), vec![7]);
+        // No indentation: only at a node or a link.
+        let flat = "<rspec>\n<node>\n<interface/>\n<x:y/>\n</node>\n<g:node a='1'>\n<interface/>\n</g:node>\n<link/>\n</rspec>";
+        let end = flat.rfind("</rspec>").unwrap();
+        let starts = split_points(flat.as_bytes(), 7, end, 8);
+        let at: Vec<&str> = starts[1..].iter().map(|&s| &flat[s..s + 7]).collect();
+        assert_eq!(at, ["<g:node", "<link/>"]);
     }
 }

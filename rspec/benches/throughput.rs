@@ -10,9 +10,15 @@
 //! anew, copies inline strings and shares the longer ones (the model's strings are
 //! `SmolStr`s), so it is what a model costs to build without any text to read.
 //!
-//! `cargo bench -p vnsnap-rspec` prints a table and writes `target/rspec-bench.json` with both
-//! ratios (read vs the bare scan, read vs the NsReader scan). Set `VNSNAP_BENCH_STRICT=1` to
-//! exit non-zero when reading is below 40 % of the bare scan.
+//! The document is above `PARALLEL_MIN_BYTES`, so `parse` reads it in parts on as many threads
+//! as `parse_threads` says (the available cores, at most 8); the scans use one thread.
+//! `parse_sequential`, the same reader on the calling thread only, is measured in the same
+//! rounds so both figures are in one table.
+//!
+//! `cargo bench -p vnsnap-rspec` prints a table and writes `target/rspec-bench.json` with the
+//! ratios (read vs the bare scan, read vs the NsReader scan, for `parse` and for
+//! `parse_sequential`). Set `VNSNAP_BENCH_STRICT=1` to exit non-zero when `parse` is below
+//! 40 % of the bare scan.
 
 #[path = "../tests/common/gen.rs"]
 mod gen;
@@ -27,6 +33,8 @@ const NODES: usize = 5_000;
 
 /// One timed operation of the interleaved rounds.
 type Op<'a> = Box<dyn FnMut() -> Duration + 'a>;
+/// Rounds by default; `VNSNAP_BENCH_ROUNDS` sets another number (more rounds give a busy
+/// machine more chances to leave both cores free for a round).
 const ROUNDS: usize = 25;
 
 /// Times one run of `f`; the result is dropped after the clock stops (freeing the model is
@@ -89,6 +97,12 @@ fn main() {
     let xml = model.to_xml();
     let bytes = xml.len() as f64;
     let mb = bytes / 1e6;
+    let threads = vnsnap_rspec::parse_threads(xml.len());
+    // How `parse` reads this document (it must not fall back to the sequential reader).
+    let how = vnsnap_rspec::parse_split(&xml, threads, vnsnap_rspec::PARALLEL_MIN_BYTES).1;
+    let expected =
+        if threads > 1 { vnsnap_rspec::Split::Parallel { parts: threads } } else { vnsnap_rspec::Split::Sequential };
+    assert_eq!(how, expected, "parse does not read the bench document as expected");
 
     // The operations are interleaved round by round and the fastest round of each is kept:
     // the build machine is shared, and the minimum is the estimate least disturbed by
@@ -98,12 +112,15 @@ fn main() {
         ("nscan", Box::new(|| time(&mut || ns_scan(black_box(&xml))))),
         ("nevents", Box::new(|| time(&mut || ns_event_scan(black_box(&xml))))),
         ("read", Box::new(|| time(&mut || vnsnap_rspec::parse(black_box(&xml)).unwrap()))),
+        ("read_seq", Box::new(|| time(&mut || vnsnap_rspec::parse_sequential(black_box(&xml)).unwrap()))),
         ("read_drop", Box::new(|| time(&mut || drop(vnsnap_rspec::parse(black_box(&xml)).unwrap())))),
+        ("read_seq_drop", Box::new(|| time(&mut || drop(vnsnap_rspec::parse_sequential(black_box(&xml)).unwrap())))),
         ("write", Box::new(|| time(&mut || black_box(&model).to_xml()))),
         ("clone", Box::new(|| time(&mut || black_box(&model).clone()))),
     ];
     let mut best = vec![Duration::MAX; ops.len()];
-    for round in 0..=ROUNDS {
+    let rounds = std::env::var("VNSNAP_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(ROUNDS).max(1);
+    for round in 0..=rounds {
         for (i, (_, op)) in ops.iter_mut().enumerate() {
             let d = op();
             // Round 0 warms caches and the allocator up.
@@ -113,32 +130,40 @@ fn main() {
         }
     }
     drop(ops);
-    let (scan, nscan, nevents, read, read_drop, write, clone) =
-        (best[0], best[1], best[2], best[3], best[4], best[5], best[6]);
+    let (scan, nscan, nevents, read, read_seq, read_drop, read_seq_drop, write, clone) =
+        (best[0], best[1], best[2], best[3], best[4], best[5], best[6], best[7], best[8]);
     // Sanity: what was measured is a faithful reader.
     assert_eq!(vnsnap_rspec::parse(&xml).unwrap(), model);
+    assert_eq!(vnsnap_rspec::parse_sequential(&xml).unwrap(), model);
 
     let rate = |d: Duration| mb / d.as_secs_f64();
     let (scan_mbs, nscan_mbs, read_mbs, write_mbs) = (rate(scan), rate(nscan), rate(read), rate(write));
+    let read_seq_mbs = rate(read_seq);
     let ratio = read_mbs / nscan_mbs;
     let ratio_bare = read_mbs / scan_mbs;
+    let seq_ratio_bare = read_seq_mbs / scan_mbs;
 
     println!();
     println!(
-        "vnsnap-rspec throughput: advertisement of {NODES} nodes, {mb:.2} MB, best of {ROUNDS} interleaved rounds"
+        "vnsnap-rspec throughput: advertisement of {NODES} nodes, {mb:.2} MB, best of {rounds} interleaved rounds"
     );
-    println!("{:<32} {:>9} {:>9} {:>10} {:>10}", "operation", "ms", "MB/s", "vs Reader", "vs NsReader");
+    println!("(scans: 1 thread; parse: {threads} threads (parse_threads); parse_sequential: 1 thread)");
+    println!("{:<40} {:>9} {:>9} {:>10} {:>10}", "operation", "ms", "MB/s", "vs Reader", "vs NsReader");
+    let parse_name = format!("parse, {threads} threads (read into model)");
+    let parse_drop_name = format!("parse, {threads} threads, incl. drop");
     for (name, d, r) in [
-        ("Reader::read_event scan", scan, scan_mbs),
+        ("Reader::read_event scan, 1 thread", scan, scan_mbs),
         ("NsReader::read_resolved scan", nscan, nscan_mbs),
         ("NsReader::read_event scan", nevents, rate(nevents)),
-        ("parse (read into model)", read, read_mbs),
-        ("parse incl. dropping model", read_drop, rate(read_drop)),
+        (parse_name.as_str(), read, read_mbs),
+        ("parse_sequential, 1 thread", read_seq, read_seq_mbs),
+        (parse_drop_name.as_str(), read_drop, rate(read_drop)),
+        ("parse_sequential incl. drop", read_seq_drop, rate(read_seq_drop)),
         ("to_xml (write)", write, write_mbs),
         ("RSpec::clone (no text to read)", clone, rate(clone)),
     ] {
         println!(
-            "{name:<32} {:>9.2} {r:>9.1} {:>9.0}% {:>9.0}%",
+            "{name:<40} {:>9.2} {r:>9.1} {:>9.0}% {:>9.0}%",
             d.as_secs_f64() * 1e3,
             100.0 * r / scan_mbs,
             100.0 * r / nscan_mbs
@@ -146,14 +171,16 @@ fn main() {
     }
     let ok = ratio_bare >= 0.40;
     println!(
-        "read = {:.0}% of the bare Reader scan (target >= 40%: {}), {:.0}% of the NsReader scan",
+        "read = {:.0}% of the bare Reader scan with {threads} threads (target >= 40%: {}), {:.0}% of the NsReader \
+         scan; {:.0}% of the bare scan on one thread (parse_sequential)",
         ratio_bare * 100.0,
         if ok { "met" } else { "NOT met" },
-        ratio * 100.0
+        ratio * 100.0,
+        seq_ratio_bare * 100.0,
     );
 
     let json = format!(
-        "{{\n  \"document\": {{\"nodes\": {NODES}, \"bytes\": {}}},\n  \"rounds\": {ROUNDS},\n  \
+        "{{\n  \"document\": {{\"nodes\": {NODES}, \"bytes\": {}}},\n  \"rounds\": {rounds},\n  \
          \"raw_scan\": {{\"ms\": {:.3}, \"mb_per_s\": {scan_mbs:.1}}},\n  \
          \"ns_scan\": {{\"ms\": {:.3}, \"mb_per_s\": {nscan_mbs:.1}}},\n  \
          \"ns_event_scan\": {{\"ms\": {:.3}, \"mb_per_s\": {:.1}}},\n  \
@@ -162,7 +189,12 @@ fn main() {
          \"write\": {{\"ms\": {:.3}, \"mb_per_s\": {write_mbs:.1}}},\n  \
          \"clone\": {{\"ms\": {:.3}, \"mb_per_s\": {:.1}}},\n  \
          \"read_vs_raw_scan\": {ratio_bare:.3},\n  \"read_vs_ns_scan\": {ratio:.3},\n  \
-         \"read_target\": \"read_vs_raw_scan >= 0.40\",\n  \"read_target_met\": {ok}\n}}\n",
+         \"read_target\": \"read_vs_raw_scan >= 0.40\",\n  \"read_target_met\": {ok},\n  \
+         \"read_threads\": {threads},\n  \"scan_threads\": 1,\n  \
+         \"read_sequential\": {{\"ms\": {:.3}, \"mb_per_s\": {read_seq_mbs:.1}}},\n  \
+         \"read_sequential_incl_drop\": {{\"ms\": {:.3}, \"mb_per_s\": {:.1}}},\n  \
+         \"read_sequential_vs_raw_scan\": {seq_ratio_bare:.3},\n  \
+         \"read_sequential_vs_ns_scan\": {:.3}\n}}\n",
         xml.len(),
         scan.as_secs_f64() * 1e3,
         nscan.as_secs_f64() * 1e3,
@@ -174,6 +206,10 @@ fn main() {
         write.as_secs_f64() * 1e3,
         clone.as_secs_f64() * 1e3,
         rate(clone),
+        read_seq.as_secs_f64() * 1e3,
+        read_seq_drop.as_secs_f64() * 1e3,
+        rate(read_seq_drop),
+        read_seq_mbs / nscan_mbs,
     );
     let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
     let _ = std::fs::create_dir_all(&target);

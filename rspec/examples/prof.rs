@@ -1,6 +1,7 @@
 //! Profiling aid for the reader: `prof MODE [NODES] [ROUNDS]` on a generated advertisement.
 //! Modes: `none` (setup only, to subtract from counter totals), `raw` (quick-xml Reader scan), `ns` (NsReader scan), `parse` (parse and drop),
-//! `fresh` (parse while the previous model is still alive; reports the fastest round).
+//! `fresh` (parse while the previous model is still alive; reports the fastest round),
+//! `seq` (`parse_sequential` and drop), `splitN` (`parse_split` on N threads and drop).
 #[path = "../tests/common/gen.rs"]
 mod gen;
 use quick_xml::events::Event;
@@ -36,6 +37,20 @@ fn main() {
                 let m = black_box(&model).clone();
                 best = best.min(t.elapsed());
                 drop(black_box(m));
+                continue;
+            }
+            "seq" => {
+                let m = vnsnap_rspec::parse_sequential(&xml).unwrap();
+                best = best.min(t.elapsed());
+                drop(black_box(m));
+                continue;
+            }
+            split if split.starts_with("split") => {
+                let threads = split[5..].parse().unwrap_or(2);
+                let (m, how) = vnsnap_rspec::parse_split(&xml, threads, 0);
+                best = best.min(t.elapsed());
+                assert_eq!(how, vnsnap_rspec::Split::Parallel { parts: threads });
+                drop(black_box(m.unwrap()));
                 continue;
             }
             "fresh" => {

@@ -44,6 +44,10 @@
 //!
 //! Errors carry a line and column. A well-formed document that breaks RSpec rules yields
 //! [`Error::Invalid`] listing every problem found, not only the first.
+//!
+//! A document of at least [`PARALLEL_MIN_BYTES`] (1 MiB, such as a large advertisement) is
+//! read in parts on several threads (scoped: all have ended when [`parse`] returns), with the
+//! same result as [`parse_sequential`], which reads on the calling thread only.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -57,6 +61,9 @@ mod xml;
 
 pub use error::{Error, Position, Problem, ProblemKind};
 pub use model::*;
+#[doc(hidden)]
+pub use read::Split;
+pub use read::PARALLEL_MIN_BYTES;
 pub use smol_str::SmolStr;
 pub use xml::{QName, XmlAttr, XmlChild, XmlElement};
 
@@ -85,8 +92,41 @@ pub const MAX_NAMESPACES_IN_SCOPE: usize = 64;
 /// problem, or with [`Error::Invalid`] listing every RSpec-level problem of a well-formed
 /// document. Reading is lenient where real tools differ from the schema copies (a manifest
 /// link without `vlantag` is accepted); use [`RSpec::validate`] for the strict rules.
+///
+/// A document of at least [`PARALLEL_MIN_BYTES`] is read on several threads when the machine
+/// has more than one core (one per 512 KiB of input, at most one per core and at most 8):
+/// the root's children are cut into parts read side by side, on scoped threads that end
+/// before `parse` returns. The result is always the one [`parse_sequential`] gives: if the
+/// cut does not hold or the document has any error, it is read again on the calling thread
+/// and that result (with its error positions) is returned.
 pub fn parse(xml: &str) -> Result<RSpec, Error> {
-    read::parse(xml)
+    read::parse(xml, read::default_threads(xml.len()), PARALLEL_MIN_BYTES).0
+}
+
+/// Reads an RSpec v3 document on the calling thread only; otherwise the same as [`parse`]
+/// (same result, same errors). For callers that must not start threads, and to measure the
+/// single-threaded reader.
+pub fn parse_sequential(xml: &str) -> Result<RSpec, Error> {
+    read::sequential(xml)
+}
+
+/// How many threads [`parse`] uses for a document of `len` bytes (1: read sequentially). For
+/// benchmarks; not part of the stable API.
+#[doc(hidden)]
+pub fn parse_threads(len: usize) -> usize {
+    if len < PARALLEL_MIN_BYTES {
+        1
+    } else {
+        read::default_threads(len)
+    }
+}
+
+/// Reads a document as [`parse`] does, but with the number of threads and the size threshold
+/// given (at most 64 parts), and says how it was read. For tests and benchmarks (a small
+/// `min_bytes` forces the parallel reader onto small documents); not part of the stable API.
+#[doc(hidden)]
+pub fn parse_split(xml: &str, threads: usize, min_bytes: usize) -> (Result<RSpec, Error>, Split) {
+    read::parse(xml, threads, min_bytes)
 }
 
 impl std::str::FromStr for RSpec {

@@ -1,12 +1,17 @@
 //! A bounded fuzz run inside `cargo test`: byte-level mutations of the corpus must never make
-//! the reader panic, and whatever it accepts must write and read back to an equal model.
+//! the reader panic, whatever it accepts must write and read back to an equal model, and the
+//! parallel reader (forced onto these small documents) must give exactly the sequential
+//! reader's result, model or error.
 //! (The same target, unbounded, is in `rspec/fuzz/` for cargo-fuzz.)
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use proptest::prelude::*;
 use proptest::sample::Index;
-use proptest::test_runner::Config;
+use proptest::test_runner::{Config, TestRunner};
+use vnsnap_rspec::Split;
 
 /// Fragments that steer mutations towards interesting XML rather than random noise.
 const TOKENS: &[&str] = &[
@@ -97,23 +102,33 @@ fn apply(mut bytes: Vec<u8>, muts: &[Mutation]) -> Vec<u8> {
     bytes
 }
 
-proptest! {
-    // Bounded for CI; raise with VNSNAP_FUZZ_CASES for a longer local run.
-    #![proptest_config(Config {
-        cases: std::env::var("VNSNAP_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(5000),
-        failure_persistence: None,
-        ..Config::default()
-    })]
+/// Bounded for CI; raise with VNSNAP_FUZZ_CASES for a longer local run.
+fn cases() -> u32 {
+    std::env::var("VNSNAP_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(5000)
+}
 
-    #[test]
-    fn mutated_corpus_never_panics_and_accepted_input_round_trips(
-        doc in any::<Index>(),
-        muts in prop::collection::vec(mutation(), 1..6),
-    ) {
-        let corpus = common::corpus();
+#[test]
+fn mutated_corpus_never_panics_and_accepted_input_round_trips() {
+    let corpus = common::corpus();
+    let config = Config { cases: cases(), failure_persistence: None, ..Config::default() };
+    let mut runner = TestRunner::new(config);
+    // How many mutated documents were read without error, and how many of those the forced
+    // parallel reader read in parts (the others it read again sequentially).
+    let (accepted, split_ok) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let input = (any::<Index>(), prop::collection::vec(mutation(), 1..6), 2usize..6);
+    let run = runner.run(&input, |(doc, muts, threads)| {
         let (_, xml) = doc.get(&corpus);
         let mutated = apply(xml.clone().into_bytes(), &muts);
         let text = String::from_utf8_lossy(&mutated);
+        let sequential = vnsnap_rspec::parse_sequential(&text);
+        let (split, how) = vnsnap_rspec::parse_split(&text, threads, 0);
+        prop_assert_eq!(&split, &sequential, "read in parts ({:?})", how);
+        if sequential.is_ok() {
+            accepted.fetch_add(1, Ordering::Relaxed);
+            if matches!(how, Split::Parallel { .. }) {
+                split_ok.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         if let Ok(model) = vnsnap_rspec::parse(&text) {
             let written = model.to_xml();
             let again = vnsnap_rspec::parse(&written);
@@ -124,5 +139,43 @@ proptest! {
         else if let Err(e) = vnsnap_rspec::parse(&text) {
             let _ = e.to_string();
         }
+        Ok(())
+    });
+    if let Err(e) = run {
+        panic!("{e}");
     }
+    // The parallel reader was exercised: most accepted documents were read in parts (the
+    // mutations leave most of them with children of the root on lines of their own).
+    let (accepted, split) = (accepted.into_inner(), split_ok.into_inner());
+    eprintln!("{accepted} of {} mutated documents accepted, {split} of those read in parts", cases());
+    assert!(split * 2 > accepted, "only {split} of {accepted} accepted documents read in parts");
+}
+
+/// The same mutations on a generated advertisement of many nodes, read in up to 8 parts, so
+/// mutations land in every part and near the cuts: both readers give the same result.
+#[test]
+fn mutated_large_documents_read_the_same_in_parts() {
+    let doc = common::gen::big_advertisement(60).to_xml();
+    let config = Config { cases: (cases() / 20).max(10), failure_persistence: None, ..Config::default() };
+    let mut runner = TestRunner::new(config);
+    let split_ok = AtomicUsize::new(0);
+    let input = (prop::collection::vec(mutation(), 1..4), 2usize..9);
+    let run = runner.run(&input, |(muts, threads)| {
+        let mutated = apply(doc.clone().into_bytes(), &muts);
+        let text = String::from_utf8_lossy(&mutated);
+        let sequential = vnsnap_rspec::parse_sequential(&text);
+        let (split, how) = vnsnap_rspec::parse_split(&text, threads, 0);
+        prop_assert_eq!(&split, &sequential, "read in parts ({:?})", how);
+        if matches!(how, Split::Parallel { parts } if parts > 1) {
+            split_ok.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    });
+    if let Err(e) = run {
+        panic!("{e}");
+    }
+    // Some mutated documents stay valid and are read in parts.
+    let split = split_ok.into_inner();
+    eprintln!("{split} of {} mutated large documents read in parts", (cases() / 20).max(10));
+    assert!(split > 0, "no mutated document was read in parts");
 }

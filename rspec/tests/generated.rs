@@ -483,6 +483,8 @@ fn check_kind(kind: RSpecType, cases: usize) {
         let xml = model.to_xml();
         let back = parse(&xml).unwrap_or_else(|e| panic!("cannot read own output: {e}\n{xml}"));
         assert_eq!(model, back, "round trip changed the model:\n{xml}");
+        let (split, how) = parse_split(&xml, 2 + i % 4, 0);
+        assert_eq!(split.as_ref(), Ok(&model), "read in parts ({how:?}):\n{xml}");
         let path = dir.join(format!("{i}.xml"));
         std::fs::write(&path, &xml).unwrap();
         files.push(path);
@@ -536,6 +538,20 @@ proptest! {
     fn any_advertisement_round_trips(model in rspec(RSpecType::Advertisement)) {
         let xml = model.to_xml();
         prop_assert_eq!(parse(&xml).unwrap(), model);
+    }
+
+    /// Any document of any kind reads the same in parts (forced onto these small documents)
+    /// as sequentially; one with children is split.
+    #[test]
+    fn any_document_reads_the_same_in_parts(
+        model in prop_oneof![rspec(RSpecType::Request), rspec(RSpecType::Manifest), rspec(RSpecType::Advertisement)],
+        threads in 2usize..6,
+    ) {
+        let xml = model.to_xml();
+        let (split, how) = parse_split(&xml, threads, 0);
+        prop_assert_eq!(split, Ok(model.clone()));
+        let children = model.nodes.len() + model.links.len() + model.opstates.len() + model.extensions.len();
+        prop_assert!(children == 0 || matches!(how, Split::Parallel { .. }), "{:?}", how);
     }
 }
 

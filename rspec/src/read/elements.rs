@@ -94,11 +94,27 @@ impl<'i> Ctx<'i> {
         }
     }
 
+    /// Reads the root element.
     pub(super) fn rspec(&mut self, tag: Tag<'i>) -> Res<RSpec> {
+        let mut r = self.rspec_attrs(&tag)?;
+        if tag.empty {
+            return Ok(r);
+        }
+        loop {
+            match self.next_child()? {
+                Next::Child(c) => self.top_child(c, &mut r)?,
+                Next::Text(_) => {}
+                Next::End => return Ok(r),
+            }
+        }
+    }
+
+    /// Reads the root's attributes into a new model, and learns the document kind.
+    pub(super) fn rspec_attrs(&mut self, tag: &Tag<'i>) -> Res<RSpec> {
         let off = tag.offset;
         let mut r = RSpec::new(RSpecType::Request);
         let mut rtype = None;
-        for a in attr_iter(&self.scopes, &tag) {
+        for a in attr_iter(&self.scopes, tag) {
             let a = a?;
             match (&a.ns, a.local) {
                 (Ns::None, "type") => {
@@ -132,38 +148,34 @@ impl<'i> Ctx<'i> {
                 self.required(off, "rspec", "type", None);
             }
         }
-        if tag.empty {
-            return Ok(r);
-        }
-        loop {
-            match self.next_child()? {
-                Next::Child(c) => match (&c.ns, c.local()) {
-                    (Ns::Geni, b"node") => {
-                        r.nodes.push(Node::default());
-                        if let Some(n) = r.nodes.last_mut() {
-                            self.node(c, n)?;
-                        }
-                    }
-                    (Ns::Geni, b"link") => {
-                        r.links.push(Link::default());
-                        if let Some(l) = r.links.last_mut() {
-                            self.link(c, l)?;
-                        }
-                    }
-                    (Ns::Opstate, b"rspec_opstate") => {
-                        let o = self.opstate(c)?;
-                        r.opstates.push(o);
-                    }
-                    _ => {
-                        let e = self.ext_element(c)?;
-                        push_child(&mut r.extensions, e);
-                    }
-                },
-                Next::Text(_) => {}
-                Next::End => {
-                    return Ok(r);
+        Ok(r)
+    }
+
+    /// Reads a child of the root into its list in `r`.
+    #[inline(always)]
+    pub(super) fn top_child(&mut self, c: Tag<'i>, r: &mut RSpec) -> Res<()> {
+        match (&c.ns, c.local()) {
+            (Ns::Geni, b"node") => {
+                r.nodes.push(Node::default());
+                if let Some(n) = r.nodes.last_mut() {
+                    self.node(c, n)?;
                 }
             }
+            (Ns::Geni, b"link") => {
+                r.links.push(Link::default());
+                if let Some(l) = r.links.last_mut() {
+                    self.link(c, l)?;
+                }
+            }
+            (Ns::Opstate, b"rspec_opstate") => {
+                let o = self.opstate(c)?;
+                r.opstates.push(o);
+            }
+            _ => {
+                let e = self.ext_element(c)?;
+                push_child(&mut r.extensions, e);
+            }
         }
+        Ok(())
     }
 }

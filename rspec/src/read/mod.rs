@@ -5,6 +5,9 @@
 //! event, its attributes and its children up to the matching end event. Only extension content
 //! is built as an [`XmlElement`] tree. Semantic problems are collected (never returned early);
 //! byte offsets are kept and turned into line/column once, at the end, in a single sweep.
+//!
+//! A large document may be read in parts on several threads ([`split`]): each part by the
+//! same element readers, with a reader over its own bytes that starts inside the root.
 
 mod attrs;
 mod elements;
@@ -12,14 +15,19 @@ mod link;
 mod node;
 mod ns;
 mod opstate;
+mod split;
 mod strings;
 mod values;
 
 pub(crate) use attrs::attr_iter;
 
+pub(crate) use split::default_threads;
+pub use split::{Split, PARALLEL_MIN_BYTES};
 pub(crate) use values::is_datetime;
 
 use std::borrow::Cow;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
@@ -178,8 +186,9 @@ struct XmlnsScan {
 }
 
 impl XmlnsScan {
-    fn new() -> Self {
-        XmlnsScan { finder: memchr::memmem::Finder::new("xmlns"), found: Vec::new(), next: 0, done: 0 }
+    /// A scan of the input from offset `from` on.
+    fn new(from: usize) -> Self {
+        XmlnsScan { finder: memchr::memmem::Finder::new("xmlns"), found: Vec::new(), next: 0, done: from }
     }
 
     /// Whether an occurrence starts in `from..to` of `input` (one that starts there but runs
@@ -223,6 +232,11 @@ impl XmlnsScan {
 /// Reader state for one document.
 pub(crate) struct Ctx<'i> {
     reader: Reader<&'i [u8]>,
+    /// The offset in `input` of the reader's first byte (0, or the start of a part of a split
+    /// document, see [`split`]): the reader counts positions from there.
+    base: usize,
+    /// The offset in `input` where the reader's bytes end.
+    end: usize,
     /// The whole input, so names and attribute text can be sliced from it without UTF-8
     /// re-checks.
     input: &'i str,
@@ -230,6 +244,12 @@ pub(crate) struct Ctx<'i> {
     pub(crate) scopes: Scopes<'i>,
     depth: usize,
     elements: usize,
+    /// Above this many elements, [`Ctx::count_elements`] decides whether there are too many.
+    element_limit: usize,
+    /// For a part of a split document: the element count of the whole document, to which
+    /// each part adds its own every [`ELEMENT_BATCH`] elements (the `usize` is how many it
+    /// has added), so the parts together stop soon after [`MAX_ELEMENTS`].
+    shared_elements: Option<(Arc<split::Shared>, usize)>,
     /// The input before this offset has no forbidden control character (see
     /// [`Ctx::check_controls`]).
     checked: usize,
@@ -285,36 +305,54 @@ pub(crate) enum FatalKind {
 
 pub(crate) type Res<T> = Result<T, Fatal>;
 
+/// How many elements a part of a split document reads between updates of the shared count.
+const ELEMENT_BATCH: usize = 4096;
+
+/// A quick-xml reader over `text` configured as the reader needs it.
+fn reader(text: &str) -> Reader<&[u8]> {
+    let mut reader = Reader::from_str(text);
+    let config = reader.config_mut();
+    // Whitespace before text is skipped by quick-xml, so indentation between tags makes no
+    // event at all (it was half of all events). Text is still kept verbatim: `event` puts
+    // the skipped whitespace back from the input (mixed content keeps its spaces).
+    config.trim_text_start = true;
+    config.trim_text_end = false;
+    config.check_end_names = true;
+    config.expand_empty_elements = false;
+    reader
+}
+
 impl<'i> Ctx<'i> {
     fn new(input: &'i str) -> Self {
-        let mut reader = Reader::from_str(input);
-        let config = reader.config_mut();
-        // Whitespace before text is skipped by quick-xml, so indentation between tags makes no
-        // event at all (it was half of all events). Text is still kept verbatim: `event` puts
-        // the skipped whitespace back from the input (mixed content keeps its spaces).
-        config.trim_text_start = true;
-        config.trim_text_end = false;
-        config.check_end_names = true;
-        config.expand_empty_elements = false;
         Ctx {
-            reader,
+            reader: reader(input),
+            base: 0,
+            end: input.len(),
             input,
             scopes: Scopes::new(),
             depth: 0,
             elements: 0,
+            element_limit: MAX_ELEMENTS,
+            shared_elements: None,
             checked: 0,
             problems: Vec::new(),
             offsets: Offsets::default(),
             kind: RSpecType::Request,
             strs: Strings::new(),
             hints: Hints([0; list::COUNT]),
-            xmlns: XmlnsScan::new(),
+            xmlns: XmlnsScan::new(0),
             last_attrs: ("", 0),
         }
     }
 
+    /// The reader's position in the input.
+    #[inline(always)]
+    fn position(&self) -> usize {
+        self.base + self.reader.buffer_position() as usize
+    }
+
     fn malformed(&self, message: impl Into<String>) -> Fatal {
-        Fatal { offset: self.reader.buffer_position() as usize, kind: FatalKind::Malformed(message.into()) }
+        Fatal { offset: self.position(), kind: FatalKind::Malformed(message.into()) }
     }
 
     pub(crate) fn problem(&mut self, offset: usize, kind: ProblemKind, message: String) {
@@ -330,17 +368,17 @@ impl<'i> Ctx<'i> {
         }
         self.scopes.settle();
         loop {
-            let offset = self.reader.buffer_position() as usize;
+            let offset = self.position();
             let ev = match self.reader.read_event() {
                 Ok(ev) => ev,
                 Err(e) => {
                     return Err(Fatal {
-                        offset: self.reader.error_position() as usize,
+                        offset: self.base + self.reader.error_position() as usize,
                         kind: FatalKind::Malformed(e.to_string()),
                     })
                 }
             };
-            let pos = self.reader.buffer_position() as usize;
+            let pos = self.position();
             if pos - self.checked >= CONTROL_CHECK_WINDOW {
                 self.check_controls(pos)?;
             }
@@ -370,9 +408,27 @@ impl<'i> Ctx<'i> {
         attrs::Checked::new(attrs).check_all().map_err(|m| Fatal { offset, kind: FatalKind::Malformed(m) })
     }
 
+    /// Decides, once `elements` passes `element_limit`, whether the document has too many
+    /// elements. A whole document has a fixed limit; a part of a split document adds what it
+    /// read to the shared count and reads on while the total is within [`MAX_ELEMENTS`] (and
+    /// no other part has failed: then this one stops too, its result is not needed).
+    #[cold]
+    fn count_elements(&mut self) -> Result<(), ()> {
+        let Some((shared, flushed)) = &mut self.shared_elements else { return Err(()) };
+        let add = self.elements - *flushed;
+        *flushed = self.elements;
+        if shared.elements.fetch_add(add, Ordering::Relaxed) + add > MAX_ELEMENTS
+            || shared.failed.load(Ordering::Relaxed)
+        {
+            return Err(());
+        }
+        self.element_limit = self.elements + ELEMENT_BATCH;
+        Ok(())
+    }
+
     /// Checks the input up to `upto` for control characters XML forbids (quick-xml does not).
     /// It runs on the bytes quick-xml has just read, while they are still in the cache, rather
-    /// than as a separate pass over the whole document; [`parse`] checks the rest, also when
+    /// than as a separate pass over the whole document; [`sequential`] checks the rest, also when
     /// reading failed, so a control character is always the error reported, as if the whole
     /// input had been checked first.
     fn check_controls(&mut self, upto: usize) -> Res<()> {
@@ -410,8 +466,8 @@ impl<'i> Ctx<'i> {
     fn start_tag(&mut self, e: &BytesStart<'i>, empty: bool, offset: usize) -> Res<Tag<'i>> {
         let fatal = |kind| Fatal { offset, kind };
         self.elements += 1;
-        if self.elements > MAX_ELEMENTS {
-            return Err(fatal(FatalKind::TooManyElements));
+        if self.elements > self.element_limit {
+            self.count_elements().map_err(|()| fatal(FatalKind::TooManyElements))?;
         }
         if self.depth + 1 > MAX_DEPTH {
             return Err(fatal(FatalKind::TooDeep));
@@ -555,8 +611,8 @@ impl<'i> Ctx<'i> {
         }
     }
 
-    /// Reads the root element and the document's epilogue.
-    fn document(&mut self) -> Res<RSpec> {
+    /// Reads up to the root's start tag, which must be `<rspec>` in the GENI namespace.
+    fn root(&mut self) -> Res<Tag<'i>> {
         let root = loop {
             match self.event()? {
                 Ev::Tag(tag) => break tag,
@@ -575,6 +631,12 @@ impl<'i> Ctx<'i> {
             };
             return Err(Fatal { offset: root.offset, kind: FatalKind::NotRSpec(format!("{found}{hint}")) });
         }
+        Ok(root)
+    }
+
+    /// Reads the root element and the document's epilogue.
+    fn document(&mut self) -> Res<RSpec> {
+        let root = self.root()?;
         let rspec = self.rspec(root)?;
         // Only whitespace, comments and processing instructions may follow the root.
         loop {
@@ -633,8 +695,20 @@ fn first_control_char(bytes: &[u8]) -> Option<usize> {
     blocks.remainder().iter().position(|&b| bad(b)).map(|i| base + i)
 }
 
-/// Reads a document; see [`crate::parse`].
-pub(crate) fn parse(input: &str) -> Result<RSpec, Error> {
+/// Reads a document, on up to `threads` threads if it has at least `min_bytes` bytes (see
+/// [`split`]); the result is always the one [`sequential`] gives. Also says how it was read.
+pub(crate) fn parse(input: &str, threads: usize, min_bytes: usize) -> (Result<RSpec, Error>, Split) {
+    if threads < 2 || input.len() < min_bytes || input.len() > MAX_DOCUMENT_BYTES {
+        return (sequential(input), Split::Sequential);
+    }
+    match split::parse(input, threads) {
+        Some((rspec, parts)) => (Ok(rspec), Split::Parallel { parts }),
+        None => (sequential(input), Split::FellBack),
+    }
+}
+
+/// Reads a document on the calling thread; see [`crate::parse`].
+pub(crate) fn sequential(input: &str) -> Result<RSpec, Error> {
     if input.len() > MAX_DOCUMENT_BYTES {
         return Err(Error::TooLarge { len: input.len(), max: MAX_DOCUMENT_BYTES });
     }
@@ -755,7 +829,7 @@ mod tests {
         }
         let naive = |from: usize, to: usize| (from..to).any(|p| input[p..].starts_with(b"xmlns"));
         for step in [1, 3, 17, 1000, w + 1] {
-            let mut scan = XmlnsScan::new();
+            let mut scan = XmlnsScan::new(0);
             let mut from = 0;
             while from < len {
                 let to = (from + step).min(len);
@@ -766,8 +840,8 @@ mod tests {
         // A range longer than a chunk is searched on its own, with the same answers.
         let mut one = vec![b'a'; 2 * w];
         one[w + 3..w + 8].copy_from_slice(b"xmlns");
-        assert!(XmlnsScan::new().within(&one, 0, w + 5));
-        assert!(!XmlnsScan::new().within(&one, 0, w + 3));
+        assert!(XmlnsScan::new(0).within(&one, 0, w + 5));
+        assert!(!XmlnsScan::new(0).within(&one, 0, w + 3));
     }
 
     #[test]

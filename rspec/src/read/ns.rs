@@ -86,6 +86,7 @@ impl Ns {
 }
 
 /// One prefix binding; `ns` is `None` where `xmlns:p=""` or `xmlns=""` undeclares it.
+#[derive(Clone)]
 struct Binding<'i> {
     prefix: &'i [u8],
     ns: Option<Ns>,
@@ -124,6 +125,23 @@ impl<'i> Scopes<'i> {
             default: Ns::None,
             xml: Ns::Other(SmolStr::new_static(XML_NS)),
             xmlns: Ns::Other(SmolStr::new_static(XMLNS_NS)),
+            seq: 0,
+            checked: Cell::new(0),
+        }
+    }
+
+    /// A copy of the bindings in scope, for a reader of a part of the document that starts
+    /// here (see [`super::split`]). Only taken between events, after the last tag's
+    /// attributes were checked.
+    pub(crate) fn fork(&self) -> Self {
+        debug_assert_eq!(self.pending, 0);
+        Scopes {
+            bindings: self.bindings.clone(),
+            pushed: self.pushed.clone(),
+            pending: 0,
+            default: self.default.clone(),
+            xml: self.xml.clone(),
+            xmlns: self.xmlns.clone(),
             seq: 0,
             checked: Cell::new(0),
         }

@@ -118,6 +118,7 @@ pub fn check(h: &Arc<Host>, r: RestoreRequest) -> Res<RestoreReply> {
     let started = Instant::now();
     let images = verify_all(h, &r, true)?;
     lock(&h.local.checked).insert(r.restore.clone(), Instant::now());
+    tracing::info!(restore = %r.restore, verified_ms = started.elapsed().as_millis() as u64, "restore checked");
     Ok(RestoreReply {
         domains: images.into_iter().map(|(d, _)| d.domain).collect(),
         elapsed_ms: started.elapsed().as_millis() as u64,
@@ -130,6 +131,7 @@ pub fn prepare(h: &Arc<Host>, r: RestoreRequest) -> Res<RestoreReply> {
     let started = Instant::now();
     let checked = lock(&h.local.checked).remove(&r.restore).is_some_and(|t| t.elapsed() < CHECK_VALID);
     let images = verify_all(h, &r, !checked)?;
+    let verified = started.elapsed();
     // From here on the host changes: the current domains of these names go away.
     for (img, _) in &images {
         if let Ok(old) = h.get(&img.domain) {
@@ -137,6 +139,8 @@ pub fn prepare(h: &Arc<Host>, r: RestoreRequest) -> Res<RestoreReply> {
             h.forget_domain(&old);
         }
     }
+    let cleared = started.elapsed();
+    let mut domains_started = Duration::ZERO;
     let mut created = Vec::new();
     let result = (|| -> Res<Vec<(String, PortLogs)>> {
         let mut loads = Vec::new();
@@ -202,6 +206,7 @@ pub fn prepare(h: &Arc<Host>, r: RestoreRequest) -> Res<RestoreReply> {
                 persist::load_image(&dir, &image, &sock, Duration::from_secs(600)).map_err(|e| format!("{name}: {e}"))
             }));
         }
+        domains_started = started.elapsed();
         let mut failures = Vec::new();
         for t in loads {
             match t.join() {
@@ -215,6 +220,15 @@ pub fn prepare(h: &Arc<Host>, r: RestoreRequest) -> Res<RestoreReply> {
         }
         Ok(logs)
     })();
+    tracing::info!(
+        restore = %r.restore,
+        verified_ms = verified.as_millis() as u64,
+        old_domains_gone_ms = cleared.as_millis() as u64,
+        domains_started_ms = domains_started.as_millis() as u64,
+        loaded_ms = started.elapsed().as_millis() as u64,
+        ok = result.is_ok(),
+        "restore prepared (ms since the request)"
+    );
     match result {
         Ok(logs) => {
             lock(&h.local.restores)

@@ -184,7 +184,7 @@ async fn idle(bed: &Bed, reps: usize, window: Duration) -> anyhow::Result<IdleRe
         w.reset_tcp_baseline().await?;
         w.stall_reset().await?;
         tokio::time::sleep(window).await;
-        stalls.extend(w.stall_max_gaps().await?.into_values());
+        stalls.extend(w.stall_max_gaps().await?.into_values().map(|g| g.ms));
         tcp += w.tcp_timeouts().await?.values().sum::<u64>();
     }
     Ok(IdleResult {
@@ -324,7 +324,6 @@ async fn one(bed: &Bed, mode: CutMode) -> anyhow::Result<(RunResult, Taken)> {
     // Let retransmission timers fire (the first RTO is 200 ms; backoff doubles).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let stalls = w.stall_max_gaps().await?;
-    let stall_starts = w.stall_gap_starts().await?;
     let (tcp, tcp_at) = w.tcp_timeouts_timed().await?;
     let first_cut_ns = snap.domain_cuts().iter().map(|c| c.cut_at_ns).min().unwrap_or(committed_ns);
     let during = first_cut_ns..=committed_ns + CAUSE_WINDOW_AFTER.as_nanos();
@@ -343,8 +342,11 @@ async fn one(bed: &Bed, mode: CutMode) -> anyhow::Result<(RunResult, Taken)> {
                 vm: v.name.clone(),
                 pause_ms: c.map(|c| c.pause_us as f64 / 1000.0).unwrap_or(f64::NAN),
                 qemu_downtime_ms: c.and_then(|c| c.qemu_downtime_ms),
-                stall_ms: stalls.get(&v.name).copied().unwrap_or(f64::NAN),
-                stall_from_cut_ms: stall_starts.get(&v.name).map(|&t| (t as f64 - first_cut_ns as f64) / 1e6),
+                stall_ms: stalls.get(&v.name).map_or(f64::NAN, |g| g.ms),
+                stall_from_cut_ms: stalls
+                    .get(&v.name)
+                    .and_then(|g| g.began_ns)
+                    .map(|t| (t as f64 - first_cut_ns as f64) / 1e6),
                 tcp_timeouts: tcp.get(&v.name).copied().unwrap_or(0),
                 tcp_timeouts_during: tcp_during.get(&v.name).copied().unwrap_or(0),
                 steps_ms: c

@@ -19,6 +19,15 @@ pub(crate) async fn guest(client: &AgentClient, vm: &str, req: Value) -> anyhow:
     Ok(r)
 }
 
+/// A stall meter's longest arrival gap since its last reset.
+#[derive(Clone, Copy, Debug)]
+pub struct StallGap {
+    /// Its length, ms.
+    pub ms: f64,
+    /// When it began, host Unix ns (`None` before the meter saw two arrivals).
+    pub began_ns: Option<u128>,
+}
+
 /// Workloads running on a slice.
 #[derive(Debug)]
 pub struct Workloads {
@@ -177,30 +186,23 @@ impl Workloads {
         Ok(())
     }
 
-    /// Longest arrival gap (ms) of each VM's stall meter since the last reset (keyed by the
-    /// receiving VM; the sender is its predecessor in VM order).
-    pub async fn stall_max_gaps(&self) -> anyhow::Result<BTreeMap<String, f64>> {
+    /// Longest arrival gap of each VM's stall meter since the last reset (keyed by the
+    /// receiving VM; the sender is its predecessor in VM order), with when it began.
+    pub async fn stall_max_gaps(&self) -> anyhow::Result<BTreeMap<String, StallGap>> {
         let mut out = BTreeMap::new();
         for (vm, r) in self.vms.iter().zip(self.states().await) {
             let st = r?;
-            let gap = st
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
+            let ms = st
                 .pointer("/stall/max_gap_ms")
                 .and_then(Value::as_f64)
                 .ok_or_else(|| anyhow!("{}: stall meter not running", vm.name))?;
-            out.insert(vm.name.clone(), gap);
-        }
-        Ok(out)
-    }
-
-    /// When each VM's longest arrival gap since the last reset began, as host Unix ns
-    /// (the guest says how long ago; VMs whose meter saw no gap yet are left out).
-    pub async fn stall_gap_starts(&self) -> anyhow::Result<BTreeMap<String, u128>> {
-        let mut out = BTreeMap::new();
-        for (vm, r) in self.vms.iter().zip(self.states().await) {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
-            if let Some(ago) = r?.pointer("/stall/max_gap_began_ms_ago").and_then(Value::as_f64) {
-                out.insert(vm.name.clone(), now.saturating_sub((ago * 1e6) as u128));
-            }
+            // The guest says how long ago the gap began; no gap yet, no instant.
+            let began_ns = st
+                .pointer("/stall/max_gap_began_ms_ago")
+                .and_then(Value::as_f64)
+                .map(|ago| now.saturating_sub((ago * 1e6) as u128));
+            out.insert(vm.name.clone(), StallGap { ms, began_ns });
         }
         Ok(out)
     }

@@ -84,6 +84,9 @@ enum BenchCmd {
         /// Snapshots per mode.
         #[arg(long, default_value_t = 3)]
         reps: usize,
+        /// Stall meter rate, packets per second per VM (QEMU hosts).
+        #[arg(long, default_value_t = vnsnap_testbed::checker::STALL_HZ)]
+        stall_hz: u64,
         /// `qemu` (the 3-VM slice on QEMU hosts) or `xen`: one domU on a nested Xen host,
         /// the live method against `xl save -c` (stop-and-copy).
         #[arg(long, default_value = "qemu")]
@@ -122,7 +125,7 @@ enum BenchCmd {
         /// Snapshots per size.
         #[arg(long, default_value_t = 3)]
         reps: usize,
-        /// Also run the 1 kHz UDP stall meters.
+        /// Also run the UDP stall meters.
         #[arg(long)]
         stall: bool,
     },
@@ -224,10 +227,21 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build()?;
             rt.block_on(run(&XenBenchOptions { out, vm_mib, dirty_mib, dirty_rate, reps }))?;
         }
-        Cmd::Bench { cmd: BenchCmd::Snapshot { compare, out, vm_mib, dirty_mib, dirty_rate, reps, host } } => {
+        Cmd::Bench {
+            cmd: BenchCmd::Snapshot { compare, out, vm_mib, dirty_mib, dirty_rate, reps, host, stall_hz },
+        } => {
             anyhow::ensure!(host == "qemu", "--host is qemu or xen, not {host:?}");
             use vnsnap_testbed::bench::snapshot::{run, SnapshotBenchOptions};
-            run(&SnapshotBenchOptions { out, compare, vm_mib, dirty_mib, dirty_rate, reps, ..Default::default() })?;
+            run(&SnapshotBenchOptions {
+                out,
+                compare,
+                vm_mib,
+                dirty_mib,
+                dirty_rate,
+                reps,
+                stall_hz,
+                ..Default::default()
+            })?;
         }
         Cmd::Bench { cmd: BenchCmd::Restore { out, vm_mib, reps } } => {
             use vnsnap_testbed::bench::restore::{run, RestoreBenchOptions};

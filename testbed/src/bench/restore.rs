@@ -71,7 +71,7 @@ pub fn run(opts: &RestoreBenchOptions) -> anyhow::Result<RestoreReport> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async {
         println!("bench restore: 2-host lab, 3 VMs of {} MiB with the checker's workloads", opts.vm_mib);
-        let b = bed(opts.vm_mib, 64, 32).await?;
+        let b = bed(opts.vm_mib, 64, 32, crate::checker::STALL_HZ).await?;
         let state = b.lab.hosts[0].state_dir();
         tokio::task::block_in_place(|| raw_write_mb_s(&state, 1024))?;
         let read = tokio::task::block_in_place(|| raw_read_mb_s(&state))?;

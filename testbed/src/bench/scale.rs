@@ -5,7 +5,7 @@
 //! segment L0 and, with two segments, on L1; every segment tunnelled between all hosts),
 //! 128 MiB per VM, running the checker's light workloads (the TCP token ring through all
 //! VMs over L0, a UDP sequence stream from each VM to the next, the disk counters;
-//! optionally the 1 kHz stall meters). Then `reps` snapshots through the AM coordinator in
+//! optionally the stall meters). Then `reps` snapshots through the AM coordinator in
 //! our consistent mode ([`CutMode::Consistent`]), each followed by the checker's
 //! invariants, then deleted.
 //!
@@ -42,7 +42,7 @@ pub struct ScaleBenchOptions {
     pub vm_mib: u64,
     /// Snapshots per size.
     pub reps: usize,
-    /// Also run the 1 kHz stall meters.
+    /// Also run the stall meters (at `checker::STALL_HZ`).
     pub stall: bool,
 }
 
@@ -295,7 +295,7 @@ pub fn run(opts: &ScaleBenchOptions) -> anyhow::Result<ScaleReport> {
             opts.vm_mib,
             opts.hosts,
             opts.segments,
-            if opts.stall { " + 1 kHz stall meters" } else { "" },
+            if opts.stall { " + stall meters" } else { "" },
             opts.reps
         );
         let (mut sizes, mut failed) = (Vec::new(), Vec::new());

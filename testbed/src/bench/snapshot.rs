@@ -2,7 +2,8 @@
 //! slice, and (with `--compare`) the same for the two usual ways of snapshotting a slice.
 //!
 //! One 2-host lab, one 3-VM slice (256 MiB per VM by default) running the checker's
-//! workloads plus a memory dirtier and 1 kHz UDP stall meters (each VM pings the next);
+//! workloads plus a memory dirtier and UDP stall meters (each VM pings the next, 250 Hz
+//! by default: see `checker::STALL_HZ`);
 //! then, per mode, `reps` snapshots through the AM coordinator:
 //!
 //! * `vnsnap` (ours, [`CutMode::Consistent`]): epoch colouring + background snapshot;
@@ -11,7 +12,7 @@
 //!   post-cut frames dropped.
 //!
 //! Per VM: the pause (agent-measured, QMP stop until running), the guest-observed stall
-//! (longest gap of the 1 kHz stream arriving at that VM, reset before the snapshot, read
+//! (longest gap of the stall stream arriving at that VM, reset before the snapshot, read
 //! 2 s after it), the cut skew, total and save times, image bytes, frames held/recorded/
 //! dropped (switch counters over the snapshot), guest TCP retransmission timeouts
 //! (netstat `TCPTimeouts` delta over the window, and of those the ones that fired from the
@@ -47,6 +48,8 @@ pub struct SnapshotBenchOptions {
     pub reps: usize,
     /// Size of the raw write-bandwidth probe, MiB.
     pub probe_mib: u64,
+    /// Stall meter rate, packets per second.
+    pub stall_hz: u64,
 }
 
 impl Default for SnapshotBenchOptions {
@@ -59,6 +62,7 @@ impl Default for SnapshotBenchOptions {
             dirty_rate: 32,
             reps: 3,
             probe_mib: 1024,
+            stall_hz: crate::checker::STALL_HZ,
         }
     }
 }
@@ -78,7 +82,7 @@ pub struct VmResult {
     pub pause_ms: f64,
     /// QEMU's own downtime, ms, when reported.
     pub qemu_downtime_ms: Option<u64>,
-    /// Longest gap of the 1 kHz stream arriving at this VM, ms.
+    /// Longest gap of the stall stream arriving at this VM, ms.
     pub stall_ms: f64,
     /// When that gap began, ms after the snapshot's first cut instant (negative: before it).
     pub stall_from_cut_ms: Option<f64>,
@@ -204,6 +208,8 @@ pub struct SnapshotReport {
     pub dirty_mib: u64,
     /// Dirtier rate.
     pub dirty_rate_mib_s: u64,
+    /// Stall meter rate, packets per second.
+    pub stall_hz: u64,
     /// Raw sequential write bandwidth of the state directory's disk, MB/s.
     pub raw_write_mb_s: f64,
     /// The same measurements over windows without any snapshot: the machine's own noise.
@@ -292,7 +298,7 @@ pub struct Bed {
 
 /// Starts a 2-host lab with the 3-VM slice and the workloads (ring, UDP streams, disk
 /// counters, memory dirtier, stall meters).
-pub async fn bed(vm_mib: u64, dirty_mib: u64, dirty_rate: u64) -> anyhow::Result<Bed> {
+pub async fn bed(vm_mib: u64, dirty_mib: u64, dirty_rate: u64, stall_hz: u64) -> anyhow::Result<Bed> {
     let lab = tokio::task::block_in_place(|| Lab::up(slice::lab_options()))?;
     let slice = slice::three_vm_slice(&lab, vm_mib).await?;
     let work = Workloads::start(
@@ -302,6 +308,7 @@ pub async fn bed(vm_mib: u64, dirty_mib: u64, dirty_rate: u64) -> anyhow::Result
             mem_mib: (dirty_mib > 0).then_some(dirty_mib),
             mem_rate_mib_s: dirty_rate,
             stall: true,
+            stall_hz,
             ..Default::default()
         },
     )
@@ -409,10 +416,10 @@ pub fn run(opts: &SnapshotBenchOptions) -> anyhow::Result<SnapshotReport> {
 
 async fn run_async(opts: &SnapshotBenchOptions) -> anyhow::Result<SnapshotReport> {
     println!(
-        "bench snapshot: 2-host lab, 3 VMs of {} MiB, dirtier {} MiB at {} MiB/s, ring, UDP streams, 1 kHz stall meters",
-        opts.vm_mib, opts.dirty_mib, opts.dirty_rate
+        "bench snapshot: 2-host lab, 3 VMs of {} MiB, dirtier {} MiB at {} MiB/s, ring, UDP streams, {} Hz stall meters",
+        opts.vm_mib, opts.dirty_mib, opts.dirty_rate, opts.stall_hz
     );
-    let bed = bed(opts.vm_mib, opts.dirty_mib, opts.dirty_rate).await?;
+    let bed = bed(opts.vm_mib, opts.dirty_mib, opts.dirty_rate, opts.stall_hz).await?;
     let state = bed.lab.hosts[0].state_dir();
     let raw = tokio::task::block_in_place(|| raw_write_mb_s(&state, opts.probe_mib))?;
     let _ = std::fs::remove_file(state.join("bench-write.tmp"));
@@ -487,6 +494,7 @@ async fn run_async(opts: &SnapshotBenchOptions) -> anyhow::Result<SnapshotReport
         vm_mib: opts.vm_mib,
         dirty_mib: opts.dirty_mib,
         dirty_rate_mib_s: opts.dirty_rate,
+        stall_hz: opts.stall_hz,
         raw_write_mb_s: raw,
         idle,
         modes: results,

@@ -429,36 +429,6 @@ impl CutPriority {
         self.raised = true;
     }
 
-    /// Reads the first byte of every 2 MiB of the guest's RAM (the huge-page memfd
-    /// mappings of the QEMU, at least [`WARM_MIN_MAPPING`] long) through
-    /// `/proc/<pid>/mem`; returns how many were read.
-    ///
-    /// Setting up a background snapshot, QEMU's migration thread reads those same bytes
-    /// with the guest paused (`ram_write_tracking_prepare`: one read per RAM page, so that
-    /// write protection covers every page). That is normally well under a millisecond. But
-    /// the test machine is itself a VM whose host lets memory go cold when it has not been
-    /// touched for a second or so: there a first read costs up to ~0.1 ms per 2 MiB page
-    /// (a 2 MiB-stride read of 256 MiB took 0.4 ms hot, 1.5 ms after 1 s untouched, 12 ms
-    /// after 20 s), and the prepare added 9-10 ms to every pause (`perf sched`: the thread
-    /// ran 10 ms on the CPU before its first trace event). Read here, just before the cut
-    /// instant, the same bytes are warm when QEMU reads them. The guest's memory is only
-    /// read, never written.
-    pub fn warm_guest_ram(&self) -> usize {
-        let Some(pid) = self.pid else { return 0 };
-        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { return 0 };
-        let Ok(mem) = std::fs::File::open(format!("/proc/{pid}/mem")) else { return 0 };
-        let mut n = 0;
-        for (start, end) in guest_ram_mappings(&maps) {
-            let mut byte = [0u8; 1];
-            for addr in (start..end).step_by(WARM_STRIDE as usize) {
-                if std::os::unix::fs::FileExt::read_at(&mem, &mut byte, addr).is_ok() {
-                    n += 1;
-                }
-            }
-        }
-        n
-    }
-
     /// Puts every thread back, the caller's too (also done on drop).
     pub fn lower(&mut self) {
         if std::mem::take(&mut self.raised) {
@@ -476,7 +446,36 @@ impl CutPriority {
     }
 }
 
-/// Stride of [`CutPriority::warm_guest_ram`]: the huge-page size of guest RAM.
+/// Reads the first byte of every 2 MiB of the guest's RAM (the huge-page memfd
+/// mappings of the QEMU, at least [`WARM_MIN_MAPPING`] long) of QEMU `pid` through
+/// `/proc/<pid>/mem`; returns how many were read.
+///
+/// Setting up a background snapshot, QEMU's migration thread reads those same bytes
+/// with the guest paused (`ram_write_tracking_prepare`: one read per RAM page, so that
+/// write protection covers every page). That is normally well under a millisecond. But
+/// the test machine is itself a VM whose host lets memory go cold when it has not been
+/// touched for a second or so: there a first read costs up to ~0.1 ms per 2 MiB page
+/// (a 2 MiB-stride read of 256 MiB took 0.4 ms hot, 1.5 ms after 1 s untouched, 12 ms
+/// after 20 s), and the prepare added 9-10 ms to every pause (`perf sched`: the thread
+/// ran 10 ms on the CPU before its first trace event). Read here shortly before the cut
+/// (see `snapshot::warm_guest_ram`), the same bytes are warm when QEMU reads them. The
+/// guest's memory is only read, never written.
+pub fn warm_guest_ram(pid: u32) -> usize {
+    let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { return 0 };
+    let Ok(mem) = std::fs::File::open(format!("/proc/{pid}/mem")) else { return 0 };
+    let mut n = 0;
+    for (start, end) in guest_ram_mappings(&maps) {
+        let mut byte = [0u8; 1];
+        for addr in (start..end).step_by(WARM_STRIDE as usize) {
+            if std::os::unix::fs::FileExt::read_at(&mem, &mut byte, addr).is_ok() {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// Stride of [`warm_guest_ram`]: the huge-page size of guest RAM.
 const WARM_STRIDE: u64 = 2 << 20;
 /// Mappings shorter than this are not guest RAM (ROMs, ACPI tables).
 pub const WARM_MIN_MAPPING: u64 = 16 << 20;

@@ -400,27 +400,6 @@ fn ready_saver(s: &mut Session, ddir: &Path, progress: &Arc<AtomicU64>) -> Res<S
     Ok(saver)
 }
 
-/// Reads the bytes of a domain's guest RAM that its background snapshot's set-up reads
-/// with the guest paused, on a thread of its own at the normal priority, as soon as the
-/// cut request arrives (the cut lead, 250 ms or more, before the instant), so that they are
-/// warm when QEMU reads them (see `persist::warm_guest_ram`). Just before the instant and
-/// on the cut thread, under its real-time priority, the reads (~10 ms per domain when cold)
-/// delayed the set-ups of the host's other domains: at 16 VMs on 4 hosts the skew reached
-/// 175 ms.
-fn warm_guest_ram(dir: &crate::domain::DomainDir, name: &str) {
-    let Some(pid) = crate::domain::qemu::live_pid(dir) else { return };
-    let name = name.to_string();
-    let spawned = std::thread::Builder::new().name("warm-ram".into()).spawn(move || {
-        crate::domain::qemu::set_thread_fifo(0, 0);
-        let t = Instant::now();
-        let pages = persist::warm_guest_ram(pid);
-        tracing::info!(domain = name, pages, us = t.elapsed().as_micros() as u64, "guest RAM warmed");
-    });
-    if let Err(e) = spawned {
-        tracing::warn!(error = %e, "could not start the guest RAM warm-up");
-    }
-}
-
 /// Now, as Unix time in ns (the cut instants' unit).
 fn now_ns() -> u128 {
     crate::domain::unix_ns().into()
@@ -451,7 +430,7 @@ fn cut_one(
     }
     let dom = h.get(name)?;
     if matches!(mode, CutMode::Consistent | CutMode::Naive) {
-        warm_guest_ram(&dom.dir, name);
+        persist::warm_guest_ram(&dom.dir, name);
     }
     // The set-up's steps, timed for the warning below should they overrun the instant.
     let setup = Instant::now();

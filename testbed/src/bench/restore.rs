@@ -10,7 +10,7 @@
 //! `restore <= 2 x (image bytes / read bandwidth) + 2 s`; the checker's invariants after
 //! each restore. JSON goes to `target/bench/restore.json`.
 
-use super::snapshot::{bed, raw_read_mb_s, raw_write_mb_s};
+use super::snapshot::{bed, raw_read_mb_s, raw_write_mb_s, SnapshotBenchOptions};
 use crate::checker::slice;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -71,7 +71,7 @@ pub fn run(opts: &RestoreBenchOptions) -> anyhow::Result<RestoreReport> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async {
         println!("bench restore: 2-host lab, 3 VMs of {} MiB with the checker's workloads", opts.vm_mib);
-        let b = bed(opts.vm_mib, 64, 32, crate::checker::STALL_HZ).await?;
+        let b = bed(&SnapshotBenchOptions { vm_mib: opts.vm_mib, ..Default::default() }).await?;
         let state = b.lab.hosts[0].state_dir();
         tokio::task::block_in_place(|| raw_write_mb_s(&state, 1024))?;
         let read = tokio::task::block_in_place(|| raw_read_mb_s(&state))?;

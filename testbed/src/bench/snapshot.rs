@@ -297,18 +297,18 @@ pub struct Bed {
 }
 
 /// Starts a 2-host lab with the 3-VM slice and the workloads (ring, UDP streams, disk
-/// counters, memory dirtier, stall meters).
-pub async fn bed(vm_mib: u64, dirty_mib: u64, dirty_rate: u64, stall_hz: u64) -> anyhow::Result<Bed> {
+/// counters, memory dirtier, stall meters) sized by `opts`.
+pub async fn bed(opts: &SnapshotBenchOptions) -> anyhow::Result<Bed> {
     let lab = tokio::task::block_in_place(|| Lab::up(slice::lab_options()))?;
-    let slice = slice::three_vm_slice(&lab, vm_mib).await?;
+    let slice = slice::three_vm_slice(&lab, opts.vm_mib).await?;
     let work = Workloads::start(
         &slice.clients,
         &slice.vms,
         WorkloadOptions {
-            mem_mib: (dirty_mib > 0).then_some(dirty_mib),
-            mem_rate_mib_s: dirty_rate,
+            mem_mib: (opts.dirty_mib > 0).then_some(opts.dirty_mib),
+            mem_rate_mib_s: opts.dirty_rate,
             stall: true,
-            stall_hz,
+            stall_hz: opts.stall_hz,
             ..Default::default()
         },
     )
@@ -419,7 +419,7 @@ async fn run_async(opts: &SnapshotBenchOptions) -> anyhow::Result<SnapshotReport
         "bench snapshot: 2-host lab, 3 VMs of {} MiB, dirtier {} MiB at {} MiB/s, ring, UDP streams, {} Hz stall meters",
         opts.vm_mib, opts.dirty_mib, opts.dirty_rate, opts.stall_hz
     );
-    let bed = bed(opts.vm_mib, opts.dirty_mib, opts.dirty_rate, opts.stall_hz).await?;
+    let bed = bed(opts).await?;
     let state = bed.lab.hosts[0].state_dir();
     let raw = tokio::task::block_in_place(|| raw_write_mb_s(&state, opts.probe_mib))?;
     let _ = std::fs::remove_file(state.join("bench-write.tmp"));

@@ -446,21 +446,40 @@ impl CutPriority {
     }
 }
 
-/// Reads the first byte of every 2 MiB of the guest's RAM (the huge-page memfd
-/// mappings of the QEMU, at least [`WARM_MIN_MAPPING`] long) of QEMU `pid` through
-/// `/proc/<pid>/mem`; returns how many were read.
+/// Warms the bytes of a domain's guest RAM that its background snapshot's set-up reads
+/// with the guest paused: called as soon as a cut request arrives (the cut lead, 250 ms or
+/// more, before the instant), it reads them on a thread of its own at the normal priority
+/// and logs `guest RAM warmed` with the time that took.
 ///
-/// Setting up a background snapshot, QEMU's migration thread reads those same bytes
-/// with the guest paused (`ram_write_tracking_prepare`: one read per RAM page, so that
-/// write protection covers every page). That is normally well under a millisecond. But
-/// the test machine is itself a VM whose host lets memory go cold when it has not been
-/// touched for a second or so: there a first read costs up to ~0.1 ms per 2 MiB page
-/// (a 2 MiB-stride read of 256 MiB took 0.4 ms hot, 1.5 ms after 1 s untouched, 12 ms
-/// after 20 s), and the prepare added 9-10 ms to every pause (`perf sched`: the thread
-/// ran 10 ms on the CPU before its first trace event). Read here shortly before the cut
-/// (see `snapshot::warm_guest_ram`), the same bytes are warm when QEMU reads them. The
-/// guest's memory is only read, never written.
-pub fn warm_guest_ram(pid: u32) -> usize {
+/// QEMU's migration thread reads one byte of every RAM page with the guest paused
+/// (`ram_write_tracking_prepare`, so that write protection covers every page). That is
+/// normally well under a millisecond. But the test machine is itself a VM whose host lets
+/// memory go cold when it has not been touched for a second or so: there a first read
+/// costs up to ~0.1 ms per 2 MiB page (a 2 MiB-stride read of 256 MiB took 0.4 ms hot,
+/// 1.5 ms after 1 s untouched, 12 ms after 20 s), and the prepare added 9-10 ms to every
+/// pause (`perf sched`: the thread ran 10 ms on the CPU before its first trace event).
+/// Read here first, the same bytes are warm when QEMU reads them (2-3 ms). Done just
+/// before the instant on the real-time cut thread instead, the reads (~10 ms per domain
+/// when cold) delayed the set-ups of the host's other domains: at 16 VMs on 4 hosts the
+/// skew reached 175 ms. The guest's memory is only read, never written.
+pub fn warm_guest_ram(dir: &DomainDir, domain: &str) {
+    let Some(pid) = super::live_pid(dir) else { return };
+    let domain = domain.to_string();
+    let spawned = std::thread::Builder::new().name("warm-ram".into()).spawn(move || {
+        // Not the real-time policy a cut thread may hold.
+        super::set_thread_fifo(0, 0);
+        let t = Instant::now();
+        let pages = read_guest_ram_pages(pid);
+        tracing::info!(domain, pages, us = t.elapsed().as_micros() as u64, "guest RAM warmed");
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start the guest RAM warm-up");
+    }
+}
+
+/// Reads the first byte of every 2 MiB of QEMU `pid`'s guest RAM (its memfd mappings at
+/// least [`WARM_MIN_MAPPING`] long) through `/proc/<pid>/mem`; returns how many were read.
+fn read_guest_ram_pages(pid: u32) -> usize {
     let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { return 0 };
     let Ok(mem) = std::fs::File::open(format!("/proc/{pid}/mem")) else { return 0 };
     let mut n = 0;
@@ -475,10 +494,10 @@ pub fn warm_guest_ram(pid: u32) -> usize {
     n
 }
 
-/// Stride of [`warm_guest_ram`]: the huge-page size of guest RAM.
+/// Stride of [`read_guest_ram_pages`]: the huge-page size of guest RAM.
 const WARM_STRIDE: u64 = 2 << 20;
 /// Mappings shorter than this are not guest RAM (ROMs, ACPI tables).
-pub const WARM_MIN_MAPPING: u64 = 16 << 20;
+const WARM_MIN_MAPPING: u64 = 16 << 20;
 
 /// Address ranges of the memfd mappings at least [`WARM_MIN_MAPPING`] long in a
 /// `/proc/<pid>/maps` text: QEMU's guest RAM backend (`memory-backend-memfd`).

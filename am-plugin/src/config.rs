@@ -43,6 +43,9 @@ pub struct Config {
     /// VM defaults and limits.
     #[serde(default)]
     pub vm: VmDefaults,
+    /// Limits and timeouts of the HTTPS server (work done before a call is authorised).
+    #[serde(default)]
+    pub server: ServerLimits,
 }
 
 /// Cluster TLS files.
@@ -136,6 +139,60 @@ impl Default for VmDefaults {
     }
 }
 
+/// Limits of the HTTPS server. Every client with any certificate gets this far before its
+/// credentials are looked at, so these bound what an unauthenticated client can cost.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerLimits {
+    /// Largest request body (bytes). The largest real call is an Allocate carrying a request
+    /// RSpec and a few credentials: a 200-node RSpec is about 200 KiB and a credential 10-20 KiB,
+    /// so 4 MiB leaves more than ten times that.
+    pub max_body_bytes: usize,
+    /// Bytes of request bodies buffered at once over all connections; a request that would pass
+    /// it is refused (503) instead of waiting.
+    pub body_memory_bytes: usize,
+    /// Time a client has to send a complete request head, also on an idle kept-alive connection
+    /// (milliseconds).
+    pub header_timeout_ms: u64,
+    /// Time a client has to send a complete request body once its head is in (milliseconds).
+    pub body_timeout_ms: u64,
+    /// Connections open at once over all clients; more are closed at accept.
+    pub max_connections: usize,
+    /// Connections open at once from one client IP address; more are closed at accept.
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            max_body_bytes: 4 << 20,
+            body_memory_bytes: 128 << 20,
+            header_timeout_ms: 15_000,
+            body_timeout_ms: 30_000,
+            max_connections: 512,
+            max_connections_per_ip: 32,
+        }
+    }
+}
+
+impl ServerLimits {
+    fn check(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(format!("server.{m}")));
+        if self.max_body_bytes == 0 || self.max_body_bytes > self.body_memory_bytes {
+            return bad("max_body_bytes must be at least 1 and at most body_memory_bytes");
+        }
+        // A week is far past any sane value; the bound keeps Duration arithmetic safe.
+        const MAX_MS: u64 = 7 * 24 * 3600 * 1000;
+        if !(1..=MAX_MS).contains(&self.header_timeout_ms) || !(1..=MAX_MS).contains(&self.body_timeout_ms) {
+            return bad("header_timeout_ms and body_timeout_ms must be between 1 and 604800000");
+        }
+        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
+            return bad("max_connections and max_connections_per_ip must be at least 1");
+        }
+        Ok(())
+    }
+}
+
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -171,6 +228,7 @@ impl Config {
         if c.lifetimes.max_secs < c.lifetimes.default_secs {
             return Err(ConfigError::Invalid("lifetimes.max_secs < default_secs".into()));
         }
+        c.server.check()?;
         Ok(c)
     }
 
@@ -206,6 +264,22 @@ mod tests {
         let c = Config::parse(EXAMPLE, "example").unwrap();
         assert_eq!(c.agents.len(), 2);
         assert!(c.am_urn().ends_with("+authority+cm"));
+    }
+
+    #[test]
+    fn server_limits_default_and_bounds() {
+        let c = Config::parse(EXAMPLE, "example").unwrap();
+        // A stalled head or body is closed within 30 s by default.
+        assert!(c.server.header_timeout_ms <= 30_000 && c.server.body_timeout_ms <= 30_000);
+        assert!(c.server.max_body_bytes <= 8 << 20);
+        let set = format!("{EXAMPLE}\n[server]\nmax_body_bytes = 1000\nbody_timeout_ms = 500\n");
+        let c = Config::parse(&set, "x").unwrap();
+        assert_eq!((c.server.max_body_bytes, c.server.body_timeout_ms), (1000, 500));
+        assert_eq!(c.server.header_timeout_ms, ServerLimits::default().header_timeout_ms);
+        for bad in ["max_body_bytes = 0", "header_timeout_ms = 0", "max_connections_per_ip = 0"] {
+            let t = format!("{EXAMPLE}\n[server]\n{bad}\n");
+            assert!(matches!(Config::parse(&t, "x"), Err(ConfigError::Invalid(_))), "{bad}");
+        }
     }
 
     #[test]

@@ -47,6 +47,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let tls = crate::server::tls_config(&cfg.server_cert, &cfg.server_key)?;
     let listener = tokio::net::TcpListener::bind(&cfg.listen).await?;
     let addr = listener.local_addr()?;
+    let limits = cfg.server.clone();
     let am = build(cfg)?;
     // Snapshots interrupted by a crash are failed and cleaned up first, so that the resync
     // below sees no sliver left in a snapshot state.
@@ -72,6 +73,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             _ = term.recv() => {},
         }
     };
-    crate::server::serve(am, listener, tls, shutdown).await;
+    crate::server::serve(am, listener, tls, limits, shutdown).await;
     Ok(())
 }

@@ -4,18 +4,28 @@
 //! handshake signature, verified with the crypto provider's algorithms). It does not judge
 //! the chain: GENI chains use SHA-1 and odd extensions that WebPKI refuses, so the chain is
 //! handed to the GENI authorizer, which validates it against the GENI trust roots per call.
+//!
+//! So any client with any certificate gets as far as sending a request, and everything up to
+//! the authorizer is bounded by [`ServerLimits`]: connections at accept (in total and per
+//! client address), the time to send a request head (also on an idle kept-alive connection)
+//! and a body, the body size (a declared length over the limit is refused unread), the bytes
+//! of bodies buffered at once over all connections, and the decoder's nesting and element
+//! count ([`xmlrpc`]).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::IpAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
@@ -25,14 +35,9 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::aggregate::{Am, Caller};
-use crate::api::{self, ApiVersion};
+use crate::api::{self, ApiVersion, Verb};
+use crate::config::ServerLimits;
 use crate::xmlrpc;
-
-/// Largest request body accepted (RSpecs and credentials can be big, not this big).
-pub const MAX_BODY: usize = 32 << 20;
-
-/// Time allowed for a TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Requires a client certificate and verifies the handshake signature, leaving the chain to
 /// the GENI authorizer.
@@ -130,8 +135,166 @@ fn reply(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
     r
 }
 
-async fn handle_http(
+/// A refusal that also ends the connection: the rest of the body is never read.
+fn refuse(status: StatusCode, msg: &str) -> Response<Full<Bytes>> {
+    let mut r = reply(status, xmlrpc::write_fault(-32700, msg));
+    r.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
+    r
+}
+
+/// Open connections, in total and per client address. Checked at accept, before TLS, so a
+/// refused connection costs an accept and a close.
+#[derive(Debug)]
+struct Gate {
+    max_total: usize,
+    max_per_ip: usize,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// One admitted connection; dropping it frees its place.
+#[derive(Debug)]
+struct Admitted {
+    gate: Arc<Gate>,
+    ip: IpAddr,
+}
+
+impl Gate {
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admitted> {
+        // IPv4 clients of a dual-stack listener count as their IPv4 address.
+        let ip = ip.to_canonical();
+        let mut g = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let (total, per_ip) = &mut *g;
+        let mine = per_ip.get(&ip).copied().unwrap_or(0);
+        if *total >= self.max_total || mine >= self.max_per_ip {
+            return None;
+        }
+        *total += 1;
+        per_ip.insert(ip, mine + 1);
+        Some(Admitted { gate: self.clone(), ip })
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut g = self.gate.open.lock().unwrap_or_else(|e| e.into_inner());
+        let (total, per_ip) = &mut *g;
+        *total = total.saturating_sub(1);
+        if let Some(n) = per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Bytes of request bodies held at once over all connections.
+#[derive(Debug)]
+struct BodyBudget {
+    cap: usize,
+    used: AtomicUsize,
+}
+
+/// Bytes of the budget held by one request until it is answered.
+#[derive(Debug)]
+struct Reservation {
+    budget: Arc<BodyBudget>,
+    bytes: usize,
+}
+
+impl Reservation {
+    fn new(budget: &Arc<BodyBudget>) -> Reservation {
+        Reservation { budget: budget.clone(), bytes: 0 }
+    }
+
+    /// Holds `n` more bytes; `false` (and nothing held) when the budget has no room.
+    fn grow(&mut self, n: usize) -> bool {
+        let cap = self.budget.cap;
+        let ok = self
+            .budget
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| u.checked_add(n).filter(|&t| t <= cap))
+            .is_ok();
+        if ok {
+            self.bytes += n;
+        }
+        ok
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// Why a request body was not read whole.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("request body larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("server busy: too many request bodies in progress, retry later")]
+    Busy,
+    #[error("request body not received within {0} ms")]
+    Timeout(u64),
+    #[error("request body: {0}")]
+    Read(#[from] hyper::Error),
+}
+
+impl BodyError {
+    fn status(&self) -> StatusCode {
+        match self {
+            BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            BodyError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            BodyError::Read(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// Reads a body of at most `max` bytes into one buffer, holding budget for every byte. A
+/// declared length over the limit is refused before a byte of the body is read.
+async fn read_body(
+    mut body: Incoming,
+    declared: Option<u64>,
+    max: usize,
+    budget: &Arc<BodyBudget>,
+) -> Result<(Vec<u8>, Reservation), BodyError> {
+    let mut held = Reservation::new(budget);
+    let mut buf = Vec::new();
+    if let Some(n) = declared {
+        let n = usize::try_from(n).ok().filter(|&n| n <= max).ok_or(BodyError::TooLarge(max))?;
+        if !held.grow(n) {
+            return Err(BodyError::Busy);
+        }
+        buf.reserve_exact(n);
+    }
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else { continue };
+        let len = buf.len() + data.len();
+        if len > max {
+            return Err(BodyError::TooLarge(max));
+        }
+        if len > held.bytes && !held.grow(len - held.bytes) {
+            return Err(BodyError::Busy);
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok((buf, held))
+}
+
+/// Bodies above this size are decoded on a blocking thread, off the connection tasks.
+const INLINE_PARSE: usize = 256 << 10;
+
+/// Per-server state shared by the connections.
+struct Shared {
     am: Arc<Am>,
+    limits: ServerLimits,
+    budget: Arc<BodyBudget>,
+}
+
+async fn handle_http(
+    shared: Arc<Shared>,
     caller: Arc<Caller>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
@@ -141,13 +304,34 @@ async fn handle_http(
     if req.method() != hyper::Method::POST {
         return Ok(reply(StatusCode::METHOD_NOT_ALLOWED, b"XML-RPC needs POST\n".to_vec()));
     }
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => return Ok(reply(StatusCode::OK, xmlrpc::write_fault(-32700, &format!("request body: {e}")))),
+    let declared = req.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+    let l = &shared.limits;
+    let read = read_body(req.into_body(), declared, l.max_body_bytes, &shared.budget);
+    let (body, _held) = match tokio::time::timeout(Duration::from_millis(l.body_timeout_ms), read).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => return Ok(refuse(e.status(), &e.to_string())),
+        Err(_) => {
+            let e = BodyError::Timeout(l.body_timeout_ms);
+            return Ok(refuse(e.status(), &e.to_string()));
+        }
     };
-    let out = match xmlrpc::parse_call(&body) {
+    // The method name comes first in the document: an unknown one is refused before the
+    // parameters are decoded.
+    let known = move |name: &str| Verb::parse(api, name).is_some();
+    let parsed = if body.len() <= INLINE_PARSE {
+        xmlrpc::parse_call_if(&body, known)
+    } else {
+        match tokio::task::spawn_blocking(move || xmlrpc::parse_call_if(&body, known)).await {
+            Ok(r) => r,
+            Err(e) => return Ok(reply(StatusCode::INTERNAL_SERVER_ERROR, xmlrpc::write_fault(-32603, &e.to_string()))),
+        }
+    };
+    let out = match parsed {
+        Err(xmlrpc::CodecError::UnknownMethod(name)) => {
+            xmlrpc::write_fault(-32601, &format!("Method {name} not supported on AM API v{}", api.number()))
+        }
         Err(e) => xmlrpc::write_fault(-32700, &e.to_string()),
-        Ok((name, params)) => match api::handle(&am, api, &caller, &name, params).await {
+        Ok((name, params)) => match api::handle(&shared.am, api, &caller, &name, params).await {
             Ok(v) => xmlrpc::write_response(&v),
             Err((code, msg)) => xmlrpc::write_fault(code, &msg),
         },
@@ -155,9 +339,23 @@ async fn handle_http(
     Ok(reply(StatusCode::OK, out))
 }
 
-/// Serves until `shutdown` completes.
-pub async fn serve(am: Arc<Am>, listener: TcpListener, tls: Arc<ServerConfig>, shutdown: impl Future<Output = ()>) {
+/// Serves until `shutdown` completes, within `limits`.
+pub async fn serve(
+    am: Arc<Am>,
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    limits: ServerLimits,
+    shutdown: impl Future<Output = ()>,
+) {
     let acceptor = TlsAcceptor::from(tls);
+    let gate = Arc::new(Gate {
+        max_total: limits.max_connections,
+        max_per_ip: limits.max_connections_per_ip,
+        open: Mutex::new((0, HashMap::new())),
+    });
+    let budget = Arc::new(BodyBudget { cap: limits.body_memory_bytes, used: AtomicUsize::new(0) });
+    let header_timeout = Duration::from_millis(limits.header_timeout_ms);
+    let shared = Arc::new(Shared { am, limits, budget });
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -171,11 +369,19 @@ pub async fn serve(am: Arc<Am>, listener: TcpListener, tls: Arc<ServerConfig>, s
                 }
             },
         };
+        let Some(admitted) = gate.admit(peer.ip()) else {
+            tracing::debug!(%peer, "connection refused: connection limit");
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
-        let am = am.clone();
+        let shared = shared.clone();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            let _admitted = admitted;
+            // The handshake gets the same time as a request head: a client that connects and
+            // sends nothing holds its place no longer than one that stalls mid-head.
+            let tls = match tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -189,10 +395,21 @@ pub async fn serve(am: Arc<Am>, listener: TcpListener, tls: Arc<ServerConfig>, s
             let chain: Vec<Vec<u8>> =
                 tls.get_ref().1.peer_certificates().map(|c| c.iter().map(|d| d.to_vec()).collect()).unwrap_or_default();
             let caller = Arc::new(Caller { chain });
-            let svc = hyper::service::service_fn(move |req| handle_http(am.clone(), caller.clone(), req));
-            if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc).await {
+            let svc = hyper::service::service_fn(move |req| handle_http(shared.clone(), caller.clone(), req));
+            // The head timeout also runs while a kept-alive connection waits for its next
+            // request, so idle connections give their place back.
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .max_buf_size(MAX_BUF)
+                .serve_connection(TokioIo::new(tls), svc);
+            if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
 }
+
+/// hyper's per-connection read buffer limit (request heads are far smaller; bodies stream
+/// through it into [`read_body`]).
+const MAX_BUF: usize = 64 << 10;

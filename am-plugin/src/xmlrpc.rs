@@ -2,7 +2,10 @@
 //!
 //! What real GENI clients send is accepted: `<nil/>`, `<base64>`, `<i4>`/`<int>`/`<i8>`,
 //! strings without a `<string>` tag, empty `<value/>`, and big payloads (the caller caps the
-//! body size). A `<!DOCTYPE>` is refused, so no entity can be declared. What we write uses only
+//! body size). A `<!DOCTYPE>` is refused, so no entity can be declared. The decoder streams:
+//! it keeps one event of lookahead, allocates only for the text of values, caps nesting
+//! ([`MAX_DEPTH`]) and the element count ([`MAX_ELEMENTS`]), and refuses anything but blanks
+//! after the root element. What we write uses only
 //! the types the AM API allows (string, int, boolean, double, array, struct).
 
 use std::collections::BTreeMap;
@@ -13,6 +16,11 @@ use quick_xml::Reader;
 
 /// Deepest value nesting accepted (arrays and structs).
 pub const MAX_DEPTH: usize = 64;
+
+/// Most XML elements accepted in a call. A real call has a few dozen (an Allocate: the RSpec is
+/// one string, each credential one struct) and a Status of a thousand slivers a few thousand;
+/// the cap bounds the decoded tree of a body of empty `<value/>`s to a few MB.
+pub const MAX_ELEMENTS: usize = 100_000;
 
 /// An XML-RPC value.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,112 +115,213 @@ pub enum CodecError {
     /// Too deeply nested.
     #[error("Values nested deeper than {MAX_DEPTH}")]
     TooDeep,
+    /// Too many elements.
+    #[error("More than {0} XML elements")]
+    TooManyElements(usize),
+    /// The method name is not one the endpoint serves.
+    #[error("Method {0} not supported")]
+    UnknownMethod(String),
 }
 
-/// A flattened XML event.
+/// The element names of XML-RPC. Tags are matched against this set as borrowed bytes, so
+/// reading an element allocates nothing; any other name is `Other` (and an error wherever it
+/// appears).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tag {
+    MethodCall,
+    MethodName,
+    MethodResponse,
+    Fault,
+    Params,
+    Param,
+    Value,
+    String,
+    Int,
+    I4,
+    I8,
+    Boolean,
+    Double,
+    DateTime,
+    Base64,
+    Nil,
+    Array,
+    Data,
+    Struct,
+    Member,
+    Name,
+    Other,
+}
+
+impl Tag {
+    fn of(local: &[u8]) -> Tag {
+        match local {
+            b"methodCall" => Tag::MethodCall,
+            b"methodName" => Tag::MethodName,
+            b"methodResponse" => Tag::MethodResponse,
+            b"fault" => Tag::Fault,
+            b"params" => Tag::Params,
+            b"param" => Tag::Param,
+            b"value" => Tag::Value,
+            b"string" => Tag::String,
+            b"int" => Tag::Int,
+            b"i4" => Tag::I4,
+            b"i8" => Tag::I8,
+            b"boolean" => Tag::Boolean,
+            b"double" => Tag::Double,
+            b"dateTime.iso8601" => Tag::DateTime,
+            b"base64" => Tag::Base64,
+            b"nil" => Tag::Nil,
+            b"array" => Tag::Array,
+            b"data" => Tag::Data,
+            b"struct" => Tag::Struct,
+            b"member" => Tag::Member,
+            b"name" => Tag::Name,
+            _ => Tag::Other,
+        }
+    }
+}
+
+/// One XML event as the grammar sees it: adjacent text and CDATA merged, comments, processing
+/// instructions and the declaration dropped.
 #[derive(Debug)]
-enum Tok {
-    Open(String),
-    Close(String),
+enum Ev {
+    Open(Tag),
+    Close(Tag),
     Text(String),
+    Eof,
 }
 
-fn tokenize(body: &[u8]) -> Result<Vec<Tok>, CodecError> {
-    let mut r = Reader::from_reader(body);
-    r.config_mut().expand_empty_elements = true;
-    let mut out = Vec::new();
-    let mut buf = Vec::new();
-    loop {
-        let pos = r.buffer_position();
-        let err = |e: &dyn std::fmt::Display| CodecError::Xml(pos, e.to_string());
-        match r.read_event_into(&mut buf).map_err(|e| err(&e))? {
-            Event::Start(e) => out.push(Tok::Open(String::from_utf8_lossy(e.local_name().as_ref()).into_owned())),
-            Event::End(e) => out.push(Tok::Close(String::from_utf8_lossy(e.local_name().as_ref()).into_owned())),
-            Event::Text(t) => {
-                let s = t.unescape().map_err(|e| err(&e))?.into_owned();
-                push_text(&mut out, s);
-            }
-            Event::CData(c) => {
-                let s = String::from_utf8_lossy(&c.into_inner()).into_owned();
-                push_text(&mut out, s);
-            }
-            Event::DocType(_) => return Err(CodecError::Doctype),
-            Event::Eof => break,
-            Event::Empty(_) | Event::Decl(_) | Event::PI(_) | Event::Comment(_) => {}
+impl Ev {
+    /// For error messages: what was found instead of what was expected.
+    fn describe(&self) -> String {
+        match self {
+            Ev::Open(t) => format!("<{t:?}>"),
+            Ev::Close(t) => format!("</{t:?}>"),
+            Ev::Text(s) => format!("text {:?}", s.chars().take(40).collect::<String>()),
+            Ev::Eof => "end of document".into(),
         }
-        buf.clear();
     }
-    Ok(out)
-}
 
-fn push_text(out: &mut Vec<Tok>, s: String) {
-    if let Some(Tok::Text(prev)) = out.last_mut() {
-        prev.push_str(&s);
-    } else {
-        out.push(Tok::Text(s));
+    fn is_blank(&self) -> bool {
+        matches!(self, Ev::Text(t) if t.trim().is_empty())
     }
 }
 
-/// A cursor over tokens that skips whitespace-only text between elements.
-struct Cur {
-    toks: Vec<Tok>,
-    i: usize,
+/// A streaming recursive-descent parser over the document: it holds one event of lookahead
+/// and never the whole token list, so memory is the decoded values plus a constant, however
+/// many elements the input has. Elements are counted and capped.
+struct Parser<'a> {
+    r: Reader<&'a [u8]>,
+    /// The event after a text run, read to find where the run ends.
+    pending: Option<Ev>,
+    /// The grammar's one event of lookahead.
+    peeked: Option<Ev>,
+    elements: usize,
+    max_elements: usize,
 }
 
-impl Cur {
-    fn skip_ws(&mut self) {
-        while let Some(Tok::Text(t)) = self.toks.get(self.i) {
-            if t.trim().is_empty() {
-                self.i += 1;
-            } else {
-                break;
+impl<'a> Parser<'a> {
+    fn new(body: &'a [u8], max_elements: usize) -> Self {
+        let mut r = Reader::from_reader(body);
+        r.config_mut().expand_empty_elements = true;
+        Parser { r, pending: None, peeked: None, elements: 0, max_elements }
+    }
+
+    /// The next raw event that matters (no text merging).
+    fn raw(&mut self) -> Result<Ev, CodecError> {
+        if let Some(e) = self.pending.take() {
+            return Ok(e);
+        }
+        loop {
+            let pos = self.r.buffer_position();
+            let err = |e: &dyn std::fmt::Display| CodecError::Xml(pos, e.to_string());
+            match self.r.read_event().map_err(|e| err(&e))? {
+                Event::Start(e) => {
+                    self.elements += 1;
+                    if self.elements > self.max_elements {
+                        return Err(CodecError::TooManyElements(self.max_elements));
+                    }
+                    return Ok(Ev::Open(Tag::of(e.local_name().as_ref())));
+                }
+                Event::End(e) => return Ok(Ev::Close(Tag::of(e.local_name().as_ref()))),
+                Event::Text(t) => return Ok(Ev::Text(t.unescape().map_err(|e| err(&e))?.into_owned())),
+                Event::CData(c) => return Ok(Ev::Text(String::from_utf8_lossy(&c).into_owned())),
+                Event::DocType(_) => return Err(CodecError::Doctype),
+                Event::Eof => return Ok(Ev::Eof),
+                Event::Empty(_) | Event::Decl(_) | Event::PI(_) | Event::Comment(_) => {}
             }
         }
     }
 
-    fn open(&mut self, name: &str) -> Result<(), CodecError> {
-        self.skip_ws();
-        match self.toks.get(self.i) {
-            Some(Tok::Open(n)) if n == name => {
-                self.i += 1;
-                Ok(())
+    /// The next event, with adjacent text pieces merged into one.
+    fn next(&mut self) -> Result<Ev, CodecError> {
+        if let Some(e) = self.peeked.take() {
+            return Ok(e);
+        }
+        let mut ev = self.raw()?;
+        if let Ev::Text(ref mut acc) = ev {
+            loop {
+                match self.raw()? {
+                    Ev::Text(more) => acc.push_str(&more),
+                    other => {
+                        self.pending = Some(other);
+                        break;
+                    }
+                }
             }
-            other => Err(CodecError::Shape(format!("expected <{name}>, found {other:?}"))),
+        }
+        Ok(ev)
+    }
+
+    fn peek(&mut self) -> Result<&Ev, CodecError> {
+        let e = match self.peeked.take() {
+            Some(e) => e,
+            None => self.next()?,
+        };
+        Ok(self.peeked.insert(e))
+    }
+
+    /// The next event that is not whitespace-only text.
+    fn next_nonblank(&mut self) -> Result<Ev, CodecError> {
+        loop {
+            let e = self.next()?;
+            if !e.is_blank() {
+                return Ok(e);
+            }
         }
     }
 
-    fn close(&mut self, name: &str) -> Result<(), CodecError> {
-        self.skip_ws();
-        match self.toks.get(self.i) {
-            Some(Tok::Close(n)) if n == name => {
-                self.i += 1;
-                Ok(())
-            }
-            other => Err(CodecError::Shape(format!("expected </{name}>, found {other:?}"))),
+    /// Whether the next non-blank event opens `tag` (consumes the blank text before it).
+    fn peek_open(&mut self, tag: Tag) -> Result<bool, CodecError> {
+        while self.peek()?.is_blank() {
+            self.next()?;
+        }
+        Ok(matches!(self.peek()?, Ev::Open(t) if *t == tag))
+    }
+
+    fn open(&mut self, tag: Tag) -> Result<(), CodecError> {
+        match self.next_nonblank()? {
+            Ev::Open(t) if t == tag => Ok(()),
+            other => Err(CodecError::Shape(format!("expected <{tag:?}>, found {}", other.describe()))),
         }
     }
 
-    fn peek_open(&mut self) -> Option<&str> {
-        self.skip_ws();
-        match self.toks.get(self.i) {
-            Some(Tok::Open(n)) => Some(n),
-            _ => None,
+    fn close(&mut self, tag: Tag) -> Result<(), CodecError> {
+        match self.next_nonblank()? {
+            Ev::Close(t) if t == tag => Ok(()),
+            other => Err(CodecError::Shape(format!("expected </{tag:?}>, found {}", other.describe()))),
         }
     }
 
-    /// Text up to the closing tag `name` (which is consumed).
-    fn text_until(&mut self, name: &str) -> Result<String, CodecError> {
-        let mut s = String::new();
-        if let Some(Tok::Text(t)) = self.toks.get(self.i) {
-            s = t.clone();
-            self.i += 1;
-        }
-        match self.toks.get(self.i) {
-            Some(Tok::Close(n)) if n == name => {
-                self.i += 1;
-                Ok(s)
-            }
-            other => Err(CodecError::Shape(format!("expected text in <{name}>, found {other:?}"))),
+    /// Text up to the closing tag `tag` (which is consumed).
+    fn text_until(&mut self, tag: Tag) -> Result<String, CodecError> {
+        let (s, end) = match self.next()? {
+            Ev::Text(s) => (s, self.next()?),
+            other => (String::new(), other),
+        };
+        match end {
+            Ev::Close(t) if t == tag => Ok(s),
+            other => Err(CodecError::Shape(format!("expected text in <{tag:?}>, found {}", other.describe()))),
         }
     }
 
@@ -220,120 +329,142 @@ impl Cur {
         if depth > MAX_DEPTH {
             return Err(CodecError::TooDeep);
         }
-        self.open("value")?;
-        // Untyped text (or nothing) directly inside <value> is a string.
-        let typed = match self.toks.get(self.i) {
-            Some(Tok::Text(t)) => match self.toks.get(self.i + 1) {
-                Some(Tok::Close(n)) if n == "value" => {
-                    let s = t.clone();
-                    self.i += 2;
-                    return Ok(Value::Str(s));
-                }
-                _ => true,
+        self.open(Tag::Value)?;
+        // Untyped text (or nothing) directly inside <value> is a string; text followed by a
+        // type element is the whitespace around it.
+        let ty = match self.next()? {
+            Ev::Close(Tag::Value) => return Ok(Value::Str(String::new())),
+            Ev::Text(s) => match self.next()? {
+                Ev::Close(Tag::Value) => return Ok(Value::Str(s)),
+                Ev::Open(t) if s.trim().is_empty() => t,
+                other => return Err(CodecError::Shape(format!("value text followed by {}", other.describe()))),
             },
-            Some(Tok::Close(n)) if n == "value" => {
-                self.i += 1;
-                return Ok(Value::Str(String::new()));
-            }
-            _ => true,
+            Ev::Open(t) => t,
+            Ev::Close(_) | Ev::Eof => return Err(CodecError::Shape("value without type".into())),
         };
-        debug_assert!(typed);
-        let ty = self.peek_open().ok_or_else(|| CodecError::Shape("value without type".into()))?.to_string();
-        self.i += 1;
-        let v = match ty.as_str() {
-            "string" => Value::Str(self.text_until("string")?),
-            "int" | "i4" | "i8" => {
-                let t = self.text_until(&ty)?;
-                Value::Int(t.trim().parse().map_err(|_| CodecError::BadScalar("int", t.clone()))?)
+        let v = match ty {
+            Tag::String => Value::Str(self.text_until(Tag::String)?),
+            Tag::Int | Tag::I4 | Tag::I8 => {
+                let t = self.text_until(ty)?;
+                Value::Int(t.trim().parse().map_err(|_| CodecError::BadScalar("int", clip(&t)))?)
             }
-            "boolean" => {
-                let t = self.text_until("boolean")?;
+            Tag::Boolean => {
+                let t = self.text_until(Tag::Boolean)?;
                 match t.trim() {
                     "1" | "true" => Value::Bool(true),
                     "0" | "false" => Value::Bool(false),
-                    _ => return Err(CodecError::BadScalar("boolean", t)),
+                    _ => return Err(CodecError::BadScalar("boolean", clip(&t))),
                 }
             }
-            "double" => {
-                let t = self.text_until("double")?;
-                Value::Double(t.trim().parse().map_err(|_| CodecError::BadScalar("double", t.clone()))?)
+            Tag::Double => {
+                let t = self.text_until(Tag::Double)?;
+                Value::Double(t.trim().parse().map_err(|_| CodecError::BadScalar("double", clip(&t)))?)
             }
-            "dateTime.iso8601" => Value::DateTime(self.text_until(&ty)?.trim().to_string()),
-            "base64" => {
-                let t = self.text_until("base64")?;
-                let compact: String = t.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+            Tag::DateTime => Value::DateTime(self.text_until(ty)?.trim().to_string()),
+            Tag::Base64 => {
+                let t = self.text_until(Tag::Base64)?;
+                let compact: Vec<u8> = t.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
+                drop(t);
                 Value::Base64(
                     base64::engine::general_purpose::STANDARD
-                        .decode(compact)
-                        .map_err(|_| CodecError::BadScalar("base64", t.chars().take(40).collect()))?,
+                        .decode(&compact)
+                        .map_err(|_| CodecError::BadScalar("base64", clip(&String::from_utf8_lossy(&compact))))?,
                 )
             }
-            "nil" => {
-                self.close("nil")?;
+            Tag::Nil => {
+                self.close(Tag::Nil)?;
                 Value::Nil
             }
-            "array" => {
-                self.open("data")?;
+            Tag::Array => {
+                self.open(Tag::Data)?;
                 let mut items = Vec::new();
-                while self.peek_open() == Some("value") {
+                while self.peek_open(Tag::Value)? {
                     items.push(self.value(depth + 1)?);
                 }
-                self.close("data")?;
-                self.close("array")?;
+                self.close(Tag::Data)?;
+                self.close(Tag::Array)?;
                 Value::Array(items)
             }
-            "struct" => {
+            Tag::Struct => {
                 let mut m = BTreeMap::new();
-                while self.peek_open() == Some("member") {
-                    self.i += 1;
-                    self.open("name")?;
-                    let k = self.text_until("name")?;
+                while self.peek_open(Tag::Member)? {
+                    self.open(Tag::Member)?;
+                    self.open(Tag::Name)?;
+                    let k = self.text_until(Tag::Name)?;
                     let v = self.value(depth + 1)?;
-                    self.close("member")?;
+                    self.close(Tag::Member)?;
                     m.insert(k, v);
                 }
-                self.close("struct")?;
+                self.close(Tag::Struct)?;
                 Value::Struct(m)
             }
-            other => return Err(CodecError::Shape(format!("unknown type <{other}>"))),
+            other => return Err(CodecError::Shape(format!("unknown type <{other:?}>"))),
         };
-        self.close("value")?;
+        self.close(Tag::Value)?;
         Ok(v)
     }
 
     fn params(&mut self) -> Result<Vec<Value>, CodecError> {
         let mut out = Vec::new();
-        if self.peek_open() == Some("params") {
-            self.i += 1;
-            while self.peek_open() == Some("param") {
-                self.i += 1;
+        if self.peek_open(Tag::Params)? {
+            self.open(Tag::Params)?;
+            while self.peek_open(Tag::Param)? {
+                self.open(Tag::Param)?;
                 out.push(self.value(0)?);
-                self.close("param")?;
+                self.close(Tag::Param)?;
             }
-            self.close("params")?;
+            self.close(Tag::Params)?;
         }
         Ok(out)
     }
+
+    /// After the root element only blanks (and comments) may follow: a second root element or
+    /// stray text is refused rather than ignored.
+    fn end(&mut self) -> Result<(), CodecError> {
+        match self.next_nonblank()? {
+            Ev::Eof => Ok(()),
+            other => Err(CodecError::Shape(format!("{} after the root element", other.describe()))),
+        }
+    }
+}
+
+/// A bad scalar's text, shortened for the error message.
+fn clip(s: &str) -> String {
+    s.chars().take(40).collect()
 }
 
 /// Decodes a `<methodCall>` into the method name and its parameters.
 pub fn parse_call(body: &[u8]) -> Result<(String, Vec<Value>), CodecError> {
-    let mut c = Cur { toks: tokenize(body)?, i: 0 };
-    c.open("methodCall")?;
-    c.open("methodName")?;
-    let name = c.text_until("methodName")?.trim().to_string();
-    let params = c.params()?;
-    c.close("methodCall")?;
+    parse_call_if(body, |_| true)
+}
+
+/// Like [`parse_call`], but asks `known` about the method name as soon as it is read and stops
+/// with [`CodecError::UnknownMethod`] before decoding any parameter if the answer is no.
+pub fn parse_call_if(body: &[u8], known: impl FnOnce(&str) -> bool) -> Result<(String, Vec<Value>), CodecError> {
+    let mut p = Parser::new(body, MAX_ELEMENTS);
+    p.open(Tag::MethodCall)?;
+    p.open(Tag::MethodName)?;
+    let name = p.text_until(Tag::MethodName)?.trim().to_string();
+    if !known(&name) {
+        return Err(CodecError::UnknownMethod(clip(&name)));
+    }
+    let params = p.params()?;
+    p.close(Tag::MethodCall)?;
+    p.end()?;
     Ok((name, params))
 }
 
 /// A decoded `<methodResponse>`: the value, or a fault's code and string.
 pub fn parse_response(body: &[u8]) -> Result<Result<Value, (i64, String)>, CodecError> {
-    let mut c = Cur { toks: tokenize(body)?, i: 0 };
-    c.open("methodResponse")?;
-    if c.peek_open() == Some("fault") {
-        c.i += 1;
-        let v = c.value(0)?;
+    // Replies come from the AM we called, and a big slice's Status has many elements.
+    let mut p = Parser::new(body, MAX_ELEMENTS * 16);
+    p.open(Tag::MethodResponse)?;
+    if p.peek_open(Tag::Fault)? {
+        p.open(Tag::Fault)?;
+        let v = p.value(0)?;
+        p.close(Tag::Fault)?;
+        p.close(Tag::MethodResponse)?;
+        p.end()?;
         let code = match v.get("faultCode") {
             Some(Value::Int(i)) => *i,
             _ => 0,
@@ -341,11 +472,13 @@ pub fn parse_response(body: &[u8]) -> Result<Result<Value, (i64, String)>, Codec
         let msg = v.get("faultString").and_then(Value::as_str).unwrap_or_default().to_string();
         return Ok(Err((code, msg)));
     }
-    let mut p = c.params()?;
-    if p.len() != 1 {
-        return Err(CodecError::Shape(format!("{} params in response", p.len())));
+    let mut params = p.params()?;
+    p.close(Tag::MethodResponse)?;
+    p.end()?;
+    if params.len() != 1 {
+        return Err(CodecError::Shape(format!("{} params in response", params.len())));
     }
-    Ok(Ok(p.remove(0)))
+    Ok(Ok(params.remove(0)))
 }
 
 fn escape_into(out: &mut String, s: &str) {
@@ -486,6 +619,62 @@ mod tests {
     #[test]
     fn rejects_truncated_body() {
         assert!(parse_call(b"<methodCall><methodName>x</methodName><params><param>").is_err());
+    }
+
+    #[test]
+    fn rejects_second_root_element() {
+        let one = "<methodCall><methodName>GetVersion</methodName></methodCall>";
+        assert!(parse_call(format!("{one}\n<!-- fine -->\n").as_bytes()).is_ok());
+        for tail in ["<methodCall><methodName>Delete</methodName></methodCall>", "<a/>", "junk"] {
+            let r = parse_call(format!("{one}{tail}").as_bytes());
+            assert!(matches!(&r, Err(CodecError::Shape(m)) if m.contains("after the root element")), "{tail}: {r:?}");
+        }
+        let resp = String::from_utf8(write_response(&Value::Int(1))).unwrap();
+        assert!(parse_response(format!("{resp}<a/>").as_bytes()).is_err());
+        let fault = String::from_utf8(write_fault(1, "x")).unwrap();
+        assert!(parse_response(format!("{fault}<a/>").as_bytes()).is_err());
+    }
+
+    #[test]
+    fn rejects_text_before_root_and_non_xmlrpc_root() {
+        assert!(parse_call(b"x<methodCall><methodName>a</methodName></methodCall>").is_err());
+        assert!(matches!(parse_call("<a/>".repeat(1000).as_bytes()), Err(CodecError::Shape(_))));
+    }
+
+    #[test]
+    fn caps_element_count() {
+        let n = MAX_ELEMENTS; // each <value/> is one element, plus the 6 around them
+        let body = format!(
+            "<methodCall><methodName>M</methodName><params><param><value><array><data>{}</data></array></value></param></params></methodCall>",
+            "<value/>".repeat(n)
+        );
+        assert_eq!(parse_call(body.as_bytes()), Err(CodecError::TooManyElements(MAX_ELEMENTS)));
+        let ok = body.replacen("<value/>", "", 10);
+        assert_eq!(parse_call(ok.as_bytes()).unwrap().1[0].as_array().map(<[Value]>::len), Some(n - 10));
+    }
+
+    #[test]
+    fn caps_nesting() {
+        let deep = format!(
+            "<methodCall><methodName>M</methodName><params><param>{}{}</param></params></methodCall>",
+            "<value><array><data>".repeat(MAX_DEPTH + 2),
+            "</data></array></value>".repeat(MAX_DEPTH + 2)
+        );
+        assert_eq!(parse_call(deep.as_bytes()), Err(CodecError::TooDeep));
+    }
+
+    #[test]
+    fn unknown_method_stops_before_params() {
+        // The params are malformed: an unknown method is reported without reading them.
+        let body = b"<methodCall><methodName>Nope</methodName><params><param><value><bogus/>";
+        assert_eq!(parse_call_if(body, |n| n == "Status"), Err(CodecError::UnknownMethod("Nope".into())));
+        assert!(matches!(parse_call_if(body, |_| true), Err(CodecError::Shape(_))));
+    }
+
+    #[test]
+    fn text_pieces_merge() {
+        let body = b"<methodCall><methodName>M</methodName><params><param><value><string>a &amp; <![CDATA[<b>]]><!-- c -->d</string></value></param></params></methodCall>";
+        assert_eq!(parse_call(body).unwrap().1[0], Value::str("a & <b>d"));
     }
 
     #[test]

@@ -36,8 +36,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     if let Some(Command::SaveImage { out }) = &args.command {
-        vnsnap_agent::domain::qemu::persist::save_image_main(out, Duration::from_secs(120))?;
-        return Ok(());
+        std::process::exit(vnsnap_agent::domain::qemu::persist::save_image_command(out, Duration::from_secs(120)));
     }
     // The agent's threads (the switch, the cuts) must not wait behind guest vCPUs: run
     // above normal priority when allowed (root); threads started later inherit it.
@@ -46,6 +45,7 @@ fn main() -> anyhow::Result<()> {
         libc::setpriority(libc::PRIO_PROCESS, 0, -5);
     }
     let cfg = Config::load(args.config.as_deref().ok_or_else(|| anyhow::anyhow!("--config is required"))?)?;
+    vnsnap_agent::domain::check_socket_paths(&cfg.state_dir)?;
     let (switch, _thread) = Switch::start(SwitchConfig {
         tunnel: cfg.tunnel,
         hold_bound: cfg.switch.hold_bound_bytes,

@@ -212,10 +212,8 @@ pub fn prepare(h: &Arc<Host>, r: RestoreRequest) -> Res<RestoreReply> {
                 continue;
             }
             h.driver.start(&dir, &rec, true).map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
-            let (image, sock) = (
-                PathBuf::from(&img.memory.path),
-                crate::snapshot::short_socket_path(&dir.path().join("incoming.sock")),
-            );
+            let (image, sock) =
+                (PathBuf::from(&img.memory.path), crate::domain::socket_path(&dir.path().join("incoming.sock")));
             loads.push(std::thread::spawn(move || {
                 persist::load_image(&dir, &image, &sock, Duration::from_secs(600)).map_err(|e| format!("{name}: {e}"))
             }));

@@ -17,7 +17,6 @@ use crate::host::{err, Dom, Host, Res};
 use crate::switch::forward::AheadPolicy;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -108,17 +107,6 @@ impl std::fmt::Debug for LocalSnap {
     }
 }
 
-/// A unix socket path for `long` that fits the 108-byte `sun_path` limit whatever the
-/// state directory: a hash of the long path under the system's temporary directory.
-pub fn short_socket_path(long: &Path) -> PathBuf {
-    let dir = std::env::temp_dir().join("vnsnap-sock");
-    let _ = std::fs::create_dir_all(&dir);
-    let h = blake3::hash(long.as_os_str().as_encoded_bytes()).to_hex();
-    let p = dir.join(format!("{}.sock", &h[..24]));
-    let _ = std::fs::remove_file(&p);
-    p
-}
-
 /// Directory of snapshot `id`.
 pub fn snap_dir(h: &Host, id: &str) -> PathBuf {
     h.cfg.state_dir.join("snapshots").join(id)
@@ -173,16 +161,22 @@ pub fn prepare(h: &Host, r: PrepareRequest) -> Res<PrepareReply> {
         if let Some(p) = rec.ports.iter().find(|p| p.epoch >= r.epoch) {
             problems.push(format!("domain {name:?} port {} is already at epoch {} >= {}", p.port, p.epoch, r.epoch));
         }
-        bytes += rec.spec.memory_mib << 20;
+        bytes = bytes.saturating_add(rec.spec.memory_mib.saturating_mul(1 << 20));
     }
     if !problems.is_empty() {
         return Err(err(ErrorKind::Conflict, format!("Cannot snapshot: {}", problems.join("; "))));
     }
-    let free = free_bytes(&h.cfg.state_dir);
+    // The file system the images are written to: the snapshot's directory does not exist
+    // yet, so the nearest directory above it that does (another file system may be mounted
+    // at `snapshots/`, and is then the one that counts, not the state directory's).
+    let (free, on) = free_bytes(&dir);
     // Memory images are at most the guest RAM plus device state; leave 10 % slack.
-    let need = bytes + bytes / 10;
+    let need = bytes.saturating_add(bytes / 10);
     if free < need {
-        return Err(err(ErrorKind::Capacity, format!("Need {need} bytes for images, {free} free")));
+        return Err(err(
+            ErrorKind::Capacity,
+            format!("Not enough space for the memory images in {}: need {need} bytes, {free} free", on.display()),
+        ));
     }
     // The overlays the guests will write to after the cut are made and opened in QEMU
     // now, while the guests run, so that the pause does not open files. So are the savers
@@ -274,16 +268,23 @@ pub fn prepare(h: &Host, r: PrepareRequest) -> Res<PrepareReply> {
     Ok(PrepareReply { bytes_estimate: need })
 }
 
-fn free_bytes(path: &Path) -> u64 {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return 0 };
-    // SAFETY: statvfs with a valid NUL-terminated path and an out-pointer to zeroed memory.
-    unsafe {
-        let mut s: libc::statvfs = std::mem::zeroed();
-        if libc::statvfs(c.as_ptr(), &mut s) != 0 {
-            return 0;
-        }
-        s.f_bavail as u64 * s.f_frsize as u64
+/// Bytes free for an unprivileged writer on the file system that holds `path`, asked of
+/// `path` or, while it does not exist, of the nearest directory above it that does; with
+/// the directory asked. 0 if none can be asked.
+fn free_bytes(path: &Path) -> (u64, PathBuf) {
+    for p in path.ancestors() {
+        let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else { break };
+        // SAFETY: statvfs with a valid NUL-terminated path and an out-pointer to zeroed memory.
+        let s = unsafe {
+            let mut s: libc::statvfs = std::mem::zeroed();
+            if libc::statvfs(c.as_ptr(), &mut s) != 0 {
+                continue;
+            }
+            s
+        };
+        return ((s.f_bavail as u64).saturating_mul(s.f_frsize as u64), p.to_path_buf());
     }
+    (0, path.to_path_buf())
 }
 
 /// Cut: every domain of the snapshot, in parallel. Returns when all run again.
@@ -386,9 +387,7 @@ fn cut_target(dom: &Dom, snap: &LocalSnap, name: &str) -> Res<(crate::domain::Do
 fn ready_saver(s: &mut Session, ddir: &Path, progress: &Arc<AtomicU64>) -> Res<Saver> {
     let internal = |e: crate::domain::DriverError| err(ErrorKind::Internal, e.to_string());
     std::fs::create_dir_all(ddir).map_err(|e| err(ErrorKind::Internal, format!("creating {}: {e}", ddir.display())))?;
-    let sock = short_socket_path(&ddir.join("mig.sock"));
-    let listener =
-        UnixListener::bind(&sock).map_err(|e| err(ErrorKind::Internal, format!("binding {}: {e}", sock.display())))?;
+    let (listener, sock) = crate::domain::bind_socket(&ddir.join("mig.sock")).map_err(internal)?;
     let saver = persist::spawn_saver(Path::new(SAVER_EXE), listener, &ddir.join("memory.bin"), progress.clone())
         .map_err(internal)?;
     if let Err(e) = persist::connect_saver(s, &sock) {
@@ -802,7 +801,7 @@ pub fn commit(h: &Host, id: &str) -> Res<CommitReply> {
     std::fs::rename(&tmp, snap.dir.join("host.json")).map_err(|e| internal("host.json", e))?;
     std::fs::File::open(&snap.dir).and_then(|f| f.sync_all()).map_err(|e| internal("snapshot dir", e))?;
     for name in st.parts.keys() {
-        let _ = std::fs::remove_file(short_socket_path(&snap.dir.join(name).join("mig.sock")));
+        let _ = std::fs::remove_file(crate::domain::socket_path(&snap.dir.join(name).join("mig.sock")));
     }
     st.phase = SavePhase::Committed;
     drop(st);
@@ -956,6 +955,20 @@ mod tests {
         let img = write_log(&p, &frames).unwrap();
         assert_eq!(img.bytes, 60 + 1514 + 12);
         assert_eq!(read_log(&p).unwrap(), frames);
+    }
+
+    /// The space that counts is the file system the snapshot is written to, found from
+    /// the nearest existing directory above a snapshot directory not made yet.
+    #[test]
+    fn free_space_is_asked_where_the_images_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let snaps = dir.path().join("snapshots");
+        std::fs::create_dir(&snaps).unwrap();
+        let (free, on) = free_bytes(&snaps.join("not-yet").join("vm1"));
+        assert_eq!(on, snaps);
+        assert!(free > 0);
+        let (_, on) = free_bytes(Path::new("/proc/nonexistent/x"));
+        assert_eq!(on, Path::new("/proc"));
     }
 
     #[test]

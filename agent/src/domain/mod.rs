@@ -92,13 +92,13 @@ impl DomainDir {
     pub fn record(&self) -> PathBuf {
         self.0.join("domain.json")
     }
-    /// QMP socket.
+    /// QMP socket (see [`socket_path`]).
     pub fn qmp(&self) -> PathBuf {
-        self.0.join("qmp.sock")
+        socket_path(&self.0.join("qmp.sock"))
     }
-    /// Guest control channel socket.
+    /// Guest control channel socket (see [`socket_path`]).
     pub fn ctl(&self) -> PathBuf {
-        self.0.join("ctl.sock")
+        socket_path(&self.0.join("ctl.sock"))
     }
     /// Serial console log.
     pub fn console(&self) -> PathBuf {
@@ -108,6 +108,77 @@ impl DomainDir {
     pub fn pidfile(&self) -> PathBuf {
         self.0.join("qemu.pid")
     }
+}
+
+/// The longest path a unix socket can be bound or connected at: `sun_path` holds 108
+/// bytes, the terminating NUL included.
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// Where the sockets whose natural path is too long live: a directory of this agent's
+/// user only (see [`ensure_socket_dir`]). Fixed, not `$TMPDIR`: the QMP socket's path
+/// identifies a running QEMU (`qemu::live_pid`), so it must be the same for every run of
+/// the agent.
+pub const SOCKET_DIR: &str = "/tmp/vnsnap-sock";
+
+/// The path of every unix socket the agent binds, or has QEMU bind, whose natural place is
+/// `long` (a file in a domain's or a snapshot's directory): `long` itself when it fits
+/// `sun_path` ([`MAX_SOCKET_PATH`]), else `SOCKET_DIR/<hash of long>.sock`, so that any
+/// state directory works. Deterministic (a running QEMU is found again after an agent
+/// restart) and creates nothing; the binder makes sure of the directory
+/// ([`ensure_socket_dir`]) and removes a stale socket.
+pub fn socket_path(long: &Path) -> PathBuf {
+    if long.as_os_str().len() <= MAX_SOCKET_PATH {
+        return long.to_path_buf();
+    }
+    let h = blake3::hash(long.as_os_str().as_encoded_bytes()).to_hex();
+    Path::new(SOCKET_DIR).join(format!("{}.sock", &h[..24]))
+}
+
+/// Makes sure [`SOCKET_DIR`] exists and is safe to put sockets in: a real directory (not a
+/// symlink) owned by this user that nobody else can write to. Otherwise another local user
+/// could plant a socket where the agent expects QEMU's monitor.
+pub fn ensure_socket_dir() -> Result<(), DriverError> {
+    ensure_private_dir(Path::new(SOCKET_DIR))
+}
+
+fn ensure_private_dir(dir: &Path) -> Result<(), DriverError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let io = |e: std::io::Error| DriverError::Io(format!("socket directory {}: {e}", dir.display()), e);
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(e)),
+    }
+    let m = std::fs::symlink_metadata(dir).map_err(io)?;
+    // SAFETY: geteuid(2) cannot fail and takes no arguments.
+    let me = unsafe { libc::geteuid() };
+    if !m.file_type().is_dir() || m.uid() != me || m.mode() & 0o022 != 0 {
+        return Err(io(std::io::Error::other(format!(
+            "must be a directory owned by uid {me} that only it can write to (it is {}, uid {}, mode {:o}); \
+             remove it or use a shorter state_dir",
+            if m.file_type().is_dir() { "a directory" } else { "not a directory" },
+            m.uid(),
+            m.mode() & 0o7777
+        ))));
+    }
+    Ok(())
+}
+
+/// At agent start: when some socket under `state_dir` may need [`SOCKET_DIR`] (the longest
+/// names the agent uses do not fit `sun_path` below it), makes sure that directory is
+/// usable, so that an agent that could not run its VMs refuses to start with the reason.
+pub fn check_socket_paths(state_dir: &Path) -> Result<(), DriverError> {
+    // The longest socket paths: a snapshot's saver socket and a domain's restore socket,
+    // with names and ids of the longest valid length (63).
+    let name = "n".repeat(63);
+    let longest = [
+        state_dir.join("snapshots").join(&name).join(&name).join("mig.sock"),
+        state_dir.join("domains").join(&name).join("incoming.sock"),
+    ];
+    if longest.iter().any(|p| p.as_os_str().len() > MAX_SOCKET_PATH) {
+        ensure_socket_dir()?;
+    }
+    Ok(())
 }
 
 /// A hypervisor driver. Every call blocks; callers run them off the async runtime.
@@ -161,7 +232,62 @@ pub fn load_record(dir: &DomainDir) -> std::io::Result<DomainRecord> {
     serde_json::from_slice(&bytes).map_err(std::io::Error::other)
 }
 
+/// Binds a listening unix socket for `long` (at [`socket_path`]`(long)`), replacing a
+/// stale socket left there.
+pub fn bind_socket(long: &Path) -> Result<(std::os::unix::net::UnixListener, PathBuf), DriverError> {
+    let path = socket_path(long);
+    if path != long {
+        ensure_socket_dir()?;
+    }
+    let _ = std::fs::remove_file(&path);
+    let l = std::os::unix::net::UnixListener::bind(&path)
+        .map_err(|e| DriverError::Io(format!("binding {}: {e}", path.display()), e))?;
+    Ok((l, path))
+}
+
 /// Now, as Unix time in ns.
 pub fn unix_ns() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_socket_paths_stay_long_ones_are_hashed_under_the_socket_dir() {
+        let short = Path::new("/var/lib/vnsnap/domains/vm1/qmp.sock");
+        assert_eq!(socket_path(short), short);
+        let long = PathBuf::from(format!("/{}/domains/vm1/qmp.sock", "d".repeat(200)));
+        let p = socket_path(&long);
+        assert!(p.starts_with(SOCKET_DIR), "{}", p.display());
+        assert!(p.as_os_str().len() <= MAX_SOCKET_PATH);
+        // The same path every time (a running QEMU is recognised by it) ...
+        assert_eq!(socket_path(&long), p);
+        // ... and a different one for every socket.
+        assert_ne!(socket_path(&long.with_file_name("ctl.sock")), p);
+        // Exactly at the limit is still the path itself.
+        let edge = PathBuf::from(format!("/{}", "e".repeat(MAX_SOCKET_PATH - 1)));
+        assert_eq!(socket_path(&edge), edge);
+        let over = PathBuf::from(format!("/{}", "e".repeat(MAX_SOCKET_PATH)));
+        assert_ne!(socket_path(&over), over);
+    }
+
+    #[test]
+    fn a_socket_dir_others_can_write_to_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let ok = t.path().join("ok");
+        ensure_private_dir(&ok).unwrap();
+        assert_eq!(std::fs::metadata(&ok).unwrap().permissions().mode() & 0o777, 0o700);
+        ensure_private_dir(&ok).unwrap();
+        let open = t.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = ensure_private_dir(&open).unwrap_err().to_string();
+        assert!(e.contains("only it can write"), "{e}");
+        let link = t.path().join("link");
+        std::os::unix::fs::symlink(&ok, &link).unwrap();
+        assert!(ensure_private_dir(&link).is_err());
+    }
 }

@@ -239,6 +239,10 @@ impl Driver for QemuDriver {
     }
 
     fn start(&self, dir: &DomainDir, rec: &DomainRecord, incoming: bool) -> Result<u32, DriverError> {
+        // A state directory too deep for `sun_path` has its sockets in the socket directory.
+        if dir.qmp().starts_with(super::SOCKET_DIR) || dir.ctl().starts_with(super::SOCKET_DIR) {
+            super::ensure_socket_dir()?;
+        }
         let _ = std::fs::remove_file(dir.pidfile());
         let _ = std::fs::remove_file(dir.qmp());
         let _ = std::fs::remove_file(dir.ctl());

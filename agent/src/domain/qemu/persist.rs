@@ -265,6 +265,12 @@ pub fn wait_migration(s: &mut Session, timeout: Duration) -> Result<u64, DriverE
 
 /// Receives one memory image: accepts QEMU's connection on `listener`, streams it into
 /// `out` while hashing with BLAKE3, fsyncs. `progress` counts bytes as they land.
+///
+/// A write that fails (a full disk) does not end the stream: QEMU hangs for good when its
+/// reader goes away in the middle of a background snapshot (see `spawn_saver`), so the rest
+/// of the stream is read and discarded to its end, and only then is the write error
+/// returned. The partial image is emptied at once, so that the space it took is free again
+/// for the guests' disks and the host's other writers.
 pub fn receive_image(listener: UnixListener, out: &Path, progress: &AtomicU64) -> Result<ImageFile, DriverError> {
     let io = |what: &str, e| DriverError::Io(format!("{what} {}", out.display()), e);
     let (mut conn, _) = listener.accept().map_err(|e| io("accepting migration stream for", e))?;
@@ -272,7 +278,14 @@ pub fn receive_image(listener: UnixListener, out: &Path, progress: &AtomicU64) -
     // normally ended by `release_saver`, and this bounds the wait if even that was missed
     // (an agent killed between the two). A running migration never idles this long.
     conn.set_read_timeout(Some(STREAM_IDLE)).map_err(|e| io("setting a timeout on the stream for", e))?;
-    let (mut file, mut direct) = create_image(out).map_err(|e| io("creating", e))?;
+    let created = create_image(out).map_err(|e| write_error("creating", out, e));
+    let (mut file, mut direct) = match created {
+        Ok(f) => f,
+        Err(e) => {
+            drain(&mut conn);
+            return Err(e);
+        }
+    };
     let mut hasher = blake3::Hasher::new();
     // A chunk-sized window of the buffer aligned for O_DIRECT (safe code: the Vec has a
     // page of slack to slide the window in).
@@ -283,39 +296,20 @@ pub fn receive_image(listener: UnixListener, out: &Path, progress: &AtomicU64) -
     loop {
         // A whole chunk per write: O_DIRECT needs block-sized writes, and fewer, larger
         // writes cost less either way. Only the stream's last chunk is shorter.
-        let mut n = 0;
-        while n < buf.len() {
-            match conn.read(&mut buf[n..]) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(io("reading migration stream for", e)),
-            }
-        }
+        let n = read_chunk(&mut conn, buf).map_err(|e| io("reading migration stream for", e))?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
-        // Whole blocks go past the page cache. The stream's unaligned tail goes through it
-        // (at an aligned offset: every write before it was a whole chunk), and so does
-        // everything on a file system that took O_DIRECT at open but refuses it on write.
-        let written = direct
-            && n % DIRECT_ALIGN == 0
-            && match file.write_all(&buf[..n]) {
-                Ok(()) => true,
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => false,
-                Err(e) => return Err(io("writing", e)),
-            };
-        if !written {
-            if std::mem::take(&mut direct) {
-                buffered(&file).map_err(|e| io("writing", e))?;
-            }
-            file.write_all(&buf[..n]).map_err(|e| io("writing", e))?;
+        if let Err(e) = write_chunk(&mut file, &mut direct, &buf[..n]) {
+            let _ = file.set_len(0);
+            drain(&mut conn);
+            return Err(write_error("writing", out, e));
         }
         total += n as u64;
         progress.fetch_add(n as u64, Ordering::Relaxed);
     }
-    file.sync_all().map_err(|e| io("syncing", e))?;
+    file.sync_all().map_err(|e| write_error("syncing", out, e))?;
     Ok(ImageFile {
         path: out.display().to_string(),
         bytes: total,
@@ -323,6 +317,71 @@ pub fn receive_image(listener: UnixListener, out: &Path, progress: &AtomicU64) -
         saved_at_ns: Some(crate::domain::unix_ns()),
     })
 }
+
+/// Reads up to a whole `buf` from the stream (less only at its end); 0 at the end.
+fn read_chunk(conn: &mut UnixStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match conn.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Writes one chunk of an image. Whole blocks go past the page cache. The stream's
+/// unaligned tail goes through it (at an aligned offset: every write before it was a whole
+/// chunk), and so does everything on a file system that took O_DIRECT at open but refuses
+/// it on write (`direct` is then cleared for the rest of the image).
+fn write_chunk(file: &mut std::fs::File, direct: &mut bool, chunk: &[u8]) -> std::io::Result<()> {
+    let written = *direct
+        && chunk.len() % DIRECT_ALIGN == 0
+        && match file.write_all(chunk) {
+            Ok(()) => true,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => false,
+            Err(e) => return Err(e),
+        };
+    if !written {
+        if std::mem::take(direct) {
+            buffered(file)?;
+        }
+        file.write_all(chunk)?;
+    }
+    Ok(())
+}
+
+/// Reads the rest of a migration stream and throws it away, so that QEMU sees its
+/// migration through (see `receive_image`). Ends at the stream's end, or at a read error
+/// or a silence of [`STREAM_IDLE`] (QEMU is gone or stuck; nothing left to save it from).
+fn drain(conn: &mut UnixStream) {
+    let mut buf = vec![0u8; SAVE_CHUNK];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// A failed write of `out`, saying why in words: a full disk is named as such (the
+/// operator's first question), whatever the file system.
+fn write_error(what: &str, out: &Path, e: std::io::Error) -> DriverError {
+    let why = match e.raw_os_error() {
+        Some(libc::ENOSPC) => "no space left on device".to_string(),
+        Some(libc::EDQUOT) => "disk quota exceeded".to_string(),
+        _ => e.to_string(),
+    };
+    DriverError::Io(format!("{why} {what} {}", out.display()), e)
+}
+
+/// Exit status of a saver that ran out of space (`ENOSPC` or `EDQUOT`): on a full disk its
+/// log cannot be written either, so the status alone tells the agent.
+pub const SAVER_EXIT_NO_SPACE: i32 = 28;
 
 /// Bytes read from the migration stream per write of a memory image.
 const SAVE_CHUNK: usize = 1 << 20;
@@ -590,11 +649,12 @@ pub fn spawn_saver(
         if !status.success() {
             let said = std::fs::read_to_string(&log_path).unwrap_or_default();
             let said: Vec<&str> = said.lines().filter(|l| !l.trim().is_empty()).collect();
-            return Err(format!(
-                "saver for {} ended with {status}: {}",
-                out.display(),
-                said[said.len().saturating_sub(4)..].join(" / ")
-            ));
+            let said = said[said.len().saturating_sub(4)..].join(" / ");
+            if status.code() == Some(SAVER_EXIT_NO_SPACE) {
+                // The log may be empty: it is on the same full disk.
+                return Err(format!("no space left on device writing {}", out.display()));
+            }
+            return Err(format!("saver for {} ended with {status}: {said}", out.display()));
         }
         let sum = std::fs::read_to_string(sum_path(&out)).map_err(|e| format!("saver left no checksum: {e}"))?;
         let bad = || format!("bad saver checksum {sum:?}");
@@ -607,9 +667,28 @@ pub fn spawn_saver(
     }))
 }
 
-/// The saver process (`vnsnap-agent save-image --out FILE`, see `spawn_saver`): receives
-/// one image on the listening socket at fd 3, then records `<bytes> <blake3> <saved at,
-/// Unix ns>` next to it
+/// The saver process's command (`vnsnap-agent save-image --out FILE`, see `spawn_saver`):
+/// runs [`save_image_main`] and returns the process's exit status: 0 when the image is
+/// saved, [`SAVER_EXIT_NO_SPACE`] when the disk was full, 1 on any other failure (said on
+/// stderr, the saver's log).
+pub fn save_image_command(out: &Path, accept_timeout: Duration) -> i32 {
+    match save_image_main(out, accept_timeout) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("saver: {e}");
+            let no_space = matches!(&e, DriverError::Io(_, io)
+                if matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)));
+            if no_space {
+                SAVER_EXIT_NO_SPACE
+            } else {
+                1
+            }
+        }
+    }
+}
+
+/// The saver process (see [`save_image_command`]): receives one image on the listening
+/// socket at fd 3, then records `<bytes> <blake3> <saved at, Unix ns>` next to it
 /// (written to a temporary file and renamed, so it exists only complete). Gives up if
 /// QEMU has not connected within `accept_timeout`.
 pub fn save_image_main(out: &Path, accept_timeout: Duration) -> Result<(), DriverError> {
@@ -631,9 +710,9 @@ pub fn save_image_main(out: &Path, accept_timeout: Duration) -> Result<(), Drive
     let img = receive_image(listener, out, &AtomicU64::new(0))?;
     let sum = sum_path(out);
     let tmp = sum.with_extension("sum.tmp");
-    let io = |e| DriverError::Io(format!("writing {}", sum.display()), e);
-    std::fs::write(&tmp, format!("{} {} {}\n", img.bytes, img.blake3, img.saved_at_ns.unwrap_or(0))).map_err(io)?;
-    std::fs::rename(&tmp, &sum).map_err(io)?;
+    let write = |e| write_error("writing", &sum, e);
+    std::fs::write(&tmp, format!("{} {} {}\n", img.bytes, img.blake3, img.saved_at_ns.unwrap_or(0))).map_err(write)?;
+    std::fs::rename(&tmp, &sum).map_err(write)?;
     Ok(())
 }
 
@@ -650,9 +729,14 @@ pub fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
 }
 
 /// Feeds a memory image into a QEMU started with `-incoming defer`: asks it to listen on
-/// `sock`, connects, streams the file, then waits until QEMU reports the load complete.
-/// The guest stays paused (`-S`) until the whole slice is resumed.
+/// `sock` (a [`crate::domain::socket_path`]), connects, streams the file, then waits until
+/// QEMU reports the load complete. The guest stays paused (`-S`) until the whole slice is
+/// resumed.
 pub fn load_image(dir: &DomainDir, image: &Path, sock: &Path, timeout: Duration) -> Result<(), DriverError> {
+    if sock.starts_with(crate::domain::SOCKET_DIR) {
+        crate::domain::ensure_socket_dir()?;
+    }
+    let _ = std::fs::remove_file(sock);
     let mut s = Session::connect(&dir.qmp())?;
     s.run(&q::migrate_set_parameters(q::MigrateSetParameters {
         max_bandwidth: Some(MAX_BANDWIDTH),
@@ -682,6 +766,29 @@ mod tests {
 ";
         assert_eq!(guest_ram_mappings(maps), vec![(0x7f3a40000000, 0x7f3a50000000)]);
         assert!(guest_ram_mappings("garbage\n\nzz-yy rw-s 0 0 0 /memfd:x\n").is_empty());
+    }
+
+    /// A full disk (`/dev/full` answers every write with ENOSPC): the saver reads QEMU's
+    /// stream to its end although it cannot keep it (QEMU hangs if its reader goes away),
+    /// and says that the space ran out.
+    #[test]
+    fn full_disk_drains_the_stream_and_names_the_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("s.sock");
+        let listener = UnixListener::bind(&sock).unwrap();
+        let writer = std::thread::spawn(move || {
+            let mut conn = UnixStream::connect(&sock).unwrap();
+            let part = vec![7u8; 100_003];
+            for _ in 0..60 {
+                conn.write_all(&part)?;
+            }
+            Ok::<_, std::io::Error>(())
+        });
+        let e = receive_image(listener, Path::new("/dev/full"), &AtomicU64::new(0)).unwrap_err();
+        writer.join().unwrap().expect("the whole stream is read although the disk is full");
+        let msg = e.to_string();
+        assert!(msg.starts_with("no space left on device writing /dev/full"), "{msg}");
+        assert!(matches!(e, DriverError::Io(_, io) if io.raw_os_error() == Some(libc::ENOSPC)));
     }
 
     /// A stream as QEMU writes it: whole chunks, then a tail that is not a whole block,

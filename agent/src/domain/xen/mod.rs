@@ -179,6 +179,9 @@ impl XenDriver {
                 let tty = run(&xs, &[&format!("/local/domain/{id}/console/tty")]).ok()?;
                 Some(PathBuf::from(tty.trim()))
             });
+            if dir.ctl().starts_with(crate::domain::SOCKET_DIR) {
+                crate::domain::ensure_socket_dir()?;
+            }
             r.ctl = Some(
                 CtlRelay::spawn(&dir.ctl(), lookup)
                     .map_err(|e| DriverError::Io("binding the control channel socket".into(), e))?,

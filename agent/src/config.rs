@@ -20,6 +20,12 @@ pub struct Config {
     pub vcpus: u32,
     /// RAM (MiB) the agent may hand out.
     pub memory_mib: u64,
+    /// Directories of the images domains may boot from: a domain's kernel, initrd and disk
+    /// bases must be files inside one of them (symbolic links resolved) or in the agent's
+    /// own image store (`<state_dir>/images`, where `POST /images` captures disks), never
+    /// an arbitrary host file (a disk base or an initrd is read by the guest).
+    #[serde(default)]
+    pub image_dirs: Vec<PathBuf>,
     /// Mutual TLS with the cluster CA.
     pub tls: TlsConfig,
     /// Which hypervisor driver runs this host's domains (`qemu`, the default, or `xen`).
@@ -208,6 +214,14 @@ mod tests {
         assert_eq!(c.xen.xl, PathBuf::from("/usr/sbin/xl"));
         assert_eq!(c.xen.guest_type, XenGuestType::Pvh);
         assert_eq!(c.xen.console_dir, PathBuf::from("/var/log/xen/console"));
+    }
+
+    #[test]
+    fn image_dirs_default_to_none() {
+        let c: Config = toml::from_str(BASE).unwrap();
+        assert!(c.image_dirs.is_empty());
+        let c: Config = toml::from_str(&format!("image_dirs = [\"/srv/images\"]\n{BASE}")).unwrap();
+        assert_eq!(c.image_dirs, vec![PathBuf::from("/srv/images")]);
     }
 
     #[test]

@@ -84,6 +84,16 @@ impl Host {
     /// Opens the state directory, re-attaches to running domains and restores switch ports.
     pub fn open(cfg: Config, switch: Switch) -> anyhow::Result<Arc<Host>> {
         std::fs::create_dir_all(cfg.state_dir.join("domains"))?;
+        // An image directory holding the state directory would let a domain boot from
+        // another domain's disk layers or a snapshot's memory image.
+        let state = std::fs::canonicalize(&cfg.state_dir)?;
+        if let Some(d) = cfg.image_dirs.iter().find(|d| std::fs::canonicalize(d).is_ok_and(|d| state.starts_with(&d))) {
+            anyhow::bail!(
+                "image_dirs entry {} holds the state directory {}: give the images a directory of their own",
+                d.display(),
+                cfg.state_dir.display()
+            );
+        }
         let driver: Arc<dyn Driver> = match cfg.driver {
             DriverKind::Qemu => Arc::new(QemuDriver::new(&cfg.qemu)),
             DriverKind::Xen => Arc::new(XenDriver::new(cfg.xen.clone(), &cfg.state_dir)?),
@@ -249,13 +259,13 @@ impl Host {
     /// Host facts for placement.
     pub fn host_info(&self) -> HostInfo {
         let doms = self.all();
-        let used: u64 = doms.iter().map(|d| lock(&d.rec).spec.memory_mib).sum();
+        let used = promised_mib(doms.iter().map(|d| lock(&d.rec).spec.memory_mib));
         HostInfo {
             name: self.cfg.name.clone(),
             driver: self.driver.name().into(),
             vcpus: self.cfg.vcpus,
             memory_mib: self.cfg.memory_mib,
-            free_memory_mib: self.cfg.memory_mib.saturating_sub(used),
+            free_memory_mib: used.map_or(0, |u| self.cfg.memory_mib.saturating_sub(u)),
             tunnel: self.switch.tunnel_addr().to_string(),
             domains: doms.len(),
         }
@@ -270,22 +280,27 @@ impl Host {
         if spec.vcpus == 0 || spec.vcpus > self.cfg.vcpus {
             problems.push(format!("vcpus {} must be 1..={}", spec.vcpus, self.cfg.vcpus));
         }
-        if spec.memory_mib < 16 {
-            problems.push(format!("memory_mib {} is below 16", spec.memory_mib));
+        if spec.memory_mib < limits::MIN_MEMORY_MIB || spec.memory_mib > limits::MAX_MEMORY_MIB {
+            problems.push(format!(
+                "memory_mib {} must be {}..={}",
+                spec.memory_mib,
+                limits::MIN_MEMORY_MIB,
+                limits::MAX_MEMORY_MIB
+            ));
         }
-        let file_ok = |p: &str| Path::new(p).is_absolute() && Path::new(p).is_file();
-        if let Boot::Kernel { kernel, initrd, .. } = &spec.boot {
-            if !file_ok(kernel) {
-                problems.push(format!("kernel {kernel:?} is not an existing absolute path"));
+        let mut file = |what: &str, p: &str| {
+            if let Err(why) = self.served_image(p) {
+                problems.push(format!("{what} {:?} {why}", limits::clip(p, limits::MAX_ECHO_BYTES)));
             }
-            if let Some(i) = initrd.as_ref().filter(|i| !file_ok(i)) {
-                problems.push(format!("initrd {i:?} is not an existing absolute path"));
+        };
+        if let Boot::Kernel { kernel, initrd, .. } = &spec.boot {
+            file("kernel", kernel);
+            if let Some(i) = initrd {
+                file("initrd", i);
             }
         }
         for d in &spec.disks {
-            if !file_ok(&d.base) {
-                problems.push(format!("disk base {:?} is not an existing absolute path", d.base));
-            }
+            file("disk base", &d.base);
         }
         let mut macs = std::collections::HashSet::new();
         for n in &spec.nics {
@@ -310,6 +325,34 @@ impl Host {
         Ok(())
     }
 
+    /// Checks that `p` names an image this agent serves: an existing file inside one of the
+    /// configured `image_dirs`, or a captured image (`<id>.qcow2`) in the agent's own store.
+    /// Symbolic links and `..` are resolved first, so neither leads outside. `Err` says why
+    /// not, to follow the path in an error.
+    fn served_image(&self, p: &str) -> Result<(), String> {
+        if !Path::new(p).is_absolute() {
+            return Err("is not an absolute path".into());
+        }
+        let real = match std::fs::canonicalize(p) {
+            Ok(r) if r.is_file() => r,
+            _ => return Err("is not an existing file".into()),
+        };
+        let under = |dir: &Path| std::fs::canonicalize(dir).is_ok_and(|d| real.starts_with(d));
+        if self.cfg.image_dirs.iter().any(|d| under(d)) {
+            return Ok(());
+        }
+        let captured = real.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".qcow2"));
+        let store = std::fs::canonicalize(crate::image::store(self)).ok();
+        if store.is_some() && real.parent() == store.as_deref() && captured.is_some_and(valid_name) {
+            return Ok(());
+        }
+        Err(format!(
+            "is not an image of this host (a file in image_dirs {:?} or in {})",
+            self.cfg.image_dirs,
+            crate::image::store(self).display()
+        ))
+    }
+
     /// Defines a domain: validates, reserves capacity, creates overlays and switch ports.
     /// On any failure everything created so far is removed.
     pub fn define(&self, spec: DomainSpec) -> Res<DomainInfo> {
@@ -320,14 +363,16 @@ impl Host {
             if doms.contains_key(&spec.name) {
                 return Err(err(ErrorKind::Conflict, format!("Domain {:?} exists", spec.name)));
             }
-            let used: u64 = doms.values().map(|d| lock(&d.rec).spec.memory_mib).sum();
-            if used + spec.memory_mib > self.cfg.memory_mib {
+            // Checked sums: no request, however large, wraps the budget around.
+            let used = promised_mib(doms.values().map(|d| lock(&d.rec).spec.memory_mib));
+            let after = used.and_then(|u| u.checked_add(spec.memory_mib));
+            if after.is_none_or(|a| a > self.cfg.memory_mib) {
                 return Err(err(
                     ErrorKind::Capacity,
                     format!(
                         "memory_mib {} exceeds the host's free memory ({} of {} MiB)",
                         spec.memory_mib,
-                        self.cfg.memory_mib.saturating_sub(used),
+                        used.map_or(0, |u| self.cfg.memory_mib.saturating_sub(u)),
                         self.cfg.memory_mib
                     ),
                 ));
@@ -650,9 +695,15 @@ impl Host {
 
     /// Sets the remote peers of a segment (persisted, so a restarted agent keeps tunnelling).
     pub fn set_segment_peers(&self, segment: SegmentId, peers: &SegmentPeers) -> Res<()> {
+        // Checked at the edge too (`limits`); kept here for callers inside the agent.
+        if peers.peers.len() > limits::MAX_SEGMENT_PEERS {
+            return Err(err(ErrorKind::BadRequest, format!("more than {} peers", limits::MAX_SEGMENT_PEERS)));
+        }
         let mut addrs = Vec::new();
         for p in &peers.peers {
-            addrs.push(p.parse().map_err(|_| err(ErrorKind::BadRequest, format!("peer {p:?} is not ip:port")))?);
+            addrs.push(p.parse().map_err(|_| {
+                err(ErrorKind::BadRequest, format!("peer {:?} is not ip:port", limits::clip(p, limits::MAX_ECHO_BYTES)))
+            })?);
         }
         let _g = lock(&self.domains);
         let mut map: BTreeMap<SegmentId, SegmentPeers> =
@@ -668,6 +719,12 @@ impl Host {
             .map_err(|e| err(ErrorKind::Internal, format!("saving segments: {e}")))?;
         self.switch.set_peers(segment, addrs).map_err(|e| err(ErrorKind::Internal, e.to_string()))
     }
+}
+
+/// The memory promised to domains, MiB: `None` if the sum does not fit a `u64` (counted as
+/// no memory left).
+fn promised_mib(mut each: impl Iterator<Item = u64>) -> Option<u64> {
+    each.try_fold(0u64, |a, m| a.checked_add(m))
 }
 
 /// `a.b.c.d/n` with n in 0..=32.

@@ -26,11 +26,17 @@
 //! | `POST /snapshots/{id}/commit`          |                   | [`CommitReply`]      |
 //! | `POST /snapshots/{id}/abort`           |                   | `{}`                 |
 //! | `DELETE /snapshots/{id}`               |                   | `{}`                 |
+//! | `POST /restores/check`                 | [`RestoreRequest`]| [`RestoreReply`]     |
 //! | `POST /restores/prepare`               | [`RestoreRequest`]| [`RestoreReply`]     |
 //! | `POST /restores/{id}/resume`           |                   | [`RestoreReply`]     |
 //! | `POST /restores/{id}/abort`            |                   | `{}`                 |
+//! | `POST /images`                         | [`CaptureRequest`]| [`CaptureStatus`]    |
+//! | `GET  /images/{id}`                    |                   | [`CaptureStatus`]    |
+//! | `DELETE /images/{id}`                  |                   | `{}`                 |
 //!
-//! Errors are a non-2xx status with an [`ApiError`] body.
+//! Errors are a non-2xx status with an [`ApiError`] body. Every id in a path or a body
+//! is a [`valid_name`], and every number and count is within [`limits`]; the agent refuses
+//! anything else with 400 before acting on it.
 
 #![forbid(unsafe_code)]
 
@@ -39,6 +45,7 @@ use std::collections::BTreeMap;
 
 #[cfg(feature = "client")]
 pub mod client;
+pub mod limits;
 
 /// Path prefix of every agent route.
 pub const API_PREFIX: &str = "/v1";

@@ -15,9 +15,8 @@ use rustls::server::WebPkiClientVerifier;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use vnsnap_proto::limits::{clip, MAX_BODY_BYTES, MAX_ECHO_BYTES};
 use vnsnap_proto::{ApiError, ErrorKind};
-
-const MAX_BODY: usize = 16 << 20;
 
 fn read_certs(path: &std::path::Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let mut r =
@@ -64,10 +63,17 @@ async fn handle(host: Arc<Host>, req: Request<Incoming>) -> Result<Response<Full
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);
-    let bytes = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+    // Bounded before anything parses it: the body is read up to the limit, no further.
+    let bytes = match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
-            return Ok(error_response(&ApiError { kind: ErrorKind::BadRequest, message: format!("Request body: {e}") }))
+            let message = if e.is::<http_body_util::LengthLimitError>() {
+                format!("Request body above the limit of {MAX_BODY_BYTES} bytes")
+            } else {
+                format!("Request body: {e}")
+            };
+            tracing::warn!(method = %clip(&method, 16), path = %clip(&path, MAX_ECHO_BYTES), %message, "request refused");
+            return Ok(error_response(&ApiError { kind: ErrorKind::BadRequest, message }));
         }
     };
     let result = match parse(&method, &path, query.as_deref(), &bytes) {
@@ -78,7 +84,13 @@ async fn handle(host: Arc<Host>, req: Request<Incoming>) -> Result<Response<Full
         Ok(Reply::Json(v)) => respond(StatusCode::OK, "application/json", serde_json::to_vec(&v).unwrap_or_default()),
         Ok(Reply::Text(t)) => respond(StatusCode::OK, "text/plain; charset=utf-8", t.into_bytes()),
         Err(e) => {
-            tracing::warn!(%method, %path, error = %e.message, "request failed");
+            // Client input is never logged whole (a refused body may be megabytes).
+            tracing::warn!(
+                method = %clip(&method, 16),
+                path = %clip(&path, MAX_ECHO_BYTES),
+                error = %clip(&e.message, 4 * MAX_ECHO_BYTES),
+                "request failed"
+            );
             error_response(&e)
         }
     })

@@ -227,8 +227,10 @@ impl Lab {
             let mem = if xen { opts.host_memory_mib.min(XEN_HOST_GUEST_MIB) } else { opts.host_memory_mib };
             let cfg = format!(
                 "{driver}name = \"host{n}\"\nstate_dir = \"{state}\"\nlisten = \"{addr}:{AGENT_PORT}\"\ntunnel = \"{addr}:{TUNNEL_PORT}\"\n\
-                 vcpus = {vcpus}\nmemory_mib = {mem}\n\n[tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\n[qemu]\n# These machines have no usable KVM: TCG always.\naccel = \"tcg\"\ndisk_flush = {flush}\n",
+                 vcpus = {vcpus}\nmemory_mib = {mem}\nimage_dirs = {images:?}\n\n[tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\n[qemu]\n# These machines have no usable KVM: TCG always.\naccel = \"tcg\"\ndisk_flush = {flush}\n",
                 state = state.display(),
+                // The agent boots domains only from files in these (the guest image's).
+                images = image_dirs(&lab),
                 vcpus = opts.host_vcpus,
                 ca = lab.ca.display(),
                 cert = id.cert.display(),
@@ -438,6 +440,19 @@ fn reap(pid: u32) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The directories of the lab's guest image (kernel, initrd, data disk), for the agents'
+/// `image_dirs`.
+fn image_dirs(lab: &Lab) -> Vec<String> {
+    let mut dirs: Vec<String> = [&lab.kernel, &lab.initrd, &lab.data_disk]
+        .iter()
+        .filter_map(|p| p.parent())
+        .map(|d| d.display().to_string())
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
 }
 
 /// Kills every QEMU whose pid file is under `state_dir` and whose command line names it.

@@ -8,7 +8,9 @@ use std::sync::OnceLock;
 
 use base64::Engine as _;
 use chrono::{Duration, Utc};
-use vnsnap_am::auth::{AuthError, Authorizer, CallContext, CredentialInput, Method, TrustRoots};
+use vnsnap_am::auth::{
+    AuthError, Authorized, Authorizer, AuthorizerConfig, CallContext, CredentialInput, Method, TrustRoots,
+};
 use vnsnap_testbed::ch::{delegate, speaks_for, CertSpec, Clearinghouse, CredSpec, Digest, Identity, KeyInfoMode};
 
 /// The shared world: one trusted CH, one untrusted CH with the same authority name, and a few
@@ -676,4 +678,123 @@ fn test_ch_credentials_validate_against_geni_schema() {
             std::process::Command::new("xmllint").args(["--noout", "--schema"]).arg(&xsd).arg(&f).output().unwrap();
         assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
     }
+}
+
+// ---- what checking costs (each xmlsec1 run is a process) ----
+
+fn fresh_authorizer(config: AuthorizerConfig) -> Authorizer {
+    Authorizer::with_config(TrustRoots::from_pem_file(&world().ch.ca().cert).unwrap(), config)
+}
+
+#[test]
+fn verified_credential_is_cached_and_still_bound_to_the_call() {
+    let w = world();
+    let auth = fresh_authorizer(AuthorizerConfig::default());
+    let cred = slice_cred(&CredSpec::default());
+    let call = |who: &Identity, creds: &[CredentialInput], slice: &str, m: Method| {
+        auth.authorize(&ctx(who), creds, Some(slice), m)
+    };
+    assert!(call(&w.alice, &[sfa(&cred)], &w.slice.urn, Method::Describe).is_ok());
+    assert_eq!(auth.signature_runs(), 1);
+    // Again, and the same credential five times in one call: verified once in all.
+    assert!(call(&w.alice, &[sfa(&cred)], &w.slice.urn, Method::Status).is_ok());
+    assert!(call(&w.alice, &vec![sfa(&cred); 5], &w.slice.urn, Method::Describe).is_ok());
+    assert_eq!(auth.signature_runs(), 1);
+    // A cached credential still binds owner, target and privilege exactly as a fresh one.
+    let r = call(&w.bob, &[sfa(&cred)], &w.slice.urn, Method::Describe);
+    assert!(matches!(r, Err(AuthError::OwnerMismatch { .. })), "{r:?}");
+    let r = call(&w.alice, &[sfa(&cred)], &w.other_slice.urn, Method::Describe);
+    assert!(matches!(r, Err(AuthError::TargetMismatch { .. })), "{r:?}");
+    assert_eq!(auth.signature_runs(), 1);
+}
+
+#[test]
+fn cached_credential_expires_with_the_credential() {
+    let w = world();
+    let auth = fresh_authorizer(AuthorizerConfig::default());
+    let expires = Utc::now() + Duration::seconds(3);
+    let cred = slice_cred(&CredSpec::default().expires(expires));
+    assert!(as_caller(&auth, &w.alice, &cred, Method::Describe).is_ok());
+    assert_eq!(auth.signature_runs(), 1);
+    // Wait for the instant itself (the credential's <expires> has whole seconds).
+    while Utc::now() <= expires + Duration::seconds(1) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let r = as_caller(&auth, &w.alice, &cred, Method::Describe);
+    assert!(matches!(r, Err(AuthError::CredentialExpired { .. })), "{r:?}");
+    assert_eq!(code(&r), 15);
+}
+
+fn as_caller(auth: &Authorizer, who: &Identity, cred: &str, m: Method) -> Result<Authorized, AuthError> {
+    auth.authorize(&ctx(who), &[sfa(cred)], Some(&world().slice.urn), m)
+}
+
+#[test]
+fn verifies_only_credentials_whose_claims_grant_the_call() {
+    let w = world();
+    let auth = fresh_authorizer(AuthorizerConfig::default());
+    let other_slice = w.ch.slice_credential(&w.alice, &w.other_slice, &CredSpec::default()).unwrap();
+    let bobs = w.ch.slice_credential(&w.bob, &w.slice, &CredSpec::default()).unwrap();
+    let weak = slice_cred(&CredSpec::default().privileges(&[("getsliceresources", false)]));
+    let good = slice_cred(&CredSpec::default());
+    let creds = [sfa(&other_slice), sfa(&bobs), sfa(&weak)];
+    let r = auth.authorize(&ctx(&w.alice), &creds, Some(&w.slice.urn), Method::Allocate);
+    // The failure that got furthest is reported, and nothing was verified.
+    assert!(matches!(r, Err(AuthError::InsufficientPrivileges { .. })), "{r:?}");
+    assert_eq!(auth.signature_runs(), 0);
+    let mut with_good = creds.to_vec();
+    with_good.push(sfa(&good));
+    let r = auth.authorize(&ctx(&w.alice), &with_good, Some(&w.slice.urn), Method::Allocate);
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(auth.signature_runs(), 1);
+}
+
+#[test]
+fn refuses_too_many_credentials_before_any_work() {
+    let w = world();
+    let auth = fresh_authorizer(AuthorizerConfig::default());
+    let cred = slice_cred(&CredSpec::default());
+    let r = auth.authorize(&ctx(&w.alice), &vec![sfa(&cred); 9], Some(&w.slice.urn), Method::Describe);
+    assert!(matches!(r, Err(AuthError::TooManyCredentials { count: 9, max: 8 })), "{r:?}");
+    assert_eq!(code(&r), 1);
+    assert_eq!(auth.signature_runs(), 0);
+}
+
+#[test]
+fn bounds_signature_checks_per_call() {
+    let w = world();
+    let auth = fresh_authorizer(AuthorizerConfig { max_signatures_per_call: 2, ..AuthorizerConfig::default() });
+    // Three different forgeries that claim what the call needs: each would cost an xmlsec1 run.
+    let forged: Vec<CredentialInput> = (0..3)
+        .map(|i| {
+            let spec = CredSpec::default()
+                .privileges(&[("getsliceresources", false)])
+                .expires(Utc::now() + Duration::days(10 + i));
+            sfa(&slice_cred(&spec).replace("<name>getsliceresources</name>", "<name>*</name>"))
+        })
+        .collect();
+    let r = auth.authorize(&ctx(&w.alice), &forged, Some(&w.slice.urn), Method::Allocate);
+    assert!(matches!(r, Err(AuthError::TooManySignatures { max: 2 })), "{r:?}");
+    assert_eq!(code(&r), 1);
+    assert_eq!(auth.signature_runs(), 2);
+    // Two are within the budget and get the signature error.
+    let r = auth.authorize(&ctx(&w.alice), &forged[..2], Some(&w.slice.urn), Method::Allocate);
+    assert!(matches!(r, Err(AuthError::SignatureInvalid(_))), "{r:?}");
+}
+
+#[test]
+fn verified_speaks_for_is_cached_per_tool_and_user() {
+    let w = world();
+    let auth = fresh_authorizer(AuthorizerConfig::default());
+    let sf = speaks_for(&w.alice, portal(), Utc::now() + Duration::days(1), Digest::Sha256).unwrap();
+    let cred = slice_cred(&CredSpec::default());
+    let creds = [abac(&sf), sfa(&cred)];
+    let call = || auth.authorize(&speaks_for_ctx(portal(), &w.alice), &creds, Some(&w.slice.urn), Method::Status);
+    assert!(call().is_ok());
+    assert_eq!(auth.signature_runs(), 2);
+    assert!(call().unwrap().speaks_for);
+    assert_eq!(auth.signature_runs(), 2);
+    // The cached speaks-for does not carry over to another tool presenting it.
+    let r = auth.authorize(&speaks_for_ctx(&w.bob, &w.alice), &creds, Some(&w.slice.urn), Method::Status);
+    assert!(matches!(r, Err(AuthError::SpeaksForToolMismatch { .. })), "{r:?}");
 }

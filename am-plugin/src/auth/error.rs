@@ -27,10 +27,17 @@ pub enum AuthError {
     #[error("No usable credential was supplied (need a valid geni_sfa credential)")]
     NoCredential,
     /// Too many credentials in one call.
-    #[error("Too many credentials: {count} (limit {max})")]
+    #[error("Too many credentials in one call: {count} (limit {max}); send only those the call needs")]
     TooManyCredentials {
         /// Number supplied.
         count: usize,
+        /// Limit.
+        max: usize,
+    },
+    /// Checking the call's credentials would take more signature verifications than a call
+    /// may cost.
+    #[error("Too many signatures to verify in one call (limit {max}): send only the credentials the call needs")]
+    TooManySignatures {
         /// Limit.
         max: usize,
     },
@@ -178,6 +185,7 @@ impl AuthError {
         use AuthError::*;
         match self {
             TooManyCredentials { .. }
+            | TooManySignatures { .. }
             | CredentialTooLarge { .. }
             | DoctypeForbidden
             | MalformedCredential(_)

@@ -22,7 +22,20 @@
 //! 4. against the call: owner == caller, target == slice, privileges cover the method. Any one
 //!    credential must pass all of 4 (gcf semantics).
 //!
-//! Step 3 results are cached by the hash of the credential text until the credential expires.
+//! Step 3 is the expensive one (an xmlsec1 run per signature), so the work is bounded:
+//! * at most [`AuthorizerConfig::max_credentials`] credentials per call (8 by default: real
+//!   clients send a slice credential, perhaps a user credential and a speaks-for credential);
+//! * identical credentials in one call are checked once;
+//! * lazily: a geni_sfa credential is verified only if what it claims (owner, target,
+//!   privileges) would grant the call; one that could not is refused for that without any
+//!   certificate or signature work, and checking stops at the first credential that grants;
+//! * at most [`AuthorizerConfig::max_signatures_per_call`] xmlsec1 runs per call (a delegated
+//!   credential costs one per level);
+//! * the result of step 3 is cached by the BLAKE3 digest of the credential text until the
+//!   credential's effective expiry (bounded cache, soonest-expiring evicted first), and a
+//!   verified speaks-for credential likewise for its (tool, user) pair. Only the verification
+//!   is cached: on a hit, expiry and step 4 (owner, target, privileges) are checked again.
+//!
 //! `authorize` blocks (it runs xmlsec1): call it from `spawn_blocking` in async code.
 
 mod cert;
@@ -37,6 +50,7 @@ mod xmlsig;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -51,6 +65,9 @@ pub use urn::{authority_covers, urn_eq, GeniUrn};
 
 use input::CredKind;
 
+/// A cache digest: BLAKE3 of the credential text (and, for speaks-for, the binding).
+type Digest = [u8; 32];
+
 /// Tunables of the [`Authorizer`].
 #[derive(Debug, Clone)]
 pub struct AuthorizerConfig {
@@ -58,11 +75,14 @@ pub struct AuthorizerConfig {
     pub xmlsec1: PathBuf,
     /// Largest accepted credential, in bytes of the raw value (default 256 KiB).
     pub max_credential_bytes: usize,
-    /// Most credentials accepted in one call (default 32).
+    /// Most credentials accepted in one call (default 8).
     pub max_credentials: usize,
+    /// Most xmlsec1 runs one call may cause: every signature of every level of every credential
+    /// checked, and the speaks-for credential's (default 16; a real call needs one to three).
+    pub max_signatures_per_call: usize,
     /// Time limit for one xmlsec1 run (default 10 s).
     pub xmlsec_timeout: Duration,
-    /// Most entries in the verified-credential cache (default 4096).
+    /// Most entries in each verified-credential cache (default 4096).
     pub cache_capacity: usize,
 }
 
@@ -71,7 +91,8 @@ impl Default for AuthorizerConfig {
         AuthorizerConfig {
             xmlsec1: PathBuf::from("xmlsec1"),
             max_credential_bytes: 256 * 1024,
-            max_credentials: 32,
+            max_credentials: 8,
+            max_signatures_per_call: 16,
             xmlsec_timeout: Duration::from_secs(10),
             cache_capacity: 4096,
         }
@@ -120,7 +141,34 @@ pub struct Authorized {
 pub struct Authorizer {
     roots: TrustRoots,
     config: AuthorizerConfig,
-    cache: Mutex<HashMap<[u8; 32], VerifiedCredential>>,
+    cache: Mutex<HashMap<Digest, VerifiedCredential>>,
+    /// Verified speaks-for credentials, keyed by digest of (credential, tool certificate, user).
+    speaks_for_cache: Mutex<HashMap<Digest, (ValidatedChain, DateTime<Utc>)>>,
+    signature_runs: AtomicU64,
+}
+
+/// Inserts into a bounded cache: expired entries go first, then the one expiring soonest.
+fn cache_insert<V>(
+    cache: &Mutex<HashMap<Digest, V>>,
+    capacity: usize,
+    now: DateTime<Utc>,
+    expires: impl Fn(&V) -> DateTime<Utc>,
+    key: Digest,
+    value: V,
+) {
+    let Ok(mut cache) = cache.lock() else { return };
+    if capacity == 0 {
+        return;
+    }
+    if cache.len() >= capacity && !cache.contains_key(&key) {
+        cache.retain(|_, e| expires(e) > now);
+        if cache.len() >= capacity {
+            if let Some(k) = cache.iter().min_by_key(|(_, e)| expires(e)).map(|(k, _)| *k) {
+                cache.remove(&k);
+            }
+        }
+    }
+    cache.insert(key, value);
 }
 
 /// How far a credential got before failing; the furthest failure is the one reported.
@@ -141,7 +189,18 @@ impl Authorizer {
 
     /// An authorizer with explicit configuration.
     pub fn with_config(roots: TrustRoots, config: AuthorizerConfig) -> Self {
-        Authorizer { roots, config, cache: Mutex::new(HashMap::new()) }
+        Authorizer {
+            roots,
+            config,
+            cache: Mutex::new(HashMap::new()),
+            speaks_for_cache: Mutex::new(HashMap::new()),
+            signature_runs: AtomicU64::new(0),
+        }
+    }
+
+    /// How many signature verifications (xmlsec1 runs) this authorizer has made.
+    pub fn signature_runs(&self) -> u64 {
+        self.signature_runs.load(Ordering::Relaxed)
     }
 
     /// The trust roots.
@@ -166,15 +225,27 @@ impl Authorizer {
         self.roots.validate_chain(chain, now)
     }
 
-    fn env(&self, now: DateTime<Utc>) -> sfa::Env<'_> {
-        sfa::Env { roots: &self.roots, xmlsec1: &self.config.xmlsec1, timeout: self.config.xmlsec_timeout, now }
+    /// What the checks of one call need; `budget` counts that call's xmlsec1 runs down.
+    fn env<'a>(&'a self, now: DateTime<Utc>, budget: &'a AtomicUsize) -> sfa::Env<'a> {
+        sfa::Env {
+            roots: &self.roots,
+            xmlsec1: &self.config.xmlsec1,
+            timeout: self.config.xmlsec_timeout,
+            now,
+            signatures_left: budget,
+            max_signatures: self.config.max_signatures_per_call,
+            signature_runs: &self.signature_runs,
+        }
     }
 
     /// Run the call-independent checks (§3.2 items 1-5) on one geni_sfa credential, using the
     /// cache. `Ok` says nothing about whether it fits a particular call.
     pub fn verify_credential(&self, input: &CredentialInput) -> Result<VerifiedCredential, AuthError> {
         match input.decode(self.config.max_credential_bytes)? {
-            Some((CredKind::Sfa, xml)) => self.verify_sfa_cached(&xml, Utc::now()),
+            Some((CredKind::Sfa, xml)) => {
+                let budget = AtomicUsize::new(self.config.max_signatures_per_call);
+                self.verify_sfa_cached(&xml, Utc::now(), &budget)
+            }
             Some((CredKind::Abac, _)) => {
                 Err(AuthError::CredentialInvalid("a geni_abac credential is not a privilege credential".into()))
             }
@@ -182,26 +253,53 @@ impl Authorizer {
         }
     }
 
-    fn verify_sfa_cached(&self, xml: &str, now: DateTime<Utc>) -> Result<VerifiedCredential, AuthError> {
+    fn verify_sfa_cached(
+        &self,
+        xml: &str,
+        now: DateTime<Utc>,
+        budget: &AtomicUsize,
+    ) -> Result<VerifiedCredential, AuthError> {
         let key = *blake3::hash(xml.as_bytes()).as_bytes();
         if let Ok(cache) = self.cache.lock() {
+            // A hit stands for the certificate and signature checks only; whether it has
+            // expired since is checked here, and what it grants by the caller.
             if let Some(v) = cache.get(&key) {
                 if v.expires > now {
                     return Ok(v.clone());
                 }
             }
         }
-        let v = sfa::verify(&self.env(now), xml)?;
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() >= self.config.cache_capacity {
-                cache.retain(|_, e| e.expires > now);
-                if cache.len() >= self.config.cache_capacity {
-                    cache.clear();
+        let v = sfa::verify(&self.env(now, budget), xml)?;
+        cache_insert(&self.cache, self.config.cache_capacity, now, |e| e.expires, key, v.clone());
+        Ok(v)
+    }
+
+    /// Speaks-for verification, cached for the same credential, tool certificate and user.
+    fn verify_speaks_for_cached(
+        &self,
+        xml: &str,
+        tool: &GeniCert,
+        user: &str,
+        now: DateTime<Utc>,
+        budget: &AtomicUsize,
+    ) -> Result<(ValidatedChain, DateTime<Utc>), AuthError> {
+        let mut h = blake3::Hasher::new();
+        // Length-prefixed, so no two different triples hash the same input.
+        for part in [xml.as_bytes(), &tool.der, user.as_bytes()] {
+            h.update(&(part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        let key = *h.finalize().as_bytes();
+        if let Ok(cache) = self.speaks_for_cache.lock() {
+            if let Some((chain, until)) = cache.get(&key) {
+                if *until > now {
+                    return Ok((chain.clone(), *until));
                 }
             }
-            cache.insert(key, v.clone());
         }
-        Ok(v)
+        let r = speaksfor::verify(&self.env(now, budget), xml, tool, user)?;
+        cache_insert(&self.speaks_for_cache, self.config.cache_capacity, now, |e| e.1, key, r.clone());
+        Ok(r)
     }
 
     /// Authorize one call. See the module documentation for what is checked.
@@ -226,14 +324,16 @@ impl Authorizer {
         if creds.len() > self.config.max_credentials {
             return Err(AuthError::TooManyCredentials { count: creds.len(), max: self.config.max_credentials });
         }
+        let budget = AtomicUsize::new(self.config.max_signatures_per_call);
         let mut failures: Vec<(Stage, AuthError)> = Vec::new();
         let mut sfa_creds: Vec<String> = Vec::new();
         let mut abac_creds: Vec<String> = Vec::new();
         for c in creds {
             match c.decode(self.config.max_credential_bytes) {
-                Ok(Some((CredKind::Sfa, xml))) => sfa_creds.push(xml),
-                Ok(Some((CredKind::Abac, xml))) => abac_creds.push(xml),
-                Ok(None) => {}
+                // The same credential twice is checked once.
+                Ok(Some((CredKind::Sfa, xml))) if !sfa_creds.contains(&xml) => sfa_creds.push(xml),
+                Ok(Some((CredKind::Abac, xml))) if !abac_creds.contains(&xml) => abac_creds.push(xml),
+                Ok(_) => {}
                 Err(e) => failures.push((Stage::Decode, e)),
             }
         }
@@ -250,11 +350,10 @@ impl Authorizer {
                 if abac_creds.is_empty() {
                     return Err(AuthError::SpeaksForMissing { user: user.clone() });
                 }
-                let env = self.env(now);
                 let mut first_err = None;
                 let mut found = None;
                 for xml in &abac_creds {
-                    match speaksfor::verify(&env, xml, &caller.leaf, user) {
+                    match self.verify_speaks_for_cached(xml, &caller.leaf, user, now, &budget) {
                         Ok(ok) => {
                             found = Some(ok);
                             break;
@@ -281,8 +380,23 @@ impl Authorizer {
         }
         let needed = method.required_privilege(target.is_some());
         for xml in &sfa_creds {
-            let v = match self.verify_sfa_cached(xml, now) {
+            // Lazily: what the credential claims must grant the call before anything in it is
+            // verified. The same checks are made again below on the verified values.
+            match sfa::claims(xml) {
+                Err(e) => {
+                    failures.push((Stage::Verify, e));
+                    continue;
+                }
+                Ok(c) => {
+                    if let Some(f) = claim_mismatch(&c, &user_urn, target, needed, method) {
+                        failures.push(f);
+                        continue;
+                    }
+                }
+            }
+            let v = match self.verify_sfa_cached(xml, now, &budget) {
                 Ok(v) => v,
+                Err(e @ AuthError::TooManySignatures { .. }) => return Err(e),
                 Err(e) => {
                     failures.push((Stage::Verify, e));
                     continue;
@@ -338,4 +452,37 @@ impl Authorizer {
             }
         }
     }
+}
+
+/// Why a credential's unverified claims cannot grant the call (the checks of §3.2 items 6-8,
+/// made again on the verified credential), or `None` if they could.
+fn claim_mismatch(
+    c: &sfa::Claims,
+    user_urn: &str,
+    target: Option<&str>,
+    needed: Option<&str>,
+    method: Method,
+) -> Option<(Stage, AuthError)> {
+    if !urn_eq(&c.owner_urn, user_urn) {
+        let e = AuthError::OwnerMismatch { owner: c.owner_urn.clone(), caller: user_urn.to_string() };
+        return Some((Stage::Owner, e));
+    }
+    if let Some(t) = target {
+        if !urn_eq(&c.target_urn, t) {
+            let e = AuthError::TargetMismatch { expected: t.to_string(), found: c.target_urn.clone() };
+            return Some((Stage::Target, e));
+        }
+    }
+    if let Some(p) = needed {
+        if !c.privileges.iter().any(|h| method::privilege_grants(&h.name, p)) {
+            let granted: Vec<&str> = c.privileges.iter().map(|p| p.name.as_str()).collect();
+            let e = AuthError::InsufficientPrivileges {
+                method: method.name().to_string(),
+                needed: p.to_string(),
+                granted: granted.join(","),
+            };
+            return Some((Stage::Privilege, e));
+        }
+    }
+    None
 }

@@ -2,6 +2,7 @@
 //! of GENI-AM-API.md §3.2 (items 1-5; items 6-8 depend on the call and live in `mod.rs`).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -75,6 +76,12 @@ pub(crate) struct Env<'a> {
     pub xmlsec1: &'a Path,
     pub timeout: Duration,
     pub now: DateTime<Utc>,
+    /// xmlsec1 runs this call may still make (a call's whole signature work is bounded).
+    pub signatures_left: &'a AtomicUsize,
+    /// The call's limit, for the error.
+    pub max_signatures: usize,
+    /// xmlsec1 runs made, over the authorizer's life (for statistics and tests).
+    pub signature_runs: &'a AtomicU64,
 }
 
 /// The fields of one `<credential>` element.
@@ -270,6 +277,11 @@ pub(crate) fn check_signature(env: &Env<'_>, xml: &str, root: &Element, id: &str
         }
         other => other,
     })?;
+    // The budget is spent before the run, so a refused call has cost nothing more.
+    if env.signatures_left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_err() {
+        return Err(AuthError::TooManySignatures { max: env.max_signatures });
+    }
+    env.signature_runs.fetch_add(1, Ordering::Relaxed);
     xmlsig::verify(env.xmlsec1, xml, &sig_id, env.roots.pem_paths(), env.timeout)?;
     Ok(signer)
 }
@@ -374,6 +386,22 @@ fn check_issuer(signer: &ValidatedChain, target: &ValidatedChain) -> Result<(), 
         }
     }
     Err(AuthError::IssuerNotAuthority { signer: signer.leaf.label(), target: target.leaf.label() })
+}
+
+/// What a credential says about itself before any of it is verified: enough to tell whether
+/// it could grant a call at all, so that only those that could are verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Claims {
+    pub owner_urn: String,
+    pub target_urn: String,
+    pub privileges: Vec<Privilege>,
+}
+
+/// The claims of the outermost credential (a parse, no certificate or signature work).
+pub(crate) fn claims(xml: &str) -> Result<Claims, AuthError> {
+    let root = parse_document(xml)?;
+    let c = read_cred(top_credential(&root)?)?;
+    Ok(Claims { owner_urn: c.owner_urn, target_urn: c.target_urn, privileges: c.privileges })
 }
 
 /// Run the call-independent checks on a geni_sfa credential document.

@@ -104,7 +104,7 @@ impl Am {
                 continue;
             };
             link.sliver_id = Some(row.urn.clone().into());
-            link.vlantag = u16::try_from(row.segment).ok();
+            link.vlantag = u16::try_from(row.segment).ok().map(|v| v.to_string().into());
             if !link.component_managers.iter().any(|c| c.eq_ignore_ascii_case(&self.cfg.am_urn())) {
                 link.component_managers.push(self.cfg.am_urn().into());
             }

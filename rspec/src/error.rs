@@ -70,6 +70,14 @@ pub enum Error {
         /// What was wrong.
         message: String,
     },
+    /// The input bytes are not UTF-8 ([`crate::parse_bytes`]).
+    #[error("Invalid UTF-8 at byte offset {offset} ({position})")]
+    InvalidUtf8 {
+        /// The offset of the first byte that is not part of a UTF-8 character.
+        offset: usize,
+        /// Where that byte is: the line and column after the last valid character.
+        position: Position,
+    },
     /// The document is well-formed but breaks RSpec rules; every problem found is listed.
     #[error("Invalid RSpec: {}", join_problems(.0))]
     Invalid(Vec<Problem>),

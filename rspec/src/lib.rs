@@ -90,8 +90,17 @@ pub const MAX_NAMESPACES_IN_SCOPE: usize = 64;
 ///
 /// Fails with [`Error::Malformed`] (and the other fatal variants) at the first XML-level
 /// problem, or with [`Error::Invalid`] listing every RSpec-level problem of a well-formed
-/// document. Reading is lenient where real tools differ from the schema copies (a manifest
-/// link without `vlantag` is accepted); use [`RSpec::validate`] for the strict rules.
+/// document.
+///
+/// A **request** is held to the strict rules an aggregate applies before it allocates: the
+/// attribute values the model can parse (addresses, netmasks, ports, VLAN tags, capacities,
+/// latencies, losses, coordinates, `emulab:xen` sizes) must parse and be in range, `client_id`s
+/// must be unique, every `interface_ref` must name an interface of the document and every link
+/// must have one. A **manifest** or an **advertisement** is read leniently, by what its schema
+/// requires (required attributes, `xs:boolean` and `xs:dateTime` values): untyped values are
+/// kept as written whatever they hold, links need no `interface_ref`, references may point
+/// outside the document. [`parse_lenient`] reads requests that way too. Use
+/// [`RSpec::validate`] for the rules schema-valid output needs.
 ///
 /// A document of at least [`PARALLEL_MIN_BYTES`] is read on several threads when the machine
 /// has more than one core (one per 512 KiB of input, at most one per core and at most 8):
@@ -100,14 +109,50 @@ pub const MAX_NAMESPACES_IN_SCOPE: usize = 64;
 /// cut does not hold or the document has any error, it is read again on the calling thread
 /// and that result (with its error positions) is returned.
 pub fn parse(xml: &str) -> Result<RSpec, Error> {
-    read::parse(xml, read::default_threads(xml.len()), PARALLEL_MIN_BYTES).0
+    read::parse(xml, read::default_threads(xml.len()), PARALLEL_MIN_BYTES, false).0
+}
+
+/// Reads any RSpec v3 document by its schema's rules only, requests included: for tools that
+/// pass documents on or report on them rather than act on them. Values the schemas leave
+/// untyped (a `netmask=""` written by Flack, a capacity with a unit) are kept as written;
+/// the identifier and reference rules of [`parse`] are not applied. XML errors, the limits,
+/// required attributes, booleans and dates are checked as [`parse`] checks them.
+pub fn parse_lenient(xml: &str) -> Result<RSpec, Error> {
+    read::parse(xml, read::default_threads(xml.len()), PARALLEL_MIN_BYTES, true).0
+}
+
+/// [`parse`] over bytes, as documents arrive from XML-RPC and files: the input must be UTF-8
+/// (a leading byte-order mark is allowed and skipped); otherwise [`Error::InvalidUtf8`] gives
+/// the offset of the first bad byte. The size cap is checked first.
+pub fn parse_bytes(xml: &[u8]) -> Result<RSpec, Error> {
+    parse(utf8(xml)?)
+}
+
+/// [`parse_lenient`] over bytes; see [`parse_bytes`].
+pub fn parse_bytes_lenient(xml: &[u8]) -> Result<RSpec, Error> {
+    parse_lenient(utf8(xml)?)
+}
+
+/// The input as `&str`, or where it stops being UTF-8.
+fn utf8(xml: &[u8]) -> Result<&str, Error> {
+    if xml.len() > MAX_DOCUMENT_BYTES {
+        return Err(Error::TooLarge { len: xml.len(), max: MAX_DOCUMENT_BYTES });
+    }
+    let body = xml.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(xml);
+    let bom = xml.len() - body.len();
+    std::str::from_utf8(body).map_err(|e| {
+        let good = e.valid_up_to();
+        // The prefix before the bad byte is valid, so its position can be counted.
+        let prefix = std::str::from_utf8(&body[..good]).unwrap_or_default();
+        Error::InvalidUtf8 { offset: bom + good, position: read::end_position(prefix) }
+    })
 }
 
 /// Reads an RSpec v3 document on the calling thread only; otherwise the same as [`parse`]
 /// (same result, same errors). For callers that must not start threads, and to measure the
 /// single-threaded reader.
 pub fn parse_sequential(xml: &str) -> Result<RSpec, Error> {
-    read::sequential(xml)
+    read::sequential(xml, false)
 }
 
 /// How many threads [`parse`] uses for a document of `len` bytes (1: read sequentially). For
@@ -126,7 +171,13 @@ pub fn parse_threads(len: usize) -> usize {
 /// `min_bytes` forces the parallel reader onto small documents); not part of the stable API.
 #[doc(hidden)]
 pub fn parse_split(xml: &str, threads: usize, min_bytes: usize) -> (Result<RSpec, Error>, Split) {
-    read::parse(xml, threads, min_bytes)
+    read::parse(xml, threads, min_bytes, false)
+}
+
+/// [`parse_split`] with the rules of [`parse_lenient`]. For tests; not part of the stable API.
+#[doc(hidden)]
+pub fn parse_split_lenient(xml: &str, threads: usize, min_bytes: usize) -> (Result<RSpec, Error>, Split) {
+    read::parse(xml, threads, min_bytes, true)
 }
 
 impl std::str::FromStr for RSpec {

@@ -8,6 +8,8 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use crate::read::values;
+
 use smol_str::SmolStr;
 
 use crate::xml::{XmlAttr, XmlElement};
@@ -246,16 +248,40 @@ pub struct Interface {
 }
 
 /// An `<ip address netmask type>` of an interface.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `address` and `netmask` are kept as written (the schemas leave them untyped, and real
+/// documents carry `netmask=""`); [`Ip::addr`] and [`Ip::mask`] parse them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Ip {
-    /// `address` (required).
-    pub address: IpAddr,
-    /// `netmask`, dotted (`255.255.255.0`) or a prefix length (`64`).
-    pub netmask: Option<Netmask>,
+    /// `address` (required), as written, for example `10.10.1.1` or `fe80::1`.
+    pub address: SmolStr,
+    /// `netmask` as written: dotted (`255.255.255.0`), a prefix length (`64`), or anything
+    /// else a tool wrote (Flack writes `""`).
+    pub netmask: Option<SmolStr>,
     /// `type`, normally `ipv4` (the default when absent).
     pub ip_type: Option<SmolStr>,
+    /// Foreign child elements (the schema allows any element of another namespace).
+    pub extensions: Vec<XmlElement>,
     /// Unknown attributes.
     pub ext_attrs: Vec<XmlAttr>,
+}
+
+impl Ip {
+    /// An `<ip>` with this address and netmask, written in their usual text form.
+    pub fn new(address: IpAddr, netmask: Option<Netmask>) -> Self {
+        Ip { address: address.to_string().into(), netmask: netmask.map(|m| m.to_string().into()), ..Ip::default() }
+    }
+
+    /// The address, if it parses as IPv4 or IPv6 (surrounding whitespace ignored).
+    pub fn addr(&self) -> Option<IpAddr> {
+        values::ip(&self.address).ok()
+    }
+
+    /// The netmask, if present and it parses as a contiguous dotted mask or a prefix length
+    /// up to 128 (an empty or otherwise unparsable netmask gives `None`).
+    pub fn mask(&self) -> Option<Netmask> {
+        self.netmask.as_deref().and_then(|m| values::netmask(m).ok())
+    }
 }
 
 /// A netmask as written in the document: both spellings are in use.
@@ -278,6 +304,16 @@ impl Netmask {
     }
 }
 
+impl std::fmt::Display for Netmask {
+    /// The mask as it is written in a document: dotted or a bare prefix length.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Netmask::Dotted(mask) => write!(f, "{mask}"),
+            Netmask::PrefixLen(len) => write!(f, "{len}"),
+        }
+    }
+}
+
 /// A `<link>`: a point-to-point link or a LAN between interfaces.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Link {
@@ -289,8 +325,9 @@ pub struct Link {
     pub component_name: Option<SmolStr>,
     /// `sliver_id` (manifest only).
     pub sliver_id: Option<SmolStr>,
-    /// `vlantag` (manifest; the manifest schema requires it), 0..=4095.
-    pub vlantag: Option<u16>,
+    /// `vlantag` as written (manifest; the manifest schema requires it). Usually a tag in
+    /// 0..=4095, but real manifests also carry `""` and `"unknown"`; see [`Link::vlan`].
+    pub vlantag: Option<SmolStr>,
     /// `<component_manager name=...>`: one URN per aggregate the link touches.
     pub component_managers: Vec<SmolStr>,
     /// `<interface_ref>` children: the link's end points.
@@ -303,6 +340,13 @@ pub struct Link {
     pub extensions: Vec<XmlElement>,
     /// Unknown attributes.
     pub ext_attrs: Vec<XmlAttr>,
+}
+
+impl Link {
+    /// The VLAN tag, if `vlantag` is a number in 0..=4095 (surrounding whitespace ignored).
+    pub fn vlan(&self) -> Option<u16> {
+        self.vlantag.as_deref().and_then(|v| values::vlantag(v).ok())
+    }
 }
 
 /// An `<interface_ref>` naming one end point of a link.
@@ -340,16 +384,39 @@ pub struct LinkProperty {
     pub source_id: SmolStr,
     /// `dest_id` (required): the receiving interface's client_id.
     pub dest_id: SmolStr,
-    /// `capacity` in kbit/s.
-    pub capacity: Option<u64>,
-    /// `latency` in milliseconds.
-    pub latency: Option<u64>,
-    /// `packet_loss` as a fraction in `0.0..=1.0`.
-    pub packet_loss: Option<f64>,
+    /// `capacity` as written: a bare number is kbit/s (`100000`); advertisements also write
+    /// units (`10000000kbps`, `1024MB/s`, `1G`). See [`LinkProperty::capacity_bps`].
+    pub capacity: Option<SmolStr>,
+    /// `latency` as written: a bare number is milliseconds. See [`LinkProperty::latency_ms`].
+    pub latency: Option<SmolStr>,
+    /// `packet_loss` as written: a fraction in `0.0..=1.0`. See
+    /// [`LinkProperty::packet_loss_fraction`].
+    pub packet_loss: Option<SmolStr>,
     /// Foreign child elements.
     pub extensions: Vec<XmlElement>,
     /// Unknown attributes.
     pub ext_attrs: Vec<XmlAttr>,
+}
+
+impl LinkProperty {
+    /// The capacity in bits per second, if `capacity` parses: a bare number is kbit/s;
+    /// a unit may follow (`bps`, `kbps`, `Mbit/s`, `Gb/s`, a bare prefix as in `1G`; an
+    /// upper-case `B` is bytes, as in `1024MB/s`). Prefixes are decimal (k = 1000).
+    pub fn capacity_bps(&self) -> Option<u64> {
+        self.capacity.as_deref().and_then(values::bandwidth_bps)
+    }
+
+    /// The latency in milliseconds, if `latency` parses: a bare number is milliseconds; a
+    /// unit may follow (`ns`, `us`, `ms`, `s`).
+    pub fn latency_ms(&self) -> Option<f64> {
+        self.latency.as_deref().and_then(values::latency_ms)
+    }
+
+    /// The packet loss as a fraction in `0.0..=1.0`, if `packet_loss` parses (a decimal, or a
+    /// percentage such as `1%`).
+    pub fn packet_loss_fraction(&self) -> Option<f64> {
+        self.packet_loss.as_deref().and_then(values::loss_fraction)
+    }
 }
 
 /// A node's `<services>`.
@@ -376,14 +443,21 @@ pub struct Login {
     pub authentication: SmolStr,
     /// `hostname` to ssh to.
     pub hostname: Option<SmolStr>,
-    /// `port` to ssh to.
-    pub port: Option<u16>,
+    /// `port` to ssh to, as written. See [`Login::port_number`].
+    pub port: Option<SmolStr>,
     /// `username` (manifest).
     pub username: Option<SmolStr>,
     /// Unknown or foreign child elements (the manifest's `<user name=...>`).
     pub extensions: Vec<XmlElement>,
     /// Unknown attributes.
     pub ext_attrs: Vec<XmlAttr>,
+}
+
+impl Login {
+    /// The port, if `port` is a number in 0..=65535 (surrounding whitespace ignored).
+    pub fn port_number(&self) -> Option<u16> {
+        self.port.as_deref().and_then(|p| values::unsigned(p).ok())
+    }
 }
 
 /// An `<install url install_path>` entry.
@@ -441,14 +515,26 @@ pub struct Host {
 pub struct Location {
     /// `country` (required), ISO code such as `US`.
     pub country: SmolStr,
-    /// `latitude` in degrees, `-90.0..=90.0`.
-    pub latitude: Option<f64>,
-    /// `longitude` in degrees, `-180.0..=180.0`.
-    pub longitude: Option<f64>,
+    /// `latitude` as written (`34.048810` stays so). See [`Location::latitude_deg`].
+    pub latitude: Option<SmolStr>,
+    /// `longitude` as written. See [`Location::longitude_deg`].
+    pub longitude: Option<SmolStr>,
     /// Foreign child elements.
     pub extensions: Vec<XmlElement>,
     /// Unknown attributes.
     pub ext_attrs: Vec<XmlAttr>,
+}
+
+impl Location {
+    /// The latitude in degrees, if `latitude` is a decimal in `-90.0..=90.0`.
+    pub fn latitude_deg(&self) -> Option<f64> {
+        self.latitude.as_deref().and_then(|v| values::decimal_in(v, -90.0, 90.0).ok())
+    }
+
+    /// The longitude in degrees, if `longitude` is a decimal in `-180.0..=180.0`.
+    pub fn longitude_deg(&self) -> Option<f64> {
+        self.longitude.as_deref().and_then(|v| values::decimal_in(v, -180.0, 180.0).ok())
+    }
 }
 
 /// An advertisement's `<available now=...>`.

@@ -42,8 +42,13 @@ impl Offsets {
 
 type Report<'a> = dyn FnMut(Option<usize>, ProblemKind, String) + 'a;
 
-/// Runs every document-level check, reporting each problem through `report`.
-pub(crate) fn check(rspec: &RSpec, offsets: Option<&Offsets>, strict: bool, report: &mut Report<'_>) {
+/// Runs every document-level check, reporting each problem through `report`. `ids` adds the
+/// identifier and reference rules of requests: `client_id`s are unique, every
+/// `interface_ref` names an interface of the document, every link has an `interface_ref`.
+/// The schemas require none of them, and real manifests and advertisements break them (links
+/// listed by their end points' component ids only, references to other aggregates'
+/// interfaces).
+pub(crate) fn check(rspec: &RSpec, offsets: Option<&Offsets>, strict: bool, ids: bool, report: &mut Report<'_>) {
     let at = |f: &dyn Fn(&Offsets) -> Option<usize>| offsets.and_then(f);
     let ad = rspec.rspec_type == RSpecType::Advertisement;
     let kind = rspec.rspec_type.as_str();
@@ -70,7 +75,8 @@ pub(crate) fn check(rspec: &RSpec, offsets: Option<&Offsets>, strict: bool, repo
             }
         } else {
             match &node.client_id {
-                Some(id) => dup(&mut seen, report, off, id, "node"),
+                Some(id) if ids => dup(&mut seen, report, off, id, "node"),
+                Some(_) => {}
                 None => missing(report, off, "<node> lacks client_id".into()),
             }
         }
@@ -84,7 +90,9 @@ pub(crate) fn check(rspec: &RSpec, offsets: Option<&Offsets>, strict: bool, repo
             let off = at(&|o| o.interface(ni, ii));
             if let Some(id) = &iface.client_id {
                 interface_ids.insert(id);
-                dup(&mut seen, report, off, id, "interface");
+                if ids {
+                    dup(&mut seen, report, off, id, "interface");
+                }
             } else if !ad {
                 missing(report, off, "<interface> lacks client_id".into());
             }
@@ -113,14 +121,16 @@ pub(crate) fn check(rspec: &RSpec, offsets: Option<&Offsets>, strict: bool, repo
             }
         } else {
             match &link.client_id {
-                Some(id) => dup(&mut seen, report, off, id, "link"),
+                Some(id) if ids => dup(&mut seen, report, off, id, "link"),
+                Some(_) => {}
                 None => missing(report, off, "<link> lacks client_id".into()),
             }
         }
-        if link.interface_refs.is_empty() {
+        if ids && link.interface_refs.is_empty() {
             report(off, ProblemKind::LinkWithoutInterfaces, format!("Link {name:?} has no interface_ref"));
         }
         if strict {
+            // Present is enough: the schema leaves its value untyped.
             if rspec.rspec_type == RSpecType::Manifest && link.vlantag.is_none() {
                 missing(report, off, format!("Link {name:?} lacks vlantag"));
             }
@@ -140,7 +150,7 @@ pub(crate) fn check(rspec: &RSpec, offsets: Option<&Offsets>, strict: bool, repo
             }
             match &r.client_id {
                 None => missing(report, off, "<interface_ref> lacks client_id".into()),
-                Some(id) if !interface_ids.contains(id.as_str()) => report(
+                Some(id) if ids && !interface_ids.contains(id.as_str()) => report(
                     off,
                     ProblemKind::DanglingInterfaceRef,
                     format!("Link {name:?} refers to interface {id:?}, which no node declares"),
@@ -152,7 +162,7 @@ pub(crate) fn check(rspec: &RSpec, offsets: Option<&Offsets>, strict: bool, repo
 
     for (what, v) in [("generated", &rspec.generated), ("expires", &rspec.expires)] {
         if let Some(v) = v {
-            if strict && !crate::read::is_datetime(v) {
+            if strict && !crate::read::is_datetime(v.trim()) {
                 report(None, ProblemKind::BadValue, format!("{what}: {v:?} is not an xs:dateTime"));
             }
         }
@@ -237,10 +247,13 @@ impl RSpec {
     /// Checks a model against the rules of its document kind, including those needed for
     /// [`RSpec::to_xml`] to produce schema-valid output (a manifest link needs a `vlantag`,
     /// `generated`/`expires` must be `xs:dateTime`, kind-specific attributes). Returns every
-    /// problem found; problems carry no position.
+    /// problem found; problems carry no position. The identifier and reference rules
+    /// (unique `client_id`s, `interface_ref`s naming declared interfaces, links with end
+    /// points) are checked for requests only, as [`crate::parse`] does.
     pub fn validate(&self) -> Result<(), Vec<Problem>> {
         let mut problems = Vec::new();
-        check(self, None, true, &mut |_, kind, message| problems.push(Problem { position: None, kind, message }));
+        let ids = self.rspec_type == RSpecType::Request;
+        check(self, None, true, ids, &mut |_, kind, message| problems.push(Problem { position: None, kind, message }));
         if problems.is_empty() {
             Ok(())
         } else {

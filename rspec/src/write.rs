@@ -499,8 +499,8 @@ impl Doc {
             if let Some(l) = &n.location {
                 let mut s = BytesStart::new("location");
                 attr(&mut s, "country", &l.country);
-                opt_num(&mut s, "latitude", l.latitude);
-                opt_num(&mut s, "longitude", l.longitude);
+                opt(&mut s, "latitude", &l.latitude);
+                opt(&mut s, "longitude", &l.longitude);
                 d.ext_attrs(&mut s, &l.ext_attrs);
                 d.element(s, "location", !l.extensions.is_empty(), |d| d.extensions(&l.extensions));
             }
@@ -555,15 +555,11 @@ impl Doc {
         self.element(s, "interface", has, |d| {
             for ip in &i.ips {
                 let mut s = BytesStart::new("ip");
-                attr(&mut s, "address", &ip.address.to_string());
-                match ip.netmask {
-                    Some(Netmask::Dotted(m)) => attr(&mut s, "netmask", &m.to_string()),
-                    Some(Netmask::PrefixLen(l)) => attr(&mut s, "netmask", &l.to_string()),
-                    None => {}
-                }
+                attr(&mut s, "address", &ip.address);
+                opt(&mut s, "netmask", &ip.netmask);
                 opt(&mut s, "type", &ip.ip_type);
                 d.ext_attrs(&mut s, &ip.ext_attrs);
-                d.empty(s);
+                d.element(s, "ip", !ip.extensions.is_empty(), |d| d.extensions(&ip.extensions));
             }
             d.extensions(&i.extensions);
         });
@@ -605,7 +601,7 @@ impl Doc {
                 let mut s = BytesStart::new("login");
                 attr(&mut s, "authentication", &l.authentication);
                 opt(&mut s, "hostname", &l.hostname);
-                opt_num(&mut s, "port", l.port);
+                opt(&mut s, "port", &l.port);
                 opt(&mut s, "username", &l.username);
                 d.ext_attrs(&mut s, &l.ext_attrs);
                 d.element(s, "login", !l.extensions.is_empty(), |d| d.extensions(&l.extensions));
@@ -633,7 +629,7 @@ impl Doc {
         opt(&mut s, "component_id", &l.component_id);
         opt(&mut s, "component_name", &l.component_name);
         opt(&mut s, "sliver_id", &l.sliver_id);
-        opt_num(&mut s, "vlantag", l.vlantag);
+        opt(&mut s, "vlantag", &l.vlantag);
         self.ext_attrs(&mut s, &l.ext_attrs);
         let has = !(l.component_managers.is_empty()
             && l.interface_refs.is_empty()
@@ -665,9 +661,9 @@ impl Doc {
                 let mut s = BytesStart::new("property");
                 attr(&mut s, "source_id", &p.source_id);
                 attr(&mut s, "dest_id", &p.dest_id);
-                opt_num(&mut s, "capacity", p.capacity);
-                opt_num(&mut s, "latency", p.latency);
-                opt_num(&mut s, "packet_loss", p.packet_loss);
+                opt(&mut s, "capacity", &p.capacity);
+                opt(&mut s, "latency", &p.latency);
+                opt(&mut s, "packet_loss", &p.packet_loss);
                 d.ext_attrs(&mut s, &p.ext_attrs);
                 d.element(s, "property", !p.extensions.is_empty(), |d| d.extensions(&p.extensions));
             }

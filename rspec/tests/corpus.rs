@@ -142,15 +142,15 @@ fn reads_the_models_fields_from_an_instageni_manifest() {
     let iface = &vm1.interfaces[0];
     assert_eq!(iface.mac_address.as_deref(), Some("02:00:0a:0a:01:01"));
     assert_eq!(iface.ips[0].address.to_string(), "10.10.1.1");
-    assert_eq!(iface.ips[0].netmask.unwrap().prefix_len(), 24);
+    assert_eq!(iface.ips[0].mask().unwrap().prefix_len(), 24);
     let sv = vm1.services.as_ref().unwrap();
-    assert_eq!(sv.logins[0].port, Some(22));
+    assert_eq!(sv.logins[0].port_number(), Some(22));
     assert_eq!(sv.users[0].login, "alice");
     assert!(sv.users[0].public_keys[0].starts_with("ssh-ed25519 "));
     assert_eq!(sv.extensions[0].name.ns.as_deref(), Some(EMULAB_NS));
     assert_eq!(vm1.host.as_ref().unwrap().name, "vm1.myslice.am.example.org");
     let link = r.link("link0").unwrap();
-    assert_eq!(link.vlantag, Some(259));
+    assert_eq!(link.vlan(), Some(259));
     assert_eq!(link.interface_refs.len(), 2);
     assert_eq!(r.interface("vm2:if0").unwrap().0.client_id.as_deref(), Some("vm2"));
 }

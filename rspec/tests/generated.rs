@@ -89,24 +89,54 @@ fn exts() -> impl Strategy<Value = Vec<XmlElement>> {
     prop::collection::vec(ext_element(), 0..2)
 }
 
-fn ip() -> impl Strategy<Value = Ip> {
-    prop_oneof![
+/// A value the schemas leave untyped: as the model's parser expects it (`typed`), or, when
+/// `free`, sometimes any string at all (what real tools put there varies).
+fn untyped(typed: BoxedStrategy<SmolStr>, free: bool) -> BoxedStrategy<SmolStr> {
+    if free {
+        prop_oneof![typed, value()].boxed()
+    } else {
+        typed
+    }
+}
+
+/// A number's usual text.
+fn num<T: std::fmt::Display + std::fmt::Debug + 'static>(
+    s: impl Strategy<Value = T> + 'static,
+) -> BoxedStrategy<SmolStr> {
+    s.prop_map(|v| SmolStr::from(v.to_string())).boxed()
+}
+
+/// A value that must not read back as a number (kept among `ext_attrs` when read leniently).
+fn not_canonical_number() -> impl Strategy<Value = SmolStr> {
+    value().prop_filter("a canonical number", |s| s.parse::<u64>().map_or(true, |v| v.to_string() != s.as_str()))
+}
+
+fn ip(free: bool) -> impl Strategy<Value = Ip> {
+    let typed = prop_oneof![
         (any::<u32>(), 0u8..=32, prop::bool::ANY).prop_map(|(a, len, dotted)| {
             let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-            Ip {
-                address: IpAddr::V4(Ipv4Addr::from(a)),
-                netmask: Some(if dotted { Netmask::Dotted(Ipv4Addr::from(mask)) } else { Netmask::PrefixLen(len) }),
-                ip_type: Some("ipv4".into()),
-                ext_attrs: vec![],
+            let netmask = if dotted { Netmask::Dotted(Ipv4Addr::from(mask)) } else { Netmask::PrefixLen(len) };
+            Ip { ip_type: Some("ipv4".into()), ..Ip::new(IpAddr::V4(Ipv4Addr::from(a)), Some(netmask)) }
+        }),
+        (any::<u128>(), prop::option::of(0u8..=128), ext_attrs(), exts()).prop_map(
+            |(a, len, ext_attrs, extensions)| {
+                Ip {
+                    ip_type: Some("ipv6".into()),
+                    ext_attrs,
+                    extensions,
+                    ..Ip::new(IpAddr::V6(Ipv6Addr::from(a)), len.map(Netmask::PrefixLen))
+                }
             }
-        }),
-        (any::<u128>(), prop::option::of(0u8..=128), ext_attrs()).prop_map(|(a, len, ext_attrs)| Ip {
-            address: IpAddr::V6(Ipv6Addr::from(a)),
-            netmask: len.map(Netmask::PrefixLen),
-            ip_type: Some("ipv6".into()),
-            ext_attrs,
-        }),
-    ]
+        ),
+    ];
+    let any_text = (value(), prop::option::of(value()), prop::option::of(value()), ext_attrs(), exts()).prop_map(
+        |(address, netmask, ip_type, ext_attrs, extensions)| Ip { address, netmask, ip_type, extensions, ext_attrs },
+    );
+    if free {
+        prop_oneof![typed, any_text].boxed()
+    } else {
+        typed.boxed()
+    }
 }
 
 fn disk_image(ad: bool) -> impl Strategy<Value = DiskImage> {
@@ -135,7 +165,7 @@ fn disk_image(ad: bool) -> impl Strategy<Value = DiskImage> {
         })
 }
 
-fn sliver_type(kind: RSpecType) -> impl Strategy<Value = SliverType> {
+fn sliver_type(kind: RSpecType, free: bool) -> impl Strategy<Value = SliverType> {
     let ad = kind == RSpecType::Advertisement;
     (
         prop_oneof![Just("emulab-xen"), Just("raw-pc"), Just("default-vm"), Just("XOSmall")],
@@ -147,8 +177,9 @@ fn sliver_type(kind: RSpecType) -> impl Strategy<Value = SliverType> {
         )),
         ext_attrs(),
         exts(),
+        prop::collection::vec((0..3usize, not_canonical_number()), 0..3),
     )
-        .prop_map(move |(name, disk_images, xen, ext_attrs, extensions)| SliverType {
+        .prop_map(move |(name, disk_images, xen, ext_attrs, extensions, odd)| SliverType {
             name: name.into(),
             disk_images,
             // The emulab advertisement schema declares no `xen`; VM sizes are request and
@@ -156,17 +187,33 @@ fn sliver_type(kind: RSpecType) -> impl Strategy<Value = SliverType> {
             xen: if ad {
                 None
             } else {
-                xen.map(|(cores, ram, disk)| EmulabXen { cores, ram, disk, ext_attrs: vec![] })
+                xen.map(|(cores, ram, disk)| {
+                    let mut x = EmulabXen { cores, ram, disk, ext_attrs: vec![] };
+                    // Sizes that are not numbers live in ext_attrs, as the lenient reader
+                    // keeps them.
+                    for (which, text) in odd.into_iter().filter(|_| free) {
+                        let name = ["cores", "ram", "disk"][which];
+                        if !x.ext_attrs.iter().any(|a| a.name.local == name) {
+                            match which {
+                                0 => x.cores = None,
+                                1 => x.ram = None,
+                                _ => x.disk = None,
+                            }
+                            x.ext_attrs.push(XmlAttr::new(QName::local(name), text));
+                        }
+                    }
+                    x
+                })
             },
             extensions,
             ext_attrs,
         })
 }
 
-fn services(kind: RSpecType) -> impl Strategy<Value = Services> {
+fn services(kind: RSpecType, free: bool) -> impl Strategy<Value = Services> {
     let login = (
         prop::option::of(value()),
-        prop::option::of(any::<u16>()),
+        prop::option::of(untyped(num(any::<u16>()), free)),
         prop::option::of("[a-z]{1,8}"),
         ext_attrs(),
         exts(),
@@ -221,22 +268,27 @@ fn services(kind: RSpecType) -> impl Strategy<Value = Services> {
 }
 
 /// The parts of a node that do not depend on its index.
-fn node(kind: RSpecType) -> impl Strategy<Value = Node> {
+fn node(kind: RSpecType, free: bool) -> impl Strategy<Value = Node> {
     let ad = kind == RSpecType::Advertisement;
     (
         (prop::option::of(urn("node")), urn("authority"), prop::option::of("[a-z0-9]{1,8}")),
         prop::option::of(prop::bool::ANY),
-        prop::collection::vec(sliver_type(kind), if ad { 0..3 } else { 1..2 }),
+        prop::collection::vec(sliver_type(kind, free), if ad { 0..3 } else { 1..2 }),
         prop::collection::vec(("[a-z0-9]{1,6}", ext_attrs(), exts()), 0..2),
         prop::collection::vec(
-            (prop::collection::vec(ip(), 0..3), prop::option::of("02:[0-9a-f]{2}:00:00:00:01"), ext_attrs(), exts()),
+            (
+                prop::collection::vec(ip(free), 0..3),
+                prop::option::of("02:[0-9a-f]{2}:00:00:00:01"),
+                ext_attrs(),
+                exts(),
+            ),
             0..3,
         ),
-        prop::option::of(services(kind)),
+        prop::option::of(services(kind, free)),
         prop::option::of((
             "[A-Z]{2}",
-            prop::option::of(-90.0f64..=90.0),
-            prop::option::of(-180.0f64..=180.0),
+            prop::option::of(untyped(num(-90.0f64..=90.0), free)),
+            prop::option::of(untyped(num(-180.0f64..=180.0), free)),
             ext_attrs(),
         )),
         prop::bool::ANY,
@@ -304,21 +356,21 @@ fn node(kind: RSpecType) -> impl Strategy<Value = Node> {
         )
 }
 
-fn link_parts() -> impl Strategy<Value = (Link, Vec<Index>)> {
+fn link_parts(free: bool) -> impl Strategy<Value = (Link, Vec<Index>)> {
     (
         prop::collection::vec(urn("authority"), 0..3),
         prop::collection::vec(any::<Index>(), 1..4),
         prop::collection::vec(("lan|vlan|gre-tunnel", prop::option::of("[a-z]{1,5}"), ext_attrs()), 0..2),
         prop::collection::vec(
             (
-                prop::option::of(any::<u64>()),
-                prop::option::of(any::<u64>()),
-                prop::option::of(0.0f64..=1.0),
+                prop::option::of(untyped(num(any::<u64>()), free)),
+                prop::option::of(untyped(num(any::<u64>()), free)),
+                prop::option::of(untyped(num(0.0f64..=1.0), free)),
                 ext_attrs(),
             ),
             0..3,
         ),
-        0u16..=4095,
+        untyped(num(0u16..=4095), free),
         ext_attrs(),
         exts(),
     )
@@ -386,13 +438,19 @@ fn opstate() -> impl Strategy<Value = Opstate> {
 
 /// A whole document of one kind, with identifiers assigned so the document is valid.
 fn rspec(kind: RSpecType) -> impl Strategy<Value = RSpec> {
+    rspec_with(kind, false)
+}
+
+/// A whole document of one kind; when `free`, attributes the schemas leave untyped (numbers,
+/// addresses, netmasks, VLAN tags) may hold any string.
+fn rspec_with(kind: RSpecType, free: bool) -> impl Strategy<Value = RSpec> {
     let ad = kind == RSpecType::Advertisement;
     (
         prop::option::of(datetime()),
         prop::option::of(value()),
         prop::option::of(datetime()),
-        prop::collection::vec(node(kind), 0..5),
-        prop::collection::vec(link_parts(), 0..3),
+        prop::collection::vec(node(kind, free), 0..5),
+        prop::collection::vec(link_parts(free), 0..3),
         prop::collection::vec(opstate(), 0..2),
         ext_attrs(),
         exts(),

@@ -229,10 +229,10 @@ impl Am {
                     ips: iface
                         .ips
                         .iter()
-                        .filter(|ip| ip.address.is_ipv4())
-                        .map(|ip| {
-                            let len = ip.netmask.map(Netmask::prefix_len).unwrap_or(24);
-                            format!("{}/{len}", ip.address)
+                        .filter_map(|ip| ip.addr().filter(|a| a.is_ipv4()).map(|a| (a, ip)))
+                        .map(|(a, ip)| {
+                            let len = ip.mask().map(Netmask::prefix_len).unwrap_or(24);
+                            format!("{a}/{len}")
                         })
                         .collect(),
                 });

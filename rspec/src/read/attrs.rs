@@ -51,6 +51,9 @@ pub(crate) struct Lexed<'i> {
     pub(crate) value: &'i str,
     /// Whether `value` holds a reference that needs unescaping.
     pub(crate) has_amp: bool,
+    /// Whether `value` holds a literal tab, newline or carriage return, which XML's
+    /// attribute-value normalisation turns into a space.
+    pub(crate) has_ws: bool,
 }
 
 /// Splits a start tag's attribute text into [`Lexed`] attributes, checking the syntax.
@@ -124,9 +127,10 @@ impl<'i> Lexer<'i> {
             Some(&q @ (b'"' | b'\'')) => q,
             _ => return Some(Err(format!("Attribute {key:?} value is not quoted"))),
         };
-        // One pass over the value: find the closing quote, noting references and '<'.
+        // One pass over the value: find the closing quote, noting references, white space
+        // other than a space, and '<'.
         let value_start = self.pos + 1;
-        let Some((end, has_amp, has_lt)) = value_end(bytes, value_start, quote) else {
+        let Some(ValueEnd { end, has_amp, has_lt, has_ws }) = value_end(bytes, value_start, quote) else {
             return Some(Err(format!("Attribute {key:?} value is not closed")));
         };
         let value = &self.text[value_start..end];
@@ -134,7 +138,7 @@ impl<'i> Lexer<'i> {
         if has_lt {
             return Some(Err(format!("Attribute {key:?} value contains '<'")));
         }
-        Some(Ok(Lexed { key, start: name_start, colon, value, has_amp }))
+        Some(Ok(Lexed { key, start: name_start, colon, value, has_amp, has_ws }))
     }
 }
 
@@ -151,12 +155,30 @@ fn eq_bytes(x: u64, b: u8) -> u64 {
     y.wrapping_sub(splat(1)) & !y & splat(0x80)
 }
 
-/// Finds the closing `quote` of a value starting at `from`: its index, and whether a `&` or
-/// a `<` came before it. Eight bytes are tested at a time (values are mostly short, where a
-/// SIMD search costs more to set up than it saves).
+/// The high bit of each byte of `x` below 0x20 (exact for the lowest such byte, as in
+/// [`eq_bytes`]).
 #[inline(always)]
-fn value_end(bytes: &[u8], from: usize, quote: u8) -> Option<(usize, bool, bool)> {
-    let (mut has_amp, mut has_lt) = (false, false);
+fn control_bytes(x: u64) -> u64 {
+    x.wrapping_sub(splat(0x20)) & !x & splat(0x80)
+}
+
+/// Where a value ends and what it holds.
+#[derive(Debug, PartialEq)]
+struct ValueEnd {
+    /// The index of the closing quote.
+    end: usize,
+    has_amp: bool,
+    has_lt: bool,
+    /// A byte below 0x20: tab, newline or carriage return (the others are refused anyway).
+    has_ws: bool,
+}
+
+/// Finds the closing `quote` of a value starting at `from`, noting whether a `&`, a `<` or a
+/// byte below 0x20 came before it. Eight bytes are tested at a time (values are mostly
+/// short, where a SIMD search costs more to set up than it saves).
+#[inline(always)]
+fn value_end(bytes: &[u8], from: usize, quote: u8) -> Option<ValueEnd> {
+    let (mut has_amp, mut has_lt, mut has_ws) = (false, false, false);
     let mut at = from;
     loop {
         // Whole words while they fit, then byte by byte.
@@ -164,7 +186,7 @@ fn value_end(bytes: &[u8], from: usize, quote: u8) -> Option<(usize, bool, bool)
             let mut w = [0u8; 8];
             w.copy_from_slice(word);
             let x = u64::from_le_bytes(w);
-            let hits = eq_bytes(x, quote) | eq_bytes(x, b'&') | eq_bytes(x, b'<');
+            let hits = eq_bytes(x, quote) | eq_bytes(x, b'&') | eq_bytes(x, b'<') | control_bytes(x);
             if hits == 0 {
                 at += 8;
                 continue;
@@ -172,13 +194,14 @@ fn value_end(bytes: &[u8], from: usize, quote: u8) -> Option<(usize, bool, bool)
             at += (hits.trailing_zeros() / 8) as usize;
         } else {
             let rest = bytes.get(at..)?;
-            let found = rest.iter().position(|&b| b == quote || b == b'&' || b == b'<')?;
+            let found = rest.iter().position(|&b| b == quote || b == b'&' || b == b'<' || b < 0x20)?;
             at += found;
         }
         match bytes[at] {
             b'&' => has_amp = true,
             b'<' => has_lt = true,
-            _ => return Some((at, has_amp, has_lt)),
+            b if b < 0x20 => has_ws = true,
+            _ => return Some(ValueEnd { end: at, has_amp, has_lt, has_ws }),
         }
         at += 1;
     }
@@ -293,7 +316,7 @@ impl<'i> Iterator for AttrIter<'_, 'i> {
     #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
         let fail = |offset, message: String| Some(Err(Fatal { offset, kind: FatalKind::Malformed(message) }));
-        let Lexed { key, colon, value, has_amp, .. } = loop {
+        let Lexed { key, colon, value, has_amp, has_ws, .. } = loop {
             match self.check.next_checked() {
                 None => {
                     self.scopes.checked.set(self.seq);
@@ -312,8 +335,8 @@ impl<'i> Iterator for AttrIter<'_, 'i> {
                 Err(message) => return fail(self.offset, message),
             },
         };
-        let value = if has_amp {
-            match super::unescape(value) {
+        let value = if has_amp || has_ws {
+            match super::attr_value(value, has_ws) {
                 Ok(v) => Cow::Owned(v.into_owned()),
                 Err(e) => return fail(self.offset, e),
             }
@@ -337,18 +360,19 @@ impl Lexed<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{value_end, Checked, Lexer};
+    use super::{value_end, Checked, Lexer, ValueEnd};
 
     #[test]
     fn value_end_matches_a_bytewise_search() {
         let naive = |b: &[u8], from: usize, q: u8| {
             let end = from + b[from..].iter().position(|&c| c == q)?;
             let before = &b[from..end];
-            Some((end, before.contains(&b'&'), before.contains(&b'<')))
+            let (has_amp, has_lt) = (before.contains(&b'&'), before.contains(&b'<'));
+            Some(ValueEnd { end, has_amp, has_lt, has_ws: before.iter().any(|&c| c < 0x20) })
         };
         for len in 0..40 {
             for at in 0..=len {
-                for stop in [b'"', b'\'', b'&', b'<', b'x'] {
+                for stop in [b'"', b'\'', b'&', b'<', b'x', b'\n', b'\t', b'\r', 0x1f, b' ', 0x80] {
                     let mut v = vec![b'a'; len];
                     if at < len {
                         v[at] = stop;

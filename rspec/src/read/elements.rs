@@ -35,12 +35,32 @@ pub(super) fn value<T>(
     }
 }
 
+/// Keeps a value the schemas leave untyped as it was written. Under the strict rules
+/// ([`Ctx::strict`]) it must also parse with `check`: otherwise a problem is recorded and
+/// `None` kept, as for [`value`].
+#[allow(clippy::too_many_arguments)]
+pub(super) fn lexical<T>(
+    problems: &mut Vec<(usize, ProblemKind, String)>,
+    strict: bool,
+    offset: usize,
+    what: &str,
+    raw: &str,
+    kind: ProblemKind,
+    check: impl FnOnce(&str) -> Result<T, String>,
+) -> Option<SmolStr> {
+    if strict && value(problems, offset, what, raw, kind, check).is_none() {
+        return None;
+    }
+    Some(SmolStr::new(raw))
+}
+
 /// Checks an `xs:dateTime` attribute, recording a problem if it is not one.
 pub(super) fn datetime(problems: &mut Vec<(usize, ProblemKind, String)>, off: usize, what: &str, raw: &str) -> SmolStr {
     if !values::is_datetime(raw.trim()) {
         problems.push((off, ProblemKind::BadValue, format!("{what}: {raw:?} is not an xs:dateTime")));
     }
-    SmolStr::new(raw.trim())
+    // As written: the schema collapses white space around a date, so it is valid either way.
+    SmolStr::new(raw)
 }
 
 impl<'i> Ctx<'i> {

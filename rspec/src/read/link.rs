@@ -1,6 +1,6 @@
 //! Reading `<link>` and its children.
 
-use super::elements::value;
+use super::elements::lexical;
 use super::{attr_iter, in_place, list, push_child, values, Ctx, Next, Ns, Res, Tag};
 use crate::error::ProblemKind;
 use crate::model::*;
@@ -12,6 +12,7 @@ impl<'i> Ctx<'i> {
         self.offsets.links.push(off);
         let first = self.offsets.refs.len();
         self.offsets.link_first_ref.push(first);
+        let strict = self.strict();
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
@@ -20,8 +21,9 @@ impl<'i> Ctx<'i> {
                 Some("component_name") => l.component_name = Some(self.strs.get(&a.value)),
                 Some("sliver_id") => l.sliver_id = Some(SmolStr::new(&a.value)),
                 Some("vlantag") => {
-                    l.vlantag = value(
+                    l.vlantag = lexical(
                         &mut self.problems,
+                        strict,
                         off,
                         "link vlantag",
                         &a.value,
@@ -121,20 +123,24 @@ impl<'i> Ctx<'i> {
     fn property(&mut self, tag: Tag<'i>, p: &mut LinkProperty) -> Res<()> {
         let off = tag.offset;
         let (mut src, mut dst) = (None, None);
+        let strict = self.strict();
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
-            let bad = ProblemKind::BadNumber;
+            let (bad, probs) = (ProblemKind::BadNumber, &mut self.problems);
             match a.plain() {
                 Some("source_id") => src = Some(self.strs.get(&a.value)),
                 Some("dest_id") => dst = Some(self.strs.get(&a.value)),
+                // A request's capacity and latency are bare numbers (kbit/s, ms), as before;
+                // otherwise units are kept too (`capacity_bps`, `latency_ms` read them).
                 Some("capacity") => {
-                    p.capacity = value(&mut self.problems, off, "property capacity", &a.value, bad, values::unsigned)
+                    p.capacity =
+                        lexical(probs, strict, off, "property capacity", &a.value, bad, values::unsigned::<u64>)
                 }
                 Some("latency") => {
-                    p.latency = value(&mut self.problems, off, "property latency", &a.value, bad, values::unsigned)
+                    p.latency = lexical(probs, strict, off, "property latency", &a.value, bad, values::unsigned::<u64>)
                 }
                 Some("packet_loss") => {
-                    p.packet_loss = value(&mut self.problems, off, "property packet_loss", &a.value, bad, |s| {
+                    p.packet_loss = lexical(probs, strict, off, "property packet_loss", &a.value, bad, |s| {
                         values::decimal_in(s, 0.0, 1.0)
                     })
                 }

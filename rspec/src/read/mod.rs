@@ -17,7 +17,7 @@ mod ns;
 mod opstate;
 mod split;
 mod strings;
-mod values;
+pub(crate) mod values;
 
 pub(crate) use attrs::attr_iter;
 
@@ -258,6 +258,9 @@ pub(crate) struct Ctx<'i> {
     pub(crate) offsets: Offsets,
     /// The document kind, once the root's `type` is read (some attributes depend on it).
     pub(crate) kind: RSpecType,
+    /// Read every kind by the schemas' rules only ([`crate::parse_lenient`]); otherwise a
+    /// request is held to the strict rules (see [`Ctx::strict`]).
+    pub(crate) lenient: bool,
     /// Attribute values that repeat share one allocation.
     pub(crate) strs: Strings,
     pub(crate) hints: Hints,
@@ -323,7 +326,7 @@ fn reader(text: &str) -> Reader<&[u8]> {
 }
 
 impl<'i> Ctx<'i> {
-    fn new(input: &'i str) -> Self {
+    fn new(input: &'i str, lenient: bool) -> Self {
         Ctx {
             reader: reader(input),
             base: 0,
@@ -338,11 +341,22 @@ impl<'i> Ctx<'i> {
             problems: Vec::new(),
             offsets: Offsets::default(),
             kind: RSpecType::Request,
+            lenient,
             strs: Strings::new(),
             hints: Hints([0; list::COUNT]),
             xmlns: XmlnsScan::new(0),
             last_attrs: ("", 0),
         }
+    }
+
+    /// Whether the strict rules apply: the document is a request read by [`crate::parse`]
+    /// (what an aggregate checks before it allocates). Then attribute values the model can
+    /// parse (numbers, addresses, netmasks) must parse, and identifiers and references must
+    /// hold; otherwise only what the schemas require is checked and values are kept as
+    /// written.
+    #[inline(always)]
+    pub(crate) fn strict(&self) -> bool {
+        !self.lenient && self.kind == RSpecType::Request
     }
 
     /// The reader's position in the input.
@@ -679,6 +693,30 @@ pub(crate) fn unescape(raw: &str) -> Result<Cow<'_, str>, String> {
     Ok(text)
 }
 
+/// An attribute value as XML defines it: each literal tab, newline and carriage return (a
+/// CR LF pair being one line end) becomes a space (attribute-value normalisation), then
+/// references are expanded, so characters written as references (`&#10;`) are kept. Without
+/// this, a value written over several lines would be written back with `&#10;` in it.
+pub(crate) fn attr_value(raw: &str, has_ws: bool) -> Result<Cow<'_, str>, String> {
+    if !has_ws {
+        return unescape(raw);
+    }
+    let mut s = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(at) = rest.find(['\t', '\n', '\r']) {
+        s.push_str(&rest[..at]);
+        s.push(' ');
+        let skip = if rest[at..].starts_with("\r\n") { 2 } else { 1 };
+        rest = &rest[at + skip..];
+    }
+    s.push_str(rest);
+    if !s.contains('&') {
+        return Ok(Cow::Owned(s));
+    }
+    let expanded = unescape(&s)?.into_owned();
+    Ok(Cow::Owned(expanded))
+}
+
 /// The offset of the first byte below 0x20 other than tab, newline and carriage return.
 /// Blocks of 64 bytes are tested with a branch-free fold the compiler turns into vector
 /// compares; only a block holding a bad byte is looked at again, byte by byte.
@@ -697,22 +735,22 @@ fn first_control_char(bytes: &[u8]) -> Option<usize> {
 
 /// Reads a document, on up to `threads` threads if it has at least `min_bytes` bytes (see
 /// [`split`]); the result is always the one [`sequential`] gives. Also says how it was read.
-pub(crate) fn parse(input: &str, threads: usize, min_bytes: usize) -> (Result<RSpec, Error>, Split) {
+pub(crate) fn parse(input: &str, threads: usize, min_bytes: usize, lenient: bool) -> (Result<RSpec, Error>, Split) {
     if threads < 2 || input.len() < min_bytes || input.len() > MAX_DOCUMENT_BYTES {
-        return (sequential(input), Split::Sequential);
+        return (sequential(input, lenient), Split::Sequential);
     }
-    match split::parse(input, threads) {
+    match split::parse(input, threads, lenient) {
         Some((rspec, parts)) => (Ok(rspec), Split::Parallel { parts }),
-        None => (sequential(input), Split::FellBack),
+        None => (sequential(input, lenient), Split::FellBack),
     }
 }
 
 /// Reads a document on the calling thread; see [`crate::parse`].
-pub(crate) fn sequential(input: &str) -> Result<RSpec, Error> {
+pub(crate) fn sequential(input: &str, lenient: bool) -> Result<RSpec, Error> {
     if input.len() > MAX_DOCUMENT_BYTES {
         return Err(Error::TooLarge { len: input.len(), max: MAX_DOCUMENT_BYTES });
     }
-    let mut ctx = Ctx::new(input);
+    let mut ctx = Ctx::new(input, lenient);
     let read = ctx.document();
     // XML 1.0 forbids control characters anywhere. What reading did not check is checked now,
     // whatever the outcome: a control character is the error to report before any other.
@@ -734,7 +772,7 @@ pub(crate) fn sequential(input: &str) -> Result<RSpec, Error> {
         }
     };
     let mut problems = std::mem::take(&mut ctx.problems);
-    validate::check(&rspec, Some(&ctx.offsets), false, &mut |off, kind, msg| {
+    validate::check(&rspec, Some(&ctx.offsets), false, ctx.strict(), &mut |off, kind, msg| {
         problems.push((off.unwrap_or(0), kind, msg));
     });
     if problems.is_empty() {
@@ -750,6 +788,12 @@ pub(crate) fn sequential(input: &str) -> Result<RSpec, Error> {
             .map(|((_, kind, message), position)| Problem { position: Some(position), kind, message })
             .collect(),
     ))
+}
+
+/// The position just after the end of `input` (where reading of a longer input stopped).
+pub(crate) fn end_position(input: &str) -> Position {
+    let line_start = input.rfind('\n').map_or(0, |i| i + 1);
+    Position { line: input.matches('\n').count() + 1, column: input[line_start..].chars().count() + 1 }
 }
 
 /// Converts sorted byte offsets to positions in one sweep. An offset that points at

@@ -1,6 +1,6 @@
 //! Reading `<node>` and everything inside it.
 
-use super::elements::value;
+use super::elements::{lexical, value};
 use super::{attr_iter, in_place, list, push_child, values, Ctx, Next, Ns, Res, Tag};
 use crate::error::ProblemKind;
 use crate::model::*;
@@ -142,19 +142,26 @@ impl<'i> Ctx<'i> {
     fn xen(&mut self, tag: Tag<'i>) -> Res<EmulabXen> {
         let off = tag.offset;
         let mut x = EmulabXen::default();
+        let strict = self.strict();
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             let bad = ProblemKind::BadNumber;
             match a.plain() {
-                Some("cores") => {
+                Some("cores") if strict => {
                     x.cores = value(&mut self.problems, off, "emulab:xen cores", &a.value, bad, values::unsigned)
                 }
-                Some("ram") => {
+                Some("ram") if strict => {
                     x.ram = value(&mut self.problems, off, "emulab:xen ram", &a.value, bad, values::unsigned)
                 }
-                Some("disk") => {
+                Some("disk") if strict => {
                     x.disk = value(&mut self.problems, off, "emulab:xen disk", &a.value, bad, values::unsigned)
                 }
+                // Read leniently, the sizes stay numbers only where writing the number gives
+                // back the text (`512`, not `0512` or `1GB`); any other value is kept as
+                // written among `ext_attrs`, whose writer puts it back under its own name.
+                Some("cores") if values::canonical::<u32>(&a.value).is_some() => x.cores = values::canonical(&a.value),
+                Some("ram") if values::canonical::<u64>(&a.value).is_some() => x.ram = values::canonical(&a.value),
+                Some("disk") if values::canonical::<u64>(&a.value).is_some() => x.disk = values::canonical(&a.value),
                 _ => push_child(&mut x.ext_attrs, a.into_ext(&mut self.strs)),
             }
         }
@@ -216,31 +223,45 @@ impl<'i> Ctx<'i> {
         }
     }
 
-    /// An `<ip>`; `None` when the address is missing or bad (a problem is recorded).
+    /// An `<ip>`; `None` when, under the strict rules, the address is bad (a problem is
+    /// recorded).
     fn ip(&mut self, tag: Tag<'i>) -> Res<Option<Ip>> {
         let off = tag.offset;
-        let (mut address, mut netmask, mut ip_type) = (None, None, None);
-        let mut ext_attrs = Vec::new();
-        let mut seen_address = false;
+        let mut ip = Ip::default();
+        let (mut seen_address, mut good) = (false, true);
+        // Under the strict rules, the parsed values (for the IPv4 prefix length check).
+        let (mut addr, mut mask) = (None, None);
+        let strict = self.strict();
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             let bad = ProblemKind::BadAddress;
             match a.plain() {
                 Some("address") => {
                     seen_address = true;
-                    address = value(&mut self.problems, off, "ip address", &a.value, bad, values::ip);
+                    if strict {
+                        addr = value(&mut self.problems, off, "ip address", &a.value, bad, values::ip);
+                        good = addr.is_some();
+                    }
+                    ip.address = SmolStr::new(&a.value);
                 }
                 Some("netmask") => {
-                    netmask = value(&mut self.problems, off, "ip netmask", &a.value, bad, values::netmask)
+                    if strict {
+                        mask = value(&mut self.problems, off, "ip netmask", &a.value, bad, values::netmask);
+                        if mask.is_none() {
+                            continue;
+                        }
+                    }
+                    ip.netmask = Some(SmolStr::new(&a.value));
                 }
-                Some("type") => ip_type = Some(self.strs.get(&a.value)),
-                _ => push_child(&mut ext_attrs, a.into_ext(&mut self.strs)),
+                Some("type") => ip.ip_type = Some(self.strs.get(&a.value)),
+                _ => push_child(&mut ip.ext_attrs, a.into_ext(&mut self.strs)),
             }
         }
         if !seen_address {
+            good = false;
             self.required(off, "ip", "address", None);
         }
-        if let (Some(std::net::IpAddr::V4(_)), Some(Netmask::PrefixLen(len))) = (address, netmask) {
+        if let (Some(std::net::IpAddr::V4(_)), Some(Netmask::PrefixLen(len))) = (addr, mask) {
             if len > 32 {
                 self.problem(
                     off,
@@ -249,9 +270,9 @@ impl<'i> Ctx<'i> {
                 );
             }
         }
-        // The schema gives <ip> only extension children; none are modelled, so none are kept.
-        self.no_children(&tag, "ip")?;
-        Ok(address.map(|address| Ip { address, netmask, ip_type, ext_attrs }))
+        // The schema allows foreign children in <ip>; they are kept like any extension.
+        self.ext_children(&tag, &mut ip.extensions)?;
+        Ok(good.then_some(ip))
     }
 
     fn services(&mut self, tag: Tag<'i>) -> Res<Services> {
@@ -299,6 +320,7 @@ impl<'i> Ctx<'i> {
         let off = tag.offset;
         let mut l = Login::default();
         let mut auth = None;
+        let strict = self.strict();
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
             match a.plain() {
@@ -306,8 +328,15 @@ impl<'i> Ctx<'i> {
                 Some("hostname") => l.hostname = Some(self.strs.get(&a.value)),
                 Some("username") => l.username = Some(self.strs.get(&a.value)),
                 Some("port") => {
-                    l.port =
-                        value(&mut self.problems, off, "login port", &a.value, ProblemKind::BadNumber, values::unsigned)
+                    l.port = lexical(
+                        &mut self.problems,
+                        strict,
+                        off,
+                        "login port",
+                        &a.value,
+                        ProblemKind::BadNumber,
+                        values::unsigned::<u16>,
+                    )
                 }
                 _ => push_child(&mut l.ext_attrs, a.into_ext(&mut self.strs)),
             }
@@ -424,18 +453,19 @@ impl<'i> Ctx<'i> {
     fn location(&mut self, tag: Tag<'i>, l: &mut Location) -> Res<()> {
         let off = tag.offset;
         let mut country = None;
+        let strict = self.strict();
         for a in attr_iter(&self.scopes, &tag) {
             let a = a?;
-            let bad = ProblemKind::BadNumber;
+            let (bad, probs) = (ProblemKind::BadNumber, &mut self.problems);
             match a.plain() {
                 Some("country") => country = Some(self.strs.get(&a.value)),
                 Some("latitude") => {
-                    l.latitude = value(&mut self.problems, off, "location latitude", &a.value, bad, |s| {
+                    l.latitude = lexical(probs, strict, off, "location latitude", &a.value, bad, |s| {
                         values::decimal_in(s, -90.0, 90.0)
                     })
                 }
                 Some("longitude") => {
-                    l.longitude = value(&mut self.problems, off, "location longitude", &a.value, bad, |s| {
+                    l.longitude = lexical(probs, strict, off, "location longitude", &a.value, bad, |s| {
                         values::decimal_in(s, -180.0, 180.0)
                     })
                 }

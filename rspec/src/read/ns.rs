@@ -217,7 +217,11 @@ impl<'i> Scopes<'i> {
     }
 
     fn declare(&mut self, prefix: &'i [u8], raw: &Lexed<'i>) -> Result<(), NsError> {
-        let value: Cow<'i, str> = if raw.has_amp { super::unescape(raw.value)? } else { Cow::Borrowed(raw.value) };
+        let value: Cow<'i, str> = if raw.has_amp || raw.has_ws {
+            super::attr_value(raw.value, raw.has_ws)?
+        } else {
+            Cow::Borrowed(raw.value)
+        };
         match prefix {
             b"xml" if value != XML_NS => {
                 return Err(format!("The prefix xml cannot be bound to {value:?}"));

@@ -92,8 +92,8 @@ pub(super) struct Shared {
 /// Reads `input` in up to `threads` parts. `None` when it could not be split, a split did not
 /// hold, or the document has any error or problem: the caller then reads it sequentially.
 /// Otherwise the model (equal to what the sequential reader builds) and the number of parts.
-pub(super) fn parse(input: &str, threads: usize) -> Option<(RSpec, usize)> {
-    let mut ctx = Ctx::new(input);
+pub(super) fn parse(input: &str, threads: usize, lenient: bool) -> Option<(RSpec, usize)> {
+    let mut ctx = Ctx::new(input, lenient);
     let root = ctx.root().ok()?;
     if root.empty {
         return None;
@@ -153,7 +153,7 @@ pub(super) fn parse(input: &str, threads: usize) -> Option<(RSpec, usize)> {
         return None;
     }
     let mut problems = false;
-    validate::check(&rspec, None, false, &mut |_, _, _| problems = true);
+    validate::check(&rspec, None, false, ctx.strict(), &mut |_, _, _| problems = true);
     (!problems).then_some((rspec, parts))
 }
 
@@ -196,6 +196,7 @@ impl<'i> Ctx<'i> {
             problems: Vec::new(),
             offsets: Offsets::default(),
             kind: self.kind,
+            lenient: self.lenient,
             strs: Strings::new(),
             hints: Hints([0; list::COUNT]),
             xmlns: XmlnsScan::new(from),

@@ -40,6 +40,13 @@ impl Bounded for u64 {
     const MAX_VALUE: u64 = u64::MAX;
 }
 
+/// `s` as a `T`, if writing that `T` gives `s` back exactly (`512`, not `0512`, `+512` or
+/// ` 512`): a value the model may hold as a number without changing the document.
+pub(crate) fn canonical<T: FromStr + std::fmt::Display>(s: &str) -> Option<T> {
+    let v: T = s.parse().ok()?;
+    (v.to_string() == s).then_some(v)
+}
+
 /// A VLAN tag, 0..=4095.
 pub(crate) fn vlantag(s: &str) -> Result<u16, String> {
     let v: u16 = unsigned(s)?;
@@ -57,6 +64,78 @@ pub(crate) fn decimal_in(s: &str, lo: f64, hi: f64) -> Result<f64, String> {
         return Err(format!("{t} is out of range ({lo}..={hi})"));
     }
     Ok(v)
+}
+
+/// Splits a quantity such as `10000000kbps`, `1.5 ms` or `1G` into its decimal number and
+/// the unit after it (spaces between them allowed). `None` when it does not start with a
+/// non-negative decimal.
+fn quantity(s: &str) -> Option<(f64, &str)> {
+    let t = s.trim();
+    let end = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(end);
+    // Rust's float syntax is wider (`inf`, exponents); only plain decimals are numbers here.
+    if !num.bytes().any(|b| b.is_ascii_digit()) || num.bytes().filter(|&b| b == b'.').count() > 1 {
+        return None;
+    }
+    let v: f64 = num.parse().ok()?;
+    Some((v, unit.trim_start()))
+}
+
+/// A finite, non-negative `v` rounded to a `u64`, if it fits.
+fn to_u64(v: f64) -> Option<u64> {
+    let r = v.round();
+    // 2^64 as f64; anything at or above it does not fit.
+    (r.is_finite() && r >= 0.0 && r < 18_446_744_073_709_551_616.0).then_some(r as u64)
+}
+
+/// A link capacity in bits per second. A bare number is kbit/s (the GENI convention); units
+/// as real advertisements write them: an SI prefix (k, M, G, T, any case) alone (`1G`) or
+/// before `bps`, `bit/s`, `bits/s`, `b/s` or `bit` (bits), or before `Bps`, `B/s`, `byte/s`,
+/// `bytes/s` (bytes, times 8). Prefixes are decimal, as in network rates.
+pub(crate) fn bandwidth_bps(s: &str) -> Option<u64> {
+    let (v, unit) = quantity(s)?;
+    if unit.is_empty() {
+        return to_u64(v * 1e3);
+    }
+    let (scale, rest) = match unit.as_bytes()[0] {
+        b'k' | b'K' => (1e3, &unit[1..]),
+        b'm' | b'M' => (1e6, &unit[1..]),
+        b'g' | b'G' => (1e9, &unit[1..]),
+        b't' | b'T' => (1e12, &unit[1..]),
+        _ => (1.0, unit),
+    };
+    let per = match rest {
+        // Empty only after a prefix (the unit is not empty here).
+        "" | "bps" | "bit/s" | "bits/s" | "b/s" | "bit" | "bits" | "b" => 1.0,
+        "Bps" | "B/s" | "byte/s" | "bytes/s" | "B" => 8.0,
+        _ => return None,
+    };
+    to_u64(v * scale * per)
+}
+
+/// A latency in milliseconds. A bare number is milliseconds; `ns`, `us` (or `µs`), `ms`,
+/// `s` and `sec` may follow.
+pub(crate) fn latency_ms(s: &str) -> Option<f64> {
+    let (v, unit) = quantity(s)?;
+    let scale = match unit {
+        "" | "ms" => 1.0,
+        "s" | "sec" => 1e3,
+        "us" | "\u{b5}s" => 1e-3,
+        "ns" => 1e-6,
+        _ => return None,
+    };
+    Some(v * scale)
+}
+
+/// A packet loss fraction in `0.0..=1.0`: a decimal, or a percentage (`1%`).
+pub(crate) fn loss_fraction(s: &str) -> Option<f64> {
+    let (v, unit) = quantity(s)?;
+    let f = match unit {
+        "" => v,
+        "%" => v / 100.0,
+        _ => return None,
+    };
+    (0.0..=1.0).contains(&f).then_some(f)
 }
 
 /// An IPv4 or IPv6 address.
@@ -185,6 +264,45 @@ mod tests {
         assert!(netmask("255.255.255.256").is_err());
         assert!(netmask("129").is_err());
         assert!(netmask("abc").is_err());
+    }
+
+    #[test]
+    fn bandwidths_with_and_without_units() {
+        for (s, bps) in [
+            ("100000", Some(100_000_000)),
+            ("10000000kbps", Some(10_000_000_000)),
+            ("1000000kbps", Some(1_000_000_000)),
+            ("1024MB/s", Some(8_192_000_000)),
+            ("1G", Some(1_000_000_000)),
+            (" 1.5 Gbps ", Some(1_500_000_000)),
+            ("100Mbit/s", Some(100_000_000)),
+            ("10 bps", Some(10)),
+            ("0", Some(0)),
+            ("", None),
+            ("fast", None),
+            ("1X", None),
+            ("-5", None),
+            ("1e3", None),
+            ("inf", None),
+            ("1.2.3", None),
+            ("99999999999999999999T", None),
+        ] {
+            assert_eq!(bandwidth_bps(s), bps, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn latencies_and_losses() {
+        assert_eq!(latency_ms("20"), Some(20.0));
+        assert_eq!(latency_ms("1.5ms"), Some(1.5));
+        assert_eq!(latency_ms("2 s"), Some(2000.0));
+        assert_eq!(latency_ms("500us"), Some(0.5));
+        assert_eq!(latency_ms("x"), None);
+        assert_eq!(latency_ms("5 parsecs"), None);
+        assert_eq!(loss_fraction("0.010"), Some(0.01));
+        assert_eq!(loss_fraction("1%"), Some(0.01));
+        assert_eq!(loss_fraction("1.5"), None);
+        assert_eq!(loss_fraction(""), None);
     }
 
     #[test]

@@ -56,8 +56,8 @@ pub fn big_advertisement(nodes: usize) -> RSpec {
         n.available = Some(Available { now: i % 7 != 0, ..Available::default() });
         n.location = Some(Location {
             country: "US".into(),
-            latitude: Some(40.768652),
-            longitude: Some(-111.84581),
+            latitude: Some("40.768652".into()),
+            longitude: Some("-111.84581".into()),
             ..Location::default()
         });
         n.extensions.push(emulab_el("trivial_bandwidth", &[("value", "100000")]));
@@ -78,9 +78,9 @@ pub fn big_advertisement(nodes: usize) -> RSpec {
             properties: vec![LinkProperty {
                 source_id: a.into(),
                 dest_id: b.into(),
-                capacity: Some(1_000_000),
-                latency: Some(0),
-                packet_loss: Some(0.0),
+                capacity: Some("1000000".into()),
+                latency: Some("0".into()),
+                packet_loss: Some("0".into()),
                 ..LinkProperty::default()
             }],
             ..Link::default()

@@ -3,6 +3,10 @@
 //! Bound nodes (a `component_id` naming a host) go to that host; the others go, largest first,
 //! to the host with the most free memory that fits them (spreading load, which also exercises
 //! the cross-host tunnels). All-or-nothing: any node that does not fit fails the whole request.
+//!
+//! The arithmetic is checked: a request is range-checked before it gets here
+//! (`aggregate::allocate`), but a size that does not fit in the room's `i64` never fits, and
+//! taking room never wraps, whatever the caller passes.
 
 /// Room left on one host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,18 +55,26 @@ pub enum PlacementError {
     },
 }
 
+/// `vm`'s memory as a room amount; `None` if it is larger than any room can be.
+fn memory_of(vm: &VmRequest) -> Option<i64> {
+    i64::try_from(vm.memory_mib).ok()
+}
+
 fn fits(h: &HostRoom, vm: &VmRequest) -> bool {
-    h.vcpus_free >= i64::from(vm.vcpus) && h.memory_free >= vm.memory_mib as i64
+    h.vcpus_free >= i64::from(vm.vcpus) && memory_of(vm).is_some_and(|m| h.memory_free >= m)
+}
+
+/// Takes `vm`'s room from `h`; only called after [`fits`], so both stay non-negative (and
+/// saturating keeps that true even if they were not).
+fn take(h: &mut HostRoom, vm: &VmRequest) {
+    h.vcpus_free = h.vcpus_free.saturating_sub(i64::from(vm.vcpus));
+    h.memory_free = h.memory_free.saturating_sub(memory_of(vm).unwrap_or(i64::MAX));
 }
 
 /// Chooses a host for every VM; the result is in the order of `vms`.
 pub fn place(hosts: &[HostRoom], vms: &[VmRequest]) -> Result<Vec<String>, PlacementError> {
     let mut room: Vec<HostRoom> = hosts.to_vec();
     let mut out: Vec<Option<String>> = vec![None; vms.len()];
-    let take = |h: &mut HostRoom, vm: &VmRequest| {
-        h.vcpus_free -= i64::from(vm.vcpus);
-        h.memory_free -= vm.memory_mib as i64;
-    };
     // Bound nodes first: they have no choice, so they must not lose their host to others.
     for (i, vm) in vms.iter().enumerate() {
         let Some(want) = &vm.bound_host else { continue };
@@ -127,6 +139,21 @@ mod tests {
         assert!(matches!(place(&hosts, &[vm("a", Some("nope"), 1)]), Err(PlacementError::UnknownHost { .. })));
         assert!(matches!(place(&hosts, &[vm("a", None, 256), vm("b", None, 256)]), Err(PlacementError::NoRoom { .. })));
         assert!(matches!(place(&hosts, &[vm("a", None, 1024)]), Err(PlacementError::NoRoom { .. })));
+    }
+
+    #[test]
+    fn sizes_beyond_i64_never_fit_and_never_wrap() {
+        // `as i64` made 2^63 MiB negative: it "fit" everywhere and wrapped the room.
+        let hosts = [host("h1", 8, 1024)];
+        for mem in [1u64 << 63, u64::MAX, i64::MAX as u64] {
+            assert!(matches!(place(&hosts, &[vm("a", None, mem)]), Err(PlacementError::NoRoom { .. })), "{mem}");
+            assert!(matches!(place(&hosts, &[vm("a", Some("h1"), mem)]), Err(PlacementError::NoRoom { .. })));
+        }
+        // Nothing was taken: a normal VM still fits alongside.
+        assert_eq!(place(&hosts, &[vm("a", None, 1024)]).unwrap(), ["h1"]);
+        // A full host next to an empty one: no overflow in the comparison either.
+        let hosts = [host("h1", i64::MAX, i64::MAX), host("h2", 0, i64::MIN)];
+        assert_eq!(place(&hosts, &[vm("a", None, i64::MAX as u64)]).unwrap(), ["h1"]);
     }
 
     #[test]

@@ -17,6 +17,32 @@ pub const VM_TYPE: &str = "vnsnap-vm";
 /// The ProtoGENI alias accepted so existing RSpecs work.
 pub const XEN_TYPE: &str = "emulab-xen";
 
+/// What one request may ask for. Every number of a request is checked against these before
+/// anything is placed or stored, so a request out of range changes nothing (BADARGS). They
+/// are sanity bounds, far above what the hosts can give: whether a VM fits is placement's
+/// answer (INSUFFICIENT_NODES).
+pub mod limits {
+    /// Smallest `emulab:xen ram` (MiB): the test guest and any small Linux boot in this.
+    pub const MIN_MEMORY_MIB: u64 = 32;
+    /// Largest `emulab:xen ram` (MiB): 1 TiB.
+    pub const MAX_MEMORY_MIB: u64 = 1024 * 1024;
+    /// Largest `emulab:xen cores` (`0` or absent: the AM's default).
+    pub const MAX_VCPUS: u32 = 64;
+    /// Largest `emulab:xen disk` (GB). The AM gives every VM its image's disk; the value is
+    /// checked, not used.
+    pub const MAX_DISK_GB: u64 = 16 * 1024;
+    /// Most `<node>`s in one request (this aggregate's and others').
+    pub const MAX_NODES: usize = 256;
+    /// Most `<link>`s in one request.
+    pub const MAX_LINKS: usize = 512;
+    /// Most `<interface>`s on one node (QEMU NICs).
+    pub const MAX_INTERFACES_PER_NODE: usize = 32;
+    /// Most `<interface>`s in one request, and most `<interface_ref>`s of all links together.
+    pub const MAX_INTERFACES: usize = 1024;
+    /// Most `<ip>`s on one interface.
+    pub const MAX_IPS_PER_INTERFACE: usize = 8;
+}
+
 /// Lowest segment id handed out (below are reserved for operators).
 const FIRST_SEGMENT: i64 = 100;
 /// Highest: segments double as manifest `vlantag`s (0..=4095).
@@ -66,8 +92,10 @@ impl Am {
         }
         let (image, pinned) = self.image_of(st.and_then(|s| s.disk_images.first()).map(|d| d.name.as_str()))?;
         let xen = st.and_then(|s| s.xen.as_ref());
+        check_node(&client_id, node)?;
+        // `cores="0"` means "no guaranteed reservation" in the emulab schema: the default.
         let vcpus = xen.and_then(|x| x.cores).filter(|&c| c > 0).unwrap_or(self.cfg.vm.vcpus);
-        let memory_mib = xen.and_then(|x| x.ram).filter(|&r| r > 0).unwrap_or(self.cfg.vm.memory_mib);
+        let memory_mib = xen.and_then(|x| x.ram).unwrap_or(self.cfg.vm.memory_mib);
         let mut bound = match (&node.component_id, &node.component_name) {
             (Some(id), _) => Some(id.rsplit('+').next().unwrap_or(id).to_string()),
             (None, Some(name)) => Some(name.to_string()),
@@ -95,19 +123,23 @@ impl Am {
     /// Room per reachable host: its capacity minus what live slivers already hold.
     async fn rooms(&self) -> Result<Vec<HostRoom>, AmError> {
         let hosts = self.agents.hosts().await;
+        // Saturating: sizes are range-checked at Allocate, but rows written before that check
+        // (or by hand) must make a host look full, never wrap into room.
+        let big = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         let mut used: HashMap<String, (i64, i64)> = HashMap::new();
         for s in self.db.live_slivers()? {
             let e = used.entry(s.host.clone()).or_default();
-            e.0 += i64::from(s.plan.vcpus);
-            e.1 += s.plan.memory_mib as i64;
+            e.0 = e.0.saturating_add(i64::from(s.plan.vcpus));
+            e.1 = e.1.saturating_add(big(s.plan.memory_mib));
         }
         Ok(hosts
             .into_iter()
             .map(|(name, info)| {
                 let (v, m) = used.get(&name).copied().unwrap_or_default();
+                let slots = i64::from(info.vcpus).saturating_mul(i64::from(self.cfg.vm.vcpu_overcommit));
                 HostRoom {
-                    vcpus_free: i64::from(info.vcpus) * i64::from(self.cfg.vm.vcpu_overcommit) - v,
-                    memory_free: info.memory_mib as i64 - m,
+                    vcpus_free: slots.saturating_sub(v),
+                    memory_free: big(info.memory_mib).saturating_sub(m),
                     name,
                 }
             })
@@ -129,6 +161,7 @@ impl Am {
         if rspec.rspec_type != RSpecType::Request {
             return Err(AmError::BadArgs(format!("RSpec type is {}, not request", rspec.rspec_type.as_str())));
         }
+        check_counts(&rspec)?;
         let mut wanted = Vec::new();
         for n in rspec.nodes.iter().filter(|n| self.is_ours(n)) {
             wanted.push(self.wanted(n)?);
@@ -182,6 +215,8 @@ impl Am {
         let allocation = insert_allocation(c, slice, rspec_text)?;
         // Links: one segment each, and which link each interface is on.
         let mut iface_link: BTreeMap<String, (String, u32)> = BTreeMap::new();
+        let ours: std::collections::HashSet<&str> =
+            wanted.iter().flat_map(|w| w.node.interfaces.iter().filter_map(|x| x.client_id.as_deref())).collect();
         for link in &rspec.links {
             let Some(lid) = link.client_id.clone() else {
                 continue;
@@ -190,7 +225,7 @@ impl Am {
                 .interface_refs
                 .iter()
                 .filter_map(|r| r.client_id.as_deref())
-                .filter(|i| wanted.iter().any(|w| w.node.interfaces.iter().any(|x| x.client_id.as_deref() == Some(*i))))
+                .filter(|i| ours.contains(i))
                 .collect();
             if mine.is_empty() {
                 continue;
@@ -255,6 +290,65 @@ impl Am {
         }
         Ok(out)
     }
+}
+
+/// The request-wide counts, before any node is looked at.
+fn check_counts(rspec: &RSpec) -> Result<(), AmError> {
+    let too_many = |what: &str, n: usize, max: usize| {
+        AmError::BadArgs(format!("The request has {n} {what}; at most {max} are accepted"))
+    };
+    if rspec.nodes.len() > limits::MAX_NODES {
+        return Err(too_many("nodes", rspec.nodes.len(), limits::MAX_NODES));
+    }
+    if rspec.links.len() > limits::MAX_LINKS {
+        return Err(too_many("links", rspec.links.len(), limits::MAX_LINKS));
+    }
+    let ifaces: usize = rspec.nodes.iter().map(|n| n.interfaces.len()).sum();
+    if ifaces > limits::MAX_INTERFACES {
+        return Err(too_many("interfaces", ifaces, limits::MAX_INTERFACES));
+    }
+    let refs: usize = rspec.links.iter().map(|l| l.interface_refs.len()).sum();
+    if refs > limits::MAX_INTERFACES {
+        return Err(too_many("interface_refs in its links", refs, limits::MAX_INTERFACES));
+    }
+    Ok(())
+}
+
+/// One node's numbers: RAM, vCPUs, disk, interfaces and addresses. (The reader has already
+/// refused what does not parse: negative or non-numeric sizes, bad addresses and masks.)
+fn check_node(client_id: &str, node: &Node) -> Result<(), AmError> {
+    let out_of_range = |what: &str, v: u64, lo: u64, hi: u64| {
+        AmError::BadArgs(format!("Node {client_id}: {what} {v} is out of range ({lo}..={hi})"))
+    };
+    if let Some(x) = node.sliver_type().and_then(|s| s.xen.as_ref()) {
+        if let Some(ram) = x.ram.filter(|r| !(limits::MIN_MEMORY_MIB..=limits::MAX_MEMORY_MIB).contains(r)) {
+            return Err(out_of_range("emulab:xen ram (MiB)", ram, limits::MIN_MEMORY_MIB, limits::MAX_MEMORY_MIB));
+        }
+        if let Some(cores) = x.cores.filter(|&c| c > limits::MAX_VCPUS) {
+            return Err(out_of_range("emulab:xen cores", cores.into(), 0, limits::MAX_VCPUS.into()));
+        }
+        if let Some(disk) = x.disk.filter(|&d| d > limits::MAX_DISK_GB) {
+            return Err(out_of_range("emulab:xen disk (GB)", disk, 0, limits::MAX_DISK_GB));
+        }
+    }
+    if node.interfaces.len() > limits::MAX_INTERFACES_PER_NODE {
+        return Err(AmError::BadArgs(format!(
+            "Node {client_id} has {} interfaces; at most {} are accepted",
+            node.interfaces.len(),
+            limits::MAX_INTERFACES_PER_NODE
+        )));
+    }
+    for i in &node.interfaces {
+        let iface = i.client_id.as_deref().unwrap_or("?");
+        if i.ips.len() > limits::MAX_IPS_PER_INTERFACE {
+            return Err(AmError::BadArgs(format!(
+                "Interface {iface} has {} addresses; at most {} are accepted",
+                i.ips.len(),
+                limits::MAX_IPS_PER_INTERFACE
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The smallest segment id no live link uses.

@@ -101,18 +101,30 @@ async fn snapshot_and_restore_through_agents() {
     wait_ready(&a, &["vm1", "vm2"], Duration::from_secs(60)).await;
     wait_ready(&b, &["vm3"], Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let mut held = 0;
     for (c, vm) in vms {
         guest(c, vm, json!({"op": "ring_pause"})).await;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    for (c, vm) in vms {
-        let s = guest(c, vm, json!({"op": "state"})).await;
-        eprintln!("{vm}: ring {} udp {}", s["ring"], s["udp"]);
-        held += s["ring"]["held_count"].as_u64().unwrap_or(0);
-        assert_eq!(s["udp"]["duplicates"].as_u64().unwrap_or(0), 0, "{vm} saw UDP duplicates");
-        assert_eq!(s["ring"]["conn_errors"].as_u64().unwrap_or(0), 0, "{vm} ring connection errors");
+    // Paused nodes hold the tokens they receive: wait until the ones in flight have landed
+    // (all 4 held), or the deadline says some were lost.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut held = 0;
+        let mut states = Vec::new();
+        for (c, vm) in vms {
+            let s = guest(c, vm, json!({"op": "state"})).await;
+            held += s["ring"]["held_count"].as_u64().unwrap_or(0);
+            states.push((vm, s));
+        }
+        if held >= 4 || Instant::now() > deadline {
+            for (vm, s) in &states {
+                eprintln!("{vm}: ring {} udp {}", s["ring"], s["udp"]);
+                assert_eq!(s["udp"]["duplicates"].as_u64().unwrap_or(0), 0, "{vm} saw UDP duplicates");
+                assert_eq!(s["ring"]["conn_errors"].as_u64().unwrap_or(0), 0, "{vm} ring connection errors");
+            }
+            assert_eq!(held, 4, "exactly the 4 tokens survive the restore");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(held, 4, "exactly the 4 tokens survive the restore");
     drop(lab);
 }

@@ -126,19 +126,31 @@ impl Workloads {
 
     /// Sends `req(i)` to every VM at once; results in VM order.
     pub async fn on_all(&self, req: impl Fn(usize) -> Value) -> Vec<anyhow::Result<Value>> {
+        let out = self.on_where(|_| true, req).await;
+        out.into_iter().map(|o| o.unwrap_or_else(|| Err(anyhow!("no reply")))).collect()
+    }
+
+    /// Sends `req(i)` at once to every VM that `pick` selects; results in VM order, `None`
+    /// for a VM not asked.
+    async fn on_where(
+        &self,
+        pick: impl Fn(&VmRef) -> bool,
+        req: impl Fn(usize) -> Value,
+    ) -> Vec<Option<anyhow::Result<Value>>> {
         let mut set = tokio::task::JoinSet::new();
-        for (i, vm) in self.vms.iter().enumerate() {
+        let mut out: Vec<Option<anyhow::Result<Value>>> = (0..self.vms.len()).map(|_| None).collect();
+        for (i, vm) in self.vms.iter().enumerate().filter(|(_, vm)| pick(vm)) {
             let (c, name, q) = (self.clients[vm.host].clone(), vm.name.clone(), req(i));
+            out[i] = Some(Err(anyhow!("{name}: no reply")));
             set.spawn(async move { (i, guest(&c, &name, q).await) });
         }
-        let mut out: Vec<Option<anyhow::Result<Value>>> = (0..self.vms.len()).map(|_| None).collect();
         while let Some(r) = set.join_next().await {
             match r {
                 Ok((i, v)) => out[i] = Some(v),
-                Err(e) => return (0..self.vms.len()).map(|_| Err(anyhow!("task failed: {e}"))).collect(),
+                Err(e) => return (0..self.vms.len()).map(|_| Some(Err(anyhow!("task failed: {e}")))).collect(),
             }
         }
-        out.into_iter().map(|o| o.unwrap_or_else(|| Err(anyhow!("no reply")))).collect()
+        out
     }
 
     async fn states(&self) -> Vec<anyhow::Result<Value>> {
@@ -165,9 +177,20 @@ impl Workloads {
     /// poll the counter every 25 ms from their first `netstat`; see the guest's `rto`
     /// module), from one `netstat` per VM.
     pub async fn tcp_timeouts_timed(&self) -> anyhow::Result<(BTreeMap<String, u64>, BTreeMap<String, Vec<u128>>)> {
+        self.tcp_timeouts_timed_except(&[]).await
+    }
+
+    /// [`Self::tcp_timeouts_timed`] of every VM but those named in `skip` (a VM whose QEMU is
+    /// stopped cannot answer its guest channel).
+    pub async fn tcp_timeouts_timed_except(
+        &self,
+        skip: &[&str],
+    ) -> anyhow::Result<(BTreeMap<String, u64>, BTreeMap<String, Vec<u128>>)> {
         let base = self.tcp_base.lock().unwrap().clone();
         let (mut counts, mut instants) = (BTreeMap::new(), BTreeMap::new());
-        for (vm, r) in self.vms.iter().zip(self.on_all(|_| json!({"op": "netstat"})).await) {
+        let asked = self.on_where(|vm| !skip.contains(&vm.name.as_str()), |_| json!({"op": "netstat"})).await;
+        for (vm, r) in self.vms.iter().zip(asked) {
+            let Some(r) = r else { continue };
             let r = r?;
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
             counts.insert(vm.name.clone(), tcp_timeouts(&r).saturating_sub(base.get(&vm.name).copied().unwrap_or(0)));

@@ -144,7 +144,10 @@ impl Am {
             let (used_v, used_m) = live
                 .iter()
                 .filter(|s| s.host == name)
-                .fold((0u64, 0u64), |(v, m), s| (v + u64::from(s.plan.vcpus), m + s.plan.memory_mib));
+                // Saturating: a stored size too large to add up makes the host full, not a panic.
+                .fold((0u64, 0u64), |(v, m), s| {
+                    (v.saturating_add(u64::from(s.plan.vcpus)), m.saturating_add(s.plan.memory_mib))
+                });
             let (slots, free_mem) = match info {
                 Some(i) => {
                     let total = u64::from(i.vcpus) * u64::from(self.cfg.vm.vcpu_overcommit);

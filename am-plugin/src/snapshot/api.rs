@@ -4,7 +4,10 @@
 //! `DescribeSnapshot(snapshot_urn, credentials, options)`,
 //! `DeleteSnapshot(snapshot_urn, credentials, options)`.
 //!
-//! Credentials are checked like any slice operation, against the snapshot's slice.
+//! Credentials are checked like any slice operation, against the snapshot's slice. A call
+//! naming a snapshot is authorised before the snapshot is looked up, and a snapshot of a
+//! slice the credentials are not for is answered as one that does not exist: the answer
+//! never says whether, or for which slice, a snapshot exists to someone who may not see it.
 
 use std::sync::Arc;
 
@@ -37,6 +40,12 @@ pub fn entry_value(e: &Entry) -> Value {
 }
 
 /// The entry a snapshot URN names, authorized against its slice with `method`'s privilege.
+///
+/// The call names no slice, so the credentials are checked in two steps: first everything
+/// but the target (caller, signatures, owner, privilege), before anything is looked up, so
+/// a caller without a valid credential learns nothing; then, for an existing snapshot, that
+/// one of them is for the snapshot's slice. An unknown snapshot and one of another slice get
+/// the same SEARCHFAILED answer.
 async fn authorized_entry(am: &Am, caller: &Caller, a: &Args, method: Method) -> Result<Entry, AmError> {
     let urn = a.string(0, "snapshot_urn")?;
     let creds = a.credentials(1)?;
@@ -44,10 +53,17 @@ async fn authorized_entry(am: &Am, caller: &Caller, a: &Args, method: Method) ->
     if !urn.starts_with("urn:publicid:IDN+") || !urn.contains("+snapshot+") {
         return Err(AmError::BadArgs(format!("{urn} is not a snapshot URN")));
     }
-    let entry = catalog::by_urn(&am.db.conn(), &urn)?
-        .ok_or_else(|| AmError::SearchFailed(format!("No snapshot {urn} here")))?;
-    am.authorize(caller, creds, opts.speaking_for(), Some(&entry.slice_urn), method).await?;
-    Ok(entry)
+    am.authorize(caller, creds.clone(), opts.speaking_for(), None, method).await?;
+    let not_found = || AmError::SearchFailed(format!("No snapshot {urn} here for these credentials"));
+    let entry = catalog::by_urn(&am.db.conn(), &urn)?.ok_or_else(not_found)?;
+    // Verified credentials are cached, so this second pass costs no signature check.
+    match am.authorize(caller, creds, opts.speaking_for(), Some(&entry.slice_urn), method).await {
+        Ok(_) => Ok(entry),
+        Err(e) => {
+            tracing::debug!(snapshot = %urn, error = %e, "snapshot of a slice the credentials are not for");
+            Err(not_found())
+        }
+    }
 }
 
 /// ListSnapshots(slice_urn, credentials, options) → [summary], oldest first. A slice without

@@ -31,6 +31,8 @@ const KNOWN_PREFIXES: &[(&str, &str)] = &[
     ("http://www.protogeni.net/resources/rspec/ext/jacks/1", "jacks"),
     ("http://www.protogeni.net/resources/rspec/ext/delay/1", "delay"),
     ("http://www.protogeni.net/resources/rspec/ext/site-info/1", "site_info"),
+    // vnsnap-am's snapshot list in manifests (am-plugin/src/manifest.rs).
+    ("urn:vnsnap:rspec:ext:snapshot:1", "vnsnap"),
 ];
 
 /// Every unprefixed attribute name the writer emits from model fields.

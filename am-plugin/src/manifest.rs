@@ -2,15 +2,45 @@
 //!
 //! Starting from the request keeps whatever the client sent that we do not interpret
 //! (extensions, services, foreign nodes), as the AM API asks.
+//!
+//! A slice's manifest also lists the slice's snapshots at this aggregate in a
+//! `<snapshots>` element of [`SNAPSHOT_NS`] (a child of `<rspec>`, which the GENI v3 manifest
+//! schema opens to elements of other namespaces), so that stock tools, which have no verb
+//! for `ListSnapshots`, show them: `omni describe` prints the manifest.
 
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::Utc;
-use vnsnap_rspec::{RSpec, RSpecType, UserKey};
+use vnsnap_rspec::{QName, RSpec, RSpecType, UserKey, XmlAttr, XmlChild, XmlElement};
 
 use crate::aggregate::Am;
 use crate::error::AmError;
+use crate::snapshot::catalog::{self, Entry};
 use crate::state::{rfc3339, LinkRow, Sliver};
+
+/// The namespace of vnsnap's manifest extension (the slice's snapshots).
+pub const SNAPSHOT_NS: &str = "urn:vnsnap:rspec:ext:snapshot:1";
+
+/// `<snapshots>`: one `<snapshot urn name state created [error]/>` per snapshot of the slice
+/// (any state), oldest first; empty if the slice has none. Attributes as in `ListSnapshots`.
+pub fn snapshots_element(entries: &[Entry]) -> XmlElement {
+    let mut list = XmlElement::new(QName::new(SNAPSHOT_NS, "snapshots"));
+    for e in entries {
+        let mut s = XmlElement::new(QName::new(SNAPSHOT_NS, "snapshot"));
+        let attr = |k: &str, v: &str| XmlAttr::new(QName::local(k), v);
+        s.attrs = vec![
+            attr("urn", &e.urn),
+            attr("name", &e.name),
+            attr("state", e.state.as_str()),
+            attr("created", &e.created),
+        ];
+        if !e.error.is_empty() {
+            s.attrs.push(attr("error", &e.error));
+        }
+        list.children.push(XmlChild::Element(s));
+    }
+    list
+}
 
 /// A `geni_users` entry: a user URN and its SSH keys.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -36,8 +66,22 @@ impl GeniUser {
 }
 
 impl Am {
-    /// The manifest of the given slivers (and the live links of their slice).
+    /// The manifest of the given slivers (and the live links of their slice), with the
+    /// slice's snapshots ([`snapshots_element`]).
     pub fn manifest(&self, slice: &str, slivers: &[Sliver]) -> Result<String, AmError> {
+        let mut m = self.manifest_rspec(slice, slivers)?;
+        let entries = catalog::of_slice(&self.db.conn(), slice)?;
+        m.extensions.push(snapshots_element(&entries));
+        Ok(m.to_xml())
+    }
+
+    /// The manifest of the given slivers without the snapshot list: what a snapshot keeps
+    /// of its slice.
+    pub fn slice_manifest(&self, slice: &str, slivers: &[Sliver]) -> Result<String, AmError> {
+        Ok(self.manifest_rspec(slice, slivers)?.to_xml())
+    }
+
+    fn manifest_rspec(&self, slice: &str, slivers: &[Sliver]) -> Result<RSpec, AmError> {
         let links = self.db.slice_links(slice)?;
         let users: Vec<GeniUser> =
             self.db.slice(slice)?.and_then(|s| serde_json::from_str(&s.users).ok()).unwrap_or_default();
@@ -58,7 +102,7 @@ impl Am {
             let alloc_links: Vec<&LinkRow> = links.iter().filter(|l| l.allocation == alloc).collect();
             self.annotate(&mut m, req, &ss, &alloc_links, &users);
         }
-        Ok(m.to_xml())
+        Ok(m)
     }
 
     fn annotate(&self, m: &mut RSpec, req: RSpec, slivers: &[&Sliver], links: &[&LinkRow], users: &[GeniUser]) {
@@ -121,6 +165,75 @@ impl Am {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(name: &str, state: catalog::EntryState, error: &str) -> Entry {
+        Entry {
+            id: format!("id-{name}"),
+            urn: format!("urn:publicid:IDN+am.test+snapshot+s-{name}-0f8c2a4e"),
+            slice_urn: "urn:publicid:IDN+ch.test+slice+s".into(),
+            name: name.into(),
+            owner: "urn:publicid:IDN+ch.test+user+alice".into(),
+            state,
+            created: "2026-12-06T21:00:00Z".into(),
+            manifest: String::new(),
+            bytes: 0,
+            error: error.into(),
+            hosts: Vec::new(),
+        }
+    }
+
+    /// The manifest with the snapshot list stays valid against the GENI v3 manifest schema
+    /// (with and without snapshots), and a reader finds the list where the docs say.
+    #[test]
+    fn snapshot_list_keeps_the_manifest_schema_valid() {
+        let base = r#"<rspec xmlns="http://www.geni.net/resources/rspec/3" type="manifest"
+            generated="2026-12-06T21:00:00Z" expires="2026-12-07T21:00:00Z">
+          <node client_id="vm1" exclusive="false" component_manager_id="urn:publicid:IDN+am.test+authority+am"
+                component_id="urn:publicid:IDN+am.test+node+host1" sliver_id="urn:publicid:IDN+am.test+sliver+1">
+            <sliver_type name="emulab-xen"/></node></rspec>"#;
+        let schema = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../rspec/tests/schemas/manifest-all.xsd");
+        let dir = tempfile::tempdir().unwrap();
+        let lists = [
+            vec![],
+            vec![
+                entry("before", catalog::EntryState::Complete, ""),
+                entry("broken", catalog::EntryState::Failed, "saver: No space left on device <&\"'>"),
+                entry("now", catalog::EntryState::Pending, ""),
+            ],
+        ];
+        for (i, entries) in lists.iter().enumerate() {
+            let mut m = vnsnap_rspec::parse(base).unwrap();
+            m.extensions.push(snapshots_element(entries));
+            let xml = m.to_xml();
+            assert!(
+                xml.contains(&format!("xmlns:vnsnap=\"{SNAPSHOT_NS}\"")) && xml.contains("<vnsnap:snapshots"),
+                "{xml}"
+            );
+            let f = dir.path().join(format!("m{i}.xml"));
+            std::fs::write(&f, &xml).unwrap();
+            let out = std::process::Command::new("xmllint")
+                .args(["--noout", "--nonet", "--schema"])
+                .arg(&schema)
+                .arg(&f)
+                .output()
+                .expect("xmllint runs (apt-get install libxml2-utils)");
+            assert!(out.status.success(), "{}\n{xml}", String::from_utf8_lossy(&out.stderr));
+            // Read back: the list is a root extension in our namespace, attributes intact.
+            let back = vnsnap_rspec::parse(&xml).unwrap();
+            let list = back.extensions.iter().find(|e| e.name == QName::new(SNAPSHOT_NS, "snapshots")).unwrap();
+            let got: Vec<(String, String, String)> = list
+                .elements()
+                .map(|s| {
+                    let a = |k: &str| s.attr(&QName::local(k)).unwrap_or_default().to_string();
+                    (a("name"), a("state"), a("error"))
+                })
+                .collect();
+            let want: Vec<(String, String, String)> =
+                entries.iter().map(|e| (e.name.clone(), e.state.as_str().into(), e.error.clone())).collect();
+            assert_eq!(got, want);
+            assert_eq!(back.nodes.len(), 1);
+        }
+    }
 
     #[test]
     fn login_is_urn_tail() {

@@ -309,7 +309,7 @@ async fn take_snapshot(am: &Arc<Am>, entry: &Entry, slivers: &[Sliver]) -> Resul
         let _ = coordinator::delete_snapshot(&hosts, &entry.id, true).await;
         e
     };
-    let rspec = match am.manifest(&entry.slice_urn, slivers) {
+    let rspec = match am.slice_manifest(&entry.slice_urn, slivers) {
         Ok(r) => r,
         Err(e) => return Err(undo(e).await),
     };

@@ -115,6 +115,15 @@ pub fn opstate(am_urn: &str) -> Opstate {
     }
 }
 
+/// The opstate block of an AM without the snapshot extension: no snapshot/restore actions
+/// and none of their states.
+fn without_snapshots(o: &mut Opstate) {
+    o.states.retain(|s| !matches!(&*s.name, "vnsnap_snapshotting" | "vnsnap_restoring"));
+    for s in &mut o.states {
+        s.actions.retain(|a| !matches!(&*a.name, "vnsnap_snapshot" | "vnsnap_restore"));
+    }
+}
+
 impl Am {
     /// The advertisement; with `available_only`, hosts without room are left out.
     pub async fn advertisement(&self, available_only: bool) -> Result<String, AmError> {
@@ -185,7 +194,11 @@ impl Am {
                 ..Default::default()
             });
         }
-        ad.opstates.push(opstate(&self.cfg.am_urn()));
+        let mut ops = opstate(&self.cfg.am_urn());
+        if !self.cfg.extensions.snapshot {
+            without_snapshots(&mut ops);
+        }
+        ad.opstates.push(ops);
         Ok(ad.to_xml())
     }
 }

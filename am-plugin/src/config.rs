@@ -46,6 +46,25 @@ pub struct Config {
     /// Limits and timeouts of the HTTPS server (work done before a call is authorised).
     #[serde(default)]
     pub server: ServerLimits,
+    /// Optional AM API extensions this AM offers.
+    #[serde(default)]
+    pub extensions: Extensions,
+}
+
+/// Optional AM API extensions. Switching one off removes it from GetVersion and the
+/// advertisement, and its calls answer UNSUPPORTED, as at an aggregate that never had it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Extensions {
+    /// The slice snapshot extension (`vnsnap_snapshot`/`vnsnap_restore`, `ListSnapshots`,
+    /// `DescribeSnapshot`, `DeleteSnapshot`); default on.
+    pub snapshot: bool,
+}
+
+impl Default for Extensions {
+    fn default() -> Self {
+        Extensions { snapshot: true }
+    }
 }
 
 /// Cluster TLS files.

@@ -129,7 +129,11 @@ pub async fn handle(
         .ok_or_else(|| (-32601, format!("Method {name} not supported on AM API v{}", api.number())))?;
     let a = Args(params);
     use Verb::*;
+    let snapshot_verb = matches!(verb, ListSnapshots | DescribeSnapshot | DeleteSnapshot);
     let result: Result<Value, AmError> = match verb {
+        _ if snapshot_verb && !am.cfg.extensions.snapshot => {
+            Err(AmError::Unsupported(format!("{name}: this aggregate does not offer the snapshot extension")))
+        }
         GetVersion => Ok(version::get_version(am, api)),
         ListResources if api == ApiVersion::V2 => v2::list_resources(am, caller, &a).await,
         ListResources => v3::list_resources(am, caller, &a).await,

@@ -133,6 +133,12 @@ pub async fn perform(am: &Arc<Am>, caller: &Caller, a: &Args) -> Result<Value, A
     let (slice, urns, who, opts) = on_urns(am, caller, a, 3, Method::PerformOperationalAction).await?;
     let slivers = am.slivers_of(&slice, &urns)?;
     if matches!(action, OpAction::Snapshot | OpAction::Restore) {
+        if !am.cfg.extensions.snapshot {
+            return Err(AmError::Unsupported(format!(
+                "{}: this aggregate does not offer the snapshot extension",
+                a.string(2, "action")?
+            )));
+        }
         return crate::snapshot::perform(am, &slice, action, &opts, &who).await;
     }
     if action == OpAction::UpdateUsers {

@@ -52,5 +52,11 @@ pub fn get_version(am: &Am, api: ApiVersion) -> Value {
         ("geni_am_type", Value::str(crate::AM_TYPE)),
         ("geni_am_code", Value::str(env!("CARGO_PKG_VERSION"))),
         ("geni_am_urn", Value::str(am.cfg.am_urn())),
+        // How a client (vnsnap smoke) learns that the snapshot extension is offered; absent when
+        // `[extensions] snapshot = false`.
+        (
+            "vnsnap_extensions",
+            Value::Array(if am.cfg.extensions.snapshot { vec![Value::str("vnsnap_snapshot")] } else { vec![] }),
+        ),
     ])
 }

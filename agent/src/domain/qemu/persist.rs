@@ -675,7 +675,9 @@ pub fn save_image_command(out: &Path, accept_timeout: Duration) -> i32 {
     match save_image_main(out, accept_timeout) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("saver: {e}");
+            // Not `eprintln!`, which panics when the write fails: the log is on the
+            // disk that may just have filled up.
+            let _ = writeln!(std::io::stderr(), "saver: {e}");
             let no_space = matches!(&e, DriverError::Io(_, io)
                 if matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)));
             if no_space {

@@ -195,6 +195,10 @@ pub struct Summary {
     pub after_restore: Report,
     /// Frames held / recorded / dropped at the cut.
     pub frames: (u64, u64, u64),
+    /// The slice (still there with `keep`) and the snapshot taken of it.
+    pub slice: TestSlice,
+    /// URN of the snapshot restored.
+    pub snapshot_urn: String,
 }
 
 fn num(v: &Value, k: &str) -> u64 {
@@ -283,6 +287,8 @@ pub async fn scenario(tb: &AmTestbed, say: &(dyn Fn(&str) + Sync), keep: bool) -
         after_snapshot,
         after_restore,
         frames: (num(&d, "vnsnap_frames_held"), num(&d, "vnsnap_frames_recorded"), num(&d, "vnsnap_frames_dropped")),
+        slice: s.slice.clone(),
+        snapshot_urn: urn,
     })
 }
 

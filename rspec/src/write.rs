@@ -202,6 +202,7 @@ fn collect_ns(rspec: &RSpec) -> BTreeSet<SmolStr> {
             elems(s, &i.extensions);
             for ip in &i.ips {
                 attrs(s, &ip.ext_attrs);
+                elems(s, &ip.extensions);
             }
         }
         if let Some(sv) = &n.services {

@@ -554,6 +554,104 @@ fn check_kind(kind: RSpecType, cases: usize) {
     }
 }
 
+/// Generates `cases` documents of a kind whose untyped attributes (addresses, netmasks,
+/// ports, VLAN tags, capacities, latencies, losses, coordinates, `emulab:xen` sizes) may hold
+/// any string: each validates against the schema, reads back leniently to the same model,
+/// writes the same text again, and roxmltree sees the same document in both texts.
+fn check_kind_free(kind: RSpecType, cases: usize) {
+    let mut runner = TestRunner::new(Config::default());
+    let strategy = rspec_with(kind, true);
+    let dir = common::scratch(&format!("generated-free-{}", kind.as_str()));
+    let mut files = Vec::new();
+    for i in 0..cases {
+        let model = strategy.new_tree(&mut runner).unwrap().current();
+        let xml = model.to_xml();
+        let back = parse_lenient(&xml).unwrap_or_else(|e| panic!("cannot read own output: {e}\n{xml}"));
+        assert_eq!(model, back, "round trip changed the model:\n{xml}");
+        let again = back.to_xml();
+        assert_eq!(xml, again, "written differently the second time");
+        if let Err(diff) = common::same_document(&xml, &again) {
+            panic!("{diff}\n{xml}");
+        }
+        assert_eq!(untyped_in_text(&xml), untyped_in_model(&model), "{xml}");
+        if kind != RSpecType::Request {
+            assert_eq!(parse(&xml).as_ref(), Ok(&model), "parse reads a {kind:?} leniently:\n{xml}");
+        }
+        let (split, how) = parse_split_lenient(&xml, 2 + i % 4, 0);
+        assert_eq!(split.as_ref(), Ok(&model), "read in parts ({how:?}):\n{xml}");
+        let path = dir.join(format!("{i}.xml"));
+        std::fs::write(&path, &xml).unwrap();
+        files.push(path);
+    }
+    let failures = common::xmllint_validate(&common::schema_for(kind), &files);
+    if let Some((file, msg)) = failures.first() {
+        let doc = std::fs::read_to_string(file).unwrap();
+        panic!("{} of {cases} generated {kind:?} documents fail the schema; first: {msg}\n{doc}", failures.len());
+    }
+}
+
+/// The GENI attributes the schemas leave untyped that the model holds as text.
+const UNTYPED: &[&str] =
+    &["address", "netmask", "port", "vlantag", "capacity", "latency", "packet_loss", "latitude", "longitude"];
+
+/// Those attributes as roxmltree reads them from a document, as sorted (name, value) pairs.
+fn untyped_in_text(xml: &str) -> Vec<(String, String)> {
+    let doc = roxmltree::Document::parse(xml).unwrap();
+    let mut seen: Vec<(String, String)> = doc
+        .descendants()
+        .filter(|n| n.is_element() && n.tag_name().namespace() == Some(GENI_V3_NS))
+        .flat_map(|n| {
+            n.attributes()
+                .map(|a| (a.namespace().is_none(), a.name().to_owned(), a.value().to_owned()))
+                .collect::<Vec<_>>()
+        })
+        .filter(|(plain, name, _)| *plain && UNTYPED.contains(&name.as_str()))
+        .map(|(_, name, value)| (name, value))
+        .collect();
+    seen.sort();
+    seen
+}
+
+/// The same attributes as the model holds them.
+fn untyped_in_model(r: &RSpec) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut put = |name: &str, v: &Option<SmolStr>| {
+        if let Some(v) = v {
+            out.push((name.to_owned(), v.to_string()));
+        }
+    };
+    for n in &r.nodes {
+        if let Some(l) = &n.location {
+            put("latitude", &l.latitude);
+            put("longitude", &l.longitude);
+        }
+        for l in n.services.iter().flat_map(|s| &s.logins) {
+            put("port", &l.port);
+        }
+        for ip in n.interfaces.iter().flat_map(|i| &i.ips) {
+            put("address", &Some(ip.address.clone()));
+            put("netmask", &ip.netmask);
+        }
+    }
+    for l in &r.links {
+        put("vlantag", &l.vlantag);
+        for p in &l.properties {
+            put("capacity", &p.capacity);
+            put("latency", &p.latency);
+            put("packet_loss", &p.packet_loss);
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn any_untyped_values_round_trip_in_every_kind() {
+    for kind in [RSpecType::Request, RSpecType::Manifest, RSpecType::Advertisement] {
+        check_kind_free(kind, 150);
+    }
+}
+
 #[test]
 fn generated_requests_validate_against_the_request_schema() {
     check_kind(RSpecType::Request, 150);
@@ -596,6 +694,23 @@ proptest! {
     fn any_advertisement_round_trips(model in rspec(RSpecType::Advertisement)) {
         let xml = model.to_xml();
         prop_assert_eq!(parse(&xml).unwrap(), model);
+    }
+
+    /// Shrinking version of `any_untyped_values_round_trip_in_every_kind` (no xmllint).
+    #[test]
+    fn any_document_with_free_untyped_values_round_trips(
+        model in prop_oneof![
+            rspec_with(RSpecType::Request, true),
+            rspec_with(RSpecType::Manifest, true),
+            rspec_with(RSpecType::Advertisement, true),
+        ],
+    ) {
+        let xml = model.to_xml();
+        let back = parse_lenient(&xml).unwrap();
+        prop_assert_eq!(&back, &model);
+        let again = back.to_xml();
+        prop_assert_eq!(&again, &xml);
+        prop_assert_eq!(common::same_document(&xml, &again), Ok(()));
     }
 
     /// Any document of any kind reads the same in parts (forced onto these small documents)

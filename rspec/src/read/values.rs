@@ -85,7 +85,7 @@ fn quantity(s: &str) -> Option<(f64, &str)> {
 fn to_u64(v: f64) -> Option<u64> {
     let r = v.round();
     // 2^64 as f64; anything at or above it does not fit.
-    (r.is_finite() && r >= 0.0 && r < 18_446_744_073_709_551_616.0).then_some(r as u64)
+    (0.0..18_446_744_073_709_551_616.0).contains(&r).then_some(r as u64)
 }
 
 /// A link capacity in bits per second. A bare number is kbit/s (the GENI convention); units

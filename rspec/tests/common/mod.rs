@@ -185,3 +185,63 @@ pub fn canonical(xml: &str) -> String {
     }
     root.expect("a root element")
 }
+
+/// Compares two documents as `roxmltree` (an XML reader independent of the library's
+/// quick-xml) reads them: the same elements (expanded names), the same attributes with the
+/// same values (after XML's attribute-value normalisation, namespace declarations aside;
+/// the root's `xsi:schemaLocation` is the writer's own), the same text (trimmed; comments
+/// and whitespace-only text aside). Siblings of one name must come in the same order;
+/// siblings of different names may interleave differently (the model keeps one list per
+/// kind of child). `Err` names the first difference by its path.
+pub fn same_document(input: &str, output: &str) -> Result<(), String> {
+    let a = roxmltree::Document::parse(input).map_err(|e| format!("input does not parse: {e}"))?;
+    let b = roxmltree::Document::parse(output).map_err(|e| format!("output does not parse: {e}"))?;
+    same_element(a.root_element(), b.root_element(), "", true)
+}
+
+type Expanded = (String, String);
+
+fn expanded(n: roxmltree::Node<'_, '_>) -> Expanded {
+    (n.tag_name().namespace().unwrap_or("").to_owned(), n.tag_name().name().to_owned())
+}
+
+fn same_element(a: roxmltree::Node<'_, '_>, b: roxmltree::Node<'_, '_>, path: &str, root: bool) -> Result<(), String> {
+    let here = format!("{path}/{}", a.tag_name().name());
+    if expanded(a) != expanded(b) {
+        return Err(format!("{here}: element {:?} became {:?}", expanded(a), expanded(b)));
+    }
+    let attrs = |n: roxmltree::Node<'_, '_>| -> std::collections::BTreeMap<Expanded, String> {
+        n.attributes()
+            .filter(|x| !(root && x.name() == "schemaLocation" && x.namespace() == Some(vnsnap_rspec::XSI_NS)))
+            .map(|x| ((x.namespace().unwrap_or("").to_owned(), x.name().to_owned()), x.value().to_owned()))
+            .collect()
+    };
+    let (aa, ba) = (attrs(a), attrs(b));
+    if aa != ba {
+        return Err(format!("{here}: attributes {aa:?} became {ba:?}"));
+    }
+    let text = |n: roxmltree::Node<'_, '_>| -> String {
+        n.children().filter(|c| c.is_text()).filter_map(|c| c.text()).collect::<String>().trim().to_owned()
+    };
+    if text(a) != text(b) {
+        return Err(format!("{here}: text {:?} became {:?}", text(a), text(b)));
+    }
+    let (ak, bk) = (element_children(a), element_children(b));
+    if ak.len() != bk.len() {
+        let names =
+            |v: &[roxmltree::Node<'_, '_>]| v.iter().map(|c| c.tag_name().name().to_owned()).collect::<Vec<_>>();
+        return Err(format!("{here}: children {:?} became {:?}", names(&ak), names(&bk)));
+    }
+    for (x, y) in ak.into_iter().zip(bk) {
+        same_element(x, y, &here, false)?;
+    }
+    Ok(())
+}
+
+/// The element children of `n`, sorted by expanded name; the sort is stable, so same-named
+/// siblings keep their order.
+fn element_children<'a, 'i>(n: roxmltree::Node<'a, 'i>) -> Vec<roxmltree::Node<'a, 'i>> {
+    let mut v: Vec<_> = n.children().filter(|c| c.is_element()).collect();
+    v.sort_by_key(|c| expanded(*c));
+    v
+}

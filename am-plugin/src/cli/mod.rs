@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod output;
+pub mod smoke;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -99,6 +100,9 @@ pub enum Command {
         /// Slice URN.
         slice_urn: String,
     },
+    /// Federation smoke test: the whole sliver life cycle of a one-VM slice at each aggregate,
+    /// in parallel, each step timed; the snapshot extension where advertised. Cleans up.
+    Smoke(smoke::SmokeArgs),
 }
 
 /// Parses a command line (`args[0]` is the program name).
@@ -111,7 +115,7 @@ where
     let cli = Cli::try_parse_from(args).map_err(|e| match e.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => CliError::Help(e.to_string()),
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => CliError::Usage(
-            "no command given (snapshot, restore, snapshots, snapshot-info, delete-snapshot, status)".into(),
+            "no command given (snapshot, restore, snapshots, snapshot-info, delete-snapshot, status, smoke)".into(),
         ),
         _ => {
             // The first paragraph of clap's message (what is wrong), without usage and tips.
@@ -161,7 +165,46 @@ pub fn check_command(c: &Command) -> Result<(), CliError> {
         }
         Command::Snapshots { slice_urn } | Command::Status { slice_urn } => slice(slice_urn),
         Command::SnapshotInfo { snapshot_urn } | Command::DeleteSnapshot { snapshot_urn } => snap(snapshot_urn),
+        Command::Smoke(a) => match &a.slice {
+            Some(s) => slice(s),
+            None => Ok(()),
+        },
     }
+}
+
+/// The certificate and key files (and the omni_config, if one is read): flags first, else the
+/// omni_config (`--omni-config`, else `default_omni` when no `--cert` is given).
+pub fn identity_files(
+    cli: &Cli,
+    default_omni: Option<PathBuf>,
+) -> Result<(PathBuf, Option<PathBuf>, Option<OmniConfig>), CliError> {
+    let omni_path = cli.omni_config.clone().or(if cli.cert.is_none() { default_omni } else { None });
+    let omni = match &omni_path {
+        Some(p) => Some(OmniConfig::load(p).map_err(CliError::Usage)?),
+        None => None,
+    };
+    let (cert, key) = match (&cli.cert, &omni) {
+        (Some(c), _) => (c.clone(), cli.key.clone()),
+        (None, Some(o)) => {
+            let (c, k) = o.cert_key(cli.framework.as_deref()).map_err(CliError::Usage)?;
+            (c, cli.key.clone().or(k))
+        }
+        (None, None) => {
+            return Err(CliError::Usage("no certificate: give --cert and --key, or --omni-config".into()));
+        }
+    };
+    Ok((cert, key, omni))
+}
+
+/// The credential structs of credential files (XML or omni's JSON).
+pub fn read_credentials(files: &[PathBuf]) -> Result<Vec<Value>, CliError> {
+    let mut creds = Vec::new();
+    for f in files {
+        let t = std::fs::read_to_string(f)
+            .map_err(|e| CliError::Usage(format!("cannot read credential {}: {e}", f.display())))?;
+        creds.extend(parse_credential(&t).map_err(|e| CliError::Usage(format!("{}: {e}", f.display())))?);
+    }
+    Ok(creds)
 }
 
 /// What a run needs, resolved from the command line and the omni_config.
@@ -181,21 +224,7 @@ impl Settings {
     /// Resolves flags against `omni_config` (`--omni-config`, else `default_omni` when no
     /// `--cert` is given).
     pub fn resolve(cli: &Cli, default_omni: Option<PathBuf>) -> Result<Settings, CliError> {
-        let omni_path = cli.omni_config.clone().or(if cli.cert.is_none() { default_omni } else { None });
-        let omni = match &omni_path {
-            Some(p) => Some(OmniConfig::load(p).map_err(CliError::Usage)?),
-            None => None,
-        };
-        let (cert, key) = match (&cli.cert, &omni) {
-            (Some(c), _) => (c.clone(), cli.key.clone()),
-            (None, Some(o)) => {
-                let (c, k) = o.cert_key(cli.framework.as_deref()).map_err(CliError::Usage)?;
-                (c, cli.key.clone().or(k))
-            }
-            (None, None) => {
-                return Err(CliError::Usage("no certificate: give --cert and --key, or --omni-config".into()));
-            }
-        };
+        let (cert, key, omni) = identity_files(cli, default_omni)?;
         let am = cli.am.clone().ok_or_else(|| CliError::Usage("no AM: give --am URL".into()))?;
         let am_url = if am.contains("://") {
             am
@@ -209,12 +238,7 @@ impl Settings {
                 "no credential: give --cred FILE (the slice credential, as omni's --slicecredfile)".into(),
             ));
         }
-        let mut creds = Vec::new();
-        for f in &cli.cred {
-            let t = std::fs::read_to_string(f)
-                .map_err(|e| CliError::Usage(format!("cannot read credential {}: {e}", f.display())))?;
-            creds.extend(parse_credential(&t).map_err(|e| CliError::Usage(format!("{}: {e}", f.display())))?);
-        }
+        let creds = read_credentials(&cli.cred)?;
         Ok(Settings { am_url, cert, key, creds })
     }
 
@@ -451,6 +475,9 @@ pub fn run(cli: &Cli, s: &Settings) -> Result<(), CliError> {
                 println!("deleted {snapshot_urn}");
             }
         }
+        Command::Smoke(_) => {
+            return Err(CliError::Usage("smoke runs through cli::main, not run".into()));
+        }
         Command::Status { slice_urn } => {
             let st = am.status(slice_urn)?;
             if json {
@@ -530,11 +557,14 @@ where
     T: Into<OsString> + Clone,
 {
     let r = parse_args(args).and_then(|cli| {
+        if let Command::Smoke(a) = &cli.command {
+            return smoke::run(&cli, a, config::default_omni_config());
+        }
         let s = Settings::resolve(&cli, config::default_omni_config())?;
-        run(&cli, &s)
+        run(&cli, &s).map(|()| 0)
     });
     match r {
-        Ok(()) => 0,
+        Ok(code) => code,
         Err(CliError::Help(h)) => {
             print!("{h}");
             0

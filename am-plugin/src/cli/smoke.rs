@@ -1,0 +1,1105 @@
+//! `vnsnap smoke`: a federation smoke test. Against each aggregate, in parallel, the AM API v3
+//! life cycle of a one-VM slice, every step timed and its result kept (see [`STEPS_V3`]), the
+//! snapshot extension's steps where the aggregate advertises `vnsnap_snapshot`; `--v2` runs
+//! the AM API v2 sequence ([`STEPS_V2`]) instead. Whatever happens, and on Ctrl-C, the
+//! slivers allocated are deleted again unless `--keep`.
+//!
+//! Everything an aggregate answers is treated as hostile: replies are bounded by the client
+//! ([`crate::client::MAX_REPLY_BYTES`]), documents are read by the rspec library's limits,
+//! and texts shown are folded to one line and cut.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use vnsnap_rspec::{DiskImage, Node, RSpec, RSpecType, SliverType};
+
+use super::output::{one_line, table, text};
+use super::{Cli, CliError, OmniConfig};
+use crate::client::XmlRpcClient;
+use crate::xmlrpc::Value;
+
+/// Arguments of `vnsnap smoke`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct SmokeArgs {
+    /// Aggregates: URLs (https://host:port/am/3.0), omni_config nicknames, or NAME=URL.
+    #[arg(value_name = "AGGREGATE")]
+    pub aggregates: Vec<String>,
+    /// TOML file of aggregates: [[aggregate]] name = "...", url = "URL or nickname",
+    /// rspec = "request.xml" (optional, overrides --rspec for that aggregate).
+    #[arg(long = "aggregates", value_name = "TOML")]
+    pub file: Option<PathBuf>,
+    /// Request RSpec to use instead of one built from each advertisement.
+    #[arg(long, value_name = "FILE")]
+    pub rspec: Option<PathBuf>,
+    /// Run the AM API v2 sequence (CreateSliver, SliverStatus, RenewSliver, DeleteSliver).
+    #[arg(long)]
+    pub v2: bool,
+    /// Leave the slivers (and snapshots) in place at the end or on failure.
+    #[arg(long)]
+    pub keep: bool,
+    /// Write a JUnit XML report (one test suite per aggregate, one test case per step).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Accept an aggregate's server certificate only with a chain to a certificate in this
+    /// PEM file (default: not checked, like omni).
+    #[arg(long, value_name = "PEM")]
+    pub ca: Option<PathBuf>,
+    /// Seconds to wait for the slivers to become geni_ready.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub ready_timeout: u64,
+    /// SSH public key to install for the user (default: ~/.ssh/id_ed25519.pub, id_ecdsa.pub
+    /// or id_rsa.pub, the first that exists).
+    #[arg(long, value_name = "FILE")]
+    pub ssh_key: Option<PathBuf>,
+    /// Slice URN (default: the target of the slice credential).
+    #[arg(long, value_name = "URN")]
+    pub slice: Option<String>,
+}
+
+/// The steps of the v3 sequence, in order.
+pub const STEPS_V3: [&str; 16] = [
+    "GetVersion",
+    "ListResources",
+    "BuildRequest",
+    "Allocate",
+    "Provision",
+    "Start",
+    "WaitReady",
+    "Describe",
+    "Renew",
+    "Snapshot",
+    "ListSnapshots",
+    "Restore",
+    "WaitReadyAfterRestore",
+    "DeleteSnapshot",
+    "Delete",
+    "StatusGone",
+];
+
+/// The steps of the v2 sequence, in order.
+pub const STEPS_V2: [&str; 8] = [
+    "GetVersion",
+    "ListResources",
+    "BuildRequest",
+    "CreateSliver",
+    "WaitReady",
+    "RenewSliver",
+    "DeleteSliver",
+    "StatusGone",
+];
+
+const SNAPSHOT_STEPS: [&str; 5] = ["Snapshot", "ListSnapshots", "Restore", "WaitReadyAfterRestore", "DeleteSnapshot"];
+
+/// Longest error text kept per step (characters).
+const MAX_ERROR_CHARS: usize = 2000;
+/// Seconds one XML-RPC call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(180);
+/// Status polling period.
+const POLL: Duration = Duration::from_secs(1);
+
+/// The outcome of one step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done and checked.
+    Passed,
+    /// Failed (the error says why).
+    Failed,
+    /// Not applicable at this aggregate (the reason is in `error`).
+    Skipped,
+    /// Not reached: an earlier step failed.
+    NotRun,
+}
+
+impl Outcome {
+    /// The word in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Passed => "passed",
+            Outcome::Failed => "FAILED",
+            Outcome::Skipped => "skipped",
+            Outcome::NotRun => "not run",
+        }
+    }
+}
+
+/// One step's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepResult {
+    /// Step name (from [`STEPS_V3`] or [`STEPS_V2`]).
+    pub step: &'static str,
+    /// Outcome.
+    pub outcome: Outcome,
+    /// Wall time (seconds).
+    pub seconds: f64,
+    /// Error text (failed), reason (skipped, not run), else empty.
+    pub error: String,
+}
+
+/// One aggregate's run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AggregateReport {
+    /// Name shown (nickname, NAME= or host:port).
+    pub name: String,
+    /// Endpoint URL.
+    pub url: String,
+    /// Every step of the sequence, in order.
+    pub steps: Vec<StepResult>,
+    /// What cleanup did.
+    pub cleanup: String,
+    /// Whether cleanup left something allocated (failed to delete, or `--keep`).
+    pub left_allocated: bool,
+}
+
+impl AggregateReport {
+    /// No step failed and every one ran (skipped ones count as fine).
+    pub fn passed(&self) -> bool {
+        self.steps.iter().all(|s| matches!(s.outcome, Outcome::Passed | Outcome::Skipped))
+    }
+}
+
+/// An aggregate to test.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Name shown.
+    pub name: String,
+    /// Endpoint URL.
+    pub url: String,
+    /// Request RSpec file for this one.
+    pub rspec: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetsFile {
+    #[serde(default)]
+    aggregate: Vec<TargetEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetEntry {
+    name: Option<String>,
+    url: String,
+    rspec: Option<PathBuf>,
+}
+
+fn host_port(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split('/').next().unwrap_or(rest).to_string()
+}
+
+fn resolve_url(s: &str, omni: Option<&OmniConfig>) -> Result<(String, Option<String>), CliError> {
+    if s.contains("://") {
+        if !s.starts_with("https://") && !s.starts_with("http://") {
+            return Err(CliError::Usage(format!("aggregate {s:?}: not an http(s) URL")));
+        }
+        return Ok((s.to_string(), None));
+    }
+    let url = omni
+        .and_then(|o| o.aggregate_url(s))
+        .ok_or_else(|| CliError::Usage(format!("aggregate {s:?} is neither a URL nor an omni_config nickname")))?;
+    Ok((url, Some(s.to_string())))
+}
+
+/// The aggregates of the command line and the `--aggregates` file; names are unique.
+pub fn targets(a: &SmokeArgs, omni: Option<&OmniConfig>) -> Result<Vec<Target>, CliError> {
+    let mut out = Vec::new();
+    for arg in &a.aggregates {
+        let (name, spec) = match arg.split_once('=') {
+            Some((n, u)) if !n.contains("://") && !n.is_empty() => (Some(n.to_string()), u),
+            _ => (None, arg.as_str()),
+        };
+        let (url, nick) = resolve_url(spec, omni)?;
+        let name = name.or(nick).unwrap_or_else(|| host_port(&url));
+        out.push(Target { name, url, rspec: a.rspec.clone() });
+    }
+    if let Some(f) = &a.file {
+        let t = std::fs::read_to_string(f).map_err(|e| CliError::Usage(format!("cannot read {}: {e}", f.display())))?;
+        let file: TargetsFile = toml::from_str(&t).map_err(|e| CliError::Usage(format!("{}: {e}", f.display())))?;
+        let base = f.parent().unwrap_or(Path::new("."));
+        for e in file.aggregate {
+            let (url, nick) = resolve_url(&e.url, omni)?;
+            let name = e.name.or(nick).unwrap_or_else(|| host_port(&url));
+            let rspec = e.rspec.map(|r| base.join(r)).or_else(|| a.rspec.clone());
+            out.push(Target { name, url, rspec });
+        }
+    }
+    if out.is_empty() {
+        return Err(CliError::Usage("no aggregate: give URLs, nicknames or --aggregates FILE".into()));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for t in &out {
+        if !seen.insert(t.name.clone()) {
+            return Err(CliError::Usage(format!("aggregate name {:?} given twice (use NAME=URL)", t.name)));
+        }
+    }
+    Ok(out)
+}
+
+/// The slice a credential is for: the `<target_urn>` of the first slice credential.
+pub fn slice_of(creds: &[Value]) -> Option<String> {
+    creds.iter().find_map(|c| {
+        let xml = c.get("geni_value")?.as_str()?;
+        let start = xml.find("<target_urn>")? + "<target_urn>".len();
+        let len = xml[start..].find("</target_urn>")?;
+        let urn = xml[start..start + len].trim();
+        urn.contains("+slice+").then(|| urn.to_string())
+    })
+}
+
+/// The GENI URN in the first certificate of a PEM file.
+pub fn user_urn(cert_pem: &[u8]) -> Option<String> {
+    let ders = crate::auth::pem_certificates(cert_pem).ok()?;
+    crate::auth::GeniCert::from_der(ders.first()?).ok()?.urn
+}
+
+fn ssh_key(a: &SmokeArgs) -> Result<Option<String>, CliError> {
+    let read = |p: &Path| {
+        std::fs::read_to_string(p)
+            .map(|t| t.trim().to_string())
+            .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", p.display())))
+    };
+    if let Some(p) = &a.ssh_key {
+        return read(p).map(Some);
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    for f in ["id_ed25519.pub", "id_ecdsa.pub", "id_rsa.pub"] {
+        let p = home.join(".ssh").join(f);
+        if p.is_file() {
+            return read(&p).map(Some);
+        }
+    }
+    Ok(None)
+}
+
+// ---- Ctrl-C ----
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    // A second Ctrl-C ends the program at once (cleanup abandoned).
+    if INTERRUPTED.swap(true, Ordering::SeqCst) {
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(130) };
+    }
+}
+
+fn catch_interrupts() {
+    let handler: extern "C" fn(libc::c_int) = on_signal;
+    // SAFETY: the handler only touches an atomic and calls _exit, both async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
+    }
+}
+
+fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// Sleeps `d`, returning early (`false`) on Ctrl-C.
+fn nap(d: Duration) -> bool {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        if interrupted() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50).min(end.saturating_duration_since(Instant::now())));
+    }
+    !interrupted()
+}
+
+// ---- one aggregate ----
+
+/// What every aggregate's run shares.
+#[derive(Debug)]
+struct Shared {
+    identity: Vec<u8>,
+    ca: Option<Vec<u8>>,
+    creds: Vec<Value>,
+    slice: String,
+    users: Value,
+    v2: bool,
+    keep: bool,
+    ready_timeout: Duration,
+    snapshot_timeout: Duration,
+    quiet: bool,
+}
+
+fn cut(s: &str) -> String {
+    let s = one_line(s);
+    if s.chars().count() > MAX_ERROR_CHARS {
+        s.chars().take(MAX_ERROR_CHARS - 3).collect::<String>() + "..."
+    } else {
+        s
+    }
+}
+
+fn rspec_opts() -> Value {
+    Value::structure([(
+        "geni_rspec_version",
+        Value::structure([("type", Value::str("GENI")), ("version", Value::str("3"))]),
+    )])
+}
+
+fn opts(extra: Vec<(&str, Value)>) -> Value {
+    let mut m = match rspec_opts() {
+        Value::Struct(m) => m,
+        _ => BTreeMap::new(),
+    };
+    for (k, v) in extra {
+        m.insert(k.to_string(), v);
+    }
+    Value::Struct(m)
+}
+
+fn empty() -> Value {
+    Value::Struct(BTreeMap::new())
+}
+
+fn slivers(v: &Value) -> Vec<Value> {
+    v.get("geni_slivers").and_then(Value::as_array).map(<[Value]>::to_vec).unwrap_or_default()
+}
+
+/// A document from a reply: a string, or base64 text.
+fn doc(v: &Value) -> Option<String> {
+    match v {
+        Value::Str(s) => Some(s.clone()),
+        Value::Base64(b) => String::from_utf8(b.clone()).ok(),
+        _ => None,
+    }
+}
+
+fn read_rspec(xml: &str, kind: RSpecType, what: &str) -> Result<RSpec, String> {
+    let r = vnsnap_rspec::parse_lenient(xml).map_err(|e| format!("{what} is not a valid RSpec v3: {e}"))?;
+    if r.rspec_type != kind {
+        return Err(format!("{what} has type {:?}, not {:?}", r.rspec_type.as_str(), kind.as_str()));
+    }
+    r.validate().map_err(|ps| {
+        let first: Vec<String> = ps.iter().take(5).map(|p| p.to_string()).collect();
+        format!("{what} breaks the RSpec v3 schema rules: {}", first.join("; "))
+    })?;
+    Ok(r)
+}
+
+/// The smallest request for an advertisement: one VM on the first available node that offers
+/// a sliver type with a disk image (the default image where one is marked).
+pub fn request_from(ad: &RSpec) -> Result<String, String> {
+    for n in &ad.nodes {
+        if n.available.as_ref().is_some_and(|a| !a.now) {
+            continue;
+        }
+        for st in &n.sliver_types {
+            let image = st.disk_images.iter().find(|d| d.default.as_deref() == Some("true")).or(st.disk_images.first());
+            let Some(image) = image else { continue };
+            let mut req = RSpec::new(RSpecType::Request);
+            req.nodes.push(Node {
+                client_id: Some("smoke-vm1".into()),
+                component_manager_id: n.component_manager_id.clone(),
+                exclusive: Some(false),
+                sliver_types: vec![SliverType {
+                    name: st.name.clone(),
+                    disk_images: vec![DiskImage { name: image.name.clone(), ..Default::default() }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+            return Ok(req.to_xml());
+        }
+    }
+    Err("the advertisement offers no available node with a sliver type and a disk image".into())
+}
+
+struct Run<'a> {
+    t: &'a Target,
+    sh: &'a Shared,
+    client: Option<XmlRpcClient>,
+    creds: Value,
+    steps: Vec<StepResult>,
+    /// An Allocate/CreateSliver was sent: something may be allocated.
+    allocated: bool,
+    /// A snapshot taken and not yet deleted.
+    snapshot: Option<String>,
+    snapshots_offered: bool,
+    request: String,
+    ad: Option<RSpec>,
+}
+
+impl<'a> Run<'a> {
+    fn say(&self, msg: &str) {
+        if !self.sh.quiet {
+            eprintln!("smoke: [{}] {msg}", self.t.name);
+        }
+    }
+
+    fn client(&self) -> Result<&XmlRpcClient, String> {
+        self.client.as_ref().ok_or_else(|| "no client".to_string())
+    }
+
+    /// A GENI call; errors carry the aggregate's own text.
+    fn call(&self, method: &str, params: Vec<Value>) -> Result<Value, String> {
+        let reply = self.client()?.call(method, &params).map_err(|e| e.to_string())?;
+        super::output::geni_value(method, reply).map_err(|e| e.to_string())
+    }
+
+    /// Runs one step: times it, records it, reports progress. `false` when it failed.
+    fn step(&mut self, name: &'static str, f: impl FnOnce(&mut Self) -> Result<(), String>) -> bool {
+        let start = Instant::now();
+        let r = if interrupted() {
+            Err("interrupted (Ctrl-C)".to_string())
+        } else {
+            self.say(&format!("{name} ..."));
+            f(self)
+        };
+        let seconds = start.elapsed().as_secs_f64();
+        let (outcome, error) = match r {
+            Ok(()) => (Outcome::Passed, String::new()),
+            Err(e) => (Outcome::Failed, cut(&e)),
+        };
+        self.say(&format!(
+            "{name} {} in {seconds:.2} s{}",
+            outcome.as_str(),
+            if error.is_empty() { String::new() } else { format!(": {error}") }
+        ));
+        self.steps.push(StepResult { step: name, outcome, seconds, error });
+        outcome == Outcome::Passed
+    }
+
+    fn skip(&mut self, name: &'static str, why: &str) {
+        self.say(&format!("{name} skipped: {why}"));
+        self.steps.push(StepResult { step: name, outcome: Outcome::Skipped, seconds: 0.0, error: why.into() });
+    }
+
+    fn urns(&self) -> Value {
+        Value::Array(vec![Value::str(&self.sh.slice)])
+    }
+
+    fn v2_creds(&self) -> Value {
+        Value::Array(
+            self.sh.creds.iter().filter_map(|c| c.get("geni_value").and_then(Value::as_str)).map(Value::str).collect(),
+        )
+    }
+
+    fn get_version(&mut self) -> Result<(), String> {
+        let client = match &self.sh.ca {
+            Some(ca) => XmlRpcClient::verified(&self.t.url, &self.sh.identity, ca, CALL_TIMEOUT),
+            None => XmlRpcClient::new(&self.t.url, &self.sh.identity, CALL_TIMEOUT),
+        };
+        self.client = Some(client.map_err(|e| e.to_string())?);
+        let v = self.call("GetVersion", vec![])?;
+        let versions = v.get("geni_api_versions").ok_or("GetVersion: no geni_api_versions")?;
+        let want = if self.sh.v2 { "2" } else { "3" };
+        let url = versions.get(want).and_then(Value::as_str).map(str::trim).unwrap_or_default().to_string();
+        if url.is_empty() {
+            return Err(format!("GetVersion: AM API v{want} is not offered (geni_api_versions)"));
+        }
+        let geni3 = v
+            .get("geni_request_rspec_versions")
+            .and_then(Value::as_array)
+            .unwrap_or_default()
+            .iter()
+            .any(|r| text(r, "type").eq_ignore_ascii_case("GENI") && text(r, "version").trim() == "3");
+        if !geni3 {
+            return Err("GetVersion: geni_request_rspec_versions does not include GENI 3".into());
+        }
+        let ctypes = v.get("geni_credential_types").and_then(Value::as_array).unwrap_or_default();
+        if !ctypes.iter().any(|c| text(c, "geni_type").eq_ignore_ascii_case("geni_sfa")) {
+            return Err("GetVersion: geni_credential_types does not include geni_sfa".into());
+        }
+        self.snapshots_offered = v
+            .get("vnsnap_extensions")
+            .and_then(Value::as_array)
+            .unwrap_or_default()
+            .iter()
+            .any(|e| e.as_str() == Some("vnsnap_snapshot"));
+        if self.sh.v2 {
+            // The rest of the run at the v2 endpoint the aggregate names.
+            if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() > 2048 {
+                return Err(format!("GetVersion: bad v2 URL {:?}", cut(&url)));
+            }
+            let client = match &self.sh.ca {
+                Some(ca) => XmlRpcClient::verified(&url, &self.sh.identity, ca, CALL_TIMEOUT),
+                None => XmlRpcClient::new(&url, &self.sh.identity, CALL_TIMEOUT),
+            };
+            self.client = Some(client.map_err(|e| e.to_string())?);
+            self.creds = self.v2_creds();
+        }
+        Ok(())
+    }
+
+    fn list_resources(&mut self) -> Result<(), String> {
+        let v =
+            self.call("ListResources", vec![self.creds.clone(), opts(vec![("geni_available", Value::Bool(true))])])?;
+        let xml = doc(&v).ok_or("ListResources: the value is not a document")?;
+        let ad = read_rspec(&xml, RSpecType::Advertisement, "the advertisement")?;
+        if ad.opstates.iter().any(|o| o.states.iter().any(|s| s.actions.iter().any(|a| a.name == "vnsnap_snapshot"))) {
+            self.snapshots_offered = true;
+        }
+        self.ad = Some(ad);
+        Ok(())
+    }
+
+    fn build_request(&mut self) -> Result<(), String> {
+        if let Some(f) = &self.t.rspec {
+            let xml = std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+            read_rspec(&xml, RSpecType::Request, &f.display().to_string())?;
+            self.request = xml;
+            return Ok(());
+        }
+        let ad = self.ad.as_ref().ok_or("no advertisement")?;
+        self.request = request_from(ad)?;
+        Ok(())
+    }
+
+    /// Polls status until `done` says the slivers are settled. `done` returns `Ok(true)` when
+    /// ready, `Ok(false)` to keep waiting, `Err` on failure.
+    fn poll(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut done: impl FnMut(&Value) -> Result<bool, String>,
+    ) -> Result<(), String> {
+        let start = Instant::now();
+        let mut last = String::new();
+        loop {
+            let st = if self.sh.v2 {
+                self.call("SliverStatus", vec![Value::str(&self.sh.slice), self.creds.clone(), empty()])?
+            } else {
+                self.call("Status", vec![self.urns(), self.creds.clone(), empty()])?
+            };
+            if done(&st)? {
+                return Ok(());
+            }
+            last = status_line(&st, self.sh.v2).unwrap_or(last);
+            if start.elapsed() > timeout {
+                return Err(format!("{what}: not after {} s (last status: {last})", timeout.as_secs()));
+            }
+            if !nap(POLL) {
+                return Err(format!("interrupted (Ctrl-C) while waiting for {what}"));
+            }
+        }
+    }
+
+    fn wait_ready(&self, timeout: Duration, what: &str) -> Result<(), String> {
+        let v2 = self.sh.v2;
+        self.poll(timeout, what, |st| {
+            if v2 {
+                return match text(st, "geni_status").as_str() {
+                    "ready" => Ok(true),
+                    "failed" => Err(format!("SliverStatus: failed: {}", v2_errors(st))),
+                    _ => Ok(false),
+                };
+            }
+            let sl = slivers(st);
+            if sl.is_empty() {
+                return Err("Status: no slivers".into());
+            }
+            if let Some(f) = sl.iter().find(|s| text(s, "geni_operational_status") == "geni_failed") {
+                return Err(format!("{} geni_failed: {}", text(f, "geni_sliver_urn"), text(f, "geni_error")));
+            }
+            Ok(sl.iter().all(|s| text(s, "geni_operational_status") == "geni_ready"))
+        })
+    }
+
+    fn v3_sequence(&mut self) {
+        let ok = self.step("Allocate", |r| {
+            r.allocated = true;
+            let v = r.call(
+                "Allocate",
+                vec![Value::str(&r.sh.slice), r.creds.clone(), Value::str(&r.request), rspec_opts()],
+            )?;
+            if slivers(&v).is_empty() {
+                return Err("Allocate: no slivers in the answer".into());
+            }
+            Ok(())
+        }) && self.step("Provision", |r| {
+            let o = opts(vec![("geni_users", r.sh.users.clone())]);
+            let v = r.call("Provision", vec![r.urns(), r.creds.clone(), o])?;
+            if slivers(&v).is_empty() {
+                return Err("Provision: no slivers in the answer".into());
+            }
+            Ok(())
+        }) && self.step("Start", |r| {
+            r.call("PerformOperationalAction", vec![r.urns(), r.creds.clone(), Value::str("geni_start"), empty()])
+                .map(|_| ())
+        }) && self.step("WaitReady", |r| r.wait_ready(r.sh.ready_timeout, "every sliver geni_ready"))
+            && self.step("Describe", |r| {
+                let v = r.call("Describe", vec![r.urns(), r.creds.clone(), rspec_opts()])?;
+                let xml = v.get("geni_rspec").and_then(doc).ok_or("Describe: no geni_rspec")?;
+                let m = read_rspec(&xml, RSpecType::Manifest, "the manifest")?;
+                let login = m
+                    .nodes
+                    .iter()
+                    .any(|n| n.services.as_ref().is_some_and(|s| !s.logins.is_empty() || !s.users.is_empty()));
+                if !login {
+                    return Err("the manifest has no login information (no <login> nor <services_user>)".into());
+                }
+                Ok(())
+            })
+            && self.step("Renew", |r| {
+                let until = (chrono::Utc::now() + chrono::Duration::hours(2)).format("%Y-%m-%dT%H:%M:%SZ").to_string();
+                r.call("Renew", vec![r.urns(), r.creds.clone(), Value::str(until), empty()]).map(|_| ())
+            });
+        let ok = ok && self.snapshot_steps();
+        let ok =
+            ok && self.step("Delete", |r| {
+                r.call("Delete", vec![r.urns(), r.creds.clone(), empty()])?;
+                r.allocated = false;
+                Ok(())
+            }) && self.step("StatusGone", |r| r.gone());
+        let _ = ok;
+    }
+
+    fn snapshot_steps(&mut self) -> bool {
+        if !self.snapshots_offered {
+            for s in SNAPSHOT_STEPS {
+                self.skip(s, "the aggregate does not advertise vnsnap_snapshot");
+            }
+            return true;
+        }
+        self.step("Snapshot", |r| {
+            let name = format!("smoke-{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
+            let o = Value::structure([("vnsnap_snapshot_name", Value::str(&name))]);
+            let v =
+                r.call("PerformOperationalAction", vec![r.urns(), r.creds.clone(), Value::str("vnsnap_snapshot"), o])?;
+            let urn = v
+                .as_array()
+                .unwrap_or_default()
+                .iter()
+                .map(|s| text(s, "vnsnap_snapshot_urn"))
+                .find(|u| !u.is_empty() && u.len() < 1024)
+                .ok_or("PerformOperationalAction vnsnap_snapshot: no vnsnap_snapshot_urn in the answer")?;
+            r.snapshot = Some(urn.clone());
+            r.poll(r.sh.snapshot_timeout, "the snapshot", |st| {
+                Ok(!slivers(st).iter().any(|s| text(s, "geni_operational_status") == "vnsnap_snapshotting"))
+            })?;
+            let d = r.call("DescribeSnapshot", vec![Value::str(&urn), r.creds.clone(), empty()])?;
+            match text(&d, "vnsnap_state").as_str() {
+                "complete" => Ok(()),
+                s => Err(format!("snapshot {urn} is {s:?}: {}", text(&d, "vnsnap_error"))),
+            }
+        }) && self.step("ListSnapshots", |r| {
+            let urn = r.snapshot.clone().unwrap_or_default();
+            let v = r.call("ListSnapshots", vec![Value::str(&r.sh.slice), r.creds.clone(), empty()])?;
+            if v.as_array().unwrap_or_default().iter().any(|s| text(s, "vnsnap_snapshot_urn") == urn) {
+                Ok(())
+            } else {
+                Err(format!("ListSnapshots does not list {urn}"))
+            }
+        }) && self.step("Restore", |r| {
+            let urn = r.snapshot.clone().unwrap_or_default();
+            let o = Value::structure([("vnsnap_snapshot_urn", Value::str(&urn))]);
+            r.call("PerformOperationalAction", vec![r.urns(), r.creds.clone(), Value::str("vnsnap_restore"), o])
+                .map(|_| ())
+        }) && self.step("WaitReadyAfterRestore", |r| {
+            r.poll(r.sh.snapshot_timeout, "the restore", |st| {
+                let sl = slivers(st);
+                if sl.iter().any(|s| text(s, "geni_operational_status") == "vnsnap_restoring") {
+                    return Ok(false);
+                }
+                if let Some(e) = sl.iter().find(|s| !text(s, "geni_error").trim().is_empty()) {
+                    return Err(format!("{}: {}", text(e, "geni_sliver_urn"), text(e, "geni_error")));
+                }
+                Ok(sl.iter().all(|s| text(s, "geni_operational_status") == "geni_ready"))
+            })
+        }) && self.step("DeleteSnapshot", |r| {
+            let urn = r.snapshot.clone().unwrap_or_default();
+            r.call("DeleteSnapshot", vec![Value::str(&urn), r.creds.clone(), empty()])?;
+            r.snapshot = None;
+            Ok(())
+        })
+    }
+
+    /// Status after Delete: SEARCHFAILED, no slivers, or all unallocated.
+    fn gone(&self) -> Result<(), String> {
+        let (method, params) = if self.sh.v2 {
+            ("SliverStatus", vec![Value::str(&self.sh.slice), self.creds.clone(), empty()])
+        } else {
+            ("Status", vec![self.urns(), self.creds.clone(), empty()])
+        };
+        let reply = self.client()?.call(method, &params).map_err(|e| e.to_string())?;
+        match super::output::geni_value(method, reply) {
+            Ok(v) => {
+                let left: Vec<String> = slivers(&v)
+                    .iter()
+                    .filter(|s| text(s, "geni_allocation_status") != "geni_unallocated")
+                    .map(|s| format!("{} {}", text(s, "geni_sliver_urn"), text(s, "geni_allocation_status")))
+                    .collect();
+                if self.sh.v2 && !v.get("geni_resources").and_then(Value::as_array).unwrap_or_default().is_empty() {
+                    return Err(format!("{method}: the slice still has resources after DeleteSliver"));
+                }
+                if left.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("{method}: slivers still there after Delete: {}", left.join(", ")))
+                }
+            }
+            // No such slice (any more): gone.
+            Err(CliError::Am { code: 12, .. }) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn v2_sequence(&mut self) {
+        let ok = self.step("CreateSliver", |r| {
+            r.allocated = true;
+            let v = r.call(
+                "CreateSliver",
+                vec![Value::str(&r.sh.slice), r.creds.clone(), Value::str(&r.request), r.sh.users.clone(), empty()],
+            )?;
+            let xml = doc(&v).ok_or("CreateSliver: the value is not a manifest")?;
+            read_rspec(&xml, RSpecType::Manifest, "the manifest").map(|_| ())
+        }) && self.step("WaitReady", |r| r.wait_ready(r.sh.ready_timeout, "geni_status ready"))
+            && self.step("RenewSliver", |r| {
+                let until = (chrono::Utc::now() + chrono::Duration::hours(2)).format("%Y-%m-%dT%H:%M:%SZ").to_string();
+                r.call("RenewSliver", vec![Value::str(&r.sh.slice), r.creds.clone(), Value::str(until), empty()])
+                    .map(|_| ())
+            })
+            && self.step("DeleteSliver", |r| {
+                r.call("DeleteSliver", vec![Value::str(&r.sh.slice), r.creds.clone(), empty()])?;
+                r.allocated = false;
+                Ok(())
+            })
+            && self.step("StatusGone", |r| r.gone());
+        let _ = ok;
+    }
+
+    /// Deletes what the run left, unless `--keep`; says what it did.
+    fn cleanup(&mut self) -> (String, bool) {
+        if !self.allocated && self.snapshot.is_none() {
+            return ("nothing left allocated".into(), false);
+        }
+        if self.sh.keep {
+            return (format!("kept the slivers of {} (--keep)", self.sh.slice), true);
+        }
+        let mut said = Vec::new();
+        let mut left = false;
+        if let Some(urn) = self.snapshot.take() {
+            match self.call("DeleteSnapshot", vec![Value::str(&urn), self.creds.clone(), empty()]) {
+                Ok(_) => said.push(format!("deleted snapshot {urn}")),
+                Err(e) => said.push(format!("could not delete snapshot {urn}: {}", cut(&e))),
+            }
+        }
+        if self.allocated {
+            let (method, first) =
+                if self.sh.v2 { ("DeleteSliver", Value::str(&self.sh.slice)) } else { ("Delete", self.urns()) };
+            match self
+                .client()
+                .and_then(|c| c.call(method, &[first, self.creds.clone(), empty()]).map_err(|e| e.to_string()))
+            {
+                Ok(reply) => match super::output::geni_value(method, reply) {
+                    Ok(_) => said.push(format!("deleted the slivers of {}", self.sh.slice)),
+                    Err(CliError::Am { code: 12, .. }) => said.push("nothing left allocated".into()),
+                    Err(e) => {
+                        left = true;
+                        said.push(format!("could not delete the slivers of {}: {}", self.sh.slice, cut(&e.to_string())))
+                    }
+                },
+                Err(e) => {
+                    left = true;
+                    said.push(format!("could not delete the slivers of {}: {}", self.sh.slice, cut(&e)))
+                }
+            }
+        }
+        (said.join("; "), left)
+    }
+}
+
+fn status_line(st: &Value, v2: bool) -> Option<String> {
+    if v2 {
+        return Some(text(st, "geni_status"));
+    }
+    let sl = slivers(st);
+    (!sl.is_empty()).then(|| {
+        sl.iter().map(|s| text(s, "geni_operational_status")).collect::<Vec<_>>().join(",").chars().take(200).collect()
+    })
+}
+
+fn v2_errors(st: &Value) -> String {
+    st.get("geni_resources")
+        .and_then(Value::as_array)
+        .unwrap_or_default()
+        .iter()
+        .map(|r| format!("{}: {}", text(r, "geni_urn"), text(r, "geni_error")))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn run_one(t: &Target, sh: &Shared) -> AggregateReport {
+    let mut r = Run {
+        t,
+        sh,
+        client: None,
+        creds: Value::Array(sh.creds.clone()),
+        steps: Vec::new(),
+        allocated: false,
+        snapshot: None,
+        snapshots_offered: false,
+        request: String::new(),
+        ad: None,
+    };
+    let ok = r.step("GetVersion", Run::get_version)
+        && r.step("ListResources", Run::list_resources)
+        && r.step("BuildRequest", Run::build_request);
+    if ok {
+        if sh.v2 {
+            r.v2_sequence();
+        } else {
+            r.v3_sequence();
+        }
+    }
+    let (cleanup, left_allocated) = r.cleanup();
+    if interrupted() {
+        // Ctrl-C: say so on stderr whatever the output format.
+        eprintln!("smoke: [{}] interrupted: {cleanup}", t.name);
+    } else {
+        r.say(&format!("cleanup: {cleanup}"));
+    }
+    // Every step of the sequence appears in the report.
+    let all: &[&'static str] = if sh.v2 { &STEPS_V2 } else { &STEPS_V3 };
+    let failed = r.steps.iter().find(|s| s.outcome == Outcome::Failed).map(|s| s.step);
+    let mut steps = Vec::new();
+    for name in all {
+        match r.steps.iter().find(|s| s.step == *name) {
+            Some(s) => steps.push(s.clone()),
+            None => steps.push(StepResult {
+                step: name,
+                outcome: Outcome::NotRun,
+                seconds: 0.0,
+                error: match failed {
+                    Some(f) => format!("not run: {f} failed"),
+                    None => "not run".into(),
+                },
+            }),
+        }
+    }
+    AggregateReport { name: t.name.clone(), url: t.url.clone(), steps, cleanup, left_allocated }
+}
+
+// ---- reports ----
+
+/// The text report: a table per aggregate and a summary line.
+pub fn text_report(slice: &str, reports: &[AggregateReport]) -> String {
+    let mut out = String::new();
+    for a in reports {
+        let _ = writeln!(out, "{} ({}): {}", a.name, a.url, if a.passed() { "PASSED" } else { "FAILED" });
+        let rows: Vec<Vec<String>> = a
+            .steps
+            .iter()
+            .map(|s| {
+                let err: String = if s.error.chars().count() > 300 {
+                    s.error.chars().take(297).collect::<String>() + "..."
+                } else {
+                    s.error.clone()
+                };
+                vec![
+                    s.step.to_string(),
+                    s.outcome.as_str().to_string(),
+                    if s.outcome == Outcome::Passed || s.outcome == Outcome::Failed {
+                        format!("{:.2}", s.seconds)
+                    } else {
+                        String::new()
+                    },
+                    err,
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["STEP", "RESULT", "SECONDS", "ERROR"], &rows));
+        let _ = writeln!(out, "cleanup: {}\n", a.cleanup);
+    }
+    let passed = reports.iter().filter(|a| a.passed()).count();
+    let _ = writeln!(out, "slice {slice}: {passed} of {} aggregates passed", reports.len());
+    out
+}
+
+/// The JSON report.
+pub fn json_report(slice: &str, reports: &[AggregateReport]) -> serde_json::Value {
+    serde_json::json!({
+        "slice": slice,
+        "passed": reports.iter().all(AggregateReport::passed),
+        "aggregates": reports.iter().map(|a| serde_json::json!({
+            "name": a.name,
+            "url": a.url,
+            "passed": a.passed(),
+            "cleanup": a.cleanup,
+            "left_allocated": a.left_allocated,
+            "steps": a.steps.iter().map(|s| serde_json::json!({
+                "step": s.step,
+                "result": match s.outcome {
+                    Outcome::Passed => "passed",
+                    Outcome::Failed => "failed",
+                    Outcome::Skipped => "skipped",
+                    Outcome::NotRun => "not_run",
+                },
+                "seconds": (s.seconds * 1000.0).round() / 1000.0,
+                "error": s.error,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Text for XML attributes and content: escaped, and without characters XML 1.0 forbids.
+fn xml_text(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&apos;"),
+            '\t' | '\n' | '\r' => o.push(c),
+            c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => o.push('?'),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// The JUnit XML report: `<testsuites>` with one `<testsuite>` per aggregate and one
+/// `<testcase>` per step (failed steps carry `<failure>`, skipped and not-run ones `<skipped>`).
+pub fn junit_report(reports: &[AggregateReport]) -> String {
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let count = |a: &AggregateReport, o: &[Outcome]| a.steps.iter().filter(|s| o.contains(&s.outcome)).count();
+    let total = |o: &[Outcome]| reports.iter().map(|a| count(a, o)).sum::<usize>();
+    let time = |a: &AggregateReport| a.steps.iter().map(|s| s.seconds).sum::<f64>();
+    let _ = writeln!(
+        out,
+        "<testsuites name=\"vnsnap smoke\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"{}\" time=\"{:.3}\">",
+        reports.iter().map(|a| a.steps.len()).sum::<usize>(),
+        total(&[Outcome::Failed]),
+        total(&[Outcome::Skipped, Outcome::NotRun]),
+        reports.iter().map(time).sum::<f64>(),
+    );
+    let stamp = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S");
+    for (i, a) in reports.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "  <testsuite name=\"{}\" id=\"{i}\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"{}\" time=\"{:.3}\" timestamp=\"{stamp}\">",
+            xml_text(&a.name),
+            a.steps.len(),
+            count(a, &[Outcome::Failed]),
+            count(a, &[Outcome::Skipped, Outcome::NotRun]),
+            time(a),
+        );
+        let _ = writeln!(
+            out,
+            "    <properties>\n      <property name=\"url\" value=\"{}\"/>\n    </properties>",
+            xml_text(&a.url)
+        );
+        for s in &a.steps {
+            let head = format!(
+                "    <testcase name=\"{}\" classname=\"smoke.{}\" time=\"{:.3}\"",
+                s.step,
+                xml_text(&a.name),
+                s.seconds
+            );
+            match s.outcome {
+                Outcome::Passed => {
+                    let _ = writeln!(out, "{head}/>");
+                }
+                Outcome::Failed => {
+                    let e = xml_text(&s.error);
+                    let _ = writeln!(
+                        out,
+                        "{head}>\n      <failure message=\"{e}\" type=\"{}\">{e}</failure>\n    </testcase>",
+                        s.step
+                    );
+                }
+                Outcome::Skipped | Outcome::NotRun => {
+                    let _ =
+                        writeln!(out, "{head}>\n      <skipped message=\"{}\"/>\n    </testcase>", xml_text(&s.error));
+                }
+            }
+        }
+        let _ = writeln!(out, "    <system-out>cleanup: {}</system-out>\n  </testsuite>", xml_text(&a.cleanup));
+    }
+    out.push_str("</testsuites>\n");
+    out
+}
+
+// ---- the command ----
+
+/// Runs `vnsnap smoke`; returns the exit code (0: every aggregate passed; 1: one failed;
+/// 130: interrupted).
+pub fn run(cli: &Cli, a: &SmokeArgs, default_omni: Option<PathBuf>) -> Result<i32, CliError> {
+    let (cert, key, omni) = super::identity_files(cli, default_omni)?;
+    let targets = targets(a, omni.as_ref())?;
+    let creds = super::read_credentials(&cli.cred)?;
+    if creds.is_empty() {
+        return Err(CliError::Usage(
+            "no credential: give --cred FILE (the slice credential, as omni's --slicecredfile)".into(),
+        ));
+    }
+    let slice = match &a.slice {
+        Some(s) => s.clone(),
+        None => slice_of(&creds).ok_or_else(|| {
+            CliError::Usage("no slice: none of the --cred files is a slice credential; give --slice URN".into())
+        })?,
+    };
+    super::check_command(&super::Command::Status { slice_urn: slice.clone() })?;
+    let settings = super::Settings { am_url: String::new(), cert: cert.clone(), key, creds: creds.clone() };
+    let identity = settings.identity_pem()?;
+    let ca = match &a.ca {
+        Some(p) => Some(std::fs::read(p).map_err(|e| CliError::Usage(format!("cannot read {}: {e}", p.display())))?),
+        None => None,
+    };
+    let user = user_urn(&identity)
+        .ok_or_else(|| CliError::Usage(format!("{}: no GENI URN in the certificate", cert.display())))?;
+    let keys = ssh_key(a)?.map(|k| vec![Value::str(k)]).unwrap_or_default();
+    let users = Value::Array(vec![Value::structure([("urn", Value::str(user)), ("keys", Value::Array(keys))])]);
+    let sh = Shared {
+        identity,
+        ca,
+        creds,
+        slice: slice.clone(),
+        users,
+        v2: a.v2,
+        keep: a.keep,
+        ready_timeout: Duration::from_secs(a.ready_timeout),
+        snapshot_timeout: Duration::from_secs(cli.timeout),
+        quiet: false,
+    };
+    catch_interrupts();
+    let reports: Vec<AggregateReport> = std::thread::scope(|s| {
+        let handles: Vec<_> = targets.iter().map(|t| s.spawn(|| run_one(t, &sh))).collect();
+        handles
+            .into_iter()
+            .zip(&targets)
+            .map(|(h, t)| {
+                h.join().unwrap_or_else(|_| AggregateReport {
+                    name: t.name.clone(),
+                    url: t.url.clone(),
+                    steps: vec![StepResult {
+                        step: "GetVersion",
+                        outcome: Outcome::Failed,
+                        seconds: 0.0,
+                        error: "internal error".into(),
+                    }],
+                    cleanup: "unknown".into(),
+                    left_allocated: true,
+                })
+            })
+            .collect()
+    });
+    if let Some(f) = &a.junit {
+        std::fs::write(f, junit_report(&reports))
+            .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", f.display())))?;
+    }
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&json_report(&slice, &reports)).unwrap_or_default());
+    } else {
+        print!("{}", text_report(&slice, &reports));
+    }
+    Ok(if interrupted() {
+        130
+    } else if reports.iter().all(AggregateReport::passed) {
+        0
+    } else {
+        1
+    })
+}

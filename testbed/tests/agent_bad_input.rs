@@ -2,6 +2,12 @@
 //! with the right HTTP status, and nothing is left behind — no stray QEMU, no domain
 //! directory, socket or file in the agent's state dir, no extra switch port, no change
 //! to the domain list or the host's free memory.
+//!
+//! Issue 17 items 3 and 4: ids that would escape the state directory (`.`, `..`, `/`,
+//! percent-encoded or not), on every route that takes one, with a committed snapshot
+//! present; numbers out of range (a memory size that used to wrap the host's budget),
+//! kernels and disk bases that are not images of the host, oversized counts and bodies;
+//! and the agent's log never holds a refused input whole.
 
 mod common;
 
@@ -109,9 +115,16 @@ async fn bad_input_gets_clear_errors_and_leaves_nothing_behind() {
     .expect("lab up");
     let state = lab.hosts[0].state_dir();
     let c = lab.client(0).unwrap();
+    // A kernel QEMU cannot boot, for later: the agent boots only images of the host, and
+    // its own image store is one place they live.
+    let garbage = state.join("images/garbage-vmlinuz.qcow2");
+    std::fs::create_dir_all(garbage.parent().unwrap()).unwrap();
+    std::fs::write(&garbage, (0..256 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect::<Vec<_>>())
+        .unwrap();
     let base = c.base().to_string();
     // One good domain, so that there is a name to collide with and a port to keep.
-    c.define(&vm_spec(&lab, "keep", 64, &[("52:54:00:00:07:99", 7, "10.77.0.99/24")])).await.unwrap();
+    // 128 MiB: enough for the guest to boot, later (a snapshot needs it running).
+    c.define(&vm_spec(&lab, "keep", 128, &[("52:54:00:00:07:99", 7, "10.77.0.99/24")])).await.unwrap();
     let before = footprint(&c, &state).await;
     assert_eq!(before.domains, vec!["keep".to_string()]);
     assert_eq!(before.switch_ports.len(), 1);
@@ -212,9 +225,6 @@ async fn bad_input_gets_clear_errors_and_leaves_nothing_behind() {
 
     // A kernel file that exists but is garbage: the agent defines the domain (overlay,
     // switch port), QEMU itself refuses to start it, and everything is rolled back.
-    let garbage = lab.dir.join("garbage-vmlinuz");
-    std::fs::write(&garbage, (0..256 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect::<Vec<_>>())
-        .unwrap();
     let mut spec = vm_spec(&lab, "garbage", 64, &[("52:54:00:00:07:05", 7, "10.77.0.5/24")]);
     if let Boot::Kernel { kernel, .. } = &mut spec.boot {
         *kernel = garbage.display().to_string();
@@ -253,10 +263,224 @@ async fn bad_input_gets_clear_errors_and_leaves_nothing_behind() {
     assert_eq!(c.image_delete("nope").await.unwrap_err().kind(), Some(ErrorKind::NotFound));
     assert_eq!(footprint(&c, &state).await, before, "after bad image captures");
 
+    // Issue 17: the same, with the kept domain running and a committed snapshot on the host.
+    c.action("keep", Action::Start, &ActionRequest::default()).await.unwrap();
+    wait_ready(&c, &["keep"], std::time::Duration::from_secs(180)).await;
+    c.snapshot_prepare(&PrepareRequest { snapshot: "s1".into(), epoch: 1, domains: vec!["keep".into()] })
+        .await
+        .unwrap();
+    c.snapshot_cut("s1", &CutRequest::default()).await.unwrap();
+    wait_saved(&c, "s1").await;
+    c.snapshot_commit("s1").await.unwrap();
+    let before = footprint(&c, &state).await;
+    assert!(before.files.contains(Path::new("snapshots/s1/host.json")), "{before:?}");
+    agent_ids(&lab, &c, &http, &state, &before).await;
+    agent_numbers(&lab, &c, &http, &state, &before).await;
+    assert_eq!(c.snapshot_status("s1").await.unwrap().phase, SavePhase::Committed);
+    assert!(c.domain("keep").await.unwrap().guest_ready);
+    c.snapshot_delete("s1").await.unwrap();
+
     // The agent still works: the kept domain can be destroyed, and then nothing is left.
     c.destroy("keep").await.unwrap();
     let after = footprint(&c, &state).await;
     assert!(after.domains.is_empty() && after.switch_ports.is_empty(), "{after:?}");
     assert!(!after.files.iter().any(|p| p.starts_with("domains/keep")), "{after:?}");
     drop(lab);
+}
+
+async fn wait_saved(c: &AgentClient, id: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let s = c.snapshot_status(id).await.unwrap();
+        match s.phase {
+            SavePhase::Saved => return,
+            SavePhase::Saving => {}
+            other => panic!("snapshot {id} ended {other:?}: {:?}", s.error),
+        }
+        assert!(std::time::Instant::now() < deadline, "save not done");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Sends `method path` exactly as written (no dot-segment removal or decoding, as
+/// reqwest's URL parser would do) with `curl --path-as-is`; returns the status and body.
+fn raw_path(lab: &Lab, c: &AgentClient, method: &str, path: &str, body: &str) -> (u16, String) {
+    let origin = c.base().strip_suffix(API_PREFIX).unwrap();
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--path-as-is", "--max-time", "30", "-X", method, "-H", "content-type: application/json"])
+        .arg("--cacert")
+        .arg(&lab.ca)
+        .arg("--cert")
+        .arg(&lab.client_cert)
+        .arg("--key")
+        .arg(&lab.client_key)
+        .args(["--data-binary", body, "-w", "\n%{http_code}"])
+        .arg(format!("{origin}{path}"))
+        .output()
+        .expect("running curl");
+    assert!(out.status.success(), "curl {method} {path}: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.trim().parse().unwrap(), body.to_string())
+}
+
+/// Item 3: every route that takes an id refuses ids that are not names with a 400 and an
+/// error naming the id, before any handler runs: nothing on disk changes, the committed
+/// snapshot survives (`POST /snapshots/./abort` used to delete every committed snapshot,
+/// `/snapshots/../abort` the whole state directory).
+async fn agent_ids(lab: &Lab, c: &AgentClient, http: &reqwest::Client, state: &Path, before: &Footprint) {
+    const ROUTES: [(&str, &str); 16] = [
+        ("POST", "/snapshots/{}/abort"),
+        ("DELETE", "/snapshots/{}"),
+        ("POST", "/snapshots/{}/commit"),
+        ("POST", "/snapshots/{}/cut"),
+        ("GET", "/snapshots/{}"),
+        ("POST", "/restores/{}/abort"),
+        ("POST", "/restores/{}/resume"),
+        ("DELETE", "/images/{}"),
+        ("GET", "/images/{}"),
+        ("DELETE", "/domains/{}"),
+        ("GET", "/domains/{}"),
+        ("GET", "/domains/{}/console"),
+        ("POST", "/domains/{}/guest"),
+        ("POST", "/domains/{}/stop"),
+        ("POST", "/domains/{}/start"),
+        ("PUT", "/segments/{}"),
+    ];
+    let long = "a".repeat(64);
+    let bad =
+        [".", "..", "%2e", "%2e%2e", "%2E%2E", ".%2e", "%2F", "a%2Fb", "..%2F..", "", "UPPER", "a%00b", "a%0Ab", &long];
+    for (method, route) in ROUTES {
+        for id in bad {
+            let path = format!("{API_PREFIX}{}", route.replace("{}", id));
+            let body = if method == "PUT" { r#"{"peers":[]}"# } else { "{}" };
+            let (status, reply) = tokio::task::block_in_place(|| raw_path(lab, c, method, &path, body));
+            assert_eq!(status, 400, "{method} {path}: {reply}");
+            let e: ApiError = serde_json::from_str(&reply).unwrap_or_else(|e| panic!("{method} {path}: {e}: {reply}"));
+            assert_eq!(e.kind, ErrorKind::BadRequest, "{method} {path}: {e:?}");
+        }
+        assert_eq!(&footprint(c, state).await, before, "after bad ids on {method} {route}");
+    }
+    // A slash inside an id splits it into another route: no route, and no handler.
+    let (status, reply) = tokio::task::block_in_place(|| raw_path(lab, c, "POST", "/v1/snapshots/s1/../../abort", ""));
+    assert_eq!(status, 404, "{reply}");
+    let e: ApiError = serde_json::from_str(&reply).unwrap();
+    assert!(e.message.starts_with("No route"), "{e:?}");
+
+    // Ids in bodies: the snapshot of a prepare, a restore's ids and domains, an image id,
+    // a domain named in a cut's staggers.
+    let base = c.base().to_string();
+    let post = reqwest::Method::POST;
+    let bodies = [
+        ("/snapshots/prepare", r#"{"snapshot":"..","epoch":2,"domains":["keep"]}"#, "Snapshot id"),
+        ("/snapshots/prepare", r#"{"snapshot":".","epoch":2,"domains":["keep"]}"#, "Snapshot id"),
+        ("/snapshots/prepare", r#"{"snapshot":"s2","epoch":2,"domains":["../keep"]}"#, "Domain name"),
+        ("/restores/check", r#"{"restore":"..","snapshot":"s1","domains":[]}"#, "Restore id"),
+        ("/restores/prepare", r#"{"restore":"r1","snapshot":"..","domains":[]}"#, "Snapshot id"),
+        ("/restores/prepare", r#"{"restore":"r1","snapshot":"s1/../..","domains":[]}"#, "Snapshot id"),
+        ("/images", r#"{"image":"..","domain":"keep"}"#, "Image id"),
+        ("/images", r#"{"image":"i1","domain":".."}"#, "Domain name"),
+        ("/snapshots/s1/cut", r#"{"stagger_ms":{"../x":1}}"#, "Domain name"),
+    ];
+    for (route, body, what) in bodies {
+        let (s, e) = raw(http, post.clone(), &format!("{base}{route}"), body).await;
+        assert_eq!((s, e.kind), (400, ErrorKind::BadRequest), "{route} {body}: {e:?}");
+        assert!(e.message.starts_with(what), "{route} {body}: {e:?}");
+    }
+    assert_eq!(&footprint(c, state).await, before, "after bad ids in bodies");
+}
+
+/// Item 4: numbers out of range, files that are not images of this host, oversized counts
+/// and bodies are refused with a 400 (nothing created, the host's free memory as it was);
+/// the agent's log lines stay short however large the refused input.
+async fn agent_numbers(lab: &Lab, c: &AgentClient, http: &reqwest::Client, state: &Path, before: &Footprint) {
+    let base = c.base().to_string();
+    let post = reqwest::Method::POST;
+    let define = |v: serde_json::Value| {
+        let url = format!("{base}/domains");
+        async move { raw(http, reqwest::Method::POST, &url, &v.to_string()).await }
+    };
+    // Memory that would wrap the budget (128 MiB promised already: 2^64-101 + 128 wraps to
+    // 27), and the AM's 2^63; vCPUs; a disk size; too many NICs.
+    for (field, value) in [
+        ("memory_mib", serde_json::json!(u64::MAX)),
+        ("memory_mib", serde_json::json!(u64::MAX - 100)),
+        ("memory_mib", serde_json::json!(1u64 << 63)),
+        ("memory_mib", serde_json::json!(0)),
+        ("vcpus", serde_json::json!(u32::MAX)),
+        ("vcpus", serde_json::json!(0)),
+    ] {
+        let mut v = spec_json(lab, "big");
+        v[field] = value.clone();
+        let (s, e) = define(v).await;
+        assert_eq!((s, e.kind), (400, ErrorKind::BadRequest), "{field}={value}: {e:?}");
+        assert!(e.message.contains(field), "{e:?}");
+    }
+    let mut v = spec_json(lab, "big");
+    v["disks"][0]["size_mib"] = u64::MAX.into();
+    let (s, e) = define(v).await;
+    assert_eq!(s, 400, "{e:?}");
+    let mut v = spec_json(lab, "big");
+    v["nics"] = (0..17).map(|i| serde_json::json!({"mac": format!("52:54:00:00:08:{i:02x}"), "segment": 8})).collect();
+    let (s, e) = define(v).await;
+    assert_eq!(s, 400, "{e:?}");
+    assert_eq!(&footprint(c, state).await, before, "after numbers out of range");
+
+    // Files that are not images of this host: read by the guest, they would hand it the
+    // host's secrets. Relative, escaping the image directory with `..`, or plain outside.
+    let image_dir = lab.data_disk.parent().unwrap().display().to_string();
+    let escape = format!("{image_dir}/../../../../../../../../etc/shadow");
+    for (what, path) in [
+        ("disk base", "/etc/shadow"),
+        ("disk base", escape.as_str()),
+        ("disk base", "etc/shadow"),
+        ("kernel", "/etc/passwd"),
+        ("initrd", "/etc/shadow"),
+    ] {
+        let mut v = spec_json(lab, "secret");
+        match what {
+            "disk base" => v["disks"][0]["base"] = path.into(),
+            "kernel" => v["boot"]["kernel"] = path.into(),
+            _ => v["boot"]["initrd"] = path.into(),
+        }
+        let (s, e) = define(v).await;
+        assert_eq!((s, e.kind), (400, ErrorKind::BadRequest), "{what} {path}: {e:?}");
+        assert!(e.message.contains(what) && e.message.contains(path), "{e:?}");
+    }
+    // Another domain's disk layer is no image either.
+    let layer = before.files.iter().find(|p| p.starts_with("layers") && p.extension().is_some_and(|x| x == "qcow2"));
+    let mut v = spec_json(lab, "secret");
+    v["disks"][0]["base"] = state.join(layer.expect("a layer of keep")).display().to_string().into();
+    let (s, e) = define(v).await;
+    assert_eq!(s, 400, "{e:?}");
+    assert_eq!(&footprint(c, state).await, before, "after files that are not images");
+
+    // Counts: a segment with 500,000 peers (above the body limit), with 257 (above the peer
+    // limit); a stop that would wait forever.
+    let peers = |n: usize| serde_json::json!({ "peers": vec!["10.0.0.1:4789"; n] }).to_string();
+    for n in [500_000, 257] {
+        let (s, e) = raw(http, reqwest::Method::PUT, &format!("{base}/segments/8"), &peers(n)).await;
+        assert_eq!(s, 400, "{n} peers: {e:?}");
+    }
+    let (s, e) =
+        raw(http, post.clone(), &format!("{base}/domains/keep/stop"), r#"{"timeout_s":18446744073709551615}"#).await;
+    assert_eq!(s, 400, "{e:?}");
+    // A body above the limit is refused unkept (and read on only to give the client its 400).
+    let (s, e) = raw(http, post.clone(), &format!("{base}/domains"), &" ".repeat(20 << 20)).await;
+    assert_eq!(s, 400, "{e:?}");
+    assert!(e.message.contains("limit"), "{e:?}");
+    assert_eq!(&footprint(c, state).await, before, "after oversized counts and bodies");
+
+    // A refused input of 3 MiB is not logged whole, nor echoed back whole.
+    let mut v = spec_json(lab, "loud");
+    v["disks"][0]["base"] = "/x".repeat(3 << 19).into();
+    let (s, e) = define(v).await;
+    assert_eq!(s, 400, "{}", e.message.len());
+    assert!(e.message.len() < 4096, "the error echoes {} bytes", e.message.len());
+    let (s, _) = raw(http, post, &format!("{base}/domains/{}/stop", "x".repeat(60_000)), "").await;
+    assert_eq!(s, 400);
+    let log = std::fs::read_to_string(lab.hosts[0].dir.join("agent.log")).unwrap();
+    let longest = log.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 8192, "the agent logged a line of {longest} bytes");
+    assert_eq!(&footprint(c, state).await, before, "after loud inputs");
 }

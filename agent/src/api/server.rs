@@ -5,7 +5,7 @@ use super::routes::{dispatch, parse, Reply};
 use crate::config::TlsConfig;
 use crate::host::Host;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
@@ -59,19 +59,62 @@ fn error_response(e: &ApiError) -> Response<Full<Bytes>> {
     respond(status, "application/json", serde_json::to_vec(e).unwrap_or_default())
 }
 
+/// How much of a refused body is read and dropped, and for how long, so that a client still
+/// sending it gets the 400 rather than a connection reset under its upload. Beyond either,
+/// the connection is just closed.
+const DRAIN_BYTES: u64 = 64 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads a request body, bounded before anything parses it: a body announced or found
+/// above [`MAX_BODY_BYTES`] is not kept (what follows is dropped as it comes).
+async fn read_body(mut body: Incoming) -> Result<Bytes, String> {
+    let mut over = hyper::body::Body::size_hint(&body).lower() > MAX_BODY_BYTES as u64;
+    let mut kept = Vec::new();
+    let mut seen = 0u64;
+    let drain_until = tokio::time::Instant::now() + DRAIN_TIME;
+    loop {
+        let frame = if over {
+            match tokio::time::timeout_at(drain_until, body.frame()).await {
+                Ok(f) => f,
+                Err(_) => break,
+            }
+        } else {
+            body.frame().await
+        };
+        match frame {
+            None => break,
+            Some(Err(e)) => return Err(format!("Request body: {e}")),
+            Some(Ok(f)) => {
+                let Ok(data) = f.into_data() else { continue };
+                seen += data.len() as u64;
+                if seen > MAX_BODY_BYTES as u64 {
+                    over = true;
+                    kept = Vec::new();
+                }
+                if seen > DRAIN_BYTES {
+                    break;
+                }
+                if !over {
+                    kept.extend_from_slice(&data);
+                }
+            }
+        }
+    }
+    if over {
+        Err(format!("Request body above the limit of {MAX_BODY_BYTES} bytes"))
+    } else {
+        Ok(Bytes::from(kept))
+    }
+}
+
 async fn handle(host: Arc<Host>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);
-    // Bounded before anything parses it: the body is read up to the limit, no further.
-    let bytes = match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            let message = if e.is::<http_body_util::LengthLimitError>() {
-                format!("Request body above the limit of {MAX_BODY_BYTES} bytes")
-            } else {
-                format!("Request body: {e}")
-            };
+    let read = read_body(req.into_body()).await;
+    let bytes = match read {
+        Ok(b) => b,
+        Err(message) => {
             tracing::warn!(method = %clip(&method, 16), path = %clip(&path, MAX_ECHO_BYTES), %message, "request refused");
             return Ok(error_response(&ApiError { kind: ErrorKind::BadRequest, message }));
         }

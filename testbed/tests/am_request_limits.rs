@@ -68,6 +68,14 @@ fn out_of_range_requests_are_refused_and_change_nothing() {
         let st = c.call("Status", &[Value::Array(vec![Value::str(&hog.urn)]), hog_creds.clone(), empty()]).unwrap();
         assert_eq!(geni_code(&st), Some(12), "{what}: the refused request left slivers: {st:?}");
     }
+    // No row of any kind: the AM's own database has no slice, allocation or sliver.
+    {
+        let db = vnsnap_am::state::Db::open(&tb.am.dir().join("state")).unwrap();
+        assert!(db.slice(&hog.urn).unwrap().is_none(), "a refused request recorded the slice");
+        assert!(db.live_slivers().unwrap().is_empty(), "a refused request recorded slivers");
+        let allocations: i64 = db.conn().query_row("SELECT COUNT(*) FROM allocations", [], |r| r.get(0)).unwrap();
+        assert_eq!(allocations, 0, "a refused request recorded an allocation");
+    }
     // The message names the value and the range.
     let r = allocate(&hog.urn, &hog_creds, &bad[0].1);
     let out = r.get("output").and_then(Value::as_str).unwrap_or_default();

@@ -45,7 +45,7 @@ fn main() -> anyhow::Result<()> {
         libc::setpriority(libc::PRIO_PROCESS, 0, -5);
     }
     let cfg = Config::load(args.config.as_deref().ok_or_else(|| anyhow::anyhow!("--config is required"))?)?;
-    vnsnap_agent::domain::check_socket_paths(&cfg.state_dir)?;
+    vnsnap_agent::domain::ensure_socket_dir()?;
     let (switch, _thread) = Switch::start(SwitchConfig {
         tunnel: cfg.tunnel,
         hold_bound: cfg.switch.hold_bound_bytes,

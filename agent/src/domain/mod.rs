@@ -136,7 +136,10 @@ pub fn socket_path(long: &Path) -> PathBuf {
 
 /// Makes sure [`SOCKET_DIR`] exists and is safe to put sockets in: a real directory (not a
 /// symlink) owned by this user that nobody else can write to. Otherwise another local user
-/// could plant a socket where the agent expects QEMU's monitor.
+/// could plant a socket where the agent expects QEMU's monitor. Checked when the agent
+/// starts (any state directory may need it: a snapshot id and a domain name of 63
+/// characters each put the saver's socket past `sun_path` even below `/v`) and again
+/// before a socket is placed there.
 pub fn ensure_socket_dir() -> Result<(), DriverError> {
     ensure_private_dir(Path::new(SOCKET_DIR))
 }
@@ -155,28 +158,11 @@ fn ensure_private_dir(dir: &Path) -> Result<(), DriverError> {
     if !m.file_type().is_dir() || m.uid() != me || m.mode() & 0o022 != 0 {
         return Err(io(std::io::Error::other(format!(
             "must be a directory owned by uid {me} that only it can write to (it is {}, uid {}, mode {:o}); \
-             remove it or use a shorter state_dir",
+             remove it and the agent makes it anew",
             if m.file_type().is_dir() { "a directory" } else { "not a directory" },
             m.uid(),
             m.mode() & 0o7777
         ))));
-    }
-    Ok(())
-}
-
-/// At agent start: when some socket under `state_dir` may need [`SOCKET_DIR`] (the longest
-/// names the agent uses do not fit `sun_path` below it), makes sure that directory is
-/// usable, so that an agent that could not run its VMs refuses to start with the reason.
-pub fn check_socket_paths(state_dir: &Path) -> Result<(), DriverError> {
-    // The longest socket paths: a snapshot's saver socket and a domain's restore socket,
-    // with names and ids of the longest valid length (63).
-    let name = "n".repeat(63);
-    let longest = [
-        state_dir.join("snapshots").join(&name).join(&name).join("mig.sock"),
-        state_dir.join("domains").join(&name).join("incoming.sock"),
-    ];
-    if longest.iter().any(|p| p.as_os_str().len() > MAX_SOCKET_PATH) {
-        ensure_socket_dir()?;
     }
     Ok(())
 }

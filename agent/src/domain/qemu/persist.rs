@@ -338,7 +338,7 @@ fn read_chunk(conn: &mut UnixStream, buf: &mut [u8]) -> std::io::Result<usize> {
 /// it on write (`direct` is then cleared for the rest of the image).
 fn write_chunk(file: &mut std::fs::File, direct: &mut bool, chunk: &[u8]) -> std::io::Result<()> {
     let written = *direct
-        && chunk.len() % DIRECT_ALIGN == 0
+        && chunk.len().is_multiple_of(DIRECT_ALIGN)
         && match file.write_all(chunk) {
             Ok(()) => true,
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => false,

@@ -65,8 +65,25 @@ async fn checker_detects_broken_invariants() {
     let pid = qemu_pid(&lab, "vm2");
     let unix_ns = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     let others = |m: &BTreeMap<String, u64>| m.iter().filter(|(vm, _)| *vm != "vm2").map(|(_, n)| n).sum::<u64>();
+    // A timeout needs data in flight to vm2 while it is frozen. Left alone, the ring may
+    // have every token at vm2 at that moment (a starved TCG guest is where they pile up), and
+    // then nobody sends to it: so vm1, vm2's ring predecessor, holds tokens first (paused
+    // forwarding) and is let go only once vm2 is frozen.
+    let c = &s.clients[s.vms.iter().find(|v| v.name == "vm1").expect("vm1").host];
+    let ring_op = |op: &'static str| async move {
+        let v = c.guest("vm1", &serde_json::json!({ "op": op })).await.unwrap();
+        assert_eq!(v["ok"], true, "vm1 {op}: {v}");
+        v
+    };
+    ring_op("ring_pause").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ring_op("state").await["ring"]["held_count"].as_u64().unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "vm1 received no ring token in 60 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (before, frozen) = (w.tcp_timeouts().await.unwrap(), unix_ns());
     signal(pid, libc::SIGSTOP);
+    ring_op("ring_resume").await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let (after, at) = loop {
         let (after, at) = w.tcp_timeouts_timed_except(&["vm2"]).await.unwrap();
@@ -88,7 +105,6 @@ async fn checker_detects_broken_invariants() {
     );
     // Restart vm2's ring node: the tokens it held are gone, its connections reset.
     let peers = w.state("vm2").await.unwrap()["ring"]["peers"].clone();
-    let c = &s.clients[0];
     let v = c
         .guest("vm2", &serde_json::json!({"op": "ring_start", "index": 1, "peers": peers, "port": 7101, "tokens": 5}))
         .await

@@ -153,6 +153,34 @@ enum Tag {
 }
 
 impl Tag {
+    /// The element name, for messages.
+    fn name(self) -> &'static str {
+        match self {
+            Tag::MethodCall => "methodCall",
+            Tag::MethodName => "methodName",
+            Tag::MethodResponse => "methodResponse",
+            Tag::Fault => "fault",
+            Tag::Params => "params",
+            Tag::Param => "param",
+            Tag::Value => "value",
+            Tag::String => "string",
+            Tag::Int => "int",
+            Tag::I4 => "i4",
+            Tag::I8 => "i8",
+            Tag::Boolean => "boolean",
+            Tag::Double => "double",
+            Tag::DateTime => "dateTime.iso8601",
+            Tag::Base64 => "base64",
+            Tag::Nil => "nil",
+            Tag::Array => "array",
+            Tag::Data => "data",
+            Tag::Struct => "struct",
+            Tag::Member => "member",
+            Tag::Name => "name",
+            Tag::Other => "?",
+        }
+    }
+
     fn of(local: &[u8]) -> Tag {
         match local {
             b"methodCall" => Tag::MethodCall,
@@ -192,16 +220,6 @@ enum Ev {
 }
 
 impl Ev {
-    /// For error messages: what was found instead of what was expected.
-    fn describe(&self) -> String {
-        match self {
-            Ev::Open(t) => format!("<{t:?}>"),
-            Ev::Close(t) => format!("</{t:?}>"),
-            Ev::Text(s) => format!("text {:?}", s.chars().take(40).collect::<String>()),
-            Ev::Eof => "end of document".into(),
-        }
-    }
-
     fn is_blank(&self) -> bool {
         matches!(self, Ev::Text(t) if t.trim().is_empty())
     }
@@ -218,13 +236,15 @@ struct Parser<'a> {
     peeked: Option<Ev>,
     elements: usize,
     max_elements: usize,
+    /// The name of the last element outside XML-RPC, for the error it leads to.
+    other: String,
 }
 
 impl<'a> Parser<'a> {
     fn new(body: &'a [u8], max_elements: usize) -> Self {
         let mut r = Reader::from_reader(body);
         r.config_mut().expand_empty_elements = true;
-        Parser { r, pending: None, peeked: None, elements: 0, max_elements }
+        Parser { r, pending: None, peeked: None, elements: 0, max_elements, other: String::new() }
     }
 
     /// The next raw event that matters (no text merging).
@@ -241,15 +261,34 @@ impl<'a> Parser<'a> {
                     if self.elements > self.max_elements {
                         return Err(CodecError::TooManyElements(self.max_elements));
                     }
-                    return Ok(Ev::Open(Tag::of(e.local_name().as_ref())));
+                    return Ok(Ev::Open(self.tag(e.local_name().as_ref())));
                 }
-                Event::End(e) => return Ok(Ev::Close(Tag::of(e.local_name().as_ref()))),
+                Event::End(e) => return Ok(Ev::Close(self.tag(e.local_name().as_ref()))),
                 Event::Text(t) => return Ok(Ev::Text(t.unescape().map_err(|e| err(&e))?.into_owned())),
                 Event::CData(c) => return Ok(Ev::Text(String::from_utf8_lossy(&c).into_owned())),
                 Event::DocType(_) => return Err(CodecError::Doctype),
                 Event::Eof => return Ok(Ev::Eof),
                 Event::Empty(_) | Event::Decl(_) | Event::PI(_) | Event::Comment(_) => {}
             }
+        }
+    }
+
+    fn tag(&mut self, local: &[u8]) -> Tag {
+        let t = Tag::of(local);
+        if t == Tag::Other {
+            self.other = clip(&String::from_utf8_lossy(local));
+        }
+        t
+    }
+
+    /// For error messages: what was found instead of what was expected.
+    fn what(&self, e: &Ev) -> String {
+        let name = |t: &Tag| if *t == Tag::Other { self.other.as_str() } else { t.name() };
+        match e {
+            Ev::Open(t) => format!("<{}>", name(t)),
+            Ev::Close(t) => format!("</{}>", name(t)),
+            Ev::Text(s) => format!("text {:?}", clip(s)),
+            Ev::Eof => "end of document".into(),
         }
     }
 
@@ -302,14 +341,14 @@ impl<'a> Parser<'a> {
     fn open(&mut self, tag: Tag) -> Result<(), CodecError> {
         match self.next_nonblank()? {
             Ev::Open(t) if t == tag => Ok(()),
-            other => Err(CodecError::Shape(format!("expected <{tag:?}>, found {}", other.describe()))),
+            other => Err(CodecError::Shape(format!("expected <{}>, found {}", tag.name(), self.what(&other)))),
         }
     }
 
     fn close(&mut self, tag: Tag) -> Result<(), CodecError> {
         match self.next_nonblank()? {
             Ev::Close(t) if t == tag => Ok(()),
-            other => Err(CodecError::Shape(format!("expected </{tag:?}>, found {}", other.describe()))),
+            other => Err(CodecError::Shape(format!("expected </{}>, found {}", tag.name(), self.what(&other)))),
         }
     }
 
@@ -321,7 +360,7 @@ impl<'a> Parser<'a> {
         };
         match end {
             Ev::Close(t) if t == tag => Ok(s),
-            other => Err(CodecError::Shape(format!("expected text in <{tag:?}>, found {}", other.describe()))),
+            other => Err(CodecError::Shape(format!("expected text in <{}>, found {}", tag.name(), self.what(&other)))),
         }
     }
 
@@ -337,7 +376,7 @@ impl<'a> Parser<'a> {
             Ev::Text(s) => match self.next()? {
                 Ev::Close(Tag::Value) => return Ok(Value::Str(s)),
                 Ev::Open(t) if s.trim().is_empty() => t,
-                other => return Err(CodecError::Shape(format!("value text followed by {}", other.describe()))),
+                other => return Err(CodecError::Shape(format!("value text followed by {}", self.what(&other)))),
             },
             Ev::Open(t) => t,
             Ev::Close(_) | Ev::Eof => return Err(CodecError::Shape("value without type".into())),
@@ -398,7 +437,7 @@ impl<'a> Parser<'a> {
                 self.close(Tag::Struct)?;
                 Value::Struct(m)
             }
-            other => return Err(CodecError::Shape(format!("unknown type <{other:?}>"))),
+            other => return Err(CodecError::Shape(format!("unknown type {}", self.what(&Ev::Open(other))))),
         };
         self.close(Tag::Value)?;
         Ok(v)
@@ -423,7 +462,7 @@ impl<'a> Parser<'a> {
     fn end(&mut self) -> Result<(), CodecError> {
         match self.next_nonblank()? {
             Ev::Eof => Ok(()),
-            other => Err(CodecError::Shape(format!("{} after the root element", other.describe()))),
+            other => Err(CodecError::Shape(format!("{} after the root element", self.what(&other)))),
         }
     }
 }
@@ -638,7 +677,10 @@ mod tests {
     #[test]
     fn rejects_text_before_root_and_non_xmlrpc_root() {
         assert!(parse_call(b"x<methodCall><methodName>a</methodName></methodCall>").is_err());
-        assert!(matches!(parse_call("<a/>".repeat(1000).as_bytes()), Err(CodecError::Shape(_))));
+        let r = parse_call("<a/>".repeat(1000).as_bytes());
+        assert_eq!(r, Err(CodecError::Shape("expected <methodCall>, found <a>".into())));
+        let r = parse_call(b"<methodCall><methodName>M</methodName><params><param><value><date>x</date>");
+        assert_eq!(r, Err(CodecError::Shape("unknown type <date>".into())));
     }
 
     #[test]

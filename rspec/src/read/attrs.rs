@@ -155,12 +155,18 @@ fn eq_bytes(x: u64, b: u8) -> u64 {
     y.wrapping_sub(splat(1)) & !y & splat(0x80)
 }
 
-/// The high bit of each byte of `x` below 0x20 (exact for the lowest such byte, as in
-/// [`eq_bytes`]).
+/// The high bit of each byte of `x` below `n` (at most 0x80; exact for the lowest such
+/// byte, as in [`eq_bytes`]).
 #[inline(always)]
-fn control_bytes(x: u64) -> u64 {
-    x.wrapping_sub(splat(0x20)) & !x & splat(0x80)
+fn below(x: u64, n: u8) -> u64 {
+    x.wrapping_sub(splat(n)) & !x & splat(0x80)
 }
+
+/// The bytes a value's scan stops at: below 0x28 are the control characters (tab, newline,
+/// carriage return; others are refused anyway), the space, `!"#$%&'`. One range test finds
+/// both quotes, `&` and the white space that attribute-value normalisation turns into spaces,
+/// for less work than testing each; a space or `!#$%` stops the scan for nothing.
+const STOP_BELOW: u8 = 0x28;
 
 /// Where a value ends and what it holds.
 #[derive(Debug, PartialEq)]
@@ -175,7 +181,8 @@ struct ValueEnd {
 
 /// Finds the closing `quote` of a value starting at `from`, noting whether a `&`, a `<` or a
 /// byte below 0x20 came before it. Eight bytes are tested at a time (values are mostly
-/// short, where a SIMD search costs more to set up than it saves).
+/// short, where a SIMD search costs more to set up than it saves), for bytes below
+/// [`STOP_BELOW`] and `<`.
 #[inline(always)]
 fn value_end(bytes: &[u8], from: usize, quote: u8) -> Option<ValueEnd> {
     let (mut has_amp, mut has_lt, mut has_ws) = (false, false, false);
@@ -186,7 +193,7 @@ fn value_end(bytes: &[u8], from: usize, quote: u8) -> Option<ValueEnd> {
             let mut w = [0u8; 8];
             w.copy_from_slice(word);
             let x = u64::from_le_bytes(w);
-            let hits = eq_bytes(x, quote) | eq_bytes(x, b'&') | eq_bytes(x, b'<') | control_bytes(x);
+            let hits = below(x, STOP_BELOW) | eq_bytes(x, b'<');
             if hits == 0 {
                 at += 8;
                 continue;
@@ -194,14 +201,16 @@ fn value_end(bytes: &[u8], from: usize, quote: u8) -> Option<ValueEnd> {
             at += (hits.trailing_zeros() / 8) as usize;
         } else {
             let rest = bytes.get(at..)?;
-            let found = rest.iter().position(|&b| b == quote || b == b'&' || b == b'<' || b < 0x20)?;
+            let found = rest.iter().position(|&b| b < STOP_BELOW || b == b'<')?;
             at += found;
         }
         match bytes[at] {
+            b if b == quote => return Some(ValueEnd { end: at, has_amp, has_lt, has_ws }),
             b'&' => has_amp = true,
             b'<' => has_lt = true,
             b if b < 0x20 => has_ws = true,
-            _ => return Some(ValueEnd { end: at, has_amp, has_lt, has_ws }),
+            // A space, the other quote or one of `!#$%`.
+            _ => {}
         }
         at += 1;
     }

@@ -29,6 +29,13 @@
 //! back. Namespaces are kept; prefixes are not (the writer chooses them), and whitespace around
 //! text is trimmed. Comments and processing instructions are dropped.
 //!
+//! Attributes the GENI schemas leave untyped are kept as written, even where the model offers
+//! a parsed value: [`Ip::addr`], [`Ip::mask`], [`Link::vlan`], [`Login::port_number`],
+//! [`Location::latitude_deg`], [`LinkProperty::capacity_bps`] (units such as `10000000kbps`,
+//! `1G`), [`LinkProperty::latency_ms`]. So `latitude="34.048810"`, `netmask=""` or
+//! `vlantag="unknown"` are written back unchanged. Attribute values are normalised as XML
+//! defines (a literal newline or tab is a space).
+//!
 //! # Reading
 //! The reader is namespace-aware: the GENI v3 namespace may be the default or bound to any
 //! prefix. **ProtoGENI RSpec v2** (`http://www.protogeni.net/resources/rspec/2`) is refused with
@@ -43,7 +50,10 @@
 //! expanded. Reading time is linear in the input under these limits.
 //!
 //! Errors carry a line and column. A well-formed document that breaks RSpec rules yields
-//! [`Error::Invalid`] listing every problem found, not only the first.
+//! [`Error::Invalid`] listing every problem found, not only the first. [`parse`] holds
+//! requests to the strict rules an aggregate applies before allocating and reads manifests
+//! and advertisements by their schemas' rules; [`parse_lenient`] reads every kind by the
+//! schemas' rules. [`parse_bytes`] reads bytes and reports bad UTF-8 with its offset.
 //!
 //! A document of at least [`PARALLEL_MIN_BYTES`] (1 MiB, such as a large advertisement) is
 //! read in parts on several threads (scoped: all have ended when [`parse`] returns), with the

@@ -734,3 +734,15 @@ pub fn valid_cidr(s: &str) -> bool {
     };
     ip.parse::<std::net::Ipv4Addr>().is_ok() && prefix.parse::<u8>().is_ok_and(|p| p <= 32)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn promised_memory_never_wraps() {
+        assert_eq!(promised_mib([64, 128].into_iter()), Some(192));
+        assert_eq!(promised_mib([64, u64::MAX].into_iter()), None);
+        assert_eq!(promised_mib(std::iter::empty()), Some(0));
+    }
+}

@@ -58,6 +58,10 @@ pub struct SmokeArgs {
     /// Slice URN (default: the target of the slice credential).
     #[arg(long, value_name = "URN")]
     pub slice: Option<String>,
+    /// After this step passes, each aggregate's run waits for a line on stdin (to look at
+    /// the aggregate, or break something on purpose, in mid-run).
+    #[arg(long, value_name = "STEP")]
+    pub pause_after: Option<String>,
 }
 
 /// The steps of the v3 sequence, in order.
@@ -328,6 +332,7 @@ struct Shared {
     ready_timeout: Duration,
     snapshot_timeout: Duration,
     quiet: bool,
+    pause_after: Option<String>,
 }
 
 fn cut(s: &str) -> String {
@@ -466,6 +471,12 @@ impl<'a> Run<'a> {
             if error.is_empty() { String::new() } else { format!(": {error}") }
         ));
         self.steps.push(StepResult { step: name, outcome, seconds, error });
+        if outcome == Outcome::Passed && self.sh.pause_after.as_deref() == Some(name) {
+            self.say(&format!("paused after {name}: press Enter to go on"));
+            // One line per paused aggregate; end of input goes on too.
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+        }
         outcome == Outcome::Passed
     }
 
@@ -1050,6 +1061,12 @@ pub fn run(cli: &Cli, a: &SmokeArgs, default_omni: Option<PathBuf>) -> Result<i3
     };
     let user = user_urn(&identity)
         .ok_or_else(|| CliError::Usage(format!("{}: no GENI URN in the certificate", cert.display())))?;
+    if let Some(p) = &a.pause_after {
+        let all: &[&str] = if a.v2 { &STEPS_V2 } else { &STEPS_V3 };
+        if !all.contains(&p.as_str()) {
+            return Err(CliError::Usage(format!("--pause-after {p:?}: not a step ({})", all.join(", "))));
+        }
+    }
     let keys = ssh_key(a)?.map(|k| vec![Value::str(k)]).unwrap_or_default();
     let users = Value::Array(vec![Value::structure([("urn", Value::str(user)), ("keys", Value::Array(keys))])]);
     let sh = Shared {
@@ -1063,6 +1080,7 @@ pub fn run(cli: &Cli, a: &SmokeArgs, default_omni: Option<PathBuf>) -> Result<i3
         ready_timeout: Duration::from_secs(a.ready_timeout),
         snapshot_timeout: Duration::from_secs(cli.timeout),
         quiet: false,
+        pause_after: a.pause_after.clone(),
     };
     catch_interrupts();
     let reports: Vec<AggregateReport> = std::thread::scope(|s| {

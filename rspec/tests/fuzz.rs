@@ -139,6 +139,24 @@ fn mutated_corpus_never_panics_and_accepted_input_round_trips() {
         else if let Err(e) = vnsnap_rspec::parse(&text) {
             let _ = e.to_string();
         }
+        // The mutated bytes, read leniently: same in parts, and what is accepted is written
+        // back and read again unchanged.
+        let lenient = vnsnap_rspec::parse_bytes_lenient(&mutated);
+        if let Ok(exact) = std::str::from_utf8(&mutated) {
+            let exact = exact.strip_prefix('\u{feff}').unwrap_or(exact);
+            prop_assert_eq!(&vnsnap_rspec::parse_split_lenient(exact, threads, 0).0, &lenient);
+        }
+        match lenient {
+            Ok(model) => {
+                let written = model.to_xml();
+                let again = vnsnap_rspec::parse_lenient(&written);
+                prop_assert!(again.is_ok(), "own output rejected leniently: {:?}\n{}", again, written);
+                prop_assert_eq!(again.unwrap(), model);
+            }
+            Err(e) => {
+                let _ = e.to_string();
+            }
+        }
         Ok(())
     });
     if let Err(e) = run {

@@ -9,6 +9,10 @@
 //!   server certificate is not trusted and one answering Allocate with a GENI error: each
 //!   fails at its step with its own error text, `a` passes, nothing stays allocated, exit 1.
 //! - `ctrl_c_cleans_up`: SIGINT while Status is polled deletes the slivers and says so.
+//! - `v2_sequence`: `--v2` (CreateSliver, SliverStatus, RenewSliver, DeleteSliver) passes.
+//! - `usage_errors`, `reports_and_targets`: no network; aggregate names, the slice from the
+//!   credential, a hostile error text in a schema-valid JUnit report, the request built from
+//!   an advertisement.
 //!
 //! One VM per aggregate (one-core TCG guests): the machine has two cores.
 
@@ -404,4 +408,94 @@ fn usage_errors() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no aggregate"), "{out:?}");
+}
+
+#[test]
+fn v2_sequence() {
+    let f = federation("smoke4");
+    let ua = f.a.am.url_v3();
+    let out = f.smoke(&["--json", "--v2", &format!("a={ua}")]);
+    let r = report(&out);
+    assert_eq!(out.status.code(), Some(0), "{r:#}\n{}", String::from_utf8_lossy(&out.stderr));
+    let a = aggregate(&r, "a");
+    let names: Vec<String> = steps(a).into_iter().map(|s| s.0).collect();
+    assert_eq!(names, vnsnap_am::cli::smoke::STEPS_V2.map(String::from).to_vec());
+    for (step, result, error) in steps(a) {
+        assert_eq!(result, "passed", "{step}: {error}");
+    }
+    f.nothing_left(&ua).unwrap();
+}
+
+#[test]
+fn reports_and_targets() {
+    use vnsnap_am::cli::smoke::{
+        junit_report, request_from, slice_of, targets, AggregateReport, Outcome, SmokeArgs, StepResult,
+    };
+    // Names: NAME=URL, host:port of a bare URL, nickname; duplicates refused.
+    let args = |v: &[&str]| SmokeArgs {
+        aggregates: v.iter().map(|s| s.to_string()).collect(),
+        file: None,
+        rspec: None,
+        v2: false,
+        keep: false,
+        junit: None,
+        ca: None,
+        ready_timeout: 1,
+        ssh_key: None,
+        slice: None,
+        pause_after: None,
+    };
+    let omni = vnsnap_am::cli::OmniConfig::parse(
+        "[aggregate_nicknames]\nutah=urn:publicid:IDN+utah+authority+cm,https://utah.example/am/3.0\n",
+    )
+    .unwrap();
+    let t = targets(&args(&["x=https://h:1/am/3.0", "https://g:2/am/3.0", "utah"]), Some(&omni)).unwrap();
+    let names: Vec<&str> = t.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["x", "g:2", "utah"]);
+    assert_eq!(t[2].url, "https://utah.example/am/3.0");
+    assert!(targets(&args(&["https://h:1/a", "https://h:1/b"]), None).is_err());
+    assert!(targets(&args(&["nowhere"]), None).is_err());
+    assert!(targets(&args(&["ftp://h/x"]), None).is_err());
+
+    let cred = Value::structure([(
+        "geni_value",
+        Value::str("<signed-credential><credential><target_urn>urn:publicid:IDN+ch+slice+s1</target_urn></credential></signed-credential>"),
+    )]);
+    assert_eq!(slice_of(&[cred]).as_deref(), Some("urn:publicid:IDN+ch+slice+s1"));
+
+    // A hostile error text stays well-formed XML in the JUnit report.
+    let r = AggregateReport {
+        name: "a<&\"".into(),
+        url: "https://h/am/3.0".into(),
+        steps: vec![
+            StepResult {
+                step: "GetVersion",
+                outcome: Outcome::Failed,
+                seconds: 0.5,
+                error: "bad \u{1} <x> & ]]>".into(),
+            },
+            StepResult { step: "ListResources", outcome: Outcome::NotRun, seconds: 0.0, error: "not run".into() },
+        ],
+        cleanup: "nothing left allocated".into(),
+        left_allocated: false,
+    };
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("j.xml");
+    std::fs::write(&p, junit_report(&[r])).unwrap();
+    let v = Command::new("xmllint").arg("--noout").arg("--schema").arg(xsd()).arg(&p).output().expect("xmllint");
+    assert!(v.status.success(), "{}: {}", String::from_utf8_lossy(&v.stderr), std::fs::read_to_string(&p).unwrap());
+
+    // The request built from an advertisement: one VM of an advertised type and image.
+    let ad = r#"<rspec type="advertisement" xmlns="http://www.geni.net/resources/rspec/3">
+      <node component_id="urn:publicid:IDN+x+node+h1" component_manager_id="urn:publicid:IDN+x+authority+cm" exclusive="false">
+        <sliver_type name="emulab-xen"><disk_image name="urn:publicid:IDN+x+image+a"/><disk_image name="urn:publicid:IDN+x+image+b" default="true"/></sliver_type>
+        <available now="true"/>
+      </node></rspec>"#;
+    let req = request_from(&vnsnap_rspec::parse_lenient(ad).unwrap()).unwrap();
+    let req = vnsnap_rspec::parse(&req).unwrap();
+    assert_eq!(req.nodes.len(), 1);
+    assert_eq!(req.nodes[0].sliver_types[0].name, "emulab-xen");
+    assert_eq!(req.nodes[0].sliver_types[0].disk_images[0].name, "urn:publicid:IDN+x+image+b");
+    let none = ad.replace("now=\"true\"", "now=\"false\"");
+    assert!(request_from(&vnsnap_rspec::parse_lenient(&none).unwrap()).is_err());
 }

@@ -371,12 +371,12 @@ fn drain(conn: &mut UnixStream) {
 /// A failed write of `out`, saying why in words: a full disk is named as such (the
 /// operator's first question), whatever the file system.
 fn write_error(what: &str, out: &Path, e: std::io::Error) -> DriverError {
-    let why = match e.raw_os_error() {
-        Some(libc::ENOSPC) => "no space left on device".to_string(),
-        Some(libc::EDQUOT) => "disk quota exceeded".to_string(),
-        _ => e.to_string(),
+    let msg = match e.raw_os_error() {
+        Some(libc::ENOSPC) => format!("no space left on device {what} {}", out.display()),
+        Some(libc::EDQUOT) => format!("disk quota exceeded {what} {}", out.display()),
+        _ => format!("{what} {}: {e}", out.display()),
     };
-    DriverError::Io(format!("{why} {what} {}", out.display()), e)
+    DriverError::Io(msg, e)
 }
 
 /// Exit status of a saver that ran out of space (`ENOSPC` or `EDQUOT`): on a full disk its

@@ -132,6 +132,15 @@ fn escape_attr(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Escapes text content; a carriage return is written as `&#13;`, which line-end
+/// normalisation would otherwise turn into a newline.
+fn text(t: &str) -> BytesText<'_> {
+    if !t.contains('\r') {
+        return BytesText::new(t);
+    }
+    BytesText::from_escaped(quick_xml::escape::escape(t).replace('\r', "&#13;"))
+}
+
 /// Adds `name="value"` to a start tag.
 fn attr(start: &mut BytesStart<'_>, name: &str, value: &str) {
     let v = escape_attr(value);
@@ -445,7 +454,7 @@ impl Doc {
             match c {
                 XmlChild::Element(c) => self.ext(c, new_default),
                 XmlChild::Text(t) => {
-                    let _ = self.w.write_event(Event::Text(BytesText::new(t)));
+                    let _ = self.w.write_event(Event::Text(text(t)));
                 }
             }
         }
@@ -454,7 +463,7 @@ impl Doc {
 
     fn text_element(&mut self, name: &str, text: &str) {
         self.start(BytesStart::new(name));
-        let _ = self.w.write_event(Event::Text(BytesText::new(text)));
+        let _ = self.w.write_event(Event::Text(self::text(text)));
         self.end(name);
     }
 

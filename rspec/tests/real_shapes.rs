@@ -209,6 +209,18 @@ fn attribute_values_are_normalised_as_xml_defines() {
 }
 
 #[test]
+fn text_line_ends_are_normalised_and_carriage_returns_written_as_references() {
+    let xml = "<rspec xmlns=\"http://www.geni.net/resources/rspec/3\" type=\"manifest\">\r\n\
+               <x:e xmlns:x=\"urn:x\">one\r\ntwo\rthree&#13;four<![CDATA[five\r\nsix]]></x:e></rspec>";
+    let r = parse(xml).unwrap();
+    assert_eq!(r.extensions[0].text(), "one\ntwo\nthree\rfourfive\nsix");
+    let out = r.to_xml();
+    assert!(out.contains("three&#13;four"), "{out}");
+    assert_eq!(parse(&out).unwrap(), r);
+    common::same_document(xml, &out).unwrap();
+}
+
+#[test]
 fn bytes_are_read_as_utf8_and_bad_bytes_are_reported_with_their_offset() {
     let xml = shape("req-flack.xml");
     let mut bom = b"\xEF\xBB\xBF".to_vec();

@@ -532,13 +532,13 @@ impl<'i> Ctx<'i> {
                     if raw.bytes().all(|b| b.is_ascii_whitespace()) {
                         continue;
                     }
-                    let text = unescape(raw).map_err(|e| self.malformed(e))?;
-                    Next::Text(text.into_owned())
+                    let text = unescape(&line_ends(raw)).map_err(|e| self.malformed(e))?.into_owned();
+                    Next::Text(text)
                 }
                 Ev::CData(c) => {
                     let raw = c.into_inner();
-                    let text = std::str::from_utf8(&raw).map_err(|e| self.malformed(e.to_string()))?.to_owned();
-                    Next::Text(text)
+                    let text = std::str::from_utf8(&raw).map_err(|e| self.malformed(e.to_string()))?;
+                    Next::Text(line_ends(text).into_owned())
                 }
                 Ev::Eof => return Err(self.malformed("Unexpected end of document")),
             });
@@ -691,6 +691,15 @@ pub(crate) fn unescape(raw: &str) -> Result<Cow<'_, str>, String> {
         }
     }
     Ok(text)
+}
+
+/// Text with XML's line-end normalisation: a CR LF pair and a lone CR are each a newline
+/// (a CR written as `&#13;` is kept, as references are expanded after this).
+fn line_ends(raw: &str) -> Cow<'_, str> {
+    if !raw.contains('\r') {
+        return Cow::Borrowed(raw);
+    }
+    Cow::Owned(raw.replace("\r\n", "\n").replace('\r', "\n"))
 }
 
 /// An attribute value as XML defines it: each literal tab, newline and carriage return (a

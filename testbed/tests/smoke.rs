@@ -330,6 +330,7 @@ fn faults() {
     let out = child.wait_with_output().unwrap();
     let stderr = reader.join().unwrap();
     let r = report(&out);
+    eprintln!("{r:#}");
     assert_eq!(out.status.code(), Some(1), "{r:#}\n{stderr}");
     let a = aggregate(&r, "a");
     assert_eq!(a["passed"], true, "a is unaffected: {a:#}\n{stderr}");
@@ -340,11 +341,13 @@ fn faults() {
 
     let (step, err) = failed_step(aggregate(&r, "untrusted"));
     assert_eq!(step, "GetVersion");
-    assert!(err.contains("UnknownIssuer") || err.contains("certificate"), "{err}");
+    // (The other clearinghouse's CA has the same name as ours: webpki finds it by name and
+    // the signature does not check, BadSignature; a CA of another name gives UnknownIssuer.)
+    assert!(err.contains("invalid peer certificate"), "{err}");
 
     let (step, err) = failed_step(aggregate(&r, "empty"));
     assert_eq!(step, "Allocate", "{err}");
-    assert!(err.starts_with("Allocate: ") && err.contains("(geni_code "), "{err}");
+    assert!(err.starts_with("Allocate: ") && err.contains("(geni_code 26 INSUFFICIENT_NODES)"), "{err}");
 
     let b = aggregate(&r, "b");
     let (step, err) = failed_step(b);

@@ -87,9 +87,12 @@ pub fn geni_code_name(code: i64) -> &'static str {
         15 => "EXPIRED",
         16 => "INPROGRESS",
         17 => "ALREADYEXISTS",
+        18 => "MISSINGARGS",
+        19 => "OUTOFRANGE",
         22 => "CREDENTIAL_INVALID",
         24 => "VLAN_UNAVAILABLE",
         25 => "INSUFFICIENT_BANDWIDTH",
+        26 => "INSUFFICIENT_NODES",
         _ => "UNKNOWN",
     }
 }

@@ -652,7 +652,7 @@ impl<'a> Run<'a> {
                 Ok(())
             })
             && self.step("Renew", |r| {
-                let until = (chrono::Utc::now() + chrono::Duration::hours(2)).format("%Y-%m-%dT%H:%M:%SZ").to_string();
+                let until = renew_until(&r.sh.creds);
                 r.call("Renew", vec![r.urns(), r.creds.clone(), Value::str(until), empty()]).map(|_| ())
             });
         let ok = ok && self.snapshot_steps();
@@ -766,7 +766,7 @@ impl<'a> Run<'a> {
             read_rspec(&xml, RSpecType::Manifest, "the manifest").map(|_| ())
         }) && self.step("WaitReady", |r| r.wait_ready(r.sh.ready_timeout, "geni_status ready"))
             && self.step("RenewSliver", |r| {
-                let until = (chrono::Utc::now() + chrono::Duration::hours(2)).format("%Y-%m-%dT%H:%M:%SZ").to_string();
+                let until = renew_until(&r.sh.creds);
                 r.call("RenewSliver", vec![Value::str(&r.sh.slice), r.creds.clone(), Value::str(until), empty()])
                     .map(|_| ())
             })
@@ -777,6 +777,25 @@ impl<'a> Run<'a> {
             })
             && self.step("StatusGone", |r| r.gone());
         let _ = ok;
+    }
+
+    /// A call of the cleanup: a slice busy with a snapshot or restore answers BUSY (14) until
+    /// that ends, so BUSY is retried for up to [`CLEANUP_BUSY_WAIT`] (a second Ctrl-C ends it).
+    fn call_while_busy(&self, method: &str, params: Vec<Value>) -> Result<Value, CleanupError> {
+        let start = Instant::now();
+        loop {
+            let reply = self
+                .client()
+                .map_err(CleanupError::Other)?
+                .call(method, &params)
+                .map_err(|e| CleanupError::Other(e.to_string()))?;
+            match super::output::geni_value(method, reply) {
+                Err(CliError::Am { code: 14, .. }) if start.elapsed() < CLEANUP_BUSY_WAIT => {
+                    std::thread::sleep(Duration::from_secs(2));
+                }
+                other => return other.map_err(CleanupError::Am),
+            }
+        }
     }
 
     /// Deletes what the run left, unless `--keep`; says what it did.
@@ -790,34 +809,62 @@ impl<'a> Run<'a> {
         let mut said = Vec::new();
         let mut left = false;
         if let Some(urn) = self.snapshot.take() {
-            match self.call("DeleteSnapshot", vec![Value::str(&urn), self.creds.clone(), empty()]) {
+            match self.call_while_busy("DeleteSnapshot", vec![Value::str(&urn), self.creds.clone(), empty()]) {
                 Ok(_) => said.push(format!("deleted snapshot {urn}")),
-                Err(e) => said.push(format!("could not delete snapshot {urn}: {}", cut(&e))),
+                Err(e) => said.push(format!("could not delete snapshot {urn}: {}", cut(&e.to_string()))),
             }
         }
         if self.allocated {
             let (method, first) =
                 if self.sh.v2 { ("DeleteSliver", Value::str(&self.sh.slice)) } else { ("Delete", self.urns()) };
-            match self
-                .client()
-                .and_then(|c| c.call(method, &[first, self.creds.clone(), empty()]).map_err(|e| e.to_string()))
-            {
-                Ok(reply) => match super::output::geni_value(method, reply) {
-                    Ok(_) => said.push(format!("deleted the slivers of {}", self.sh.slice)),
-                    Err(CliError::Am { code: 12, .. }) => said.push("nothing left allocated".into()),
-                    Err(e) => {
-                        left = true;
-                        said.push(format!("could not delete the slivers of {}: {}", self.sh.slice, cut(&e.to_string())))
-                    }
-                },
+            match self.call_while_busy(method, vec![first, self.creds.clone(), empty()]) {
+                Ok(_) => said.push(format!("deleted the slivers of {}", self.sh.slice)),
+                Err(CleanupError::Am(CliError::Am { code: 12, .. })) => said.push("nothing left allocated".into()),
                 Err(e) => {
                     left = true;
-                    said.push(format!("could not delete the slivers of {}: {}", self.sh.slice, cut(&e)))
+                    said.push(format!("could not delete the slivers of {}: {}", self.sh.slice, cut(&e.to_string())))
                 }
             }
         }
         (said.join("; "), left)
     }
+}
+
+/// How long cleanup retries a call that answers BUSY.
+const CLEANUP_BUSY_WAIT: Duration = Duration::from_secs(300);
+
+/// Why a cleanup call failed.
+#[derive(Debug)]
+enum CleanupError {
+    /// The aggregate answered with a GENI error code.
+    Am(CliError),
+    /// Transport or client trouble.
+    Other(String),
+}
+
+impl std::fmt::Display for CleanupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CleanupError::Am(e) => write!(f, "{e}"),
+            CleanupError::Other(e) => f.write_str(e),
+        }
+    }
+}
+
+/// The time to renew to: two hours from now, but not past the slice credential's expiry
+/// (an aggregate refuses a renewal beyond it).
+fn renew_until(creds: &[Value]) -> String {
+    let mut until = chrono::Utc::now() + chrono::Duration::hours(2);
+    let expiry = creds.iter().find_map(|c| {
+        let xml = c.get("geni_value")?.as_str()?;
+        let start = xml.find("<expires>")? + "<expires>".len();
+        let len = xml[start..].find("</expires>")?;
+        chrono::DateTime::parse_from_rfc3339(xml[start..start + len].trim()).ok()
+    });
+    if let Some(e) = expiry {
+        until = until.min(e.with_timezone(&chrono::Utc));
+    }
+    until.format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 fn status_line(st: &Value, v2: bool) -> Option<String> {

@@ -392,6 +392,8 @@ fn ctrl_c_cleans_up() {
     // SAFETY: signals our own child.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
     let rest: Vec<String> = lines.collect();
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
     let status = child.wait().unwrap();
     let all = [seen, rest].concat().join("\n");
     assert_eq!(status.code(), Some(130), "{all}");
@@ -399,6 +401,12 @@ fn ctrl_c_cleans_up() {
         all.contains(&format!("smoke: [a] interrupted: deleted the slivers of {}", f.slice.urn)),
         "says it deleted: {all}"
     );
+    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let a = aggregate(&r, "a");
+    let (step, err) = failed_step(a);
+    assert_eq!(step, "WaitReady", "{a:#}");
+    assert!(err.contains("interrupted (Ctrl-C)"), "{err}");
+    assert_eq!(a["left_allocated"], false);
     f.nothing_left(&ua).unwrap();
 }
 

@@ -331,7 +331,6 @@ struct Shared {
     keep: bool,
     ready_timeout: Duration,
     snapshot_timeout: Duration,
-    quiet: bool,
     pause_after: Option<String>,
 }
 
@@ -436,9 +435,7 @@ struct Run<'a> {
 
 impl<'a> Run<'a> {
     fn say(&self, msg: &str) {
-        if !self.sh.quiet {
-            eprintln!("smoke: [{}] {msg}", self.t.name);
-        }
+        eprintln!("smoke: [{}] {msg}", self.t.name);
     }
 
     fn client(&self) -> Result<&XmlRpcClient, String> {
@@ -1126,7 +1123,6 @@ pub fn run(cli: &Cli, a: &SmokeArgs, default_omni: Option<PathBuf>) -> Result<i3
         keep: a.keep,
         ready_timeout: Duration::from_secs(a.ready_timeout),
         snapshot_timeout: Duration::from_secs(cli.timeout),
-        quiet: false,
         pause_after: a.pause_after.clone(),
     };
     catch_interrupts();

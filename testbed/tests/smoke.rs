@@ -255,6 +255,19 @@ fn federation_passes() {
         )
         .unwrap();
     assert_eq!(geni_code(&r), Some(13), "{r:?}");
+    let r = c
+        .call(
+            "PerformOperationalAction",
+            &[
+                Value::Array(vec![Value::str(&f.slice.urn)]),
+                Value::Array(vec![cred(&f.slice.cred_xml)]),
+                Value::str("vnsnap_snapshot"),
+                Value::structure([("vnsnap_snapshot_name", Value::str("x"))]),
+            ],
+        )
+        .unwrap();
+    assert_eq!(geni_code(&r), Some(13), "{r:?}");
+    assert!(format!("{r:?}").contains("does not offer the snapshot extension"), "{r:?}");
     f.nothing_left(&ua).unwrap();
     f.nothing_left(&ub).unwrap();
 }

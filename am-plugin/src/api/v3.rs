@@ -130,15 +130,16 @@ pub async fn status(am: &Arc<Am>, caller: &Caller, a: &Args) -> Result<Value, Am
 pub async fn perform(am: &Arc<Am>, caller: &Caller, a: &Args) -> Result<Value, AmError> {
     // The action is checked before anything else: an empty or unknown one never acts.
     let action = OpAction::parse(&a.string(2, "action")?)?;
+    // An action this aggregate does not offer is refused like an unknown one, first.
+    if matches!(action, OpAction::Snapshot | OpAction::Restore) && !am.cfg.extensions.snapshot {
+        return Err(AmError::Unsupported(format!(
+            "{}: this aggregate does not offer the snapshot extension",
+            a.string(2, "action")?
+        )));
+    }
     let (slice, urns, who, opts) = on_urns(am, caller, a, 3, Method::PerformOperationalAction).await?;
     let slivers = am.slivers_of(&slice, &urns)?;
     if matches!(action, OpAction::Snapshot | OpAction::Restore) {
-        if !am.cfg.extensions.snapshot {
-            return Err(AmError::Unsupported(format!(
-                "{}: this aggregate does not offer the snapshot extension",
-                a.string(2, "action")?
-            )));
-        }
         return crate::snapshot::perform(am, &slice, action, &opts, &who).await;
     }
     if action == OpAction::UpdateUsers {

@@ -14,8 +14,10 @@
 //! It loads the modules listed in `/etc/vnsnap/modules` (one path per line,
 //! relative to `/lib/modules/<version>`, in dependency order), mounts
 //! proc/sys/devtmpfs/devpts, mounts `/dev/vda` (ext4) on `/data` if present,
-//! runs `/bin/vnsnap-guest serve` (restarted if it exits; log in
-//! `/run/vnsnap-guest.log`) and keeps a shell on `ttyS0`.
+//! starts the QEMU guest agent `/usr/sbin/qemu-ga` on the virtio-serial port named
+//! `org.qemu.guest_agent.0` if there is one (started once, not restarted, so a test can
+//! take it away; log in `/run/qemu-ga.log`), runs `/bin/vnsnap-guest serve` (restarted if
+//! it exits; log in `/run/vnsnap-guest.log`) and keeps a shell on `ttyS0`.
 
 /// The `/init` script text.
 pub const INIT_SCRIPT: &str = r#"#!/bin/sh
@@ -99,6 +101,18 @@ done
 if [ -n "$DISK" ]; then
   mkdir -p /data
   mount -t ext4 -o noatime $DISK /data || echo "vnsnap-init: mounting $DISK failed"
+fi
+
+# The QEMU guest agent (the host steps the clock through it after a restore). No udev
+# here to make /dev/virtio-ports/ names: find the port by its sysfs name.
+GA_DEV=
+for p in /sys/class/virtio-ports/*; do
+  [ "$(cat "$p/name" 2>/dev/null)" = org.qemu.guest_agent.0 ] && GA_DEV="/dev/${p##*/}"
+done
+if [ -n "$GA_DEV" ] && [ -x /usr/sbin/qemu-ga ]; then
+  mkdir -p /run/qemu-ga
+  LD_LIBRARY_PATH=/lib/x86_64-linux-gnu /usr/sbin/qemu-ga -m virtio-serial -p "$GA_DEV" \
+    -t /run/qemu-ga -f /run/qemu-ga.pid >>/run/qemu-ga.log 2>&1 &
 fi
 
 SERVE_ARGS=

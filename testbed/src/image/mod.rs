@@ -4,7 +4,8 @@
 //! - the kernel (`vmlinuz`, copied from the kernel dir),
 //! - an initramfs (gzip'd newc cpio) with busybox-static and its applet
 //!   symlinks, the virtio/ext4 modules in dependency order, the
-//!   [`init::INIT_SCRIPT`] and the static `vnsnap-guest` binary,
+//!   [`init::INIT_SCRIPT`], the static `vnsnap-guest` binary and the QEMU guest agent
+//!   with its libraries (see [`ga`]),
 //! - a qcow2 base image of a small ext4 data disk (see [`disk`]).
 //!
 //! Results are cached in `<cache>/images/<key>/`, where `key` is a blake3 hash
@@ -14,6 +15,7 @@
 
 pub mod cpio;
 pub mod disk;
+pub mod ga;
 pub mod init;
 pub mod modules;
 
@@ -25,7 +27,7 @@ use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Bumped whenever the builder's output changes for the same inputs.
-pub const BUILDER_VERSION: &str = "vnsnap-image-2";
+pub const BUILDER_VERSION: &str = "vnsnap-image-3";
 
 /// Modules loaded at boot (their dependencies are added automatically).
 /// The Xen front ends fail to load (harmlessly) in a QEMU guest and the virtio modules
@@ -84,6 +86,8 @@ pub struct BuildOptions {
     pub busybox: PathBuf,
     /// Root modules to load (dependencies are resolved automatically).
     pub modules: Vec<String>,
+    /// Ship the QEMU guest agent (fetched once with `apt-get download`, see [`ga`]).
+    pub guest_agent: bool,
 }
 
 impl BuildOptions {
@@ -102,6 +106,7 @@ impl BuildOptions {
             guest_binary,
             busybox,
             modules: DEFAULT_MODULES.iter().map(|s| s.to_string()).collect(),
+            guest_agent: true,
         }
     }
 }
@@ -164,6 +169,7 @@ struct Inputs {
     busybox: Vec<u8>,
     applets: Vec<String>,
     guest: Vec<u8>,
+    guest_agent: ga::Files,
     key: String,
 }
 
@@ -191,6 +197,7 @@ fn load_inputs(opts: &BuildOptions) -> Result<Inputs, ImageError> {
     applets.sort();
     applets.dedup();
     let guest = read(&opts.guest_binary)?;
+    let guest_agent = if opts.guest_agent { ga::files(&opts.cache_dir)? } else { Vec::new() };
 
     let mut h = blake3::Hasher::new();
     let mut field = |name: &str, data: &[u8]| {
@@ -208,11 +215,16 @@ fn load_inputs(opts: &BuildOptions) -> Result<Inputs, ImageError> {
     field("busybox", &busybox);
     field("applets", applets.join(",").as_bytes());
     field("guest", &guest);
+    for (path, bytes) in &guest_agent {
+        field("ga", path.as_bytes());
+        field("ga-bytes", bytes);
+    }
     field("init", init::INIT_SCRIPT.as_bytes());
+    field("hwclock", HWCLOCK_SCRIPT.as_bytes());
     field("readme", disk::README.as_bytes());
     field("disk-mib", &disk::DATA_DISK_MIB.to_le_bytes());
     let key = h.finalize().to_hex()[..32].to_string();
-    Ok(Inputs { kver, kernel, modules: mods, busybox, applets, guest, key })
+    Ok(Inputs { kver, kernel, modules: mods, busybox, applets, guest, guest_agent, key })
 }
 
 fn image_at(dir: &Path, key: &str) -> GuestImage {
@@ -256,6 +268,14 @@ fn write_initrd(inp: &Inputs, out: &Path) -> Result<(), ImageError> {
     }
     let guest = stripped(&inp.guest, out).unwrap_or_else(|| inp.guest.clone());
     w.file("bin/vnsnap-guest", 0o755, &guest).map_err(io)?;
+    for (path, bytes) in &inp.guest_agent {
+        w.file(path, 0o755, bytes).map_err(io)?;
+    }
+    // qemu-ga's guest-set-time runs `/sbin/hwclock -w` after setting the clock (and refuses
+    // to set it when that path is not executable) and answers only once it is done.
+    // busybox's hwclock waits for the next second boundary before it writes the RTC, which
+    // would hold every restore's resume up to a second: it runs in the background instead.
+    w.file("sbin/hwclock", 0o755, HWCLOCK_SCRIPT.as_bytes()).map_err(io)?;
     w.file("init", 0o755, init::INIT_SCRIPT.as_bytes()).map_err(io)?;
     w.file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n").map_err(io)?;
     w.file("etc/group", 0o644, b"root:x:0:\n").map_err(io)?;
@@ -274,6 +294,9 @@ fn write_initrd(inp: &Inputs, out: &Path) -> Result<(), ImageError> {
     f.sync_all().map_err(io)?;
     Ok(())
 }
+
+/// `/sbin/hwclock` of the image (see `write_initrd`).
+pub const HWCLOCK_SCRIPT: &str = "#!/bin/sh\n/bin/hwclock \"$@\" </dev/null >/dev/null 2>&1 &\nexit 0\n";
 
 /// Returns `bin` without debug info (via `strip --strip-debug`, if installed);
 /// `None` if stripping is not possible. Keeps the initramfs small.
@@ -411,6 +434,8 @@ mod tests {
         opts.guest_binary = opts.busybox.clone();
         opts.cache_dir = cache.clone();
         opts.kernel_dir = kernel_dir;
+        // No package download into the private cache: the agent's files are one more input.
+        opts.guest_agent = false;
         Some((opts, cache))
     }
 

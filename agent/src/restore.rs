@@ -5,11 +5,15 @@
 //! the host as it was. It then replaces each domain of the snapshot with a QEMU started
 //! with `-incoming defer -S` on a fresh copy-on-write layer over the snapshot's frozen
 //! disk layer, streams the memory image in and leaves the guest paused. `resume` queues
-//! the recorded channel state into each port and resumes every guest. The snapshot's own
-//! files are never written, so it can be restored any number of times.
+//! the recorded channel state into each port and resumes every guest, then steps each
+//! guest's wall clock through its QEMU guest agent (see [`ClockMode`]): right after its
+//! own `cont`, in parallel across the domains, so the guests of a host agree within
+//! milliseconds. A guest whose agent does not answer in [`CLOCK_TIMEOUT`] runs all the same
+//! and is named in the reply. The snapshot's own files are never written, so it can be
+//! restored any number of times.
 
 use crate::domain::qemu::qmp::Session;
-use crate::domain::qemu::{create_overlay, persist};
+use crate::domain::qemu::{create_overlay, ga, persist};
 use crate::domain::DomainRecord;
 use crate::host::{err, Host, Res};
 use crate::snapshot::{committed, layer_hash, read_log, snap_dir};
@@ -32,7 +36,15 @@ pub struct LocalRestore {
     /// Per domain, per port: frames to re-inject.
     logs: Vec<(String, PortLogs)>,
     started: Instant,
+    /// How the guests' clocks are set at resume.
+    clock: ClockMode,
+    /// Per domain: the wall-clock instant of its cut, ns since the Unix epoch.
+    cuts: Vec<(String, u128)>,
 }
+
+/// How long a guest agent gets to step its guest's clock (sync and set) after the resume.
+/// A guest without one costs the restore this much, once, in parallel with the others.
+pub const CLOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn verify(img: &ImageFile, what: &str) -> Res<()> {
     let (bytes, hash) = persist::hash_file(Path::new(&img.path))
@@ -136,6 +148,7 @@ pub fn check(h: &Arc<Host>, r: RestoreRequest) -> Res<RestoreReply> {
     Ok(RestoreReply {
         domains: images.into_iter().map(|(d, _)| d.domain).collect(),
         elapsed_ms: started.elapsed().as_millis() as u64,
+        clock_not_set: Vec::new(),
     })
 }
 
@@ -243,9 +256,14 @@ pub fn prepare(h: &Arc<Host>, r: RestoreRequest) -> Res<RestoreReply> {
     );
     match result {
         Ok(logs) => {
-            lock(&h.local.restores)
-                .insert(r.restore.clone(), Arc::new(LocalRestore { domains: created.clone(), logs, started }));
-            Ok(RestoreReply { domains: created, elapsed_ms: started.elapsed().as_millis() as u64 })
+            let cuts = r.domains.iter().map(|d| (d.domain.clone(), d.cut.cut_at_ns)).collect();
+            let local = LocalRestore { domains: created.clone(), logs, started, clock: r.clock, cuts };
+            lock(&h.local.restores).insert(r.restore.clone(), Arc::new(local));
+            Ok(RestoreReply {
+                domains: created,
+                elapsed_ms: started.elapsed().as_millis() as u64,
+                clock_not_set: Vec::new(),
+            })
         }
         Err(e) => {
             for name in &created {
@@ -276,25 +294,35 @@ pub fn resume(h: &Arc<Host>, id: &str) -> Res<RestoreReply> {
         .iter()
         .map(|name| {
             let (h, name) = (h.clone(), name.clone());
-            std::thread::spawn(move || -> Res<()> {
+            let (mode, cut) = (r.clock, r.cuts.iter().find(|(d, _)| *d == name).map_or(0, |(_, c)| *c));
+            std::thread::spawn(move || -> Res<Option<ClockNotSet>> {
                 let dom = h.get(&name)?;
-                if h.driver.name() == "xen" {
+                let clock = if h.driver.name() == "xen" {
                     h.driver.set_paused(&dom.dir, false).map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
+                    Err("the Xen driver cannot set a guest's clock".to_string())
                 } else {
                     let mut s =
                         Session::connect(&dom.dir.qmp()).map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
                     s.run(&qapi::qmp::cont {}).map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
-                }
+                    set_clock(&dom.dir, mode, cut, Instant::now())
+                };
                 let mut rec = lock(&dom.rec);
                 rec.state = DomainState::Running;
-                dom.persist(&rec)
+                dom.persist(&rec)?;
+                Ok(clock.err().map(|reason| {
+                    tracing::warn!(domain = %name, %reason, "clock not set after restore");
+                    ClockNotSet { domain: name.clone(), reason }
+                }))
             })
         })
         .collect();
     let mut failures = Vec::new();
+    let mut clock_not_set = Vec::new();
     for t in threads {
-        if let Ok(Err(e)) = t.join() {
-            failures.push(e.message);
+        match t.join() {
+            Ok(Err(e)) => failures.push(e.message),
+            Ok(Ok(Some(c))) => clock_not_set.push(c),
+            _ => {}
         }
     }
     if !failures.is_empty() {
@@ -303,7 +331,20 @@ pub fn resume(h: &Arc<Host>, id: &str) -> Res<RestoreReply> {
     for name in &r.domains {
         h.events.push(Some(name), EventKind::Restored { snapshot: id.to_string() });
     }
-    Ok(RestoreReply { domains: r.domains.clone(), elapsed_ms: r.started.elapsed().as_millis() as u64 })
+    Ok(RestoreReply { domains: r.domains.clone(), elapsed_ms: r.started.elapsed().as_millis() as u64, clock_not_set })
+}
+
+/// Steps a resumed guest's wall clock through its guest agent: to the host's wall clock
+/// ([`ClockMode::Wall`]), or to its cut instant `cut_ns` plus the time since `resumed`
+/// ([`ClockMode::Frozen`]). The value is taken right before it is sent.
+fn set_clock(dir: &crate::domain::DomainDir, mode: ClockMode, cut_ns: u128, resumed: Instant) -> Result<(), String> {
+    ga::set_time(&ga::socket(dir), CLOCK_TIMEOUT, || match mode {
+        ClockMode::Wall => {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128)
+        }
+        ClockMode::Frozen => cut_ns as i128 + resumed.elapsed().as_nanos() as i128,
+    })
+    .map_err(|e| e.to_string())
 }
 
 /// Abort a prepared restore: the paused domains are removed.

@@ -60,7 +60,13 @@ async fn vms_run_under_a_state_dir_too_deep_for_unix_sockets() {
     wait_saved(&c, id).await;
     let commit = c.snapshot_commit(id).await.expect("commit");
     c.guest("vm1", &json!({"op": "hello"})).await.expect("guest channel after the snapshot");
-    let req = RestoreRequest { restore: "r1".into(), snapshot: id.into(), domains: commit.domains, epoch: 2 };
+    let req = RestoreRequest {
+        restore: "r1".into(),
+        snapshot: id.into(),
+        domains: commit.domains,
+        epoch: 2,
+        clock: Default::default(),
+    };
     c.restore_prepare(&req).await.expect("restore prepare");
     c.restore_resume("r1").await.expect("restore resume");
     wait_ready(&c, &["vm1"], Duration::from_secs(120)).await;

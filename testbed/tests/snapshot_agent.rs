@@ -90,8 +90,20 @@ async fn snapshot_and_restore_through_agents() {
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // Restore: prepare both, resume both.
-    let qa = RestoreRequest { restore: "r1".into(), snapshot: id.into(), domains: ma.domains.clone(), epoch: 2 };
-    let qb = RestoreRequest { restore: "r1".into(), snapshot: id.into(), domains: mb.domains.clone(), epoch: 2 };
+    let qa = RestoreRequest {
+        restore: "r1".into(),
+        snapshot: id.into(),
+        domains: ma.domains.clone(),
+        epoch: 2,
+        clock: Default::default(),
+    };
+    let qb = RestoreRequest {
+        restore: "r1".into(),
+        snapshot: id.into(),
+        domains: mb.domains.clone(),
+        epoch: 2,
+        clock: Default::default(),
+    };
     let (ra, rb) = tokio::join!(a.restore_prepare(&qa), b.restore_prepare(&qb));
     ra.unwrap();
     rb.unwrap();

@@ -530,6 +530,56 @@ pub struct RestoreRequest {
     /// stale). 0 keeps the snapshot's own epochs and filters nothing.
     #[serde(default)]
     pub epoch: u64,
+    /// What the guests' wall clocks read once resumed. Not sent when it is the default, so
+    /// an agent that predates the field still takes the request.
+    #[serde(default, skip_serializing_if = "ClockMode::is_wall")]
+    pub clock: ClockMode,
+}
+
+/// How a restore sets the guests' wall clocks (through the QEMU guest agent, right after
+/// each guest resumes).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClockMode {
+    /// Stepped to the host's wall clock: the guests see the time that passed since the cut.
+    #[default]
+    Wall,
+    /// Stepped to the host's wall clock at the domain's cut ([`DomainCut::cut_at_ns`]) plus
+    /// the time since the resume: the guests see no gap, as if they had never stopped.
+    Frozen,
+}
+
+impl ClockMode {
+    /// True for the default, [`ClockMode::Wall`].
+    pub fn is_wall(&self) -> bool {
+        *self == ClockMode::Wall
+    }
+
+    /// The option's value on the AM API and the CLI (`wall`, `frozen`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ClockMode::Wall => "wall",
+            ClockMode::Frozen => "frozen",
+        }
+    }
+
+    /// Parses [`ClockMode::as_str`]'s values.
+    pub fn parse(s: &str) -> Option<ClockMode> {
+        match s {
+            "wall" => Some(ClockMode::Wall),
+            "frozen" => Some(ClockMode::Frozen),
+            _ => None,
+        }
+    }
+}
+
+/// A domain whose clock a restore did not set, and why.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ClockNotSet {
+    /// Domain name.
+    pub domain: String,
+    /// Why (no guest agent answering, the agent's error, a driver without the means).
+    pub reason: String,
 }
 
 /// Reply to restore prepare/resume.
@@ -539,6 +589,9 @@ pub struct RestoreReply {
     pub domains: Vec<String>,
     /// Time spent, ms.
     pub elapsed_ms: u64,
+    /// Resume: the domains whose wall clock was not set (they run all the same).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clock_not_set: Vec<ClockNotSet>,
 }
 
 /// `POST /images`: capture one disk of a running domain, live, into a standalone qcow2 in

@@ -1,6 +1,7 @@
 //! The QEMU driver: one `qemu-system-x86_64` process per domain, daemonized so that it
 //! outlives an agent crash, driven over QMP.
 
+pub mod ga;
 pub mod persist;
 pub mod qmp;
 
@@ -68,6 +69,9 @@ impl QemuDriver {
         push(&["-device", "virtio-serial-pci,id=vser"]);
         push(&["-chardev", &format!("socket,id=ctl,path={},server=on,wait=off", dir.ctl().display())]);
         push(&["-device", "virtserialport,chardev=ctl,name=vnsnap.ctl"]);
+        // The QEMU guest agent's channel: a restore steps the guest's clock through it.
+        push(&["-chardev", &format!("socket,id=ga,path={},server=on,wait=off", ga::socket(dir).display())]);
+        push(&["-device", &format!("virtserialport,chardev=ga,name={}", ga::PORT_NAME)]);
         if let Boot::Kernel { kernel, initrd, cmdline } = &spec.boot {
             push(&["-kernel", kernel]);
             if let Some(i) = initrd {
@@ -240,12 +244,13 @@ impl Driver for QemuDriver {
 
     fn start(&self, dir: &DomainDir, rec: &DomainRecord, incoming: bool) -> Result<u32, DriverError> {
         // A state directory too deep for `sun_path` has its sockets in the socket directory.
-        if dir.qmp().starts_with(super::SOCKET_DIR) || dir.ctl().starts_with(super::SOCKET_DIR) {
+        if [dir.qmp(), dir.ctl(), ga::socket(dir)].iter().any(|p| p.starts_with(super::SOCKET_DIR)) {
             super::ensure_socket_dir()?;
         }
         let _ = std::fs::remove_file(dir.pidfile());
         let _ = std::fs::remove_file(dir.qmp());
         let _ = std::fs::remove_file(dir.ctl());
+        let _ = std::fs::remove_file(ga::socket(dir));
         // With -daemonize the foreground process exits only once the machine is built
         // (kernel loaded, devices created), so every start error is reported here.
         let run = |huge: bool| {

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 use vnsnap_proto::client::{AgentClient, ClientError};
 use vnsnap_proto::{
-    CommitReply, CutMode, CutReply, CutRequest, DomainImage, PrepareReply, PrepareRequest, RestoreReply,
-    RestoreRequest, SavePhase, SaveStatus,
+    ClockMode, ClockNotSet, CommitReply, CutMode, CutReply, CutRequest, DomainImage, PrepareReply, PrepareRequest,
+    RestoreReply, RestoreRequest, SavePhase, SaveStatus,
 };
 
 /// How often the save status of every host is polled.
@@ -383,6 +383,10 @@ pub struct RestoreResult {
     pub resume_ms: u64,
     /// Whole restore, ms.
     pub total_ms: u64,
+    /// The VMs whose wall clock the restore did not set (no guest agent answering, a
+    /// driver without the means), with why. They run restored all the same.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clock_not_set: Vec<ClockNotSet>,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -792,6 +796,18 @@ pub async fn restore_slice<C: SnapshotAgent>(
     restore_id: &str,
     progress: impl Fn(Progress) + Send + Sync,
 ) -> Result<RestoreResult, RestoreError> {
+    restore_slice_clock(parts, restore_id, ClockMode::Wall, progress).await
+}
+
+/// [`restore_slice`] with the guests' clocks set as `clock` says: each agent steps the
+/// clocks of its VMs right after resuming them, so the whole slice's are set within the
+/// same few milliseconds.
+pub async fn restore_slice_clock<C: SnapshotAgent>(
+    parts: &[RestorePart<C>],
+    restore_id: &str,
+    clock: ClockMode,
+    progress: impl Fn(Progress) + Send + Sync,
+) -> Result<RestoreResult, RestoreError> {
     if parts.iter().all(|p| p.domains.is_empty()) {
         return Err(RestoreError::Empty);
     }
@@ -802,6 +818,7 @@ pub async fn restore_slice<C: SnapshotAgent>(
         snapshot: p.snapshot_id.clone(),
         domains: p.domains.clone(),
         epoch: p.epoch,
+        clock,
     };
     // 0. Check everywhere: every agent verifies every checksum and changes nothing, so a
     //    corrupt image on any host ends the restore with the whole slice as it was.
@@ -874,9 +891,11 @@ pub async fn restore_slice<C: SnapshotAgent>(
     }
     let mut domains = BTreeMap::new();
     let mut failed = Vec::new();
+    let mut clock_not_set = Vec::new();
     while let Some(j) = set.join_next().await {
         match j {
             Ok((host, Ok(r))) => {
+                clock_not_set.extend(r.clock_not_set);
                 domains.insert(host, r.domains);
             }
             Ok((host, Err(e))) => failed.push((host, error_chain(&e))),
@@ -893,6 +912,10 @@ pub async fn restore_slice<C: SnapshotAgent>(
         prepare_ms,
         resume_ms: ms(t.elapsed()),
         total_ms: ms(started.elapsed()),
+        clock_not_set: {
+            clock_not_set.sort_by(|a, b| a.domain.cmp(&b.domain));
+            clock_not_set
+        },
     })
 }
 
@@ -1006,14 +1029,17 @@ mod tests {
             self.log("delete")
         }
         async fn restore_check(&self, _: &RestoreRequest) -> Result<RestoreReply, FakeError> {
-            self.log("restore_check").map(|()| RestoreReply { domains: vec![], elapsed_ms: 1 })
+            self.log("restore_check").map(|()| RestoreReply { domains: vec![], elapsed_ms: 1, clock_not_set: vec![] })
         }
         async fn restore_prepare(&self, _: &RestoreRequest) -> Result<RestoreReply, FakeError> {
-            self.log("restore_prepare").map(|()| RestoreReply { domains: vec![], elapsed_ms: 1 })
+            self.log("restore_prepare").map(|()| RestoreReply { domains: vec![], elapsed_ms: 1, clock_not_set: vec![] })
         }
         async fn restore_resume(&self, _: &str) -> Result<RestoreReply, FakeError> {
-            self.log("restore_resume")
-                .map(|()| RestoreReply { domains: vec![format!("vm-{}", self.host)], elapsed_ms: 1 })
+            self.log("restore_resume").map(|()| RestoreReply {
+                domains: vec![format!("vm-{}", self.host)],
+                elapsed_ms: 1,
+                clock_not_set: vec![ClockNotSet { domain: format!("vm-{}", self.host), reason: "no agent".into() }],
+            })
         }
         async fn restore_abort(&self, _: &str) -> Result<(), FakeError> {
             self.log("restore_abort")
@@ -1191,6 +1217,9 @@ mod tests {
         let r = restore_slice(&restore_parts(a.clone(), b.clone()), "r", |_| {}).await.unwrap();
         assert_eq!(a.calls(), ["restore_check", "restore_prepare", "restore_resume"]);
         assert_eq!(r.domains["b"], ["vm-b"]);
+        // Every host's VMs whose clock was not set are reported, in domain order.
+        let unset: Vec<&str> = r.clock_not_set.iter().map(|c| c.domain.as_str()).collect();
+        assert_eq!(unset, ["vm-a", "vm-b"]);
     }
 
     #[tokio::test]

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use vnsnap_proto::client::AgentClient;
-use vnsnap_proto::CutRequest;
+use vnsnap_proto::{ClockMode, CutRequest};
 
 use crate::aggregate::action::OpAction;
 use crate::aggregate::Am;
@@ -41,6 +41,13 @@ use manifest::{Manifest, ManifestContext, VmEntry};
 pub const OPT_NAME: &str = "vnsnap_snapshot_name";
 /// POA option naming the snapshot to restore.
 pub const OPT_URN: &str = "vnsnap_snapshot_urn";
+/// POA option of `vnsnap_restore`: what the guests' wall clocks read once restored, `wall`
+/// (the default: the host's time) or `frozen` (the time of the cut, as if no time passed).
+pub const OPT_CLOCK: &str = "vnsnap_clock";
+/// How a restored sliver's `geni_error` starts when its VM runs restored but its guest's
+/// clock was not set (no guest agent answering, a driver without the means); the reason
+/// follows. The sliver is ready all the same.
+pub const CLOCK_NOT_SET: &str = "Restored, but the guest clock was not set: ";
 /// Deadline the agents get for cutting every VM of a host (ms). A safety bound, not the
 /// pause (milliseconds): a cut is QMP round trips, which take seconds on a loaded TCG host.
 const CUT_DEADLINE_MS: u64 = 30_000;
@@ -350,11 +357,20 @@ async fn take_snapshot(am: &Arc<Am>, entry: &Entry, slivers: &[Sliver]) -> Resul
     Ok(bytes)
 }
 
+/// The `vnsnap_clock` option (absent: `wall`).
+fn clock_option(opts: &Options) -> Result<ClockMode, AmError> {
+    let Some(v) = opts.0.get(OPT_CLOCK) else { return Ok(ClockMode::Wall) };
+    v.as_str()
+        .and_then(ClockMode::parse)
+        .ok_or_else(|| AmError::BadArgs(format!("{OPT_CLOCK} must be \"wall\" or \"frozen\"")))
+}
+
 fn start_restore(am: &Arc<Am>, slice: &str, opts: &Options) -> Result<Value, AmError> {
     let urn = match opts.0.get(OPT_URN) {
         None => return Err(AmError::BadArgs(format!("Option {OPT_URN} is required"))),
         Some(v) => v.as_str().ok_or_else(|| AmError::BadArgs(format!("{OPT_URN} must be a string")))?.to_string(),
     };
+    let clock = clock_option(opts)?;
     let entry = catalog::by_urn(&am.db.conn(), &urn)?
         .filter(|e| e.slice_urn.eq_ignore_ascii_case(slice))
         .ok_or_else(|| AmError::SearchFailed(format!("No snapshot {urn} of slice {slice}")))?;
@@ -389,7 +405,7 @@ fn start_restore(am: &Arc<Am>, slice: &str, opts: &Options) -> Result<Value, AmE
     let slivers = am.db.slice_slivers(slice)?;
     tracing::info!(slice, snapshot = %entry.urn, "restore started");
     let (am2, job_slivers) = (am.clone(), slivers.clone());
-    tokio::spawn(async move { restore_task(am2, lock, entry, m, job_slivers, before).await });
+    tokio::spawn(async move { restore_task(am2, lock, entry, m, job_slivers, before, clock).await });
     Ok(slivers_value(am, &slivers))
 }
 
@@ -401,6 +417,7 @@ async fn restore_task(
     m: Manifest,
     slivers: Vec<Sliver>,
     before: Vec<(String, Op)>,
+    clock: ClockMode,
 ) {
     // The restored ports need an epoch above every one the slice's ports use now.
     let mut max_port_epoch =
@@ -441,10 +458,20 @@ async fn restore_task(
     let restore_id = uuid::Uuid::new_v4().to_string();
     let (am2, slice) = (am.clone(), entry.slice_urn.clone());
     let progress = move |p: Progress| am2.snapshot_jobs.progress(&slice, p.text());
-    match coordinator::restore_slice(&parts, &restore_id, progress).await {
+    match coordinator::restore_slice_clock(&parts, &restore_id, clock, progress).await {
         Ok(r) => {
-            tracing::info!(snapshot = %entry.urn, total_ms = r.total_ms, "restore done");
-            move_slivers(&am, &slivers, |_| Transition::SnapshotDone, "");
+            tracing::info!(snapshot = %entry.urn, total_ms = r.total_ms, clock = clock.as_str(), "restore done");
+            // A VM whose clock was not set runs restored all the same: its sliver says so in
+            // its error text, which Status shows.
+            for s in &slivers {
+                let note = r
+                    .clock_not_set
+                    .iter()
+                    .find(|c| c.domain == s.domain)
+                    .map(|c| format!("{CLOCK_NOT_SET}{}", c.reason))
+                    .unwrap_or_default();
+                move_slivers(&am, std::slice::from_ref(s), |_| Transition::SnapshotDone, &note);
+            }
         }
         Err(RestoreError::Resume { failed, resumed }) => {
             // Part of the slice runs restored, the rest does not: no way back to the state

@@ -250,3 +250,29 @@ fn bytes_are_read_as_utf8_and_bad_bytes_are_reported_with_their_offset() {
     let huge = vec![b' '; MAX_DOCUMENT_BYTES + 1];
     assert!(matches!(parse_bytes(&huge), Err(Error::TooLarge { .. })));
 }
+
+/// The corpus too: every document, read leniently and written back, is the same document to
+/// roxmltree, and its output validates whenever the input does.
+#[test]
+fn every_corpus_document_is_given_back_as_it_was_read() {
+    let mut valid_in = Vec::new();
+    for (name, input) in common::corpus() {
+        let model = parse_lenient(&input).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let output = model.to_xml();
+        if let Err(diff) = common::same_document(&input, &output) {
+            panic!("{name}: {diff}\n{output}");
+        }
+        assert_eq!(parse_lenient(&output).as_ref(), Ok(&model), "{name}");
+        valid_in.push((name, model.rspec_type, input, output));
+    }
+    let mut checked = 0;
+    for (name, kind, input, output) in valid_in {
+        if validate(kind, &name, &input).is_empty() {
+            let failures = validate(kind, &format!("out-{name}"), &output);
+            assert!(failures.is_empty(), "{name}: valid input, invalid output: {failures:?}");
+            checked += 1;
+        }
+    }
+    // Most of the corpus is schema-valid (29 of 34 documents when this was written).
+    assert!(checked >= 25, "only {checked} corpus documents validate");
+}

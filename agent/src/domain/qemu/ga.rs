@@ -23,6 +23,9 @@ pub const PORT_NAME: &str = "org.qemu.guest_agent.0";
 /// bytes; anything beyond this is the guest flooding the channel.
 const MAX_READ: usize = 64 * 1024;
 
+/// How long to wait for the answer to a sync before sending it again.
+const SYNC_RESEND: Duration = Duration::from_millis(500);
+
 /// The socket of a domain's guest agent channel (see [`crate::domain::socket_path`]).
 pub fn socket(dir: &DomainDir) -> PathBuf {
     crate::domain::socket_path(&dir.path().join("ga.sock"))
@@ -53,21 +56,33 @@ pub fn set_time(sock: &Path, timeout: Duration, time_ns: impl FnOnce() -> i128) 
     let mut s = UnixStream::connect(sock)?;
     s.set_write_timeout(Some(timeout))?;
     let mut reader = Reader { buf: Vec::new(), total: 0, deadline, timeout };
-    let id = sync_id();
-    // A leading raw 0xFF byte makes the agent drop any partial command left in its parser.
-    let mut sync = vec![0xffu8];
-    sync.extend_from_slice(
-        format!("{{\"execute\":\"guest-sync-delimited\",\"arguments\":{{\"id\":{id}}}}}\n").as_bytes(),
-    );
-    s.write_all(&sync)?;
+    let first = sync_id();
+    let sync = |id: u64| format!("{{\"execute\":\"guest-sync-delimited\",\"arguments\":{{\"id\":{id}}}}}\n");
+    // A leading raw 0xFF byte makes the agent drop any partial command left in its parser
+    // (it answers the byte itself with a parse error, which the delimiter lets us skip).
+    let mut bytes = vec![0xffu8];
+    bytes.extend_from_slice(sync(first).as_bytes());
+    s.write_all(&bytes)?;
+    // The sync is sent again every SYNC_RESEND until answered (a starved guest can take
+    // long; right after a restore what reaches the port first may also be lost). Copies get
+    // ids of their own and no 0xFF (which would draw another parse error, answered in the
+    // place of a later command); an answer to any of them will do.
+    let mut ids = vec![first];
+    let mut resend = Instant::now() + SYNC_RESEND;
     loop {
-        reader.skip_to_delimiter(&mut s)?;
+        if !reader.skip_to_delimiter(&mut s, Some(resend))? {
+            let id = first + ids.len() as u64;
+            s.write_all(sync(id).as_bytes())?;
+            ids.push(id);
+            resend = Instant::now() + SYNC_RESEND;
+            continue;
+        }
         let reply = reader.line(&mut s)?;
         let v: serde_json::Value = match serde_json::from_slice(&reply) {
             Ok(v) => v,
             Err(_) => continue,
         };
-        if v.get("return").and_then(serde_json::Value::as_u64) == Some(id) {
+        if v.get("return").and_then(serde_json::Value::as_u64).is_some_and(|n| ids.contains(&n)) {
             break;
         }
         // An answer to an earlier client's sync: keep looking for ours.
@@ -75,10 +90,17 @@ pub fn set_time(sock: &Path, timeout: Duration, time_ns: impl FnOnce() -> i128) 
     let t = time_ns();
     let cmd = format!("{{\"execute\":\"guest-set-time\",\"arguments\":{{\"time\":{t}}}}}\n");
     s.write_all(cmd.as_bytes())?;
-    let reply = reader.line(&mut s)?;
-    let v: serde_json::Value = serde_json::from_slice(&reply).map_err(|_| {
-        GaError::Refused(format!("not JSON: {:?}", String::from_utf8_lossy(&reply[..reply.len().min(200)])))
-    })?;
+    let v = loop {
+        let reply = reader.line(&mut s)?;
+        // Answers to the other copies of our sync (0xFF, then one of our ids) may come first.
+        let text: &[u8] = reply.strip_prefix(&[0xff]).unwrap_or(&reply);
+        let v: serde_json::Value = serde_json::from_slice(text).map_err(|_| {
+            GaError::Refused(format!("not JSON: {:?}", String::from_utf8_lossy(&text[..text.len().min(200)])))
+        })?;
+        if !v.get("return").and_then(serde_json::Value::as_u64).is_some_and(|n| ids.contains(&n)) {
+            break v;
+        }
+    };
     if v.get("return").is_some() {
         return Ok(());
     }
@@ -90,11 +112,11 @@ pub fn set_time(sock: &Path, timeout: Duration, time_ns: impl FnOnce() -> i128) 
     Err(GaError::Refused(format!("guest-set-time: {desc}")))
 }
 
-/// A sync id nobody else would send: from the clock and the process, below 2^53 so it
-/// survives any JSON reader.
+/// A sync id nobody else would send: from the clock and the process, below 2^52 so it and
+/// the ids of its resends survive any JSON reader.
 fn sync_id() -> u64 {
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    (t ^ (u64::from(std::process::id()) << 32)) & ((1 << 53) - 1)
+    (t ^ (u64::from(std::process::id()) << 32)) & ((1 << 52) - 1)
 }
 
 /// Bounded, deadline-bound reads from the channel.
@@ -106,12 +128,21 @@ struct Reader {
 }
 
 impl Reader {
-    fn fill(&mut self, s: &mut UnixStream) -> Result<(), GaError> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
+    /// Reads what the guest sent; `Ok(false)` if `wake` (before the deadline) came first.
+    fn fill_until(&mut self, s: &mut UnixStream, wake: Option<Instant>) -> Result<bool, GaError> {
+        let now = Instant::now();
+        let left = self.deadline.saturating_duration_since(now);
         if left.is_zero() {
             return Err(GaError::Timeout(self.timeout.as_millis() as u64));
         }
-        s.set_read_timeout(Some(left))?;
+        let wait = match wake {
+            Some(w) if w < self.deadline => w.saturating_duration_since(now),
+            _ => left,
+        };
+        if wait.is_zero() {
+            return Ok(false);
+        }
+        s.set_read_timeout(Some(wait))?;
         let mut chunk = [0u8; 4096];
         match s.read(&mut chunk) {
             Ok(0) => Err(GaError::Refused("channel closed".into())),
@@ -121,24 +152,29 @@ impl Reader {
                     return Err(GaError::Flood);
                 }
                 self.buf.extend_from_slice(&chunk[..n]);
-                Ok(())
+                Ok(true)
             }
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                if wait < left {
+                    return Ok(false);
+                }
                 Err(GaError::Timeout(self.timeout.as_millis() as u64))
             }
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Drops everything up to and including the next 0xFF.
-    fn skip_to_delimiter(&mut self, s: &mut UnixStream) -> Result<(), GaError> {
+    /// Drops everything up to and including the next 0xFF; `Ok(false)` if `wake` came first.
+    fn skip_to_delimiter(&mut self, s: &mut UnixStream, wake: Option<Instant>) -> Result<bool, GaError> {
         loop {
             if let Some(i) = self.buf.iter().position(|&b| b == 0xff) {
                 self.buf.drain(..=i);
-                return Ok(());
+                return Ok(true);
             }
             self.buf.clear();
-            self.fill(s)?;
+            if !self.fill_until(s, wake)? {
+                return Ok(false);
+            }
         }
     }
 
@@ -149,7 +185,7 @@ impl Reader {
                 let line: Vec<u8> = self.buf.drain(..=i).take(i).collect();
                 return Ok(line);
             }
-            self.fill(s)?;
+            self.fill_until(s, None)?;
         }
     }
 }
@@ -193,6 +229,45 @@ mod tests {
         });
         set_time(&p, Duration::from_secs(5), || 1_234_567_890_123).unwrap();
         assert_eq!(srv.join().unwrap(), 1_234_567_890_123);
+        let _ = std::fs::remove_file(&p);
+    }
+
+    /// A sync lost on the way (the guest's end of the port settling after a resume) is sent
+    /// again; answers to both copies come back and the set-time answer is still found.
+    #[test]
+    fn lost_sync_is_sent_again() {
+        let p = temp_sock("resend");
+        let l = UnixListener::bind(&p).unwrap();
+        let srv = std::thread::spawn(move || {
+            let (c, _) = l.accept().unwrap();
+            let mut w = c.try_clone().unwrap();
+            let mut r = std::io::BufReader::new(c);
+            let mut line = Vec::new();
+            r.read_until(b'\n', &mut line).unwrap();
+            assert_eq!(line[0], 0xff);
+            let first: serde_json::Value = serde_json::from_slice(&line[1..]).unwrap();
+            line.clear();
+            r.read_until(b'\n', &mut line).unwrap();
+            // The copy: no 0xFF (the agent would answer it with a parse error), an id of its own.
+            let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+            assert_eq!(v["execute"], "guest-sync-delimited");
+            assert_ne!(v["arguments"]["id"], first["arguments"]["id"]);
+            let answer = |id: &serde_json::Value| {
+                let mut out = vec![0xffu8];
+                out.extend_from_slice(format!("{{\"return\": {id}}}\n").as_bytes());
+                out
+            };
+            w.write_all(&answer(&v["arguments"]["id"])).unwrap();
+            // A late answer to the first copy, after the set-time request was sent.
+            line.clear();
+            r.read_until(b'\n', &mut line).unwrap();
+            w.write_all(&answer(&first["arguments"]["id"])).unwrap();
+            w.write_all(b"{\"return\": {}}\n").unwrap();
+        });
+        let t = Instant::now();
+        set_time(&p, Duration::from_secs(5), || 1).unwrap();
+        assert!(t.elapsed() >= SYNC_RESEND);
+        srv.join().unwrap();
         let _ = std::fs::remove_file(&p);
     }
 

@@ -79,6 +79,10 @@ pub enum Command {
         slice_urn: String,
         /// Snapshot URN.
         snapshot_urn: String,
+        /// What the guests' wall clocks read once restored: `wall` (the host's time) or
+        /// `frozen` (the time of the snapshot's cut, as if no time had passed).
+        #[arg(long, default_value = "wall", value_parser = ["wall", "frozen"])]
+        clock: String,
     },
     /// List the slice's snapshots.
     Snapshots {
@@ -159,7 +163,7 @@ pub fn check_command(c: &Command) -> Result<(), CliError> {
             }
             Ok(())
         }
-        Command::Restore { slice_urn, snapshot_urn } => {
+        Command::Restore { slice_urn, snapshot_urn, .. } => {
             slice(slice_urn)?;
             snap(snapshot_urn)
         }
@@ -358,9 +362,22 @@ fn sliver_errors(sl: &[Value]) -> Option<String> {
     let errs: Vec<String> = sl
         .iter()
         .filter(|s| !text(s, "geni_error").trim().is_empty())
+        // A restored VM whose clock was not set runs all the same: not an error.
+        .filter(|s| !text(s, "geni_error").starts_with(crate::snapshot::CLOCK_NOT_SET))
         .map(|s| format!("{}: {}", text(s, "geni_sliver_urn"), text(s, "geni_error")))
         .collect();
     (!errs.is_empty()).then(|| errs.join("; "))
+}
+
+/// The slivers a restore left with their guest's clock not set: (sliver URN, client id,
+/// reason).
+fn clocks_not_set(sl: &[Value]) -> Vec<(String, String, String)> {
+    sl.iter()
+        .filter_map(|s| {
+            let why = text(s, "geni_error").strip_prefix(crate::snapshot::CLOCK_NOT_SET)?.to_string();
+            Some((text(s, "geni_sliver_urn"), text(s, "geni_client_id"), why))
+        })
+        .collect()
 }
 
 fn without_rspec(v: &Value) -> Value {
@@ -409,9 +426,14 @@ pub fn run(cli: &Cli, s: &Settings) -> Result<(), CliError> {
                 println!("{snap}");
             }
         }
-        Command::Restore { slice_urn, snapshot_urn } => {
-            am.poa(slice_urn, "vnsnap_restore", Value::structure([("vnsnap_snapshot_urn", Value::str(snapshot_urn))]))?;
+        Command::Restore { slice_urn, snapshot_urn, clock } => {
+            let opts = Value::structure([
+                (crate::snapshot::OPT_URN, Value::str(snapshot_urn)),
+                (crate::snapshot::OPT_CLOCK, Value::str(clock)),
+            ]);
+            am.poa(slice_urn, "vnsnap_restore", opts)?;
             let sl = wait_done(&am, slice_urn, "vnsnap_restoring", "restore", json, cli.timeout)?;
+            let clock_not_set = clocks_not_set(&sl);
             let not_ready: Vec<&Value> =
                 sl.iter().filter(|s| text(s, "geni_operational_status") != "geni_ready").collect();
             if let Some(e) = sliver_errors(&sl) {
@@ -425,11 +447,19 @@ pub fn run(cli: &Cli, s: &Settings) -> Result<(), CliError> {
                 return Err(CliError::Failed(format!("restore of {slice_urn}: slivers not ready: {}", l.join(", "))));
             }
             if json {
+                let unset: Vec<_> = clock_not_set
+                    .iter()
+                    .map(|(urn, id, why)| serde_json::json!({"sliver_urn": urn, "client_id": id, "reason": why}))
+                    .collect();
                 print_json(&serde_json::json!({
-                    "slice_urn": slice_urn, "snapshot_urn": snapshot_urn, "slivers": to_json(&Value::Array(sl)),
+                    "slice_urn": slice_urn, "snapshot_urn": snapshot_urn, "clock": clock,
+                    "clock_not_set": unset, "slivers": to_json(&Value::Array(sl)),
                 }));
             } else {
-                println!("restored {slice_urn} to {snapshot_urn}");
+                println!("restored {slice_urn} to {snapshot_urn} (clock {clock})");
+                for (urn, id, why) in &clock_not_set {
+                    println!("clock not set: {} ({urn}): {why}", if id.is_empty() { "?" } else { id });
+                }
             }
         }
         Command::Snapshots { slice_urn } => {

@@ -608,6 +608,18 @@ mod tests {
         Options([(k.to_string(), Value::str(v))].into_iter().collect())
     }
 
+    #[test]
+    fn clock_option_defaults_to_wall_and_refuses_other_values() {
+        assert_eq!(clock_option(&opts(OPT_URN, "x")).unwrap(), ClockMode::Wall);
+        assert_eq!(clock_option(&opts(OPT_CLOCK, "wall")).unwrap(), ClockMode::Wall);
+        assert_eq!(clock_option(&opts(OPT_CLOCK, "frozen")).unwrap(), ClockMode::Frozen);
+        for bad in ["Frozen", "", "now"] {
+            assert!(matches!(clock_option(&opts(OPT_CLOCK, bad)), Err(AmError::BadArgs(_))), "{bad}");
+        }
+        let int = Options([(OPT_CLOCK.to_string(), Value::Int(1))].into_iter().collect());
+        assert!(matches!(clock_option(&int), Err(AmError::BadArgs(_))));
+    }
+
     fn sliver(urn: &str, op: Op) -> Sliver {
         Sliver {
             urn: urn.into(),

@@ -288,20 +288,6 @@ async fn bad_input_gets_clear_errors_and_leaves_nothing_behind() {
     drop(lab);
 }
 
-async fn wait_saved(c: &AgentClient, id: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    loop {
-        let s = c.snapshot_status(id).await.unwrap();
-        match s.phase {
-            SavePhase::Saved => return,
-            SavePhase::Saving => {}
-            other => panic!("snapshot {id} ended {other:?}: {:?}", s.error),
-        }
-        assert!(std::time::Instant::now() < deadline, "save not done");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-}
-
 /// Sends `method path` exactly as written (no dot-segment removal or decoding, as
 /// reqwest's URL parser would do) with `curl --path-as-is`; returns the status and body.
 fn raw_path(lab: &Lab, c: &AgentClient, method: &str, path: &str, body: &str) -> (u16, String) {

@@ -7,25 +7,11 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use vnsnap_proto::*;
 use vnsnap_testbed::lab::{Lab, LabOptions};
 
 const SEG: SegmentId = 300;
-
-async fn wait_saved(c: &vnsnap_proto::client::AgentClient, id: &str) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let s = c.snapshot_status(id).await.unwrap();
-        match s.phase {
-            SavePhase::Saved => return,
-            SavePhase::Saving => {}
-            other => panic!("snapshot {id} ended {other:?}: {:?}", s.error),
-        }
-        assert!(Instant::now() < deadline, "save not done");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn vms_run_under_a_state_dir_too_deep_for_unix_sockets() {

@@ -18,20 +18,6 @@ async fn guest(c: &AgentClient, vm: &str, req: Value) -> Value {
     r
 }
 
-async fn wait_saved(c: &AgentClient, id: &str) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let s = c.snapshot_status(id).await.unwrap();
-        match s.phase {
-            SavePhase::Saved => return,
-            SavePhase::Saving => {}
-            other => panic!("snapshot {id} ended {other:?}: {:?}", s.error),
-        }
-        assert!(Instant::now() < deadline, "save not done");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn snapshot_and_restore_through_agents() {
     let lab = tokio::task::block_in_place(|| Lab::up(LabOptions { hosts: 2, ..Default::default() })).expect("lab");

@@ -54,3 +54,19 @@ pub async fn ping(client: &AgentClient, vm: &str, dst: &str) -> u64 {
         client.guest(vm, &json!({"op": "ping", "dst": dst, "count": 3, "timeout_ms": 8000})).await.expect("guest");
     r.get("received").and_then(Value::as_u64).unwrap_or(0)
 }
+
+/// Waits until host `c` has saved snapshot `id` (its images written); panics if the save
+/// ends any other way or takes over two minutes.
+pub async fn wait_saved(c: &AgentClient, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = c.snapshot_status(id).await.unwrap();
+        match s.phase {
+            SavePhase::Saved => return,
+            SavePhase::Saving => {}
+            other => panic!("snapshot {id} ended {other:?}: {:?}", s.error),
+        }
+        assert!(Instant::now() < deadline, "save not done");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -688,6 +688,31 @@ mod tests {
         assert!(serde_json::from_str::<DomainSpec>(j).is_err());
     }
 
+    /// The clock fields are additive: the default is not sent (an older agent, whose
+    /// RestoreRequest denies unknown fields, still takes the request) and both are optional.
+    #[test]
+    fn restore_clock_fields_are_optional_and_default_unsent() {
+        let mut r = RestoreRequest {
+            restore: "r".into(),
+            snapshot: "s".into(),
+            domains: vec![],
+            epoch: 0,
+            clock: ClockMode::Wall,
+        };
+        assert!(!serde_json::to_string(&r).unwrap().contains("clock"));
+        r.clock = ClockMode::Frozen;
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(text.contains(r#""clock":"frozen""#), "{text}");
+        assert_eq!(serde_json::from_str::<RestoreRequest>(&text).unwrap(), r);
+        let old: RestoreRequest = serde_json::from_str(r#"{"restore":"r","snapshot":"s","domains":[]}"#).unwrap();
+        assert_eq!(old.clock, ClockMode::Wall);
+        let reply: RestoreReply = serde_json::from_str(r#"{"domains":["a"],"elapsed_ms":3}"#).unwrap();
+        assert!(reply.clock_not_set.is_empty());
+        assert_eq!(ClockMode::parse("frozen"), Some(ClockMode::Frozen));
+        assert_eq!(ClockMode::parse(ClockMode::Wall.as_str()), Some(ClockMode::Wall));
+        assert_eq!(ClockMode::parse("Wall"), None);
+    }
+
     #[test]
     fn accepts_minimal_spec() {
         let j = r#"{"name":"a","vcpus":1,"memory_mib":64,"boot":{"type":"disk"}}"#;

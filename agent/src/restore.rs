@@ -297,18 +297,27 @@ pub fn resume(h: &Arc<Host>, id: &str) -> Res<RestoreReply> {
             let (mode, cut) = (r.clock, r.cuts.iter().find(|(d, _)| *d == name).map_or(0, |(_, c)| *c));
             std::thread::spawn(move || -> Res<Option<ClockNotSet>> {
                 let dom = h.get(&name)?;
-                let clock = if h.driver.name() == "xen" {
+                let xen = h.driver.name() == "xen";
+                if xen {
                     h.driver.set_paused(&dom.dir, false).map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
-                    Err("the Xen driver cannot set a guest's clock".to_string())
                 } else {
                     let mut s =
                         Session::connect(&dom.dir.qmp()).map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
                     s.run(&qapi::qmp::cont {}).map_err(|e| err(ErrorKind::Internal, e.to_string()))?;
-                    set_clock(&dom.dir, mode, cut, Instant::now())
+                }
+                let resumed = Instant::now();
+                {
+                    let mut rec = lock(&dom.rec);
+                    rec.state = DomainState::Running;
+                    dom.persist(&rec)?;
+                }
+                // The time is taken when it is sent (wall) or counted from the resume
+                // (frozen), so recording the state first costs the clocks nothing.
+                let clock = if xen {
+                    Err("the Xen driver cannot set a guest's clock".to_string())
+                } else {
+                    set_clock(&dom.dir, mode, cut, resumed)
                 };
-                let mut rec = lock(&dom.rec);
-                rec.state = DomainState::Running;
-                dom.persist(&rec)?;
                 Ok(clock.err().map(|reason| {
                     tracing::warn!(domain = %name, %reason, "clock not set after restore");
                     ClockNotSet { domain: name.clone(), reason }

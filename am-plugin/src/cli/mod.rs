@@ -456,7 +456,8 @@ pub fn run(cli: &Cli, s: &Settings) -> Result<(), CliError> {
                     "clock_not_set": unset, "slivers": to_json(&Value::Array(sl)),
                 }));
             } else {
-                println!("restored {slice_urn} to {snapshot_urn} (clock {clock})");
+                let note = if clock == "wall" { String::new() } else { format!(" (clock {clock})") };
+                println!("restored {slice_urn} to {snapshot_urn}{note}");
                 for (urn, id, why) in &clock_not_set {
                     println!("clock not set: {} ({urn}): {why}", if id.is_empty() { "?" } else { id });
                 }

@@ -9,11 +9,17 @@
 //! 3. A guest whose guest agent was killed (before the snapshot, so the restored memory has
 //!    none running): the restore succeeds and names that VM as not set; the others are set.
 //!
+//!
+//! Through the AM and the CLI: the `vnsnap_clock` option and the report of a clock not set
+//! (`am_and_cli_report_a_clock_not_set`).
+//!
 //! `VNSNAP_CLOCK_GAP_S=<s>` shortens the gap for a quick run (the acceptance is 60 s).
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use vnsnap_am::snapshot::coordinator::{self, RestorePart, RestoreResult};
+use vnsnap_am::xmlrpc::Value;
 use vnsnap_proto::*;
+use vnsnap_testbed::amlab::{cred, geni_code, rspec_opts, wait_for, AmLabOptions, AmTestbed};
 use vnsnap_testbed::checker::slice::{self, Slice, Taken};
 use vnsnap_testbed::checker::{WorkloadOptions, Workloads};
 use vnsnap_testbed::lab::Lab;
@@ -215,4 +221,101 @@ async fn guest_clocks_after_restore() {
     }
     check_invariants(&s, &w, "the restore without vm2's agent").await;
     tokio::task::block_in_place(|| lab.down());
+}
+
+const ONE_VM: &str = r#"<rspec type="request" xmlns="http://www.geni.net/resources/rspec/3">
+  <node client_id="solo" exclusive="false"><sliver_type name="vnsnap-vm"/></node></rspec>"#;
+
+fn am_ok(v: Value) -> Value {
+    assert_eq!(geni_code(&v), Some(0), "{v:?}");
+    v.get("value").cloned().unwrap()
+}
+
+fn vnsnap(args: &[&str]) -> std::process::Output {
+    let out =
+        std::process::Command::new(vnsnap_testbed::lab::bin("vnsnap")).args(args).env("HOME", "/nonexistent").output();
+    let out = out.expect("run target/debug/vnsnap (cargo build --workspace --bins)");
+    eprintln!(
+        "$ vnsnap {}\n-> {:?}\n{}{}",
+        args.join(" "),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Through the AM and the CLI: `vnsnap_clock` other than wall/frozen is BADARGS; `vnsnap
+/// restore --clock frozen` of a VM whose guest agent was killed succeeds (exit 0, sliver
+/// ready) and names it, in the CLI's output and in the sliver's `geni_error` (Status).
+#[test]
+fn am_and_cli_report_a_clock_not_set() {
+    let tb = AmTestbed::up(1, AmLabOptions::default()).unwrap();
+    let s = tb.slice("clockslice").unwrap();
+    let c = tb.v3().unwrap();
+    let creds = Value::Array(vec![cred(&s.cred_xml)]);
+    let urns = Value::Array(vec![Value::str(&s.urn)]);
+    let no = || Value::structure::<&str>([]);
+    am_ok(c.call("Allocate", &[Value::str(&s.urn), creds.clone(), Value::str(ONE_VM), no()]).unwrap());
+    am_ok(c.call("Provision", &[urns.clone(), creds.clone(), rspec_opts(vec![])]).unwrap());
+    am_ok(c.call("PerformOperationalAction", &[urns.clone(), creds.clone(), Value::str("geni_start"), no()]).unwrap());
+    let status = || am_ok(c.call("Status", &[urns.clone(), creds.clone(), no()]).unwrap());
+    let slivers = |st: &Value| st.get("geni_slivers").and_then(Value::as_array).unwrap().to_vec();
+    let ready = wait_for(Duration::from_secs(400), Duration::from_secs(1), || {
+        slivers(&status())
+            .iter()
+            .all(|x| x.get("geni_operational_status") == Some(&Value::str("geni_ready")))
+            .then_some(())
+    });
+    assert!(ready.is_some(), "slice not ready; AM log:\n{}", tb.am.log_tail());
+
+    // The guest agent of the slice's VM killed, through the lab's agent.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let agent = tb.lab.client(0).unwrap();
+    let dom = rt.block_on(agent.domains()).unwrap().into_iter().next().expect("the VM's domain").name;
+    let ready = wait_for(Duration::from_secs(120), Duration::from_millis(250), || {
+        rt.block_on(agent.domain(&dom)).ok().filter(|d| d.guest_ready).map(|_| ())
+    });
+    assert!(ready.is_some(), "guest of {dom} never answered");
+    let argv = serde_json::json!({"op": "exec", "argv": ["killall", "-9", "qemu-ga"]});
+    let v = rt.block_on(agent.guest(&dom, &argv)).unwrap();
+    assert_eq!(v["status"], 0, "killall qemu-ga: {v}");
+
+    let url = tb.am.url_v3();
+    let (chain, key, sc) =
+        (tb.alice_chain.display().to_string(), tb.alice.key.display().to_string(), s.cred.display().to_string());
+    let base = ["--am", url.as_str(), "--cert", chain.as_str(), "--key", key.as_str(), "--cred", sc.as_str()];
+    let vn = |args: &[&str]| {
+        let mut a: Vec<&str> = base.to_vec();
+        a.extend(args);
+        vnsnap(&a)
+    };
+    let out = vn(&["snapshot", &s.urn, "--name", "noagent"]);
+    assert!(out.status.success());
+    let snap = String::from_utf8_lossy(&out.stdout).trim().to_string();
+
+    // A bad clock value: BADARGS, nothing starts.
+    let bad = Value::structure([("vnsnap_snapshot_urn", Value::str(&snap)), ("vnsnap_clock", Value::str("later"))]);
+    let v = c.call("PerformOperationalAction", &[urns.clone(), creds.clone(), Value::str("vnsnap_restore"), bad]);
+    assert_eq!(geni_code(&v.unwrap()), Some(1));
+    let out = vn(&["restore", &s.urn, &snap, "--clock", "later"]);
+    assert_eq!(out.status.code(), Some(2));
+
+    let out = vn(&["--json", "restore", &s.urn, &snap, "--clock", "frozen"]);
+    assert!(out.status.success(), "restore failed");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["clock"], "frozen");
+    let unset = r["clock_not_set"].as_array().unwrap();
+    assert_eq!(unset.len(), 1, "{r}");
+    assert_eq!(unset[0]["client_id"], "solo");
+    assert!(unset[0]["reason"].as_str().unwrap().contains("did not answer"), "{r}");
+    let st = status();
+    let sl = slivers(&st);
+    assert_eq!(sl[0].get("geni_operational_status"), Some(&Value::str("geni_ready")), "{st:?}");
+    let err = sl[0].get("geni_error").and_then(Value::as_str).unwrap_or_default().to_string();
+    assert!(err.starts_with(vnsnap_am::snapshot::CLOCK_NOT_SET), "{err}");
+    // The text form names it too.
+    let out = vn(&["restore", &s.urn, &snap]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("clock not set: solo"), "{text}");
 }

@@ -385,6 +385,7 @@ impl Host {
                 stop_requested: false,
                 chains: Vec::new(),
                 disk_nodes: Vec::new(),
+                guest_agent: true,
             };
             // Reserve the name (and the memory) before the slow part, under the map lock.
             let dom = Arc::new(Dom {

@@ -184,6 +184,7 @@ pub fn prepare(h: &Arc<Host>, r: RestoreRequest) -> Res<RestoreReply> {
                 stop_requested: false,
                 chains: Vec::new(),
                 disk_nodes: Vec::new(),
+                guest_agent: img.guest_agent,
             };
             for (i, frozen) in img.disks.iter().enumerate() {
                 let top = h.new_layer(&name, i);
@@ -315,6 +316,8 @@ pub fn resume(h: &Arc<Host>, id: &str) -> Res<RestoreReply> {
                 // (frozen), so recording the state first costs the clocks nothing.
                 let clock = if xen {
                     Err("the Xen driver cannot set a guest's clock".to_string())
+                } else if !lock(&dom.rec).guest_agent {
+                    Err("the snapshot predates the guest agent's channel".to_string())
                 } else {
                     set_clock(&dom.dir, mode, cut, resumed)
                 };

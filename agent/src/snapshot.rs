@@ -60,6 +60,7 @@ struct DomainPart {
     chains: Vec<Vec<PathBuf>>,
     cut: DomainCut,
     memory: Option<ImageFile>,
+    guest_agent: bool,
 }
 
 struct SnapState {
@@ -623,6 +624,7 @@ fn cut_one(
         chains: rec.chains.clone(),
         cut: cut.clone(),
         memory: None,
+        guest_agent: rec.guest_agent,
     };
     let mut st = lock(&snap.st);
     st.parts.insert(name.to_string(), part);
@@ -780,6 +782,7 @@ pub fn commit(h: &Host, id: &str) -> Res<CommitReply> {
             channel_logs: logs,
             epochs: part.epochs.clone(),
             cut: part.cut.clone(),
+            guest_agent: part.guest_agent,
         });
         chains.insert(name.clone(), part.chains.clone());
     }

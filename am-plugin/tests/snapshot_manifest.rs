@@ -78,8 +78,9 @@ fn image() -> impl Strategy<Value = DomainImage> {
         proptest::collection::vec(file(), 0..3),
         proptest::collection::vec(any::<u64>(), 0..3),
         cut(),
+        any::<bool>(),
     )
-        .prop_map(|(domain, spec, memory, disks, channel_logs, epochs, cut)| DomainImage {
+        .prop_map(|(domain, spec, memory, disks, channel_logs, epochs, cut, guest_agent)| DomainImage {
             domain,
             spec,
             memory,
@@ -87,6 +88,7 @@ fn image() -> impl Strategy<Value = DomainImage> {
             channel_logs,
             epochs,
             cut,
+            guest_agent,
         })
 }
 

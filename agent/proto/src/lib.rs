@@ -493,6 +493,12 @@ pub struct DomainImage {
     pub epochs: Vec<u64>,
     /// The cut.
     pub cut: DomainCut,
+    /// The domain ran with the QEMU guest agent's virtio-serial port, so its device state
+    /// includes that port and a restore recreates it. False for snapshots older than the
+    /// port: they are restored without it (QEMU refuses a device state whose ports differ),
+    /// and their guests' clocks cannot be set. Sent only when true, as older peers expect.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub guest_agent: bool,
 }
 
 /// Reply to commit.

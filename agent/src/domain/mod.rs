@@ -50,6 +50,11 @@ pub struct DomainRecord {
     /// Per disk, the QEMU block node name of the active layer.
     #[serde(default)]
     pub disk_nodes: Vec<String>,
+    /// QEMU runs it with the guest agent's virtio-serial port (every domain defined now;
+    /// not a domain restored from a snapshot taken before the port existed, nor one whose
+    /// record predates it).
+    #[serde(default)]
+    pub guest_agent: bool,
 }
 
 impl DomainRecord {

@@ -980,6 +980,7 @@ mod tests {
                 qemu_downtime_ms: Some(2),
                 steps_us: BTreeMap::new(),
             },
+            guest_agent: true,
         }
     }
 

@@ -69,9 +69,13 @@ impl QemuDriver {
         push(&["-device", "virtio-serial-pci,id=vser"]);
         push(&["-chardev", &format!("socket,id=ctl,path={},server=on,wait=off", dir.ctl().display())]);
         push(&["-device", "virtserialport,chardev=ctl,name=vnsnap.ctl"]);
-        // The QEMU guest agent's channel: a restore steps the guest's clock through it.
-        push(&["-chardev", &format!("socket,id=ga,path={},server=on,wait=off", ga::socket(dir).display())]);
-        push(&["-device", &format!("virtserialport,chardev=ga,name={}", ga::PORT_NAME)]);
+        // The QEMU guest agent's channel: a restore steps the guest's clock through it. Not
+        // for a domain restored from a snapshot older than the channel (its device state has
+        // no such port, and QEMU refuses a state whose ports differ).
+        if rec.guest_agent {
+            push(&["-chardev", &format!("socket,id=ga,path={},server=on,wait=off", ga::socket(dir).display())]);
+            push(&["-device", &format!("virtserialport,chardev=ga,name={}", ga::PORT_NAME)]);
+        }
         if let Boot::Kernel { kernel, initrd, cmdline } = &spec.boot {
             push(&["-kernel", kernel]);
             if let Some(i) = initrd {
@@ -383,7 +387,52 @@ pub fn image_format(path: &Path) -> Result<&'static str, DriverError> {
 
 #[cfg(test)]
 mod tests {
-    use super::huge_pages_refused;
+    use super::{huge_pages_refused, QemuDriver};
+    use crate::domain::{DomainDir, DomainRecord};
+    use vnsnap_proto::{Boot, DomainImage, DomainSpec, DomainState};
+
+    /// A domain restored from a snapshot taken before the guest agent's port existed starts
+    /// without the port (its device state has none); every other domain has it.
+    #[test]
+    fn guest_agent_port_only_where_the_record_has_it() {
+        let drv = QemuDriver { binary: "qemu".into(), accel: "tcg".into(), disk_flush: false, huge_pages: false };
+        let mut rec = DomainRecord {
+            spec: DomainSpec {
+                name: "vm1".into(),
+                vcpus: 1,
+                memory_mib: 64,
+                boot: Boot::Disk,
+                disks: vec![],
+                nics: vec![],
+                hostname: None,
+                autostart: false,
+            },
+            ports: vec![],
+            state: DomainState::Defined,
+            disks: vec![],
+            stop_requested: false,
+            chains: vec![],
+            disk_nodes: vec![],
+            guest_agent: true,
+        };
+        let dir = DomainDir("/v/domains/vm1".into());
+        let has_port = |rec: &DomainRecord| drv.args(&dir, rec, true, false).iter().any(|a| a.contains("chardev=ga"));
+        assert!(has_port(&rec));
+        rec.guest_agent = false;
+        assert!(!has_port(&rec));
+
+        // A snapshot's domain record from before the port reads as without it.
+        let mut old = serde_json::json!({
+            "domain": "vm1", "spec": rec.spec, "disks": [], "channel_logs": [], "epochs": [],
+            "memory": {"path": "/m", "bytes": 1, "blake3": "00"},
+            "cut": {"domain": "vm1", "cut_at_ns": 1, "pause_us": 1},
+        });
+        let img: DomainImage = serde_json::from_value(old.clone()).unwrap();
+        assert!(!img.guest_agent);
+        old["guest_agent"] = true.into();
+        let img: DomainImage = serde_json::from_value(old).unwrap();
+        assert!(img.guest_agent);
+    }
 
     #[test]
     fn only_huge_page_errors_fall_back_to_ordinary_memory() {

@@ -154,6 +154,7 @@ mod tests {
             stop_requested: false,
             chains: vec![],
             disk_nodes: vec![],
+            guest_agent: false,
         }
     }
 

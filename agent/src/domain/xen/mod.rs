@@ -356,6 +356,7 @@ echo "fake-xl: unknown command $1" >&2; exit 1
             stop_requested: false,
             chains: vec![],
             disk_nodes: vec![],
+            guest_agent: false,
         };
         (t, drv, dir, rec)
     }

@@ -92,6 +92,7 @@ pub(super) fn cut_one(h: &Host, snap: &LocalSnap, name: &str, mode: CutMode, at:
         chains: frozen.iter().map(|f| vec![f.clone()]).collect(),
         cut: cut.clone(),
         memory: None,
+        guest_agent: rec.guest_agent,
     };
     let progress = snap.progress.clone();
     // The image is complete; "saving" is hashing it, reported as it goes (the

@@ -13,7 +13,7 @@
 //! restored any number of times.
 
 use crate::domain::qemu::qmp::Session;
-use crate::domain::qemu::{create_overlay, ga, persist};
+use crate::domain::qemu::{create_overlay, persist};
 use crate::domain::DomainRecord;
 use crate::host::{err, Host, Res};
 use crate::snapshot::{committed, layer_hash, read_log, snap_dir};
@@ -314,13 +314,8 @@ pub fn resume(h: &Arc<Host>, id: &str) -> Res<RestoreReply> {
                 }
                 // The time is taken when it is sent (wall) or counted from the resume
                 // (frozen), so recording the state first costs the clocks nothing.
-                let clock = if xen {
-                    Err("the Xen driver cannot set a guest's clock".to_string())
-                } else if !lock(&dom.rec).guest_agent {
-                    Err("the snapshot predates the guest agent's channel".to_string())
-                } else {
-                    set_clock(&dom.dir, mode, cut, resumed)
-                };
+                let rec = lock(&dom.rec).clone();
+                let clock = h.driver.set_guest_clock(&dom.dir, &rec, CLOCK_TIMEOUT, &|| clock_ns(mode, cut, resumed));
                 Ok(clock.err().map(|reason| {
                     tracing::warn!(domain = %name, %reason, "clock not set after restore");
                     ClockNotSet { domain: name.clone(), reason }
@@ -346,17 +341,16 @@ pub fn resume(h: &Arc<Host>, id: &str) -> Res<RestoreReply> {
     Ok(RestoreReply { domains: r.domains.clone(), elapsed_ms: r.started.elapsed().as_millis() as u64, clock_not_set })
 }
 
-/// Steps a resumed guest's wall clock through its guest agent: to the host's wall clock
-/// ([`ClockMode::Wall`]), or to its cut instant `cut_ns` plus the time since `resumed`
-/// ([`ClockMode::Frozen`]). The value is taken right before it is sent.
-fn set_clock(dir: &crate::domain::DomainDir, mode: ClockMode, cut_ns: u128, resumed: Instant) -> Result<(), String> {
-    ga::set_time(&ga::socket(dir), CLOCK_TIMEOUT, || match mode {
+/// What a resumed guest's wall clock is stepped to, ns since the Unix epoch, read right
+/// before it is sent: the host's wall clock ([`ClockMode::Wall`]), or the guest's cut instant
+/// `cut_ns` plus the time since `resumed` ([`ClockMode::Frozen`]).
+fn clock_ns(mode: ClockMode, cut_ns: u128, resumed: Instant) -> i128 {
+    match mode {
         ClockMode::Wall => {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128)
         }
         ClockMode::Frozen => cut_ns as i128 + resumed.elapsed().as_nanos() as i128,
-    })
-    .map_err(|e| e.to_string())
+    }
 }
 
 /// Abort a prepared restore: the paused domains are removed.

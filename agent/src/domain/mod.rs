@@ -208,6 +208,16 @@ pub trait Driver: Send + Sync {
     fn layer_ext(&self) -> &'static str {
         "qcow2"
     }
+    /// Steps the running guest's wall clock to `time_ns()` (ns since the Unix epoch, taken
+    /// right before it is sent), waiting at most `timeout` for the guest; `Err` says why the
+    /// clock was not set (restore reports it, the restore itself goes on).
+    fn set_guest_clock(
+        &self,
+        dir: &DomainDir,
+        rec: &DomainRecord,
+        timeout: std::time::Duration,
+        time_ns: &dyn Fn() -> i128,
+    ) -> Result<(), String>;
 }
 
 /// Persists a record atomically (write to a temp file, then rename).

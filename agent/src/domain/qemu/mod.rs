@@ -245,6 +245,20 @@ impl Driver for QemuDriver {
     fn name(&self) -> &'static str {
         "qemu"
     }
+    /// Through the guest agent's port (`ga`), which a domain restored from a snapshot older
+    /// than the port does not have.
+    fn set_guest_clock(
+        &self,
+        dir: &DomainDir,
+        rec: &DomainRecord,
+        timeout: std::time::Duration,
+        time_ns: &dyn Fn() -> i128,
+    ) -> Result<(), String> {
+        if !rec.guest_agent {
+            return Err("the snapshot predates the guest agent's channel".to_string());
+        }
+        ga::set_time(&ga::socket(dir), timeout, time_ns).map_err(|e| e.to_string())
+    }
 
     fn start(&self, dir: &DomainDir, rec: &DomainRecord, incoming: bool) -> Result<u32, DriverError> {
         // A state directory too deep for `sun_path` has its sockets in the socket directory.

@@ -208,6 +208,15 @@ impl Driver for XenDriver {
     fn name(&self) -> &'static str {
         "xen"
     }
+    fn set_guest_clock(
+        &self,
+        _dir: &DomainDir,
+        _rec: &DomainRecord,
+        _timeout: std::time::Duration,
+        _time_ns: &dyn Fn() -> i128,
+    ) -> Result<(), String> {
+        Err("the Xen driver cannot set a guest's clock".to_string())
+    }
 
     fn start(&self, dir: &DomainDir, rec: &DomainRecord, incoming: bool) -> Result<u32, DriverError> {
         let cfg = self.write_config(dir, rec)?;

@@ -1,284 +1,16 @@
-//! `vnsnap smoke`: a federation smoke test. Against each aggregate, in parallel, the AM API v3
-//! life cycle of a one-VM slice, every step timed and its result kept (see [`STEPS_V3`]), the
-//! snapshot extension's steps where the aggregate advertises `vnsnap_snapshot`; `--v2` runs
-//! the AM API v2 sequence ([`STEPS_V2`]) instead. Whatever happens, and on Ctrl-C, the
-//! slivers allocated are deleted again unless `--keep`.
-//!
-//! Everything an aggregate answers is treated as hostile: replies are bounded by the client
-//! ([`crate::client::MAX_REPLY_BYTES`]), documents are read by the rspec library's limits,
-//! and texts shown are folded to one line and cut.
+//! One aggregate's run of the smoke test, and Ctrl-C.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
 use vnsnap_rspec::{DiskImage, Node, RSpec, RSpecType, SliverType};
 
-use super::output::{one_line, table, text};
-use super::{Cli, CliError, OmniConfig};
+use super::super::output::{one_line, text};
+use super::super::CliError;
+use super::*;
 use crate::client::XmlRpcClient;
 use crate::xmlrpc::Value;
-
-/// Arguments of `vnsnap smoke`.
-#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
-pub struct SmokeArgs {
-    /// Aggregates: URLs (https://host:port/am/3.0), omni_config nicknames, or NAME=URL.
-    #[arg(value_name = "AGGREGATE")]
-    pub aggregates: Vec<String>,
-    /// TOML file of aggregates: [[aggregate]] name = "...", url = "URL or nickname",
-    /// rspec = "request.xml" (optional, overrides --rspec for that aggregate).
-    #[arg(long = "aggregates", value_name = "TOML")]
-    pub file: Option<PathBuf>,
-    /// Request RSpec to use instead of one built from each advertisement.
-    #[arg(long, value_name = "FILE")]
-    pub rspec: Option<PathBuf>,
-    /// Run the AM API v2 sequence (CreateSliver, SliverStatus, RenewSliver, DeleteSliver).
-    #[arg(long)]
-    pub v2: bool,
-    /// Leave the slivers (and snapshots) in place at the end or on failure.
-    #[arg(long)]
-    pub keep: bool,
-    /// Write a JUnit XML report (one test suite per aggregate, one test case per step).
-    #[arg(long, value_name = "FILE")]
-    pub junit: Option<PathBuf>,
-    /// Accept an aggregate's server certificate only with a chain to a certificate in this
-    /// PEM file (default: not checked, like omni).
-    #[arg(long, value_name = "PEM")]
-    pub ca: Option<PathBuf>,
-    /// Seconds to wait for the slivers to become geni_ready.
-    #[arg(long, value_name = "SECS", default_value_t = 600)]
-    pub ready_timeout: u64,
-    /// SSH public key to install for the user (default: ~/.ssh/id_ed25519.pub, id_ecdsa.pub
-    /// or id_rsa.pub, the first that exists).
-    #[arg(long, value_name = "FILE")]
-    pub ssh_key: Option<PathBuf>,
-    /// Slice URN (default: the target of the slice credential).
-    #[arg(long, value_name = "URN")]
-    pub slice: Option<String>,
-    /// After this step passes, each aggregate's run waits for a line on stdin (to look at
-    /// the aggregate, or break something on purpose, in mid-run).
-    #[arg(long, value_name = "STEP")]
-    pub pause_after: Option<String>,
-}
-
-/// The steps of the v3 sequence, in order.
-pub const STEPS_V3: [&str; 16] = [
-    "GetVersion",
-    "ListResources",
-    "BuildRequest",
-    "Allocate",
-    "Provision",
-    "Start",
-    "WaitReady",
-    "Describe",
-    "Renew",
-    "Snapshot",
-    "ListSnapshots",
-    "Restore",
-    "WaitReadyAfterRestore",
-    "DeleteSnapshot",
-    "Delete",
-    "StatusGone",
-];
-
-/// The steps of the v2 sequence, in order.
-pub const STEPS_V2: [&str; 8] = [
-    "GetVersion",
-    "ListResources",
-    "BuildRequest",
-    "CreateSliver",
-    "WaitReady",
-    "RenewSliver",
-    "DeleteSliver",
-    "StatusGone",
-];
-
-const SNAPSHOT_STEPS: [&str; 5] = ["Snapshot", "ListSnapshots", "Restore", "WaitReadyAfterRestore", "DeleteSnapshot"];
-
-/// Longest error text kept per step (characters).
-const MAX_ERROR_CHARS: usize = 2000;
-/// Seconds one XML-RPC call may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(180);
-/// Status polling period.
-const POLL: Duration = Duration::from_secs(1);
-
-/// The outcome of one step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Done and checked.
-    Passed,
-    /// Failed (the error says why).
-    Failed,
-    /// Not applicable at this aggregate (the reason is in `error`).
-    Skipped,
-    /// Not reached: an earlier step failed.
-    NotRun,
-}
-
-impl Outcome {
-    /// The word in reports.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Passed => "passed",
-            Outcome::Failed => "FAILED",
-            Outcome::Skipped => "skipped",
-            Outcome::NotRun => "not run",
-        }
-    }
-}
-
-/// One step's result.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StepResult {
-    /// Step name (from [`STEPS_V3`] or [`STEPS_V2`]).
-    pub step: &'static str,
-    /// Outcome.
-    pub outcome: Outcome,
-    /// Wall time (seconds).
-    pub seconds: f64,
-    /// Error text (failed), reason (skipped, not run), else empty.
-    pub error: String,
-}
-
-/// One aggregate's run.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AggregateReport {
-    /// Name shown (nickname, NAME= or host:port).
-    pub name: String,
-    /// Endpoint URL.
-    pub url: String,
-    /// Every step of the sequence, in order.
-    pub steps: Vec<StepResult>,
-    /// What cleanup did.
-    pub cleanup: String,
-    /// Whether cleanup left something allocated (failed to delete, or `--keep`).
-    pub left_allocated: bool,
-}
-
-impl AggregateReport {
-    /// No step failed and every one ran (skipped ones count as fine).
-    pub fn passed(&self) -> bool {
-        self.steps.iter().all(|s| matches!(s.outcome, Outcome::Passed | Outcome::Skipped))
-    }
-}
-
-/// An aggregate to test.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    /// Name shown.
-    pub name: String,
-    /// Endpoint URL.
-    pub url: String,
-    /// Request RSpec file for this one.
-    pub rspec: Option<PathBuf>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TargetsFile {
-    #[serde(default)]
-    aggregate: Vec<TargetEntry>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TargetEntry {
-    name: Option<String>,
-    url: String,
-    rspec: Option<PathBuf>,
-}
-
-fn host_port(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    rest.split('/').next().unwrap_or(rest).to_string()
-}
-
-fn resolve_url(s: &str, omni: Option<&OmniConfig>) -> Result<(String, Option<String>), CliError> {
-    if s.contains("://") {
-        if !s.starts_with("https://") && !s.starts_with("http://") {
-            return Err(CliError::Usage(format!("aggregate {s:?}: not an http(s) URL")));
-        }
-        return Ok((s.to_string(), None));
-    }
-    let url = omni
-        .and_then(|o| o.aggregate_url(s))
-        .ok_or_else(|| CliError::Usage(format!("aggregate {s:?} is neither a URL nor an omni_config nickname")))?;
-    Ok((url, Some(s.to_string())))
-}
-
-/// The aggregates of the command line and the `--aggregates` file; names are unique.
-pub fn targets(a: &SmokeArgs, omni: Option<&OmniConfig>) -> Result<Vec<Target>, CliError> {
-    let mut out = Vec::new();
-    for arg in &a.aggregates {
-        let (name, spec) = match arg.split_once('=') {
-            Some((n, u)) if !n.contains("://") && !n.is_empty() => (Some(n.to_string()), u),
-            _ => (None, arg.as_str()),
-        };
-        let (url, nick) = resolve_url(spec, omni)?;
-        let name = name.or(nick).unwrap_or_else(|| host_port(&url));
-        out.push(Target { name, url, rspec: a.rspec.clone() });
-    }
-    if let Some(f) = &a.file {
-        let t = std::fs::read_to_string(f).map_err(|e| CliError::Usage(format!("cannot read {}: {e}", f.display())))?;
-        let file: TargetsFile = toml::from_str(&t).map_err(|e| CliError::Usage(format!("{}: {e}", f.display())))?;
-        let base = f.parent().unwrap_or(Path::new("."));
-        for e in file.aggregate {
-            let (url, nick) = resolve_url(&e.url, omni)?;
-            let name = e.name.or(nick).unwrap_or_else(|| host_port(&url));
-            let rspec = e.rspec.map(|r| base.join(r)).or_else(|| a.rspec.clone());
-            out.push(Target { name, url, rspec });
-        }
-    }
-    if out.is_empty() {
-        return Err(CliError::Usage("no aggregate: give URLs, nicknames or --aggregates FILE".into()));
-    }
-    let mut seen = std::collections::BTreeSet::new();
-    for t in &out {
-        if !seen.insert(t.name.clone()) {
-            return Err(CliError::Usage(format!("aggregate name {:?} given twice (use NAME=URL)", t.name)));
-        }
-    }
-    Ok(out)
-}
-
-/// The slice a credential is for: the `<target_urn>` of the first slice credential.
-pub fn slice_of(creds: &[Value]) -> Option<String> {
-    creds.iter().find_map(|c| {
-        let xml = c.get("geni_value")?.as_str()?;
-        let start = xml.find("<target_urn>")? + "<target_urn>".len();
-        let len = xml[start..].find("</target_urn>")?;
-        let urn = xml[start..start + len].trim();
-        urn.contains("+slice+").then(|| urn.to_string())
-    })
-}
-
-/// The GENI URN in the first certificate of a PEM file.
-pub fn user_urn(cert_pem: &[u8]) -> Option<String> {
-    let ders = crate::auth::pem_certificates(cert_pem).ok()?;
-    crate::auth::GeniCert::from_der(ders.first()?).ok()?.urn
-}
-
-fn ssh_key(a: &SmokeArgs) -> Result<Option<String>, CliError> {
-    let read = |p: &Path| {
-        std::fs::read_to_string(p)
-            .map(|t| t.trim().to_string())
-            .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", p.display())))
-    };
-    if let Some(p) = &a.ssh_key {
-        return read(p).map(Some);
-    }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
-    for f in ["id_ed25519.pub", "id_ecdsa.pub", "id_rsa.pub"] {
-        let p = home.join(".ssh").join(f);
-        if p.is_file() {
-            return read(&p).map(Some);
-        }
-    }
-    Ok(None)
-}
 
 // ---- Ctrl-C ----
 
@@ -292,7 +24,7 @@ extern "C" fn on_signal(_: libc::c_int) {
     }
 }
 
-fn catch_interrupts() {
+pub(super) fn catch_interrupts() {
     let handler: extern "C" fn(libc::c_int) = on_signal;
     // SAFETY: the handler only touches an atomic and calls _exit, both async-signal-safe.
     unsafe {
@@ -301,7 +33,7 @@ fn catch_interrupts() {
     }
 }
 
-fn interrupted() -> bool {
+pub(super) fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
@@ -321,17 +53,17 @@ fn nap(d: Duration) -> bool {
 
 /// What every aggregate's run shares.
 #[derive(Debug)]
-struct Shared {
-    identity: Vec<u8>,
-    ca: Option<Vec<u8>>,
-    creds: Vec<Value>,
-    slice: String,
-    users: Value,
-    v2: bool,
-    keep: bool,
-    ready_timeout: Duration,
-    snapshot_timeout: Duration,
-    pause_after: Option<String>,
+pub(super) struct Shared {
+    pub(super) identity: Vec<u8>,
+    pub(super) ca: Option<Vec<u8>>,
+    pub(super) creds: Vec<Value>,
+    pub(super) slice: String,
+    pub(super) users: Value,
+    pub(super) v2: bool,
+    pub(super) keep: bool,
+    pub(super) ready_timeout: Duration,
+    pub(super) snapshot_timeout: Duration,
+    pub(super) pause_after: Option<String>,
 }
 
 fn cut(s: &str) -> String {
@@ -445,7 +177,7 @@ impl<'a> Run<'a> {
     /// A GENI call; errors carry the aggregate's own text.
     fn call(&self, method: &str, params: Vec<Value>) -> Result<Value, String> {
         let reply = self.client()?.call(method, &params).map_err(|e| e.to_string())?;
-        super::output::geni_value(method, reply).map_err(|e| e.to_string())
+        super::super::output::geni_value(method, reply).map_err(|e| e.to_string())
     }
 
     /// Runs one step: times it, records it, reports progress. `false` when it failed.
@@ -730,7 +462,7 @@ impl<'a> Run<'a> {
             ("Status", vec![self.urns(), self.creds.clone(), empty()])
         };
         let reply = self.client()?.call(method, &params).map_err(|e| e.to_string())?;
-        match super::output::geni_value(method, reply) {
+        match super::super::output::geni_value(method, reply) {
             Ok(v) => {
                 let left: Vec<String> = slivers(&v)
                     .iter()
@@ -786,7 +518,7 @@ impl<'a> Run<'a> {
                 .map_err(CleanupError::Other)?
                 .call(method, &params)
                 .map_err(|e| CleanupError::Other(e.to_string()))?;
-            match super::output::geni_value(method, reply) {
+            match super::super::output::geni_value(method, reply) {
                 Err(CliError::Am { code: 14, .. }) if start.elapsed() < CLEANUP_BUSY_WAIT => {
                     std::thread::sleep(Duration::from_secs(2));
                 }
@@ -884,7 +616,7 @@ fn v2_errors(st: &Value) -> String {
         .join("; ")
 }
 
-fn run_one(t: &Target, sh: &Shared) -> AggregateReport {
+pub(super) fn run_one(t: &Target, sh: &Shared) -> AggregateReport {
     let mut r = Run {
         t,
         sh,
@@ -933,234 +665,4 @@ fn run_one(t: &Target, sh: &Shared) -> AggregateReport {
         }
     }
     AggregateReport { name: t.name.clone(), url: t.url.clone(), steps, cleanup, left_allocated }
-}
-
-// ---- reports ----
-
-/// The text report: a table per aggregate and a summary line.
-pub fn text_report(slice: &str, reports: &[AggregateReport]) -> String {
-    let mut out = String::new();
-    for a in reports {
-        let _ = writeln!(out, "{} ({}): {}", a.name, a.url, if a.passed() { "PASSED" } else { "FAILED" });
-        let rows: Vec<Vec<String>> = a
-            .steps
-            .iter()
-            .map(|s| {
-                let err: String = if s.error.chars().count() > 300 {
-                    s.error.chars().take(297).collect::<String>() + "..."
-                } else {
-                    s.error.clone()
-                };
-                vec![
-                    s.step.to_string(),
-                    s.outcome.as_str().to_string(),
-                    if s.outcome == Outcome::Passed || s.outcome == Outcome::Failed {
-                        format!("{:.2}", s.seconds)
-                    } else {
-                        String::new()
-                    },
-                    err,
-                ]
-            })
-            .collect();
-        out.push_str(&table(&["STEP", "RESULT", "SECONDS", "ERROR"], &rows));
-        let _ = writeln!(out, "cleanup: {}\n", a.cleanup);
-    }
-    let passed = reports.iter().filter(|a| a.passed()).count();
-    let _ = writeln!(out, "slice {slice}: {passed} of {} aggregates passed", reports.len());
-    out
-}
-
-/// The JSON report.
-pub fn json_report(slice: &str, reports: &[AggregateReport]) -> serde_json::Value {
-    serde_json::json!({
-        "slice": slice,
-        "passed": reports.iter().all(AggregateReport::passed),
-        "aggregates": reports.iter().map(|a| serde_json::json!({
-            "name": a.name,
-            "url": a.url,
-            "passed": a.passed(),
-            "cleanup": a.cleanup,
-            "left_allocated": a.left_allocated,
-            "steps": a.steps.iter().map(|s| serde_json::json!({
-                "step": s.step,
-                "result": match s.outcome {
-                    Outcome::Passed => "passed",
-                    Outcome::Failed => "failed",
-                    Outcome::Skipped => "skipped",
-                    Outcome::NotRun => "not_run",
-                },
-                "seconds": (s.seconds * 1000.0).round() / 1000.0,
-                "error": s.error,
-            })).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-    })
-}
-
-/// Text for XML attributes and content: escaped, and without characters XML 1.0 forbids.
-fn xml_text(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&apos;"),
-            '\t' | '\n' | '\r' => o.push(c),
-            c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => o.push('?'),
-            c => o.push(c),
-        }
-    }
-    o
-}
-
-/// The JUnit XML report: `<testsuites>` with one `<testsuite>` per aggregate and one
-/// `<testcase>` per step (failed steps carry `<failure>`, skipped and not-run ones `<skipped>`).
-pub fn junit_report(reports: &[AggregateReport]) -> String {
-    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let count = |a: &AggregateReport, o: &[Outcome]| a.steps.iter().filter(|s| o.contains(&s.outcome)).count();
-    let total = |o: &[Outcome]| reports.iter().map(|a| count(a, o)).sum::<usize>();
-    let time = |a: &AggregateReport| a.steps.iter().map(|s| s.seconds).sum::<f64>();
-    let _ = writeln!(
-        out,
-        "<testsuites name=\"vnsnap smoke\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"{}\" time=\"{:.3}\">",
-        reports.iter().map(|a| a.steps.len()).sum::<usize>(),
-        total(&[Outcome::Failed]),
-        total(&[Outcome::Skipped, Outcome::NotRun]),
-        reports.iter().map(time).sum::<f64>(),
-    );
-    let stamp = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S");
-    for (i, a) in reports.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "  <testsuite name=\"{}\" id=\"{i}\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"{}\" time=\"{:.3}\" timestamp=\"{stamp}\">",
-            xml_text(&a.name),
-            a.steps.len(),
-            count(a, &[Outcome::Failed]),
-            count(a, &[Outcome::Skipped, Outcome::NotRun]),
-            time(a),
-        );
-        let _ = writeln!(
-            out,
-            "    <properties>\n      <property name=\"url\" value=\"{}\"/>\n    </properties>",
-            xml_text(&a.url)
-        );
-        for s in &a.steps {
-            let head = format!(
-                "    <testcase name=\"{}\" classname=\"smoke.{}\" time=\"{:.3}\"",
-                s.step,
-                xml_text(&a.name),
-                s.seconds
-            );
-            match s.outcome {
-                Outcome::Passed => {
-                    let _ = writeln!(out, "{head}/>");
-                }
-                Outcome::Failed => {
-                    let e = xml_text(&s.error);
-                    let _ = writeln!(
-                        out,
-                        "{head}>\n      <failure message=\"{e}\" type=\"{}\">{e}</failure>\n    </testcase>",
-                        s.step
-                    );
-                }
-                Outcome::Skipped | Outcome::NotRun => {
-                    let _ =
-                        writeln!(out, "{head}>\n      <skipped message=\"{}\"/>\n    </testcase>", xml_text(&s.error));
-                }
-            }
-        }
-        let _ = writeln!(out, "    <system-out>cleanup: {}</system-out>\n  </testsuite>", xml_text(&a.cleanup));
-    }
-    out.push_str("</testsuites>\n");
-    out
-}
-
-// ---- the command ----
-
-/// Runs `vnsnap smoke`; returns the exit code (0: every aggregate passed; 1: one failed;
-/// 130: interrupted).
-pub fn run(cli: &Cli, a: &SmokeArgs, default_omni: Option<PathBuf>) -> Result<i32, CliError> {
-    let (cert, key, omni) = super::identity_files(cli, default_omni)?;
-    let targets = targets(a, omni.as_ref())?;
-    let creds = super::read_credentials(&cli.cred)?;
-    if creds.is_empty() {
-        return Err(CliError::Usage(
-            "no credential: give --cred FILE (the slice credential, as omni's --slicecredfile)".into(),
-        ));
-    }
-    let slice = match &a.slice {
-        Some(s) => s.clone(),
-        None => slice_of(&creds).ok_or_else(|| {
-            CliError::Usage("no slice: none of the --cred files is a slice credential; give --slice URN".into())
-        })?,
-    };
-    super::check_command(&super::Command::Status { slice_urn: slice.clone() })?;
-    let settings = super::Settings { am_url: String::new(), cert: cert.clone(), key, creds: creds.clone() };
-    let identity = settings.identity_pem()?;
-    let ca = match &a.ca {
-        Some(p) => Some(std::fs::read(p).map_err(|e| CliError::Usage(format!("cannot read {}: {e}", p.display())))?),
-        None => None,
-    };
-    let user = user_urn(&identity)
-        .ok_or_else(|| CliError::Usage(format!("{}: no GENI URN in the certificate", cert.display())))?;
-    if let Some(p) = &a.pause_after {
-        let all: &[&str] = if a.v2 { &STEPS_V2 } else { &STEPS_V3 };
-        if !all.contains(&p.as_str()) {
-            return Err(CliError::Usage(format!("--pause-after {p:?}: not a step ({})", all.join(", "))));
-        }
-    }
-    let keys = ssh_key(a)?.map(|k| vec![Value::str(k)]).unwrap_or_default();
-    let users = Value::Array(vec![Value::structure([("urn", Value::str(user)), ("keys", Value::Array(keys))])]);
-    let sh = Shared {
-        identity,
-        ca,
-        creds,
-        slice: slice.clone(),
-        users,
-        v2: a.v2,
-        keep: a.keep,
-        ready_timeout: Duration::from_secs(a.ready_timeout),
-        snapshot_timeout: Duration::from_secs(cli.timeout),
-        pause_after: a.pause_after.clone(),
-    };
-    catch_interrupts();
-    let reports: Vec<AggregateReport> = std::thread::scope(|s| {
-        let handles: Vec<_> = targets.iter().map(|t| s.spawn(|| run_one(t, &sh))).collect();
-        handles
-            .into_iter()
-            .zip(&targets)
-            .map(|(h, t)| {
-                h.join().unwrap_or_else(|_| AggregateReport {
-                    name: t.name.clone(),
-                    url: t.url.clone(),
-                    steps: vec![StepResult {
-                        step: "GetVersion",
-                        outcome: Outcome::Failed,
-                        seconds: 0.0,
-                        error: "internal error".into(),
-                    }],
-                    cleanup: "unknown".into(),
-                    left_allocated: true,
-                })
-            })
-            .collect()
-    });
-    if let Some(f) = &a.junit {
-        std::fs::write(f, junit_report(&reports))
-            .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", f.display())))?;
-    }
-    if cli.json {
-        println!("{}", serde_json::to_string_pretty(&json_report(&slice, &reports)).unwrap_or_default());
-    } else {
-        print!("{}", text_report(&slice, &reports));
-    }
-    Ok(if interrupted() {
-        130
-    } else if reports.iter().all(AggregateReport::passed) {
-        0
-    } else {
-        1
-    })
 }
